@@ -1,0 +1,5 @@
+import sys
+
+from shadoweval.cli import main
+
+sys.exit(main())

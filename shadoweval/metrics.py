@@ -1,0 +1,237 @@
+"""Every Prometheus metric shadoweval exports, defined in this one module.
+
+Each process builds one :class:`Metrics` on its own ``CollectorRegistry`` (tests build their
+own, so nothing is shared). Label values come from configuration or closed sets; model
+names reported by upstreams go through :class:`LabelCap` so they cannot grow unbounded.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from shadoweval.types import ERROR_TYPES
+
+# OpenTelemetry GenAI client latency boundaries (0.01 .. 81.92 s) with finer low-end
+# buckets so that fast upstreams and sub-millisecond effects stay readable.
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005,
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)  # fmt: skip
+TTFT_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
+    1.0, 2.5, 5.0, 7.5, 10.0,
+)  # fmt: skip
+TPOT_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
+    1.0, 2.5,
+)  # fmt: skip
+# The proxy's own overhead: tens of microseconds must be readable.
+OVERHEAD_BUCKETS = (
+    0.00001, 0.000025, 0.00005, 0.000075, 0.0001, 0.00015, 0.0002, 0.0003, 0.0005,
+    0.00075, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1,
+)  # fmt: skip
+COST_BUCKETS = (
+    0.000001, 0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+)  # fmt: skip
+LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+SINK_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+
+OTHER = "other"
+
+
+class LabelCap:
+    """Admits at most ``limit`` distinct values; the rest are folded into ``other``."""
+
+    def __init__(self, limit: int, preset: tuple[str, ...] = ()) -> None:
+        self._limit = limit
+        self._seen: set[str] = set(preset)
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str | None) -> str:
+        if not value:
+            return "unknown"
+        if value in self._seen:
+            return value
+        with self._lock:
+            if len(self._seen) < self._limit:
+                self._seen.add(value)
+                return value
+        return OTHER
+
+
+class Metrics:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        model_label_limit: int = 50,
+        known_models: tuple[str, ...] = (),
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, open fds, cpu
+        PlatformCollector(registry=r)
+        self.model_label = LabelCap(model_label_limit, known_models)
+
+        side = ["role", "upstream", "model", "route"]
+        self.requests = Counter(
+            "shadoweval_requests",
+            "Upstream calls by side and outcome (ok or error).",
+            [*side, "outcome"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "shadoweval_request_duration_seconds",
+            "Upstream call latency, request sent to last byte received.",
+            [*side, "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "shadoweval_time_to_first_token_seconds",
+            "Streaming answers: request sent to first content token.",
+            side,
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.tpot = Histogram(
+            "shadoweval_time_per_output_token_seconds",
+            "Streaming answers: (latency - TTFT) / (output tokens - 1).",
+            side,
+            buckets=TPOT_BUCKETS,
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "shadoweval_proxy_overhead_seconds",
+            "Time the primary path spends in shadoweval itself, excluding the upstream.",
+            ["route"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.errors = Counter(
+            "shadoweval_upstream_errors",
+            "Failed upstream calls and dropped shadows, by error type.",
+            ["role", "upstream", "error_type"],
+            registry=r,
+        )
+        self.attempts = Counter(
+            "shadoweval_upstream_attempts",
+            "Every attempt of an upstream call, first tries and retries alike.",
+            ["role", "upstream", "attempt", "outcome"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "shadoweval_retries",
+            "Retried upstream attempts by the outcome of the retry.",
+            ["role", "upstream", "outcome"],
+            registry=r,
+        )
+        self.sampled = Counter(
+            "shadoweval_shadow_sampling_decisions",
+            "Requests on mirrored routes, sampled in or out, per upstream.",
+            ["upstream", "decision"],
+            registry=r,
+        )
+        self.dropped = Counter(
+            "shadoweval_shadow_dropped",
+            "Shadow requests dropped before being sent, by reason.",
+            ["upstream", "reason"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "shadoweval_shadow_queue_depth",
+            "Shadow requests waiting for a worker.",
+            ["upstream"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "shadoweval_shadow_in_flight",
+            "Shadow requests being sent or awaiting the primary's answer.",
+            ["upstream"],
+            registry=r,
+        )
+        self.pairs = Counter(
+            "shadoweval_pairs",
+            "Pair records handed to the sink.",
+            ["upstream"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "shadoweval_tokens",
+            "Tokens by direction (input, output, cached_input).",
+            [*side, "direction"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "shadoweval_cost_usd",
+            "Cost in USD from the pricing table.",
+            side,
+            registry=r,
+        )
+        self.request_cost = Histogram(
+            "shadoweval_request_cost_usd",
+            "Cost of one request in USD.",
+            side,
+            buckets=COST_BUCKETS,
+            registry=r,
+        )
+        self.unpriced = Counter(
+            "shadoweval_unpriced_requests",
+            "Requests whose model has no entry in the pricing table.",
+            ["role", "upstream"],
+            registry=r,
+        )
+        self.open_connections = Gauge(
+            "shadoweval_open_connections",
+            "Open connections: inbound from callers, outbound per upstream.",
+            ["direction", "upstream"],
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "shadoweval_event_loop_lag_seconds",
+            "Delay of a periodic event-loop timer beyond its due time.",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.sink_records = Counter(
+            "shadoweval_sink_records",
+            "Records by sink and outcome (written, dropped, failed, spilled).",
+            ["sink", "outcome"],
+            registry=r,
+        )
+        self.sink_buffered = Gauge(
+            "shadoweval_sink_buffered_records",
+            "Records waiting in the sink's in-memory buffer.",
+            ["sink"],
+            registry=r,
+        )
+        self.sink_write_duration = Histogram(
+            "shadoweval_sink_write_duration_seconds",
+            "Time to write (or produce) one batch of records.",
+            ["sink"],
+            buckets=SINK_BUCKETS,
+            registry=r,
+        )
+        self.ready = Gauge("shadoweval_ready", "1 when the proxy accepts traffic.", registry=r)
+
+    def init_upstream(self, role: str, upstream: str) -> None:
+        """Create the zero-valued series of an upstream so rates exist before traffic."""
+        for error_type in ERROR_TYPES:
+            self.errors.labels(role, upstream, error_type)
+        if role != "primary":
+            self.queue_depth.labels(upstream)
+            self.in_flight.labels(upstream)
+            self.pairs.labels(upstream)
+            for decision in ("in", "out"):
+                self.sampled.labels(upstream, decision)
+            for reason in ("queue_full", "rate_limit", "shutdown", "invalid_request"):
+                self.dropped.labels(upstream, reason)

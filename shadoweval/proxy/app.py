@@ -1,0 +1,63 @@
+"""The proxy's request handler: read the body, offer it to the shadow dispatcher, relay the
+primary's answer. Everything the caller waits for is in ``ProxyHandler.__call__``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from shadoweval.config import Limits
+from shadoweval.proxy.forward import Forwarder, error_response
+from shadoweval.proxy.openai import ROUTES
+from shadoweval.proxy.shadow import ShadowDispatcher, ShadowJob
+from shadoweval.types import Capture, Route
+
+# Called after each primary answer, off the caller's path (metrics hook).
+PrimaryObserver = Callable[[Capture, "Route | None", bytes, float, "ShadowJob | None"], None]
+
+
+class ProxyHandler:
+    def __init__(
+        self,
+        forwarder: Forwarder,
+        dispatcher: ShadowDispatcher,
+        limits: Limits,
+        observe: PrimaryObserver | None = None,
+    ) -> None:
+        self._forwarder = forwarder
+        self._dispatcher = dispatcher
+        self._max_body = limits.max_body_bytes
+        self._observe = observe
+        self._loop = asyncio.get_running_loop()
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        entered = time.perf_counter()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(
+                413, "request_too_large", f"request body exceeds {self._max_body} bytes"
+            )
+        route = ROUTES.get(request.path) if request.method == "POST" else None
+        job = self._dispatcher.offer(route, request.path, request.headers, body) if route else None
+        response, capture = await self._forwarder.relay(request, body)
+        if job is not None:
+            job.primary_done(capture)
+        if self._observe is not None:
+            # Overhead: time in this handler that was not spent waiting for the upstream.
+            overhead = time.perf_counter() - entered - capture.latency_s
+            self._loop.call_soon(self._observe, capture, route, body, overhead, job)
+        return response
+
+
+def make_server(handler: ProxyHandler, limits: Limits) -> web.Server:
+    def request_factory(message, payload, protocol, writer, task):  # type: ignore[no-untyped-def]
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, protocol._loop,
+            client_max_size=limits.max_body_bytes,
+        )  # fmt: skip
+
+    return web.Server(handler, request_factory=request_factory)

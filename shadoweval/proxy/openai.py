@@ -1,0 +1,357 @@
+"""The OpenAI-compatible protocol: which routes are understood, SSE framing, and turning a
+captured answer into model / text / finish reason / usage / time to first token.
+
+Runs off the caller's path (in the shadow workers), on bounded captures.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from shadoweval.types import Capture, ErrorType, Json, Outcome, Role, Route, Usage
+
+ROUTES: dict[str, Route] = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+    "/v1/responses": "responses",
+}
+
+
+class InvalidRequest(ValueError):
+    """The request body is not a JSON object this route can be mirrored with."""
+
+
+def parse_request(body: bytes) -> Json:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"body is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise InvalidRequest("body must be a JSON object")
+    return obj
+
+
+def is_stream(request: Json) -> bool:
+    return request.get("stream") is True
+
+
+def error_type_for_status(status: int) -> ErrorType | None:
+    if status < 400:
+        return None
+    if status == 429:
+        return "http_429"
+    return "http_5xx" if status >= 500 else "http_4xx"
+
+
+def iter_sse(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(end offset, data payload)`` for each SSE event (blank-line separated).
+
+    Multi-line ``data:`` fields are joined with ``\\n`` as the SSE spec says; comments and
+    other fields are ignored. An unterminated last event is yielded too (it may be cut).
+    """
+    pos = 0
+    size = len(data)
+    while pos < size:
+        end, sep = _next_blank_line(data, pos)
+        block = data[pos:end]
+        pos = end + sep if sep else size
+        payload: list[bytes] = []
+        for line in block.splitlines():
+            if line.startswith(b"data:"):
+                value = line[5:]
+                payload.append(value[1:] if value.startswith(b" ") else value)
+        if payload:
+            yield (pos, b"\n".join(payload))
+
+
+def _next_blank_line(data: bytes, start: int) -> tuple[int, int]:
+    best = (len(data), 0)
+    for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
+        idx = data.find(sep, start)
+        if idx != -1 and idx < best[0]:
+            best = (idx, len(sep))
+    return best
+
+
+def _decode_body(capture: Capture) -> bytes:
+    body = bytes(capture.body)
+    enc = capture.content_encoding.lower()
+    if enc in ("gzip", "x-gzip", "deflate"):
+        wbits = 47 if enc != "deflate" else 15  # 47: auto-detect gzip/zlib headers
+        try:
+            return zlib.decompressobj(wbits).decompress(body, 64 * 1024 * 1024)
+        except zlib.error:
+            return b""
+    return body
+
+
+def _time_at(capture: Capture, offset: int) -> float | None:
+    """Seconds since the request started when byte ``offset`` of the body had arrived."""
+    times = capture.chunk_times
+    if not times:
+        return None
+    idx = bisect.bisect_left(times, offset, key=lambda t: t[0])
+    return times[min(idx, len(times) - 1)][1]
+
+
+def estimate_tokens(text: str) -> int:
+    # ~4 characters per token for English BPE vocabularies; only used when the upstream
+    # reports no usage, and the record says so.
+    return math.ceil(len(text) / 4) if text else 0
+
+
+def request_text(request: Json) -> str:
+    parts: list[str] = []
+    for msg in request.get("messages") or ():
+        if isinstance(msg, dict):
+            content = msg.get("content")
+            if isinstance(content, str):
+                parts.append(content)
+            elif isinstance(content, list):
+                parts.extend(
+                    c.get("text", "") for c in content if isinstance(c, dict) and "text" in c
+                )
+    for key in ("prompt", "input", "instructions"):
+        value = request.get(key)
+        if isinstance(value, str):
+            parts.append(value)
+        elif isinstance(value, list):
+            parts.extend(v for v in value if isinstance(v, str))
+    return "\n".join(parts)
+
+
+def _usage(obj: Any) -> Usage | None:
+    if not isinstance(obj, dict):
+        return None
+    inp = obj.get("prompt_tokens", obj.get("input_tokens"))
+    out = obj.get("completion_tokens", obj.get("output_tokens"))
+    details = obj.get("prompt_tokens_details") or obj.get("input_tokens_details") or {}
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return Usage(
+        input_tokens=inp if isinstance(inp, int) else None,
+        output_tokens=out if isinstance(out, int) else None,
+        cached_input_tokens=cached if isinstance(cached, int) else None,
+    )
+
+
+class _Accumulator:
+    """Collects text, tool calls, finish reason, usage and model across one answer."""
+
+    def __init__(self) -> None:
+        self.model: str | None = None
+        self.text: list[str] = []
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.tool_calls: dict[int, Json] = {}
+        self.first_token_offset: int | None = None
+        self.done = False
+        self.extra: Json = {}
+
+    def add_tool_call_delta(self, delta: Json) -> None:
+        idx = delta.get("index", len(self.tool_calls))
+        call = self.tool_calls.setdefault(idx, {"id": None, "name": None, "arguments": ""})
+        if delta.get("id"):
+            call["id"] = delta["id"]
+        fn = delta.get("function") or {}
+        if fn.get("name"):
+            call["name"] = fn["name"]
+        if isinstance(fn.get("arguments"), str):
+            call["arguments"] += fn["arguments"]
+
+    def chat_choice(self, choice: Json, offset: int, streaming: bool) -> None:
+        if choice.get("index", 0) != 0:
+            return
+        part = choice.get("delta") if streaming else choice.get("message")
+        if isinstance(part, dict):
+            content = part.get("content")
+            if isinstance(content, str) and content:
+                self.text.append(content)
+                self._mark(offset)
+            for call in part.get("tool_calls") or ():
+                if isinstance(call, dict):
+                    self.add_tool_call_delta(call)
+                    self._mark(offset)
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+
+    def completion_choice(self, choice: Json, offset: int) -> None:
+        if choice.get("index", 0) != 0:
+            return
+        text = choice.get("text")
+        if isinstance(text, str) and text:
+            self.text.append(text)
+            self._mark(offset)
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+
+    def responses_object(self, resp: Json) -> None:
+        self.model = resp.get("model") or self.model
+        self.usage = _usage(resp.get("usage")) or self.usage
+        status = resp.get("status")
+        if isinstance(status, str):
+            self.finish_reason = status
+        texts: list[str] = []
+        for item in resp.get("output") or ():
+            if not isinstance(item, dict):
+                continue
+            if item.get("type") == "message":
+                for c in item.get("content") or ():
+                    if isinstance(c, dict) and c.get("type") == "output_text":
+                        texts.append(c.get("text", ""))
+            elif item.get("type") == "function_call":
+                self.tool_calls[len(self.tool_calls)] = {
+                    "id": item.get("call_id"),
+                    "name": item.get("name"),
+                    "arguments": item.get("arguments", ""),
+                }
+        if texts and not self.text:
+            self.text = texts
+
+    def _mark(self, offset: int) -> None:
+        if self.first_token_offset is None:
+            self.first_token_offset = offset
+
+
+def _parse_json_answer(route: Route, obj: Json, acc: _Accumulator) -> None:
+    acc.model = obj.get("model") if isinstance(obj.get("model"), str) else None
+    if route == "responses":
+        acc.responses_object(obj)
+        return
+    acc.usage = _usage(obj.get("usage"))
+    if route == "embeddings":
+        data = obj.get("data") or []
+        first = data[0].get("embedding") if data and isinstance(data[0], dict) else None
+        acc.extra = {"embeddings": len(data), "dims": len(first) if isinstance(first, list) else 0}
+        return
+    for choice in obj.get("choices") or ():
+        if isinstance(choice, dict):
+            if route == "chat":
+                acc.chat_choice(choice, 0, streaming=False)
+            else:
+                acc.completion_choice(choice, 0)
+
+
+def _parse_stream(route: Route, body: bytes, acc: _Accumulator) -> str | None:
+    """Returns an error message when an event is not valid JSON."""
+    for offset, data in iter_sse(body):
+        if data.strip() == b"[DONE]":
+            acc.done = True
+            continue
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return "stream event is not valid JSON"
+        if not isinstance(event, dict):
+            continue
+        if route == "responses":
+            kind = event.get("type")
+            if kind == "response.output_text.delta" and isinstance(event.get("delta"), str):
+                acc.text.append(event["delta"])
+                acc._mark(offset)
+            elif kind in ("response.completed", "response.incomplete", "response.failed"):
+                # responses_object only fills text when no delta carried any.
+                acc.responses_object(event.get("response") or {})
+                acc.done = True
+            elif kind == "response.created":
+                acc.model = (event.get("response") or {}).get("model") or acc.model
+            continue
+        if acc.model is None and isinstance(event.get("model"), str):
+            acc.model = event["model"]
+        if event.get("usage"):
+            acc.usage = _usage(event["usage"])
+        if "error" in event and not event.get("choices"):
+            return f"stream carried an error event: {str(event['error'])[:200]}"
+        for choice in event.get("choices") or ():
+            if isinstance(choice, dict):
+                if route == "chat":
+                    acc.chat_choice(choice, offset, streaming=True)
+                else:
+                    acc.completion_choice(choice, offset)
+    return None
+
+
+def parse_answer(
+    route: Route,
+    request: Json,
+    capture: Capture,
+    *,
+    upstream: str,
+    role: Role,
+) -> Outcome:
+    """Turn a capture into an :class:`Outcome`; never raises on bad upstream data."""
+    stream = is_stream(request)
+    out = Outcome(
+        upstream=upstream,
+        role=role,
+        status=capture.status,
+        latency_s=capture.latency_s,
+        stream=stream,
+        error_type=capture.error_type,
+        error=capture.error,
+        truncated=capture.body_truncated or capture.error_type == "truncated_stream",
+        attempts=capture.attempts,
+    )
+    if capture.status is None:
+        return out
+    if out.error_type is None:
+        out.error_type = error_type_for_status(capture.status)
+    body = _decode_body(capture)
+    acc = _Accumulator()
+    is_sse = "text/event-stream" in capture.content_type.lower()
+    problem: str | None = None
+    if capture.status >= 400:
+        out.error = out.error or _error_message(body)
+        return out
+    if is_sse:
+        problem = _parse_stream(route, body, acc)
+        if not acc.done and out.error_type is None and route != "embeddings":
+            # No [DONE] / response.completed: the stream was cut short.
+            out.error_type = "truncated_stream"
+            out.truncated = True
+    else:
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            obj = None
+        if not isinstance(obj, dict):
+            problem = "answer is not a JSON object"
+        else:
+            _parse_json_answer(route, obj, acc)
+    if problem and out.error_type is None:
+        out.error_type = "invalid_response"
+        out.error = problem
+    out.model = acc.model
+    out.finish_reason = acc.finish_reason
+    out.extra = acc.extra
+    if route != "embeddings":
+        out.output_text = "".join(acc.text)
+    if acc.tool_calls:
+        out.tool_calls = [acc.tool_calls[k] for k in sorted(acc.tool_calls)]
+    if is_sse and acc.first_token_offset is not None:
+        out.ttft_s = _time_at(capture, acc.first_token_offset)
+    out.usage = acc.usage
+    if out.usage is None or out.usage.output_tokens is None:
+        out.usage = Usage(
+            input_tokens=estimate_tokens(request_text(request)),
+            output_tokens=estimate_tokens(out.output_text or ""),
+            estimated=True,
+        )
+    return out
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        obj = orjson.loads(body)
+        err = obj.get("error") if isinstance(obj, dict) else None
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])[:500]
+    except orjson.JSONDecodeError:
+        pass
+    return body[:200].decode("utf-8", "replace")

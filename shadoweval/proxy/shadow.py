@@ -1,0 +1,249 @@
+"""The shadow dispatcher: sampling, one bounded queue and a fixed worker pool per candidate,
+pairing each candidate answer with the primary's, and handing records to the sink.
+
+Nothing here can delay or fail the caller: ``offer`` is synchronous and O(candidates), and
+every later step runs in the candidates' own tasks. A full queue drops and counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+
+from shadoweval.metrics import Metrics
+from shadoweval.proxy.candidate import CandidateClient
+from shadoweval.proxy.openai import InvalidRequest, parse_answer, parse_request
+from shadoweval.records import RequestInfo, build_pair
+from shadoweval.redaction import Redactor
+from shadoweval.sampling import Sampler
+from shadoweval.sinks import Sink
+from shadoweval.types import Capture, Json, Outcome, Route
+
+log = logging.getLogger(__name__)
+
+# Called with every parsed upstream outcome (metrics hook).
+ObserveFn = Callable[[Outcome, Route], None]
+
+TASK_HEADER = "x-shadoweval-task"
+
+
+class ShadowJob:
+    """One sampled request, shared by every candidate it was queued for."""
+
+    __slots__ = ("_primary_outcome", "_request", "body", "caller_auth", "info", "primary", "route")
+
+    def __init__(
+        self, info: RequestInfo, route: Route, body: bytes, caller_auth: str | None
+    ) -> None:
+        self.info = info
+        self.route = route
+        self.body = body
+        self.caller_auth = caller_auth
+        self.primary: asyncio.Future[Capture] = asyncio.get_running_loop().create_future()
+        self._request: Json | InvalidRequest | None = None
+        self._primary_outcome: Outcome | None = None
+
+    def request(self) -> Json:
+        """The parsed request body, parsed once for all candidates; raises InvalidRequest."""
+        if self._request is None:
+            try:
+                self._request = parse_request(self.body)
+            except InvalidRequest as exc:
+                self._request = exc
+        if isinstance(self._request, InvalidRequest):
+            raise self._request
+        return self._request
+
+    def primary_outcome(self, upstream: str) -> Outcome:
+        if self._primary_outcome is None:
+            self._primary_outcome = parse_answer(
+                self.route, self.request(), self.primary.result(), upstream=upstream, role="primary"
+            )
+        return self._primary_outcome
+
+    def primary_done(self, capture: Capture) -> None:
+        if not self.primary.done():
+            self.primary.set_result(capture)
+
+
+class _Lane:
+    """A candidate's queue and workers."""
+
+    def __init__(self, client: CandidateClient, metrics: Metrics) -> None:
+        self.client = client
+        self.queue: asyncio.Queue[ShadowJob] = asyncio.Queue(client.cfg.queue_size)
+        self.workers: list[asyncio.Task[None]] = []
+        self.active = 0
+        name = client.name
+        self.depth = metrics.queue_depth.labels(name)
+        self.in_flight = metrics.in_flight.labels(name)
+        self.sampled_in = metrics.sampled.labels(name, "in")
+        self.sampled_out = metrics.sampled.labels(name, "out")
+        self.drop_full = metrics.dropped.labels(name, "queue_full")
+        self.drop_rate = metrics.dropped.labels(name, "rate_limit")
+        self.drop_shutdown = metrics.dropped.labels(name, "shutdown")
+        self.drop_invalid = metrics.dropped.labels(name, "invalid_request")
+        self.err_full = metrics.errors.labels(client.role, name, "dropped_queue_full")
+        self.err_rate = metrics.errors.labels(client.role, name, "dropped_rate_limit")
+        self.err_shutdown = metrics.errors.labels(client.role, name, "dropped_shutdown")
+        self.pairs = metrics.pairs.labels(name)
+
+
+class ShadowDispatcher:
+    def __init__(
+        self,
+        clients: list[CandidateClient],
+        sampler: Sampler,
+        sink: Sink,
+        redactor: Redactor,
+        metrics: Metrics,
+        primary_name: str,
+        primary_timeout_s: float,
+        observe: ObserveFn | None = None,
+    ) -> None:
+        self._lanes = [_Lane(c, metrics) for c in clients]
+        self._sampler = sampler
+        self._sink = sink
+        self._redactor = redactor
+        self._metrics = metrics
+        self._primary_name = primary_name
+        # A candidate may finish long before the primary; wait for it, but not forever.
+        self._primary_wait = primary_timeout_s + 5.0
+        self._observe = observe
+        self._keeps_caller_auth = any(c.cfg.forward_caller_auth for c in clients)
+        self._closing = False
+
+    # -- called on the hot path -------------------------------------------------------
+
+    def offer(self, route: Route, path: str, headers: Mapping[str, str], body: bytes) -> ShadowJob | None:
+        """Sample and enqueue; returns the job to complete with the primary's capture."""
+        if self._closing or not self._lanes:
+            return None
+        key = self._sampler.key(headers, body)
+        if not self._sampler.mirrored(key):
+            for lane in self._lanes:
+                lane.sampled_out.inc()
+            return None
+        job: ShadowJob | None = None
+        for lane in self._lanes:
+            if not self._sampler.candidate_in(key, lane.client.name, lane.client.cfg.sample_rate):
+                lane.sampled_out.inc()
+                continue
+            lane.sampled_in.inc()
+            if not self._sampler.take_budget():
+                lane.drop_rate.inc()
+                lane.err_rate.inc()
+                continue
+            if lane.queue.full():
+                lane.drop_full.inc()
+                lane.err_full.inc()
+                continue
+            if job is None:
+                job = self._new_job(route, path, headers, key, body)
+            lane.queue.put_nowait(job)
+            lane.depth.inc()
+        return job
+
+    def _new_job(
+        self, route: Route, path: str, headers: Mapping[str, str], key: bytes | None, body: bytes
+    ) -> ShadowJob:
+        info = RequestInfo(
+            request_id=uuid.uuid4().hex,
+            received_at=time.time(),
+            route=route,
+            path=path,
+            task=headers.get(TASK_HEADER),
+            sampling_key=hashlib.blake2b(key, digest_size=8).hexdigest() if key else None,
+        )
+        auth = headers.get("Authorization") if self._keeps_caller_auth else None
+        return ShadowJob(info, route, body, auth)
+
+    # -- the candidates' side --------------------------------------------------------
+
+    async def start(self) -> None:
+        for lane in self._lanes:
+            for i in range(lane.client.cfg.concurrency):
+                lane.workers.append(
+                    asyncio.create_task(self._work(lane), name=f"shadow-{lane.client.name}-{i}")
+                )
+
+    async def _work(self, lane: _Lane) -> None:
+        while True:
+            job = await lane.queue.get()
+            lane.depth.dec()
+            lane.active += 1
+            lane.in_flight.inc()
+            try:
+                await self._run(lane, job)
+            except asyncio.CancelledError:
+                lane.drop_shutdown.inc()
+                lane.err_shutdown.inc()
+                raise
+            except Exception:  # a shadow bug is logged and counted, never propagated
+                log.exception("shadow request to %s failed unexpectedly", lane.client.name)
+                self._metrics.errors.labels(lane.client.role, lane.client.name, "internal").inc()
+            finally:
+                lane.active -= 1
+                lane.in_flight.dec()
+                lane.queue.task_done()
+
+    async def _run(self, lane: _Lane, job: ShadowJob) -> None:
+        client = lane.client
+        try:
+            request = job.request()
+        except InvalidRequest:
+            lane.drop_invalid.inc()
+            self._metrics.errors.labels(client.role, client.name, "invalid_request").inc()
+            return
+        payload = client.transform(job.route, request)
+        capture = await client.send(job.info.path, payload, job.caller_auth)
+        outcome = parse_answer(job.route, payload, capture, upstream=client.name, role=client.role)
+        if self._observe is not None:
+            self._observe(outcome, job.route)
+        if not job.primary.done():
+            try:
+                async with asyncio.timeout(self._primary_wait):
+                    await asyncio.shield(job.primary)
+            except TimeoutError:
+                log.warning("primary answer for %s never completed", job.info.request_id)
+                return
+        self._emit(lane, job, outcome)
+
+    def _emit(self, lane: _Lane, job: ShadowJob, candidate: Outcome) -> None:
+        primary = job.primary_outcome(self._primary_name)
+        record = build_pair(job.info, job.request(), primary, candidate, self._redactor)
+        self._sink.put(record, job.info.request_id.encode())
+        lane.pairs.inc()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def busy(self) -> int:
+        return sum(lane.queue.qsize() + lane.active for lane in self._lanes)
+
+    async def close(self, grace_s: float) -> None:
+        """Stop taking jobs, let queued and in-flight shadows finish within ``grace_s``."""
+        self._closing = True
+        deadline = time.monotonic() + grace_s
+        while self.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for lane in self._lanes:
+            while not lane.queue.empty():
+                lane.queue.get_nowait()
+                lane.queue.task_done()
+                lane.depth.dec()
+                lane.drop_shutdown.inc()
+                lane.err_shutdown.inc()
+            for task in lane.workers:
+                task.cancel()
+        for lane in self._lanes:
+            for task in lane.workers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            lane.workers.clear()
+

@@ -1,0 +1,85 @@
+"""The pair record (``shadoweval.pair.v1``): one per (request, candidate), serialised with orjson.
+
+The JSON Schema lives next to this module in ``schemas/pair.v1.schema.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from shadoweval.redaction import Redactor
+from shadoweval.types import Json, Outcome
+
+PAIR_SCHEMA = "shadoweval.pair.v1"
+
+
+@dataclass(slots=True, frozen=True)
+class RequestInfo:
+    """What the record keeps about the caller's request (never its credentials)."""
+
+    request_id: str
+    received_at: float  # unix time
+    route: str
+    path: str
+    task: str | None
+    sampling_key: str | None
+    source: str = "traffic"
+    trace_id: str | None = None
+
+
+def _redacted_output(side: Outcome, redactor: Redactor) -> Json:
+    out = side.as_dict()
+    if out["output_text"]:
+        out["output_text"] = redactor.text(out["output_text"])
+    if out["error"]:
+        out["error"] = redactor.text(out["error"])
+    if out["tool_calls"]:
+        out["tool_calls"] = redactor.json(out["tool_calls"])
+    return out
+
+
+def build_pair(
+    info: RequestInfo,
+    request: Json,
+    primary: Outcome,
+    candidate: Outcome,
+    redactor: Redactor,
+) -> Json:
+    try:
+        body: Any = redactor.json(request)
+    except RecursionError:
+        # Too deep to walk safely: keep the record, drop the body rather than leak it.
+        body = {"_unrecorded": "request body nested too deeply to redact"}
+    return {
+        "schema": PAIR_SCHEMA,
+        "pair_id": f"{info.request_id}:{candidate.upstream}",
+        "request_id": info.request_id,
+        "ts": datetime.fromtimestamp(info.received_at, UTC).isoformat(timespec="milliseconds"),
+        "source": info.source,
+        "route": info.route,
+        "path": info.path,
+        "task": info.task,
+        "sampling_key": info.sampling_key,
+        "trace_id": info.trace_id,
+        "request": body,
+        "primary": _redacted_output(primary, redactor),
+        "candidate": _redacted_output(candidate, redactor),
+    }
+
+
+def dumps(record: Json) -> bytes:
+    return orjson.dumps(record)
+
+
+@cache
+def pair_schema() -> Json:
+    text = resources.files("shadoweval").joinpath("schemas/pair.v1.schema.json").read_text()
+    schema: Json = json.loads(text)
+    return schema

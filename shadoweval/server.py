@@ -1,0 +1,147 @@
+"""Assembles the proxy from config and runs it: proxy port, admin port, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from shadoweval import sinks
+from shadoweval.config import Config
+from shadoweval.metrics import Metrics
+from shadoweval.proxy.app import ProxyHandler, make_server
+from shadoweval.proxy.candidate import CandidateClient
+from shadoweval.proxy.forward import Forwarder
+from shadoweval.proxy.shadow import ShadowDispatcher
+from shadoweval.redaction import Redactor
+from shadoweval.sampling import Sampler
+from shadoweval.telemetry import Recorder
+
+log = logging.getLogger(__name__)
+
+
+def _session(limit: int, *, decompress: bool, **kw: Any) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=60, enable_cleanup_closed=True)
+    # No automatic headers: the primary must see exactly what the caller sent.
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=decompress,
+        skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
+        **kw,
+    )
+
+
+class ProxyServer:
+    """The running proxy. ``start`` binds both ports; ``stop`` drains in order."""
+
+    def __init__(self, cfg: Config, metrics: Metrics | None = None, sink: sinks.Sink | None = None) -> None:
+        self.cfg = cfg
+        known = tuple(c.model for c in cfg.candidates if c.model)
+        self.metrics = metrics or Metrics(known_models=known)
+        self.sink = sink
+        self.ready = False
+        self._runner: web.ServerRunner | None = None
+        self._admin: web.AppRunner | None = None
+        self._sessions: list[aiohttp.ClientSession] = []
+        self.dispatcher: ShadowDispatcher | None = None
+        self.proxy_url = ""
+        self.admin_url = ""
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        m = self.metrics
+        m.init_upstream("primary", cfg.primary.name)
+        for cand in cfg.candidates:
+            m.init_upstream(cand.role, cand.name)
+        if self.sink is None:
+            self.sink = sinks.build(cfg.sink, m)
+        await self.sink.start()
+
+        primary_session = _session(cfg.primary.max_connections, decompress=False)
+        self._sessions.append(primary_session)
+        clients = []
+        for cand in cfg.candidates:
+            session = _session(cand.concurrency, decompress=True)
+            self._sessions.append(session)
+            clients.append(CandidateClient(cand, session, cfg.limits.capture_max_bytes))
+        recorder = Recorder(m, cfg.primary.name)
+        self.dispatcher = ShadowDispatcher(
+            clients,
+            Sampler(cfg.sampling),
+            self.sink,
+            Redactor(cfg.redaction),
+            m,
+            primary_name=cfg.primary.name,
+            primary_timeout_s=cfg.primary.timeout_s,
+            observe=recorder.outcome,
+        )
+        await self.dispatcher.start()
+        forwarder = Forwarder(cfg.primary, cfg.limits, primary_session)
+        handler = ProxyHandler(forwarder, self.dispatcher, cfg.limits, observe=recorder.primary)
+        self._runner = web.ServerRunner(
+            make_server(handler, cfg.limits), shutdown_timeout=cfg.shutdown.grace_s
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, cfg.listen.host, cfg.listen.port)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.proxy_url = f"http://{host}:{port}"
+
+        self._admin = web.AppRunner(self._admin_app(), access_log=None)
+        await self._admin.setup()
+        await web.TCPSite(self._admin, cfg.admin.host, cfg.admin.port).start()
+        host, port = self._admin.addresses[0][:2]
+        self.admin_url = f"http://{host}:{port}"
+        self.ready = True
+        m.ready.set(1)
+        log.info("proxy on %s -> %s; admin on %s", self.proxy_url, cfg.primary.url, self.admin_url)
+
+    def _admin_app(self) -> web.Application:
+        async def healthz(_: web.Request) -> web.Response:
+            return web.json_response({"status": "ok"})
+
+        async def readyz(_: web.Request) -> web.Response:
+            if self.ready:
+                return web.json_response({"status": "ready"})
+            return web.json_response({"status": "not ready"}, status=503)
+
+        app = web.Application()
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
+        app.router.add_get("/metrics", make_aiohttp_handler(self.metrics.registry))
+        return app
+
+    async def stop(self) -> None:
+        """Stop accepting, finish in-flight primaries, give shadows a bounded time, flush."""
+        started = time.monotonic()
+        self.ready = False
+        self.metrics.ready.set(0)
+        if self._runner is not None:
+            await self._runner.cleanup()  # waits for in-flight requests up to grace_s
+        if self.dispatcher is not None:
+            await self.dispatcher.close(self.cfg.shutdown.shadow_grace_s)
+        if self.sink is not None:
+            await self.sink.close(self.cfg.shutdown.grace_s)
+        for session in self._sessions:
+            await session.close()
+        if self._admin is not None:
+            await self._admin.cleanup()
+        log.info("stopped in %.2fs", time.monotonic() - started)
+
+
+async def serve(cfg: Config) -> None:
+    server = ProxyServer(cfg)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("signal received, draining")
+    await server.stop()

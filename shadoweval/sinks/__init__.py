@@ -1,0 +1,18 @@
+"""Sinks for pair records. ``build`` picks one from config."""
+
+from __future__ import annotations
+
+from shadoweval.config import FileSink as FileSinkConfig
+from shadoweval.config import SinkConfig
+from shadoweval.metrics import Metrics
+from shadoweval.sinks.base import Sink
+from shadoweval.sinks.file import FileSink
+from shadoweval.sinks.memory import MemorySink
+
+__all__ = ["FileSink", "MemorySink", "Sink", "build"]
+
+
+def build(cfg: SinkConfig, metrics: Metrics) -> Sink:
+    if isinstance(cfg, FileSinkConfig):
+        return FileSink(cfg, metrics)
+    return MemorySink(cfg.max_records, metrics)

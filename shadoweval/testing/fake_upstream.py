@@ -1,0 +1,335 @@
+"""A fake OpenAI-compatible server for tests, the demo and benchmarks.
+
+Serves chat completions, completions, embeddings and responses, streaming or not, with a
+configurable latency distribution, error rate, answer style and misbehaviour (hang, garbage,
+cut streams, resets, 429 with Retry-After). It records what it received so tests can check
+what a candidate was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+from aiohttp import web
+
+Mode = Literal["normal", "hang", "garbage", "truncate", "reset", "rate_limit", "error"]
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Server-side delay before the answer (or first token): fixed, uniform or lognormal."""
+
+    kind: Literal["fixed", "uniform", "lognormal"] = "fixed"
+    a: float = 0.0  # fixed: seconds; uniform: low; lognormal: median seconds
+    b: float = 0.0  # uniform: high; lognormal: sigma
+
+    @classmethod
+    def fixed(cls, seconds: float) -> Latency:
+        return cls("fixed", seconds)
+
+    @classmethod
+    def uniform(cls, low: float, high: float) -> Latency:
+        return cls("uniform", low, high)
+
+    @classmethod
+    def lognormal(cls, median: float, sigma: float) -> Latency:
+        return cls("lognormal", median, sigma)
+
+    def sample(self, rng: random.Random) -> float:
+        if self.kind == "uniform":
+            return rng.uniform(self.a, self.b)
+        if self.kind == "lognormal":
+            return self.a * float(rng.lognormvariate(0.0, self.b))
+        return self.a
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class FakeUpstream:
+    model: str = "fake-model"
+    latency: Latency = field(default_factory=Latency)
+    token_delay_s: float = 0.0
+    # "echo" repeats the last user message, "upper" shouts it, "fixed" answers `text`.
+    style: Literal["echo", "upper", "fixed"] = "echo"
+    text: str = "OK"
+    # Share of answers replaced by an unrelated one (a model that disagrees sometimes).
+    disagree_rate: float = 0.0
+    error_rate: float = 0.0
+    error_status: int = 500
+    mode: Mode = "normal"
+    retry_after_s: float = 1.0
+    seed: int | None = 0
+    record: bool = True
+    received: list[Received] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # -- answers ---------------------------------------------------------------------
+
+    def answer_for(self, prompt: str) -> str:
+        if self.disagree_rate and self._rng.random() < self.disagree_rate:
+            digest = hashlib.sha1(prompt.encode()).hexdigest()[:8]
+            return f"I am not sure, perhaps {digest}."
+        if self.style == "fixed":
+            return self.text
+        if self.style == "upper":
+            return prompt.upper()
+        return f"Echo: {prompt}"
+
+    @staticmethod
+    def _prompt(body: dict[str, Any]) -> str:
+        messages = body.get("messages")
+        if isinstance(messages, list):
+            for msg in reversed(messages):
+                if isinstance(msg, dict) and msg.get("role") == "user":
+                    content = msg.get("content")
+                    return content if isinstance(content, str) else orjson.dumps(content).decode()
+        for key in ("prompt", "input"):
+            value = body.get(key)
+            if isinstance(value, str):
+                return value
+            if isinstance(value, list) and value and isinstance(value[0], str):
+                return value[0]
+        return ""
+
+    # -- server ----------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_post("/v1/completions", self._handle)
+        app.router.add_post("/v1/embeddings", self._handle)
+        app.router.add_post("/v1/responses", self._handle)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_route("*", "/{tail:.*}", self._echo_other)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        addr = self._runner.addresses[0]
+        self.url = f"http://{addr[0]}:{addr[1]}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _models(self, _: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+
+    async def _echo_other(self, request: web.Request) -> web.Response:
+        """Unknown routes: say what arrived, so pass-through can be checked."""
+        body = await request.read()
+        if self.record:
+            self.received.append(Received(request.path_qs, dict(request.headers), body))
+        return web.json_response(
+            {"path": request.path_qs, "method": request.method, "body_bytes": len(body)},
+            status=404 if request.path.startswith("/missing") else 200,
+            headers={"x-fake-upstream": self.model},
+        )
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return web.json_response(
+                {"error": {"message": "invalid JSON body", "type": "invalid_request_error"}},
+                status=400,
+            )
+        if self.record:
+            self.received.append(Received(request.path, dict(request.headers), body))
+        if not isinstance(body, dict):
+            return web.json_response({"error": {"message": "body must be an object"}}, status=400)
+
+        if self.mode == "hang":
+            await asyncio.sleep(3600)
+        if self.mode == "reset":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response()
+        if self.mode == "rate_limit":
+            return web.json_response(
+                {"error": {"message": "rate limited", "type": "rate_limit_error"}},
+                status=429,
+                headers={"Retry-After": f"{self.retry_after_s:g}"},
+            )
+        if self.mode == "error" or (self.error_rate and self._rng.random() < self.error_rate):
+            return web.json_response(
+                {"error": {"message": "injected failure", "type": "server_error"}},
+                status=self.error_status,
+            )
+        await asyncio.sleep(self.latency.sample(self._rng))
+        if self.mode == "garbage":
+            return web.Response(body=b"\x00not json{{", content_type="application/json")
+
+        route = request.path.removeprefix("/v1/")
+        model = body.get("model") if isinstance(body.get("model"), str) else self.model
+        prompt = self._prompt(body)
+        if route == "embeddings":
+            return web.json_response(self._embedding(body, model, prompt))
+        answer = self.answer_for(prompt)
+        usage = {"prompt_tokens": _tokens(prompt), "completion_tokens": _tokens(answer)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if body.get("stream") is True:
+            return await self._stream(request, route, body, model, answer, usage)
+        return web.json_response(_complete(route, model, answer, usage, body))
+
+    def _embedding(self, body: dict[str, Any], model: str, prompt: str) -> dict[str, Any]:
+        inputs = body.get("input")
+        items = inputs if isinstance(inputs, list) else [inputs]
+        data = []
+        for i, item in enumerate(items):
+            seed = hashlib.sha256(str(item).encode()).digest()
+            data.append({"object": "embedding", "index": i, "embedding": [b / 255 for b in seed[:16]]})
+        tokens = sum(_tokens(str(i)) for i in items)
+        return {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    async def _stream(
+        self,
+        request: web.Request,
+        route: str,
+        body: dict[str, Any],
+        model: str,
+        answer: str,
+        usage: dict[str, int],
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        words = answer.split(" ")
+        events = list(_stream_events(route, model, words, usage, body))
+        cut = len(events) // 2 if self.mode == "truncate" else None
+        for i, event in enumerate(events):
+            if cut is not None and i == cut:
+                assert request.transport is not None
+                request.transport.close()  # half an answer, then gone
+                return resp
+            await resp.write(event)
+            if self.token_delay_s and i < len(events) - 1:
+                await asyncio.sleep(self.token_delay_s)
+        await resp.write_eof()
+        return resp
+
+
+def _tokens(text: str) -> int:
+    """Deterministic token count: whitespace-separated words."""
+    return len(text.split())
+
+
+def _sse(obj: Any) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def _complete(
+    route: str, model: str, answer: str, usage: dict[str, int], body: dict[str, Any]
+) -> dict[str, Any]:
+    created = int(time.time())
+    if route == "responses":
+        return {
+            "id": "resp_fake",
+            "object": "response",
+            "created_at": created,
+            "model": model,
+            "status": "completed",
+            "output": [
+                {
+                    "type": "message",
+                    "id": "msg_fake",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": answer, "annotations": []}],
+                }
+            ],
+            "usage": {
+                "input_tokens": usage["prompt_tokens"],
+                "output_tokens": usage["completion_tokens"],
+                "total_tokens": usage["total_tokens"],
+            },
+        }
+    if route == "completions":
+        choice: dict[str, Any] = {"index": 0, "text": answer, "finish_reason": "stop", "logprobs": None}
+        return {"id": "cmpl-fake", "object": "text_completion", "created": created, "model": model, "choices": [choice], "usage": usage}
+    message: dict[str, Any] = {"role": "assistant", "content": answer}
+    finish = "stop"
+    if body.get("tools"):
+        tool = body["tools"][0].get("function", {}).get("name", "tool")
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_fake", "type": "function", "function": {"name": tool, "arguments": orjson.dumps({"q": answer}).decode()}}
+            ],
+        }
+        finish = "tool_calls"
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+        "usage": usage,
+    }
+
+
+def _stream_events(
+    route: str, model: str, words: list[str], usage: dict[str, int], body: dict[str, Any]
+) -> Any:
+    created = int(time.time())
+    pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+    if route == "responses":
+        yield b"event: response.created\n" + _sse({"type": "response.created", "response": {"id": "resp_fake", "model": model, "status": "in_progress"}})
+        for p in pieces:
+            yield b"event: response.output_text.delta\n" + _sse({"type": "response.output_text.delta", "delta": p})
+        done = _complete("responses", model, "".join(pieces), usage, body)
+        yield b"event: response.completed\n" + _sse({"type": "response.completed", "response": done})
+        return
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    if route == "completions":
+        for p in pieces:
+            yield _sse({"id": "cmpl-fake", "object": "text_completion", "created": created, "model": model,
+                        "choices": [{"index": 0, "text": p, "finish_reason": None, "logprobs": None}]})  # fmt: skip
+        yield _sse({"id": "cmpl-fake", "object": "text_completion", "created": created, "model": model,
+                    "choices": [{"index": 0, "text": "", "finish_reason": "stop", "logprobs": None}]})  # fmt: skip
+    else:
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model}
+        yield _sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+        for p in pieces:
+            yield _sse({**base, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]})
+        yield _sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        if include_usage:
+            yield _sse({**base, "choices": [], "usage": usage})
+    yield b"data: [DONE]\n\n"
+
+
+async def serve_forever(upstream: FakeUpstream, host: str, port: int) -> None:
+    url = await upstream.start(host, port)
+    print(f"fake upstream {upstream.model} on {url}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await upstream.stop()

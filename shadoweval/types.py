@@ -1,0 +1,110 @@
+"""Small shared types: roles, error types, and what one upstream call leaves behind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+Role = Literal["primary", "candidate", "control"]
+Route = Literal["chat", "completions", "embeddings", "responses"]
+
+# A closed set: these become metric label values, so nothing else may appear.
+ErrorType = Literal[
+    "timeout",
+    "connect",
+    "http_4xx",
+    "http_429",
+    "http_5xx",
+    "invalid_response",
+    "truncated_stream",
+    "client_disconnected",
+    "invalid_request",
+    "dropped_queue_full",
+    "dropped_rate_limit",
+    "dropped_shutdown",
+    "internal",
+]
+ERROR_TYPES: tuple[str, ...] = get_args(ErrorType)
+
+Json = dict[str, Any]
+
+
+@dataclass(slots=True)
+class Capture:
+    """The raw observation of one upstream call, filled in on the hot path.
+
+    Nothing is parsed here: parsing happens later, off the caller's path.
+    """
+
+    started: float  # time.perf_counter() when the request was sent
+    status: int | None = None
+    content_type: str = ""
+    content_encoding: str = ""
+    body: bytearray = field(default_factory=bytearray)
+    # The caller got every byte; only this copy is bounded.
+    body_truncated: bool = False
+    # (bytes received so far, seconds since `started`) after each chunk, bounded; lets the
+    # parser find the time to first token without timing anything on the hot path.
+    chunk_times: list[tuple[int, float]] = field(default_factory=list)
+    latency_s: float = 0.0
+    error_type: ErrorType | None = None
+    error: str | None = None
+    attempts: int = 1
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    estimated: bool = False
+
+    def as_dict(self) -> Json:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "estimated": self.estimated,
+        }
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One side of a pair, parsed from a :class:`Capture`."""
+
+    upstream: str
+    role: Role
+    status: int | None
+    latency_s: float
+    stream: bool
+    model: str | None = None
+    ttft_s: float | None = None
+    output_text: str | None = None
+    finish_reason: str | None = None
+    tool_calls: list[Json] | None = None
+    usage: Usage | None = None
+    error_type: ErrorType | None = None
+    error: str | None = None
+    truncated: bool = False
+    attempts: int = 1
+    extra: Json = field(default_factory=dict)
+
+    def as_dict(self) -> Json:
+        return {
+            "upstream": self.upstream,
+            "role": self.role,
+            "model": self.model,
+            "status": self.status,
+            "error_type": self.error_type,
+            "error": self.error,
+            "latency_s": round(self.latency_s, 6),
+            "ttft_s": None if self.ttft_s is None else round(self.ttft_s, 6),
+            "stream": self.stream,
+            "output_text": self.output_text,
+            "finish_reason": self.finish_reason,
+            "tool_calls": self.tool_calls,
+            "usage": None if self.usage is None else self.usage.as_dict(),
+            "truncated": self.truncated,
+            "attempts": self.attempts,
+            **({"extra": self.extra} if self.extra else {}),
+        }
