@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -36,7 +37,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for warning in cfg.missing_credentials():
         print(f"warning: {warning}", file=sys.stderr)
     names = ", ".join(f"{c.name} ({c.role})" for c in cfg.candidates) or "none"
-    print(f"{args.config}: OK — primary {cfg.primary.name} at {cfg.primary.url}; candidates: {names}; sink: {cfg.sink.kind}")
+    print(
+        f"{args.config}: OK — primary {cfg.primary.name} at {cfg.primary.url}; "
+        f"candidates: {names}; sink: {cfg.sink.kind}"
+    )
     return 0
 
 
@@ -59,10 +63,8 @@ def cmd_fake_upstream(args: argparse.Namespace) -> int:
         error_rate=args.error_rate,
         record=False,
     )
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         loop.run(serve_forever(fake, args.host, args.port))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

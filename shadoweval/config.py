@@ -152,9 +152,136 @@ class MemorySink(_Model):
     max_records: int = Field(100_000, ge=1)
 
 
-SinkConfig = Annotated[FileSink | MemorySink, Field(discriminator="kind")]
+# Kafka's own rule for topic names (kafka.common.internals.Topic).
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def _check_topic(value: str) -> str:
+    if not _TOPIC_RE.match(value) or value in (".", ".."):
+        raise ValueError("must be 1-249 characters of letters, digits, '.', '_', '-'")
+    return value
+
+
+class KafkaSecurity(_Model):
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    # A file, not a value: the secret stays out of config files, env dumps and logs.
+    sasl_password_file: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSecurity:
+        sasl = self.protocol.startswith("SASL_")
+        if sasl and self.sasl_mechanism is None:
+            raise ValueError(f"sasl_mechanism is required when protocol is {self.protocol}")
+        if self.sasl_mechanism is not None:
+            if not sasl:
+                raise ValueError(
+                    f"sasl_mechanism is set but protocol is {self.protocol} "
+                    "(use SASL_SSL, or SASL_PLAINTEXT on a trusted network)"
+                )
+            if not self.sasl_username:
+                raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_username")
+            if not self.sasl_password_file:
+                raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_password_file")
+        elif self.sasl_username or self.sasl_password_file:
+            raise ValueError("sasl_username/sasl_password_file are set but sasl_mechanism is not")
+        tls = self.protocol in ("SSL", "SASL_SSL")
+        files = {
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+        }
+        stray = [name for name, value in files.items() if value]
+        if stray and not tls:
+            raise ValueError(f"{', '.join(stray)} set but protocol {self.protocol} has no TLS")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ValueError("ssl_keyfile needs ssl_certfile (the client certificate)")
+        return self
+
+
+class KafkaSink(_Model):
+    kind: Literal["kafka"]
+    bootstrap_servers: list[str]
+    topic: str = "shadoweval.pairs"
+    # Created by `shadoweval kafka init` for the offline scorer's results.
+    scores_topic: str = "shadoweval.scores"
+    client_id: str = "shadoweval"
+    acks: Literal[0, 1, "all"] = "all"
+    enable_idempotence: bool = True
+    # zstd and lz4/snappy need cramjam; the sink falls back to gzip (with a log line) without it.
+    compression: Literal["zstd", "lz4", "gzip", "snappy", "none"] = "zstd"
+    linger_ms: int = Field(10, ge=0, le=60_000)
+    max_batch_size: int = Field(256 * 1024, ge=1024, description="bytes per partition batch")
+    # Larger records are counted as failed; keep it <= the broker's message.max.bytes.
+    max_request_size: int = Field(1024 * 1024, ge=1024)
+    request_timeout_ms: int = Field(30_000, ge=1000)
+    key: Literal["request_id", "sampling_key"] = "request_id"
+    buffer_records: int = Field(10_000, ge=1)
+    security: KafkaSecurity = Field(default_factory=KafkaSecurity)
+    # Topic settings used by `shadoweval kafka init` only.
+    partitions: int = Field(6, ge=1)
+    replication_factor: int = Field(1, ge=1, le=32767)
+    retention_ms: int | None = Field(
+        None, ge=-1, description="-1 = forever; unset = broker default"
+    )
+    # On shutdown, records Kafka did not acknowledge are appended here as JSONL.
+    spill_path: str | None = None
+
+    _topic = field_validator("topic", "scores_topic")(_check_topic)
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _split_servers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",")]
+        return value
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers_shape(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("needs at least one host:port")
+        for server in value:
+            host, _, port = server.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536 or " " in server:
+                raise ValueError(f"{server!r} is not host:port")
+        return value
+
+    @field_validator("retention_ms")
+    @classmethod
+    def _retention(cls, value: int | None) -> int | None:
+        if value == 0:
+            raise ValueError("must be positive, or -1 to keep records forever")
+        return value
+
+    @model_validator(mode="after")
+    def _acks_for_idempotence(self) -> KafkaSink:
+        if self.enable_idempotence and self.acks != "all":
+            raise ValueError(
+                f"acks: {self.acks} is not allowed with enable_idempotence: true "
+                "(idempotence needs acks: all; or set enable_idempotence: false)"
+            )
+        if self.topic == self.scores_topic:
+            raise ValueError("topic and scores_topic must differ")
+        return self
+
+
+SinkConfig = Annotated[FileSink | MemorySink | KafkaSink, Field(discriminator="kind")]
 
 BuiltinRedaction = Literal["email", "phone", "credit_card", "bearer_token", "api_key", "ipv4"]
+
+
+_DEFAULT_REDACTIONS: tuple[BuiltinRedaction, ...] = (
+    "email",
+    "phone",
+    "credit_card",
+    "bearer_token",
+    "api_key",
+)
 
 
 class CustomRedaction(_Model):
@@ -174,9 +301,7 @@ class CustomRedaction(_Model):
 
 class Redaction(_Model):
     enabled: bool = True
-    builtin: list[BuiltinRedaction] = Field(
-        default_factory=lambda: ["email", "phone", "credit_card", "bearer_token", "api_key"]
-    )
+    builtin: list[BuiltinRedaction] = Field(default_factory=lambda: list(_DEFAULT_REDACTIONS))
     custom: list[CustomRedaction] = Field(default_factory=list)
 
 
@@ -233,7 +358,8 @@ def _format_errors(exc: ValidationError, source: str) -> str:
 
 
 def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """``SHADOWEVAL_PRIMARY__URL=...`` sets ``primary.url``; list items by index (``CANDIDATES__0__URL``)."""
+    """``SHADOWEVAL_PRIMARY__URL=...`` sets ``primary.url``; list items go by index
+    (``SHADOWEVAL_CANDIDATES__0__URL``)."""
     for key, value in sorted(environ.items()):
         if not key.startswith(ENV_PREFIX):
             continue

@@ -40,21 +40,37 @@ async def _send(session: aiohttp.ClientSession, url: str, i: int, rng: random.Ra
         "messages": [{"role": "user", "content": rng.choice(PROMPTS)}],
         "stream": stream,
     }
-    async with session.post(f"{url}/v1/chat/completions", json=body, headers={"Authorization": "Bearer caller-secret"}) as resp:
+    async with session.post(
+        f"{url}/v1/chat/completions", json=body, headers={"Authorization": "Bearer caller-secret"}
+    ) as resp:
         await resp.read()
         return resp.status
 
 
 async def run_demo(requests: int, out: Path, concurrency: int = 16) -> dict[str, Any]:
-    primary = FakeUpstream(model="prod-model", latency=Latency.lognormal(0.04, 0.4), token_delay_s=0.002, seed=1)
-    cand_a = FakeUpstream(model="small-model", latency=Latency.lognormal(0.015, 0.3), token_delay_s=0.001, disagree_rate=0.1, seed=2)
-    cand_b = FakeUpstream(model="other-model", latency=Latency.lognormal(0.08, 0.8), token_delay_s=0.004, disagree_rate=0.3, error_rate=0.05, seed=3)
+    primary = FakeUpstream(
+        model="prod-model", latency=Latency.lognormal(0.04, 0.4), token_delay_s=0.002, seed=1
+    )
+    cand_a = FakeUpstream(
+        model="small-model",
+        latency=Latency.lognormal(0.015, 0.3),
+        token_delay_s=0.001,
+        disagree_rate=0.1,
+        seed=2,
+    )
+    cand_b = FakeUpstream(
+        model="other-model",
+        latency=Latency.lognormal(0.08, 0.8),
+        token_delay_s=0.004,
+        disagree_rate=0.3,
+        error_rate=0.05,
+        seed=3,
+    )
     fakes = [primary, cand_a, cand_b]
     for fake in fakes:
         fake.record = False
         await fake.start()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.unlink(missing_ok=True)
+    await asyncio.to_thread(_fresh_file, out)
     cfg = parse(
         {
             "listen": {"port": 0},
@@ -62,7 +78,12 @@ async def run_demo(requests: int, out: Path, concurrency: int = 16) -> dict[str,
             "primary": {"name": "prod", "url": primary.url},
             "candidates": [
                 {"name": "cand-a", "url": cand_a.url, "model": "small-model"},
-                {"name": "cand-b", "url": cand_b.url, "model": "other-model", "params": {"temperature": 0}},
+                {
+                    "name": "cand-b",
+                    "url": cand_b.url,
+                    "model": "other-model",
+                    "params": {"temperature": 0},
+                },
                 {"name": "control", "url": primary.url, "role": "control"},
             ],
             "sink": {"kind": "file", "path": str(out)},
@@ -93,6 +114,11 @@ async def run_demo(requests: int, out: Path, concurrency: int = 16) -> dict[str,
     return {"elapsed_s": elapsed, "statuses": dict(statuses), **summarise(out)}
 
 
+def _fresh_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+
+
 def _pct(values: list[float], q: int) -> float:
     if len(values) < 2:
         return values[0] if values else float("nan")
@@ -111,25 +137,41 @@ def summarise(path: Path) -> dict[str, Any]:
         rows[name] = {
             "role": recs[0]["candidate"]["role"],
             "pairs": len(recs),
-            "errors": dict(Counter(r["candidate"]["error_type"] for r in recs if r["candidate"]["error_type"])),
-            "exact_match": sum(r["candidate"]["output_text"] == r["primary"]["output_text"] for r in ok) / max(len(ok), 1),
+            "errors": dict(
+                Counter(r["candidate"]["error_type"] for r in recs if r["candidate"]["error_type"])
+            ),
+            "exact_match": sum(
+                r["candidate"]["output_text"] == r["primary"]["output_text"] for r in ok
+            )
+            / max(len(ok), 1),
             "p50_ms": 1000 * _pct([r["candidate"]["latency_s"] for r in ok], 50),
             "p95_ms": 1000 * _pct([r["candidate"]["latency_s"] for r in ok], 95),
             "primary_p50_ms": 1000 * _pct([r["primary"]["latency_s"] for r in recs], 50),
-            "output_tokens": sum((r["candidate"]["usage"] or {}).get("output_tokens") or 0 for r in ok),
+            "output_tokens": sum(
+                (r["candidate"]["usage"] or {}).get("output_tokens") or 0 for r in ok
+            ),
         }
     return {"pairs_file": str(path), "candidates": rows}
 
 
 def print_summary(result: dict[str, Any]) -> None:
-    print(f"\nshadoweval demo: {sum(result['statuses'].values())} requests in {result['elapsed_s']:.1f}s, caller statuses {result['statuses']}")
+    total = sum(result["statuses"].values())
+    print(f"\nshadoweval demo: {total} requests in {result['elapsed_s']:.1f}s")
+    print(f"caller statuses: {result['statuses']}")
     print(f"pairs written to {result['pairs_file']}\n")
-    header = f"{'upstream':<10} {'role':<10} {'pairs':>6} {'exact':>7} {'p50 ms':>8} {'p95 ms':>8} {'prod p50':>9}  errors"
+    header = (
+        f"{'upstream':<10} {'role':<10} {'pairs':>6} {'exact':>7} "
+        f"{'p50 ms':>8} {'p95 ms':>8} {'prod p50':>9}  errors"
+    )
     print(header)
     print("-" * len(header))
     for name, row in result["candidates"].items():
         print(
             f"{name:<10} {row['role']:<10} {row['pairs']:>6} {row['exact_match']:>7.1%} "
-            f"{row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['primary_p50_ms']:>9.1f}  {row['errors'] or '-'}"
+            f"{row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['primary_p50_ms']:>9.1f}  "
+            f"{row['errors'] or '-'}"
         )
-    print("\n'exact' is the share of answers identical to the primary's; the control (the primary asked twice) is the noise floor.")
+    print(
+        "\n'exact' is the share of answers identical to the primary's; "
+        "the control (the primary asked twice) is the noise floor."
+    )

@@ -8,11 +8,15 @@ from typing import Any
 
 from shadoweval.config import Redaction
 
+# Order matters: card numbers before phone numbers, which could match parts of them.
 _BUILTIN: dict[str, str] = {
     "email": r"(?<![\w.+-])[\w.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+",
-    # International or North-American style numbers with at least 9 digits.
-    "phone": r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]?\d{3,4}(?!\w)",
     "credit_card": r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)",
+    # +CC international numbers, (555) 123-4567 and 555-123-4567; bare digit runs are not phones.
+    "phone": (
+        r"(?:(?<![\w+])\+\d{1,3}[\s.-]?\(?\d{1,4}\)?(?:[\s.-]?\d{2,4}){2,4}"
+        r"|\(\d{3}\)\s?\d{3}[\s.-]\d{4}|\b\d{3}[\s.-]\d{3}[\s.-]\d{4})(?![\d])"
+    ),
     "bearer_token": r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}",
     "api_key": (
         r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}"
@@ -41,7 +45,7 @@ class Redactor:
         self._rules: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = []
         if not cfg.enabled:
             return
-        for name in cfg.builtin:
+        for name in sorted(cfg.builtin, key=list(_BUILTIN).index):
             repl = f"[REDACTED:{name}]"
             if name == "credit_card":
                 self._rules.append((re.compile(_BUILTIN[name]), _card_replacer(repl)))

@@ -43,7 +43,9 @@ class Sampler:
     def __init__(self, cfg: Sampling, rng: random.Random | None = None) -> None:
         self._rate = cfg.rate
         self._salt = cfg.salt.encode()
-        self._header = cfg.key.removeprefix("header:").lower() if cfg.key and cfg.key != "body" else None
+        self._header = (
+            cfg.key.removeprefix("header:").lower() if cfg.key and cfg.key != "body" else None
+        )
         self._by_body = cfg.key == "body"
         self._rng = rng or random.Random()
         self._bucket = TokenBucket(cfg.max_per_second) if cfg.max_per_second else None

@@ -40,7 +40,9 @@ def _session(limit: int, *, decompress: bool, **kw: Any) -> aiohttp.ClientSessio
 class ProxyServer:
     """The running proxy. ``start`` binds both ports; ``stop`` drains in order."""
 
-    def __init__(self, cfg: Config, metrics: Metrics | None = None, sink: sinks.Sink | None = None) -> None:
+    def __init__(
+        self, cfg: Config, metrics: Metrics | None = None, sink: sinks.Sink | None = None
+    ) -> None:
         self.cfg = cfg
         known = tuple(c.model for c in cfg.candidates if c.model)
         self.metrics = metrics or Metrics(known_models=known)

@@ -21,10 +21,18 @@ class Recorder:
     def __init__(self, metrics: Metrics, primary_name: str) -> None:
         self._m = metrics
         self._primary = primary_name
-        self._overhead = {r: metrics.overhead.labels(r) for r in ("chat", "completions", "embeddings", "responses", "other")}
+        self._overhead = {
+            r: metrics.overhead.labels(r)
+            for r in ("chat", "completions", "embeddings", "responses", "other")
+        }
 
     def primary(
-        self, capture: Capture, route: Route | None, body: bytes, overhead: float, job: ShadowJob | None
+        self,
+        capture: Capture,
+        route: Route | None,
+        body: bytes,
+        overhead: float,
+        job: ShadowJob | None,
     ) -> None:
         self._overhead[route or "other"].observe(max(overhead, 0.0))
         if route is None:
@@ -34,7 +42,9 @@ class Recorder:
             outcome = (
                 job.primary_outcome(self._primary)
                 if job is not None
-                else parse_answer(route, parse_request(body), capture, upstream=self._primary, role="primary")
+                else parse_answer(
+                    route, parse_request(body), capture, upstream=self._primary, role="primary"
+                )
             )
         except InvalidRequest:
             self._plain(capture, route)
@@ -43,7 +53,9 @@ class Recorder:
 
     def _plain(self, capture: Capture, route: str = "other") -> None:
         """A call whose answer is not parsed: latency and outcome only."""
-        error = capture.error_type or (error_type_for_status(capture.status) if capture.status else None)
+        error = capture.error_type or (
+            error_type_for_status(capture.status) if capture.status else None
+        )
         outcome = "error" if error else "ok"
         self._m.requests.labels("primary", self._primary, "none", route, outcome).inc()
         self._m.request_duration.labels("primary", self._primary, "none", route, outcome).observe(

@@ -28,8 +28,14 @@ def _with_system_prompt(route: Route, request: Json, prompt: str, mode: str) -> 
     messages = request.get("messages")
     if route != "chat" or not isinstance(messages, list):
         return
-    system = [m for m in messages if isinstance(m, dict) and m.get("role") in ("system", "developer")]
-    rest = [m for m in messages if not (isinstance(m, dict) and m.get("role") in ("system", "developer"))]
+    system = [
+        m for m in messages if isinstance(m, dict) and m.get("role") in ("system", "developer")
+    ]
+    rest = [
+        m
+        for m in messages
+        if not (isinstance(m, dict) and m.get("role") in ("system", "developer"))
+    ]
     if mode == "prepend":
         request["messages"] = [{"role": "system", "content": prompt}, *system, *rest]
     else:
@@ -44,7 +50,10 @@ class CandidateClient:
         self._session = session
         self._capture_max = capture_max
         self._timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, connect=cfg.connect_timeout_s)
-        headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+        }
         headers.update(cfg.headers)
         if cfg.api_key_env:
             headers["Authorization"] = f"Bearer {os.environ.get(cfg.api_key_env, '')}"
@@ -61,7 +70,10 @@ class CandidateClient:
         if out.get("stream") is True and route in ("chat", "completions"):
             # Ask for the final usage chunk so token counts are measured, not estimated.
             opts = out.get("stream_options")
-            out["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+            out["stream_options"] = {
+                **(opts if isinstance(opts, dict) else {}),
+                "include_usage": True,
+            }
         return out
 
     def headers_for(self, caller_auth: str | None) -> dict[str, str]:

@@ -81,7 +81,9 @@ class Forwarder:
         self._capture_max = limits.capture_max_bytes
         self._timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, connect=cfg.connect_timeout_s)
 
-    async def relay(self, request: web.BaseRequest, body: bytes) -> tuple[web.StreamResponse, Capture]:
+    async def relay(
+        self, request: web.BaseRequest, body: bytes
+    ) -> tuple[web.StreamResponse, Capture]:
         cap = Capture(started=time.perf_counter())
         url = URL(self._base + request.raw_path, encoded=True)
         try:

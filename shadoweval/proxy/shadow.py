@@ -120,7 +120,9 @@ class ShadowDispatcher:
 
     # -- called on the hot path -------------------------------------------------------
 
-    def offer(self, route: Route, path: str, headers: Mapping[str, str], body: bytes) -> ShadowJob | None:
+    def offer(
+        self, route: Route, path: str, headers: Mapping[str, str], body: bytes
+    ) -> ShadowJob | None:
         """Sample and enqueue; returns the job to complete with the primary's capture."""
         if self._closing or not self._lanes:
             return None
@@ -246,4 +248,3 @@ class ShadowDispatcher:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             lane.workers.clear()
-

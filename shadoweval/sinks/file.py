@@ -81,7 +81,10 @@ class FileSink:
         chunk: list[bytes] = []
         chunk_size = 0
         for line in batch:
-            if self._size + chunk_size + len(line) > self._cfg.max_bytes and self._size + chunk_size:
+            if (
+                self._size + chunk_size + len(line) > self._cfg.max_bytes
+                and self._size + chunk_size
+            ):
                 self._append(chunk)
                 self._rotate()
                 chunk, chunk_size = [], 0

@@ -134,7 +134,9 @@ class FakeUpstream:
             self._runner = None
 
     async def _models(self, _: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+        return web.json_response(
+            {"object": "list", "data": [{"id": self.model, "object": "model"}]}
+        )
 
     async def _echo_other(self, request: web.Request) -> web.Response:
         """Unknown routes: say what arrived, so pass-through can be checked."""
@@ -183,7 +185,7 @@ class FakeUpstream:
             return web.Response(body=b"\x00not json{{", content_type="application/json")
 
         route = request.path.removeprefix("/v1/")
-        model = body.get("model") if isinstance(body.get("model"), str) else self.model
+        model = body["model"] if isinstance(body.get("model"), str) else self.model
         prompt = self._prompt(body)
         if route == "embeddings":
             return web.json_response(self._embedding(body, model, prompt))
@@ -200,7 +202,9 @@ class FakeUpstream:
         data = []
         for i, item in enumerate(items):
             seed = hashlib.sha256(str(item).encode()).digest()
-            data.append({"object": "embedding", "index": i, "embedding": [b / 255 for b in seed[:16]]})
+            data.append(
+                {"object": "embedding", "index": i, "embedding": [b / 255 for b in seed[:16]]}
+            )
         tokens = sum(_tokens(str(i)) for i in items)
         return {
             "object": "list",
@@ -218,7 +222,9 @@ class FakeUpstream:
         answer: str,
         usage: dict[str, int],
     ) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
         await resp.prepare(request)
         words = answer.split(" ")
         events = list(_stream_events(route, model, words, usage, body))
@@ -271,8 +277,20 @@ def _complete(
             },
         }
     if route == "completions":
-        choice: dict[str, Any] = {"index": 0, "text": answer, "finish_reason": "stop", "logprobs": None}
-        return {"id": "cmpl-fake", "object": "text_completion", "created": created, "model": model, "choices": [choice], "usage": usage}
+        choice: dict[str, Any] = {
+            "index": 0,
+            "text": answer,
+            "finish_reason": "stop",
+            "logprobs": None,
+        }
+        return {
+            "id": "cmpl-fake",
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [choice],
+            "usage": usage,
+        }
     message: dict[str, Any] = {"role": "assistant", "content": answer}
     finish = "stop"
     if body.get("tools"):
@@ -281,7 +299,11 @@ def _complete(
             "role": "assistant",
             "content": None,
             "tool_calls": [
-                {"id": "call_fake", "type": "function", "function": {"name": tool, "arguments": orjson.dumps({"q": answer}).decode()}}
+                {
+                    "id": "call_fake",
+                    "type": "function",
+                    "function": {"name": tool, "arguments": orjson.dumps({"q": answer}).decode()},
+                }
             ],
         }
         finish = "tool_calls"
@@ -301,24 +323,52 @@ def _stream_events(
     created = int(time.time())
     pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
     if route == "responses":
-        yield b"event: response.created\n" + _sse({"type": "response.created", "response": {"id": "resp_fake", "model": model, "status": "in_progress"}})
+        yield b"event: response.created\n" + _sse(
+            {
+                "type": "response.created",
+                "response": {"id": "resp_fake", "model": model, "status": "in_progress"},
+            }
+        )
         for p in pieces:
-            yield b"event: response.output_text.delta\n" + _sse({"type": "response.output_text.delta", "delta": p})
+            yield b"event: response.output_text.delta\n" + _sse(
+                {"type": "response.output_text.delta", "delta": p}
+            )
         done = _complete("responses", model, "".join(pieces), usage, body)
-        yield b"event: response.completed\n" + _sse({"type": "response.completed", "response": done})
+        yield b"event: response.completed\n" + _sse(
+            {"type": "response.completed", "response": done}
+        )
         return
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     if route == "completions":
+        base = {"id": "cmpl-fake", "object": "text_completion", "created": created, "model": model}
         for p in pieces:
-            yield _sse({"id": "cmpl-fake", "object": "text_completion", "created": created, "model": model,
-                        "choices": [{"index": 0, "text": p, "finish_reason": None, "logprobs": None}]})  # fmt: skip
-        yield _sse({"id": "cmpl-fake", "object": "text_completion", "created": created, "model": model,
-                    "choices": [{"index": 0, "text": "", "finish_reason": "stop", "logprobs": None}]})  # fmt: skip
+            yield _sse({**base, "choices": [{"index": 0, "text": p, "finish_reason": None}]})
+        yield _sse({**base, "choices": [{"index": 0, "text": "", "finish_reason": "stop"}]})
+        if include_usage:
+            yield _sse({**base, "choices": [], "usage": usage})
     else:
-        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model}
-        yield _sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+        base = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+        }
+        yield _sse(
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": ""},
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        )
         for p in pieces:
-            yield _sse({**base, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]})
+            yield _sse(
+                {**base, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]}
+            )
         yield _sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         if include_usage:
             yield _sse({**base, "choices": [], "usage": usage})

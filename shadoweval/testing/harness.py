@@ -44,7 +44,9 @@ async def running_stack(
     candidate's entry by name. Everything is stopped (gracefully) on exit.
     """
     primary = primary or FakeUpstream(model="prod-model")
-    candidates = candidates if candidates is not None else {"cand-a": FakeUpstream(model="cand-model")}
+    candidates = (
+        candidates if candidates is not None else {"cand-a": FakeUpstream(model="cand-model")}
+    )
     started: list[FakeUpstream] = []
     try:
         await primary.start()
