@@ -235,3 +235,72 @@ class Metrics:
                 self.sampled.labels(upstream, decision)
             for reason in ("queue_full", "rate_limit", "shutdown", "invalid_request"):
                 self.dropped.labels(upstream, reason)
+
+
+class ScoreMetrics:
+    """Metrics of ``shadoweval score`` (its own process, its own admin port)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        scored = ["upstream", "role", "scorer", "side"]
+        self.score = Histogram(
+            "shadoweval_score",
+            "Scores in [0, 1] per upstream, scorer and side (pair, primary or candidate).",
+            scored,
+            buckets=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+            registry=r,
+        )
+        self.safety_flags = Counter(
+            "shadoweval_safety_flags",
+            "Safety detector hits (refusal, over_refusal, pii_leak, secret_leak, canary_leak, toxicity).",
+            ["upstream", "role", "side", "flag", "source"],
+            registry=r,
+        )
+        self.pairs = Counter(
+            "shadoweval_scored_pairs",
+            "Pairs consumed by the scorer, by outcome (scored, skipped, failed).",
+            ["upstream", "outcome"],
+            registry=r,
+        )
+        self.scorer_errors = Counter(
+            "shadoweval_scorer_errors",
+            "Scorer failures by scorer.",
+            ["scorer"],
+            registry=r,
+        )
+        self.scorer_duration = Histogram(
+            "shadoweval_scorer_duration_seconds",
+            "Time one scorer took for one pair (or one batch for batched scorers).",
+            ["scorer"],
+            buckets=(0.00001, 0.0001, 0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0),
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "shadoweval_scorer_consumer_lag_records",
+            "Records between the committed offset and the end of the pairs topic (or file).",
+            ["partition"],
+            registry=r,
+        )
+        self.judge_cost = Counter(
+            "shadoweval_judge_cost_usd",
+            "Cost of judge and embedding calls made while scoring.",
+            ["scorer"],
+            registry=r,
+        )
+        # Anytime-valid evidence that a candidate is worse than the primary by more than the
+        # configured margin (sequential test); alerts fire on it without peeking problems.
+        self.regression_evidence = Gauge(
+            "shadoweval_quality_regression_evidence",
+            "Sequential-test statistic (e-value) that the candidate regressed; >= 1/alpha rejects.",
+            ["upstream", "scorer"],
+            registry=r,
+        )
+        self.regression_detected = Gauge(
+            "shadoweval_quality_regression_detected",
+            "1 once the sequential test has rejected 'candidate no worse than primary'.",
+            ["upstream", "scorer"],
+            registry=r,
+        )
