@@ -1,4 +1,4 @@
-"""Command line: ``shadoweval serve | check-config | demo | fake-upstream``."""
+"""Command line: ``shadoweval serve | check-config | demo | fake-upstream | kafka init``."""
 
 from __future__ import annotations
 
@@ -68,6 +68,25 @@ def cmd_fake_upstream(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kafka_init(args: argparse.Namespace) -> int:
+    from shadoweval.config import KafkaSink
+
+    cfg = load(args.config)
+    if not isinstance(cfg.sink, KafkaSink):
+        raise ConfigError(f"{args.config}: sink.kind is {cfg.sink.kind!r}; kafka init needs kafka")
+    from shadoweval.sinks.kafka import TopicSetupError, ensure_topics
+
+    _setup_logging("error")  # aiokafka's connection warnings would bury the one-line answer
+    try:
+        lines = loop.run(ensure_topics(cfg.sink))
+    except TopicSetupError as exc:
+        print(f"shadoweval: kafka init: {exc}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shadoweval", description=__doc__)
     parser.add_argument("--version", action="version", version=f"shadoweval {__version__}")
@@ -94,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token-delay-ms", type=float, default=0.0)
     p.add_argument("--error-rate", type=float, default=0.0)
     p.set_defaults(func=cmd_fake_upstream)
+
+    p = sub.add_parser("kafka", help="Kafka sink tools")
+    kafka_sub = p.add_subparsers(dest="kafka_command", required=True)
+    k = kafka_sub.add_parser(
+        "init", help="create the pairs and scores topics from the config if they do not exist"
+    )
+    k.add_argument("--config", "-c", required=True, help="YAML config file with sink.kind: kafka")
+    k.set_defaults(func=cmd_kafka_init)
     return parser
 
 

@@ -56,6 +56,28 @@ class AdminListen(_Model):
     port: int = Field(9464, ge=0, le=65535)
 
 
+RetryOn = Literal["connect", "timeout", "http_429", "http_5xx"]
+
+
+_DEFAULT_RETRY_ON: tuple[RetryOn, ...] = ("connect", "http_429", "http_5xx")
+
+
+class Retry(_Model):
+    """Retries with exponential backoff and full jitter; ``Retry-After`` is honoured."""
+
+    max_attempts: int = Field(3, ge=1, le=10)
+    backoff_s: float = Field(0.2, ge=0)
+    max_backoff_s: float = Field(5.0, ge=0)
+    retry_on: list[RetryOn] = Field(default_factory=lambda: list(_DEFAULT_RETRY_ON))
+    respect_retry_after: bool = True
+    # A Retry-After longer than this is not waited for: the attempt counts as failed.
+    max_retry_after_s: float = Field(30.0, ge=0)
+
+
+def _no_primary_retry() -> Retry:
+    return Retry(max_attempts=1, retry_on=["connect"])
+
+
 class Primary(_Model):
     """The production upstream: every request goes here and its answer goes back untouched."""
 
@@ -65,6 +87,9 @@ class Primary(_Model):
     # LLM generations can legitimately last minutes.
     timeout_s: float = Field(600.0, gt=0)
     max_connections: int = Field(0, ge=0, description="0 = unlimited")
+    # Off by default: retrying a non-idempotent generation is the caller's decision. Retries
+    # happen only before any byte has been relayed to the caller.
+    retry: Retry = Field(default_factory=_no_primary_retry)
 
     _name = field_validator("name")(_check_name)
     _url = field_validator("url")(_check_url)
@@ -88,6 +113,7 @@ class Candidate(_Model):
     queue_size: int = Field(256, ge=1, le=1_000_000)
     connect_timeout_s: float = Field(5.0, gt=0)
     timeout_s: float = Field(120.0, gt=0)
+    retry: Retry = Field(default_factory=Retry)
 
     _name = field_validator("name")(_check_name)
     _url = field_validator("url")(_check_url)
@@ -305,6 +331,33 @@ class Redaction(_Model):
     custom: list[CustomRedaction] = Field(default_factory=list)
 
 
+class ModelPrice(_Model):
+    """USD per million tokens; cached input defaults to the input price."""
+
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+    cached_input_per_mtok: float | None = Field(None, ge=0)
+
+
+class UpstreamCost(_Model):
+    """Fixed cost of a self-hosted upstream (GPU hours), accrued over wall time."""
+
+    per_hour: float = Field(..., ge=0)
+
+
+class Pricing(_Model):
+    # Keys are model names; a versioned name ("gpt-4o-2024-08-06") matches the longest
+    # key it starts with ("gpt-4o").
+    models: dict[str, ModelPrice] = Field(default_factory=dict)
+    upstreams: dict[str, UpstreamCost] = Field(default_factory=dict)
+
+
+class MetricsConfig(_Model):
+    # Distinct model-name label values before the rest fold into "other".
+    model_label_limit: int = Field(50, ge=1, le=10_000)
+    loop_lag_interval_s: float = Field(0.25, gt=0)
+
+
 class Shutdown(_Model):
     grace_s: float = Field(30.0, ge=0)
     shadow_grace_s: float = Field(5.0, ge=0)
@@ -320,6 +373,10 @@ class Config(_Model):
     redaction: Redaction = Field(default_factory=Redaction)
     limits: Limits = Field(default_factory=Limits)
     shutdown: Shutdown = Field(default_factory=Shutdown)
+    pricing: Pricing = Field(default_factory=Pricing)
+    # A YAML file with the `pricing` section (models/upstreams); relative to the config file.
+    pricing_file: str | None = None
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -410,4 +467,15 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if isinstance(raw, dict) and raw.get("pricing_file") and "pricing" not in raw:
+        raw["pricing"] = _load_pricing(path.parent / str(raw["pricing_file"]))
     return parse(raw, str(path), environ)
+
+
+def _load_pricing(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"pricing_file: cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"pricing_file: {path} is not valid YAML: {exc}") from None

@@ -255,7 +255,8 @@ class ScoreMetrics:
         )
         self.safety_flags = Counter(
             "shadoweval_safety_flags",
-            "Safety detector hits (refusal, over_refusal, pii_leak, secret_leak, canary_leak, toxicity).",
+            "Safety detector hits: refusal, over_refusal, pii_leak, secret_leak, canary_leak, "
+            "toxicity.",
             ["upstream", "role", "side", "flag", "source"],
             registry=r,
         )

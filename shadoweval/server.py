@@ -15,13 +15,14 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from shadoweval import sinks
 from shadoweval.config import Config
 from shadoweval.metrics import Metrics
+from shadoweval.pricing import PriceTable
 from shadoweval.proxy.app import ProxyHandler, make_server
 from shadoweval.proxy.candidate import CandidateClient
 from shadoweval.proxy.forward import Forwarder
 from shadoweval.proxy.shadow import ShadowDispatcher
 from shadoweval.redaction import Redactor
 from shadoweval.sampling import Sampler
-from shadoweval.telemetry import Recorder
+from shadoweval.telemetry import Heartbeat, Recorder
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,16 @@ class ProxyServer:
     ) -> None:
         self.cfg = cfg
         known = tuple(c.model for c in cfg.candidates if c.model)
-        self.metrics = metrics or Metrics(known_models=known)
+        self.metrics = metrics or Metrics(
+            model_label_limit=cfg.metrics.model_label_limit, known_models=known
+        )
         self.sink = sink
         self.ready = False
         self._runner: web.ServerRunner | None = None
         self._admin: web.AppRunner | None = None
-        self._sessions: list[aiohttp.ClientSession] = []
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._web_server: web.Server | None = None
+        self._heartbeat: Heartbeat | None = None
         self.dispatcher: ShadowDispatcher | None = None
         self.proxy_url = ""
         self.admin_url = ""
@@ -65,14 +70,19 @@ class ProxyServer:
             self.sink = sinks.build(cfg.sink, m)
         await self.sink.start()
 
+        prices = PriceTable(cfg.pricing)
+        recorder = Recorder(m, cfg.primary.name, prices)
         primary_session = _session(cfg.primary.max_connections, decompress=False)
-        self._sessions.append(primary_session)
+        self._sessions[cfg.primary.name] = primary_session
         clients = []
         for cand in cfg.candidates:
             session = _session(cand.concurrency, decompress=True)
-            self._sessions.append(session)
-            clients.append(CandidateClient(cand, session, cfg.limits.capture_max_bytes))
-        recorder = Recorder(m, cfg.primary.name)
+            self._sessions[cand.name] = session
+            clients.append(
+                CandidateClient(
+                    cand, session, cfg.limits.capture_max_bytes, on_attempt=recorder.attempt
+                )
+            )
         self.dispatcher = ShadowDispatcher(
             clients,
             Sampler(cfg.sampling),
@@ -81,14 +91,16 @@ class ProxyServer:
             m,
             primary_name=cfg.primary.name,
             primary_timeout_s=cfg.primary.timeout_s,
+            prices=prices,
             observe=recorder.outcome,
         )
         await self.dispatcher.start()
-        forwarder = Forwarder(cfg.primary, cfg.limits, primary_session)
-        handler = ProxyHandler(forwarder, self.dispatcher, cfg.limits, observe=recorder.primary)
-        self._runner = web.ServerRunner(
-            make_server(handler, cfg.limits), shutdown_timeout=cfg.shutdown.grace_s
+        forwarder = Forwarder(
+            cfg.primary, cfg.limits, primary_session, on_attempt=recorder.attempt_of
         )
+        handler = ProxyHandler(forwarder, self.dispatcher, cfg.limits, observe=recorder.primary)
+        self._web_server = make_server(handler, cfg.limits)
+        self._runner = web.ServerRunner(self._web_server, shutdown_timeout=cfg.shutdown.grace_s)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.listen.host, cfg.listen.port)
         await site.start()
@@ -100,9 +112,25 @@ class ProxyServer:
         await web.TCPSite(self._admin, cfg.admin.host, cfg.admin.port).start()
         host, port = self._admin.addresses[0][:2]
         self.admin_url = f"http://{host}:{port}"
+        roles = {cfg.primary.name: "primary", **{c.name: c.role for c in cfg.candidates}}
+        self._heartbeat = Heartbeat(
+            m, cfg.metrics.loop_lag_interval_s, prices, roles, self._connection_counts
+        )
+        self._heartbeat.start()
         self.ready = True
         m.ready.set(1)
         log.info("proxy on %s -> %s; admin on %s", self.proxy_url, cfg.primary.url, self.admin_url)
+
+    def _connection_counts(self) -> dict[tuple[str, str], int]:
+        inbound = len(self._web_server.connections) if self._web_server else 0
+        counts = {("inbound", "callers"): inbound}
+        for name, session in self._sessions.items():
+            conn = session.connector
+            # aiohttp has no public pool statistics: in use + idle keep-alive connections.
+            acquired = getattr(conn, "_acquired", ())
+            idle = getattr(conn, "_conns", {})
+            counts[("outbound", name)] = len(acquired) + sum(len(v) for v in idle.values())
+        return counts
 
     def _admin_app(self) -> web.Application:
         async def healthz(_: web.Request) -> web.Response:
@@ -130,7 +158,9 @@ class ProxyServer:
             await self.dispatcher.close(self.cfg.shutdown.shadow_grace_s)
         if self.sink is not None:
             await self.sink.close(self.cfg.shutdown.grace_s)
-        for session in self._sessions:
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
+        for session in self._sessions.values():
             await session.close()
         if self._admin is not None:
             await self._admin.cleanup()

@@ -1,10 +1,17 @@
-"""Turns upstream outcomes into metric observations (the metrics themselves live in metrics.py)."""
+"""Turns upstream outcomes into metric observations (the metrics themselves live in metrics.py),
+and samples the process-level gauges: event-loop lag and open connections."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
+from collections.abc import Callable
 
 from shadoweval.metrics import Metrics
+from shadoweval.pricing import PriceTable
+from shadoweval.proxy.candidate import CandidateClient
 from shadoweval.proxy.openai import (
     InvalidRequest,
     error_type_for_status,
@@ -16,15 +23,15 @@ from shadoweval.types import Capture, Outcome, Route
 
 log = logging.getLogger(__name__)
 
+_ROUTES = ("chat", "completions", "embeddings", "responses", "other")
+
 
 class Recorder:
-    def __init__(self, metrics: Metrics, primary_name: str) -> None:
+    def __init__(self, metrics: Metrics, primary_name: str, prices: PriceTable) -> None:
         self._m = metrics
         self._primary = primary_name
-        self._overhead = {
-            r: metrics.overhead.labels(r)
-            for r in ("chat", "completions", "embeddings", "responses", "other")
-        }
+        self._prices = prices
+        self._overhead = {r: metrics.overhead.labels(r) for r in _ROUTES}
 
     def primary(
         self,
@@ -34,18 +41,21 @@ class Recorder:
         overhead: float,
         job: ShadowJob | None,
     ) -> None:
+        """Every primary call; runs via call_soon after the handler returned."""
         self._overhead[route or "other"].observe(max(overhead, 0.0))
+        self.attempt_of("primary", self._primary, capture)
         if route is None:
             self._plain(capture)
             return
         try:
-            outcome = (
-                job.primary_outcome(self._primary)
-                if job is not None
-                else parse_answer(
-                    route, parse_request(body), capture, upstream=self._primary, role="primary"
+            if job is not None:
+                outcome = job.primary_outcome(self._primary, self._prices)
+            else:
+                request = parse_request(body)
+                outcome = parse_answer(
+                    route, request, capture, upstream=self._primary, role="primary"
                 )
-            )
+                self._prices.annotate(outcome, request.get("model"))
         except InvalidRequest:
             self._plain(capture, route)
             return
@@ -53,16 +63,26 @@ class Recorder:
 
     def _plain(self, capture: Capture, route: str = "other") -> None:
         """A call whose answer is not parsed: latency and outcome only."""
-        error = capture.error_type or (
-            error_type_for_status(capture.status) if capture.status else None
-        )
-        outcome = "error" if error else "ok"
-        self._m.requests.labels("primary", self._primary, "none", route, outcome).inc()
-        self._m.request_duration.labels("primary", self._primary, "none", route, outcome).observe(
-            capture.latency_s
-        )
+        status_error = error_type_for_status(capture.status) if capture.status else None
+        error = capture.error_type or status_error
+        result = "error" if error else "ok"
+        labels = ("primary", self._primary, "none", route, result)
+        self._m.requests.labels(*labels).inc()
+        self._m.request_duration.labels(*labels).observe(capture.latency_s)
         if error:
             self._m.errors.labels("primary", self._primary, error).inc()
+
+    def attempt(self, client: CandidateClient, attempt: int, cap: Capture, retrying: bool) -> None:
+        self.attempt_of(client.role, client.name, cap, attempt)
+
+    def attempt_of(
+        self, role: str, upstream: str, cap: Capture, attempt: int | None = None
+    ) -> None:
+        n = attempt if attempt is not None else cap.attempts
+        error = cap.error_type or (error_type_for_status(cap.status) if cap.status else None)
+        self._m.attempts.labels(role, upstream, str(n), error or "ok").inc()
+        if n > 1:
+            self._m.retries.labels(role, upstream, "error" if error else "ok").inc()
 
     def outcome(self, out: Outcome, route: Route) -> None:
         m = self._m
@@ -78,10 +98,63 @@ class Recorder:
             tokens = out.usage.output_tokens if out.usage else None
             if tokens and tokens > 1 and out.error_type is None:
                 m.tpot.labels(*labels).observe((out.latency_s - out.ttft_s) / (tokens - 1))
-        if out.usage is not None:
-            if out.usage.input_tokens:
-                m.tokens.labels(*labels, "input").inc(out.usage.input_tokens)
-            if out.usage.output_tokens:
-                m.tokens.labels(*labels, "output").inc(out.usage.output_tokens)
-            if out.usage.cached_input_tokens:
-                m.tokens.labels(*labels, "cached_input").inc(out.usage.cached_input_tokens)
+        usage = out.usage
+        if usage is not None:
+            for direction, count in (
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+                ("cached_input", usage.cached_input_tokens),
+            ):
+                if count:
+                    m.tokens.labels(*labels, direction).inc(count)
+        if out.cost_usd is not None:
+            m.cost.labels(*labels).inc(out.cost_usd)
+            m.request_cost.labels(*labels).observe(out.cost_usd)
+        elif out.error_type is None:
+            m.unpriced.labels(out.role, out.upstream).inc()
+
+
+class Heartbeat:
+    """Periodically observes event-loop lag, open connections and fixed hourly costs."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        interval_s: float,
+        prices: PriceTable,
+        roles: dict[str, str],
+        connections: Callable[[], dict[tuple[str, str], int]],
+    ) -> None:
+        self._m = metrics
+        self._interval = interval_s
+        self._prices = prices
+        self._roles = roles
+        self._connections = connections
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="shadoweval-sampler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        last = time.monotonic()
+        while True:
+            expected = time.monotonic() + self._interval
+            await asyncio.sleep(self._interval)
+            now = time.monotonic()
+            # A loop blocked by CPU work wakes this timer late; the delay is the lag.
+            self._m.loop_lag.observe(max(now - expected, 0.0))
+            for (direction, upstream), count in self._connections().items():
+                self._m.open_connections.labels(direction, upstream).set(count)
+            for upstream, per_hour in self._prices.hourly.items():
+                role = self._roles.get(upstream)
+                if role is not None:
+                    self._m.cost.labels(role, upstream, "fixed", "all").inc(
+                        per_hour * (now - last) / 3600
+                    )
+            last = now

@@ -87,6 +87,7 @@ class Outcome:
     error: str | None = None
     truncated: bool = False
     attempts: int = 1
+    cost_usd: float | None = None
     extra: Json = field(default_factory=dict)
 
     def as_dict(self) -> Json:
@@ -106,5 +107,6 @@ class Outcome:
             "usage": None if self.usage is None else self.usage.as_dict(),
             "truncated": self.truncated,
             "attempts": self.attempts,
+            "cost_usd": self.cost_usd,
             **({"extra": self.extra} if self.extra else {}),
         }

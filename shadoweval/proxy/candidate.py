@@ -3,9 +3,11 @@ system prompt, its own credentials) and sent, with a bounded read of the answer.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -14,9 +16,13 @@ import orjson
 from shadoweval.config import Candidate
 from shadoweval.proxy.forward import classify
 from shadoweval.proxy.openai import error_type_for_status
+from shadoweval.retry import RetryPolicy
 from shadoweval.types import Capture, Json, Route
 
 MAX_CHUNK_TIMES = 4096
+
+# Called after every attempt: (client, attempt number, capture, will_retry).
+AttemptHook = Callable[["CandidateClient", int, Capture, bool], None]
 
 
 def _with_system_prompt(route: Route, request: Json, prompt: str, mode: str) -> None:
@@ -43,8 +49,16 @@ def _with_system_prompt(route: Route, request: Json, prompt: str, mode: str) -> 
 
 
 class CandidateClient:
-    def __init__(self, cfg: Candidate, session: aiohttp.ClientSession, capture_max: int) -> None:
+    def __init__(
+        self,
+        cfg: Candidate,
+        session: aiohttp.ClientSession,
+        capture_max: int,
+        on_attempt: AttemptHook | None = None,
+    ) -> None:
         self.cfg = cfg
+        self._retry = RetryPolicy(cfg.retry)
+        self._on_attempt = on_attempt
         self.name = cfg.name
         self.role = cfg.role
         self._session = session
@@ -82,18 +96,40 @@ class CandidateClient:
         return self._headers
 
     async def send(self, path: str, payload: Json, caller_auth: str | None = None) -> Capture:
-        """Send once and read the whole answer (bounded copy); never raises."""
+        """Send with the retry policy and read the whole answer (bounded copy); never raises.
+
+        The returned capture is the last attempt's, with ``attempts`` set.
+        """
+        data = orjson.dumps(payload)
+        headers = self.headers_for(caller_auth)
+        attempt = 1
+        while True:
+            cap, retry_after = await self._attempt(path, data, headers)
+            cap.attempts = attempt
+            delay = self._retry.delay(attempt, cap.error_type, retry_after)
+            if self._on_attempt is not None:
+                self._on_attempt(self, attempt, cap, delay is not None)
+            if delay is None:
+                return cap
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def _attempt(
+        self, path: str, data: bytes, headers: dict[str, str]
+    ) -> tuple[Capture, str | None]:
         cap = Capture(started=time.perf_counter())
+        retry_after = None
         try:
             async with self._session.post(
                 self.cfg.url + path,
-                data=orjson.dumps(payload),
-                headers=self.headers_for(caller_auth),
+                data=data,
+                headers=headers,
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as resp:
                 cap.status = resp.status
                 cap.content_type = resp.headers.get("Content-Type", "")
+                retry_after = resp.headers.get("Retry-After")
                 # This session decompresses, so the captured body is already plain.
                 received = 0
                 async for chunk in resp.content.iter_any():
@@ -109,4 +145,4 @@ class CandidateClient:
         except Exception as exc:
             cap.error_type, cap.error = classify(exc)
         cap.latency_s = time.perf_counter() - cap.started
-        return cap
+        return cap, retry_after

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import aiohttp
 import orjson
@@ -14,6 +14,8 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from shadoweval.config import Limits, Primary
+from shadoweval.proxy.openai import error_type_for_status
+from shadoweval.retry import RetryPolicy
 from shadoweval.types import Capture, ErrorType
 
 # RFC 9110 §7.6.1 hop-by-hop fields, plus the framing fields aiohttp recomputes.
@@ -75,7 +77,16 @@ def classify(exc: BaseException) -> tuple[ErrorType, str]:
 
 
 class Forwarder:
-    def __init__(self, cfg: Primary, limits: Limits, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        cfg: Primary,
+        limits: Limits,
+        session: aiohttp.ClientSession,
+        on_attempt: Callable[[str, str, Capture, int], None] | None = None,
+    ) -> None:
+        self._name = cfg.name
+        self._retry = RetryPolicy(cfg.retry)
+        self._on_attempt = on_attempt
         self._base = cfg.url
         self._session = session
         self._capture_max = limits.capture_max_bytes
@@ -84,22 +95,38 @@ class Forwarder:
     async def relay(
         self, request: web.BaseRequest, body: bytes
     ) -> tuple[web.StreamResponse, Capture]:
-        cap = Capture(started=time.perf_counter())
         url = URL(self._base + request.raw_path, encoded=True)
-        try:
-            upstream = await self._session.request(
-                request.method,
-                url,
-                headers=end_to_end(request.headers),
-                data=body if body else None,
-                allow_redirects=False,
-                timeout=self._timeout,
-            )
-        except Exception as exc:  # every failure becomes a clear 502/504, never a hang
-            cap.error_type, cap.error = classify(exc)
-            cap.latency_s = time.perf_counter() - cap.started
-            status = 504 if cap.error_type == "timeout" else 502
-            return error_response(status, f"primary_{cap.error_type}", cap.error), cap
+        headers = end_to_end(request.headers)
+        attempt = 0
+        while True:
+            attempt += 1
+            cap = Capture(started=time.perf_counter(), attempts=attempt)
+            try:
+                upstream = await self._session.request(
+                    request.method,
+                    url,
+                    headers=headers,
+                    data=body if body else None,
+                    allow_redirects=False,
+                    timeout=self._timeout,
+                )
+            except Exception as exc:  # every failure becomes a clear 502/504, never a hang
+                cap.error_type, cap.error = classify(exc)
+                cap.latency_s = time.perf_counter() - cap.started
+                if await self._retrying(cap, None):
+                    continue
+                status = 504 if cap.error_type == "timeout" else 502
+                return error_response(status, f"primary_{cap.error_type}", cap.error), cap
+            # Retries happen only here, before a single byte has gone to the caller.
+            if self._retry.max_attempts > 1 and upstream.status >= 429:
+                cap.status = upstream.status
+                cap.error_type = error_type_for_status(upstream.status)
+                cap.latency_s = time.perf_counter() - cap.started
+                if await self._retrying(cap, upstream.headers.get("Retry-After")):
+                    upstream.release()
+                    continue
+                cap.error_type = None
+            break
 
         async with upstream:
             cap.status = upstream.status
@@ -114,6 +141,16 @@ class Forwarder:
             ):
                 return await self._buffered(upstream, headers, cap)
             return await self._streamed(request, upstream, headers, length, cap)
+
+    async def _retrying(self, cap: Capture, retry_after: str | None) -> bool:
+        """Count a failed attempt and wait, if the policy allows another one."""
+        delay = self._retry.delay(cap.attempts, cap.error_type, retry_after)
+        if delay is None:
+            return False
+        if self._on_attempt is not None:
+            self._on_attempt("primary", self._name, cap, cap.attempts)
+        await asyncio.sleep(delay)
+        return True
 
     async def _buffered(
         self, upstream: aiohttp.ClientResponse, headers: CIMultiDict[str], cap: Capture

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Mapping
 
 from shadoweval.metrics import Metrics
+from shadoweval.pricing import PriceTable
 from shadoweval.proxy.candidate import CandidateClient
 from shadoweval.proxy.openai import InvalidRequest, parse_answer, parse_request
 from shadoweval.records import RequestInfo, build_pair
@@ -59,11 +60,14 @@ class ShadowJob:
             raise self._request
         return self._request
 
-    def primary_outcome(self, upstream: str) -> Outcome:
+    def primary_outcome(self, upstream: str, prices: PriceTable) -> Outcome:
+        """The primary's parsed answer, parsed and priced once for every candidate."""
         if self._primary_outcome is None:
-            self._primary_outcome = parse_answer(
-                self.route, self.request(), self.primary.result(), upstream=upstream, role="primary"
+            request = self.request()
+            outcome = parse_answer(
+                self.route, request, self.primary.result(), upstream=upstream, role="primary"
             )
+            self._primary_outcome = prices.annotate(outcome, request.get("model"))
         return self._primary_outcome
 
     def primary_done(self, capture: Capture) -> None:
@@ -104,8 +108,10 @@ class ShadowDispatcher:
         metrics: Metrics,
         primary_name: str,
         primary_timeout_s: float,
+        prices: PriceTable,
         observe: ObserveFn | None = None,
     ) -> None:
+        self.prices = prices
         self._lanes = [_Lane(c, metrics) for c in clients]
         self._sampler = sampler
         self._sink = sink
@@ -205,6 +211,7 @@ class ShadowDispatcher:
         payload = client.transform(job.route, request)
         capture = await client.send(job.info.path, payload, job.caller_auth)
         outcome = parse_answer(job.route, payload, capture, upstream=client.name, role=client.role)
+        self.prices.annotate(outcome, payload.get("model"))
         if self._observe is not None:
             self._observe(outcome, job.route)
         if not job.primary.done():
@@ -217,7 +224,7 @@ class ShadowDispatcher:
         self._emit(lane, job, outcome)
 
     def _emit(self, lane: _Lane, job: ShadowJob, candidate: Outcome) -> None:
-        primary = job.primary_outcome(self._primary_name)
+        primary = job.primary_outcome(self._primary_name, self.prices)
         record = build_pair(job.info, job.request(), primary, candidate, self._redactor)
         self._sink.put(record, job.info.request_id.encode())
         lane.pairs.inc()

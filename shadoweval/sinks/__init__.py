@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shadoweval.config import FileSink as FileSinkConfig
+from shadoweval.config import KafkaSink as KafkaSinkConfig
 from shadoweval.config import SinkConfig
 from shadoweval.metrics import Metrics
 from shadoweval.sinks.base import Sink
@@ -15,4 +16,9 @@ __all__ = ["FileSink", "MemorySink", "Sink", "build"]
 def build(cfg: SinkConfig, metrics: Metrics) -> Sink:
     if isinstance(cfg, FileSinkConfig):
         return FileSink(cfg, metrics)
+    if isinstance(cfg, KafkaSinkConfig):
+        # Imported here: aiokafka is the optional extra "kafka" (ConfigError if missing).
+        from shadoweval.sinks.kafka import KafkaSink
+
+        return KafkaSink(cfg, metrics)
     return MemorySink(cfg.max_records, metrics)

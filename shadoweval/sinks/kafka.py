@@ -1,0 +1,480 @@
+"""Kafka sink: pair records to a topic through aiokafka, without ever making the proxy wait.
+
+``put`` only serialises and appends to a bounded deque. One background task owns the
+producer: it connects (retrying while Kafka is down), hands records to aiokafka in chunks and
+awaits their delivery futures. Records stay in the deque until Kafka acknowledged them, so an
+outage fills the buffer, and only then are new records dropped (and counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from shadoweval.config import ConfigError
+from shadoweval.config import KafkaSink as KafkaSinkConfig
+from shadoweval.metrics import Metrics
+from shadoweval.types import Json
+
+try:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.codec import has_lz4, has_snappy, has_zstd
+    from aiokafka.errors import (
+        CorruptRecordException,
+        InvalidTimestampError,
+        KafkaError,
+        KafkaTimeoutError,
+        MessageSizeTooLargeError,
+        ProducerClosed,
+        RecordListTooLargeError,
+        RecordTooLargeError,
+        TopicAlreadyExistsError,
+    )
+    from aiokafka.errors import for_code as kafka_error_for_code
+    from aiokafka.helpers import create_ssl_context
+except ImportError as exc:  # aiokafka is the optional extra "kafka"
+    raise ConfigError(
+        "sink kind 'kafka' needs the aiokafka package: pip install 'shadoweval[kafka]'"
+    ) from exc
+
+log = logging.getLogger(__name__)
+
+# Errors that are about the record itself: retrying cannot help, so it is counted as failed.
+_RECORD_ERRORS = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    CorruptRecordException,
+    InvalidTimestampError,
+)
+# One pass of the drain loop hands at most this much to the producer before awaiting acks.
+_CHUNK_RECORDS = 2000
+_CHUNK_BYTES = 8 * 1024 * 1024
+_BACKOFF_MIN_S = 0.1
+_BACKOFF_MAX_S = 5.0
+_LOG_EVERY_S = 10.0
+_JSON = b"application/json"
+
+Outcome = Literal["ok", "retry", "restart"]
+
+
+@dataclass(slots=True)
+class _Item:
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def client_options(cfg: KafkaSinkConfig) -> dict[str, Any]:
+    """Connection and security keyword arguments shared by the producer and the admin client.
+
+    Reads the SASL password file; raises ConfigError naming the key if a file is unusable.
+    """
+    sec = cfg.security
+    opts: dict[str, Any] = {
+        "bootstrap_servers": cfg.bootstrap_servers,
+        "client_id": cfg.client_id,
+        "request_timeout_ms": cfg.request_timeout_ms,
+        "security_protocol": sec.protocol,
+    }
+    if sec.protocol in ("SSL", "SASL_SSL"):
+        try:
+            opts["ssl_context"] = create_ssl_context(
+                cafile=sec.ssl_cafile, certfile=sec.ssl_certfile, keyfile=sec.ssl_keyfile
+            )
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"sink.security: cannot load the TLS files: {exc}") from None
+    if sec.sasl_mechanism is not None:
+        assert sec.sasl_password_file is not None  # enforced by the config model
+        try:
+            password = Path(sec.sasl_password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"sink.security.sasl_password_file: cannot read {sec.sasl_password_file}: "
+                f"{exc.strerror}"
+            ) from None
+        if not password:
+            raise ConfigError(
+                f"sink.security.sasl_password_file: {sec.sasl_password_file} is empty"
+            )
+        opts["sasl_mechanism"] = sec.sasl_mechanism
+        opts["sasl_plain_username"] = sec.sasl_username
+        opts["sasl_plain_password"] = password
+    return opts
+
+
+def resolve_compression(requested: str) -> str | None:
+    """The codec to hand aiokafka; zstd/lz4/snappy fall back to gzip without cramjam."""
+    if requested == "none":
+        return None
+    available = {"gzip": lambda: True, "zstd": has_zstd, "lz4": has_lz4, "snappy": has_snappy}
+    if available[requested]():
+        return requested
+    log.warning(
+        "kafka sink: %s compression needs the cramjam package "
+        "(pip install 'shadoweval[kafka]'); using gzip instead",
+        requested,
+    )
+    return "gzip"
+
+
+class KafkaSink:
+    def __init__(self, cfg: KafkaSinkConfig, metrics: Metrics) -> None:
+        self.name = "kafka"
+        self._cfg = cfg
+        self._buffer: deque[_Item] = deque()
+        # The chunk handed to the producer and not yet settled; counts against the buffer.
+        self._inflight: list[tuple[_Item, asyncio.Future[Any]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._producer: Any = None
+        self._options: dict[str, Any] = {}
+        self._closing = False
+        self._headers: dict[str, list[tuple[str, bytes]]] = {}
+        self._use_sampling_key = cfg.key == "sampling_key"
+        self._drops_unlogged = 0
+        self._drops_logged_at = time.monotonic()
+        self._warned_at = -_LOG_EVERY_S
+        self._failing = False
+        self._written = metrics.sink_records.labels(self.name, "written")
+        self._dropped = metrics.sink_records.labels(self.name, "dropped")
+        self._failed = metrics.sink_records.labels(self.name, "failed")
+        self._spilled = metrics.sink_records.labels(self.name, "spilled")
+        self._buffered = metrics.sink_buffered.labels(self.name)
+        self._write_time = metrics.sink_write_duration.labels(self.name)
+
+    # -- the proxy's side: never blocks, never raises --------------------------------------
+
+    def put(self, record: Json, key: bytes | None = None) -> bool:
+        if self._closing or len(self._buffer) + len(self._inflight) >= self._cfg.buffer_records:
+            self._dropped.inc()
+            self._drops_unlogged += 1
+            self._log_drops()
+            return False
+        try:
+            value = orjson.dumps(record)
+        except TypeError as exc:  # orjson.JSONEncodeError: a bug upstream, not a Kafka issue
+            self._failed.inc()
+            log.error("kafka sink: record not serialisable: %s", exc)
+            return False
+        if self._use_sampling_key and record.get("sampling_key"):
+            key = str(record["sampling_key"]).encode()
+        elif key is None and record.get("request_id"):
+            key = str(record["request_id"]).encode()
+        schema = str(record.get("schema", ""))
+        headers = self._headers.get(schema)
+        if headers is None:
+            headers = self._headers[schema] = [("schema", schema.encode()), ("content-type", _JSON)]
+        self._buffer.append(_Item(key, value, headers))
+        self._buffered.set(len(self._buffer) + len(self._inflight))
+        self._wake.set()
+        return True
+
+    def _log_drops(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._drops_unlogged and (force or now - self._drops_logged_at >= _LOG_EVERY_S):
+            log.warning(
+                "kafka sink: dropped %d records in the last %.0fs (buffer of %d records full; "
+                "Kafka unreachable or slower than the traffic)",
+                self._drops_unlogged,
+                now - self._drops_logged_at,
+                self._cfg.buffer_records,
+            )
+            self._drops_unlogged = 0
+            self._drops_logged_at = now
+
+    def _warn(self, msg: str, *args: object) -> None:
+        """Kafka trouble is logged at most every 10 s: an outage must not flood the logs."""
+        self._failing = True
+        now = time.monotonic()
+        if now - self._warned_at >= _LOG_EVERY_S:
+            self._warned_at = now
+            log.warning(msg, *args)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Validates credentials and starts the drain task; never waits for Kafka."""
+        self._options = client_options(self._cfg)
+        compression = resolve_compression(self._cfg.compression)
+        self._options.update(
+            acks=self._cfg.acks,
+            enable_idempotence=self._cfg.enable_idempotence,
+            compression_type=compression,
+            linger_ms=self._cfg.linger_ms,
+            max_batch_size=self._cfg.max_batch_size,
+            max_request_size=self._cfg.max_request_size,
+        )
+        log.info(
+            "kafka sink: topic %s on %s (acks=%s, idempotence=%s, compression=%s)",
+            self._cfg.topic,
+            ",".join(self._cfg.bootstrap_servers),
+            self._cfg.acks,
+            self._cfg.enable_idempotence,
+            compression or "none",
+        )
+        self._task = asyncio.create_task(self._run(), name="shadoweval-kafka-sink")
+
+    async def _run(self) -> None:
+        backoff = _BACKOFF_MIN_S
+        while True:
+            if self._producer is None:
+                if self._closing and not self._buffer:
+                    return
+                if not await self._connect():
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                    continue
+            if not self._buffer:
+                if self._closing:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
+                self._wake.clear()
+                self._log_drops()
+                continue
+            outcome = await self._send_chunk()
+            if outcome == "ok":
+                backoff = _BACKOFF_MIN_S
+                continue
+            if outcome == "restart":
+                producer, self._producer = self._producer, None
+                await self._stop_producer(producer, graceful=False)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    async def _connect(self) -> bool:
+        producer = AIOKafkaProducer(**self._options)
+        self._producer = producer  # set first, so close() can stop a half-started producer
+        try:
+            # With idempotence, start() also waits for a producer id: bound it.
+            async with asyncio.timeout(self._cfg.request_timeout_ms / 1000):
+                await producer.start()
+        except Exception as exc:  # any failure here means "retry later", never crash the proxy
+            self._producer = None
+            await self._stop_producer(producer, graceful=False)
+            self._warn(
+                "kafka sink: cannot connect to %s (%s); retrying, %d records buffered",
+                ",".join(self._cfg.bootstrap_servers),
+                _describe(exc),
+                len(self._buffer),
+            )
+            return False
+        log.info("kafka sink: connected to %s", ",".join(self._cfg.bootstrap_servers))
+        return True
+
+    async def _send_chunk(self) -> Outcome:
+        producer = self._producer
+        topic = self._cfg.topic
+        chunk: list[tuple[_Item, asyncio.Future[Any]]] = []
+        self._inflight = chunk
+        size = 0
+        error: BaseException | None = None
+        started = time.perf_counter()
+        while self._buffer and len(chunk) < _CHUNK_RECORDS and size < _CHUNK_BYTES:
+            item = self._buffer[0]
+            try:
+                # Returns once the record is in aiokafka's batch; may wait for batch space.
+                fut = await producer.send(topic, item.value, key=item.key, headers=item.headers)
+            except _RECORD_ERRORS as exc:
+                self._buffer.popleft()
+                self._failed.inc()
+                log.error("kafka sink: record rejected (%d bytes): %s", len(item.value), exc)
+                continue
+            except Exception as exc:
+                error = exc  # the item stays at the head of the buffer
+                break
+            self._buffer.popleft()
+            chunk.append((item, fut))
+            size += len(item.value)
+
+        pending = {fut for _, fut in chunk}
+        while pending:
+            # Woken every second to report drops while Kafka is unreachable.
+            _, pending = await asyncio.wait(pending, timeout=1.0)
+            self._log_drops()
+
+        retry: list[_Item] = []
+        written = 0
+        for item, fut in chunk:
+            err = fut.exception()
+            if err is None:
+                written += 1
+            elif isinstance(err, _RECORD_ERRORS):
+                self._failed.inc()
+                log.error("kafka sink: record rejected (%d bytes): %s", len(item.value), err)
+            else:
+                retry.append(item)
+                error = error or err
+        # Back to the head, in their order, so a retry keeps the order per key.
+        self._buffer.extendleft(reversed(retry))
+        self._inflight = []
+        self._buffered.set(len(self._buffer))
+        if written:
+            self._written.inc(written)
+            self._write_time.observe(time.perf_counter() - started)
+        if error is None:
+            if self._failing:
+                self._failing = False
+                log.info("kafka sink: producing again (%d records buffered)", len(self._buffer))
+            return "ok"
+        self._warn(
+            "kafka sink: producing to %s failed (%s); %d records kept for retry",
+            topic,
+            _describe(error),
+            len(self._buffer),
+        )
+        # Retriable errors and timeouts are aiokafka's to recover from; anything else may
+        # leave the producer unusable (e.g. a broken idempotent sequence): start a new one.
+        if isinstance(error, KafkaTimeoutError) or getattr(error, "retriable", False):
+            return "retry"
+        return "restart"
+
+    async def _stop_producer(self, producer: Any, graceful: bool) -> None:
+        if producer is None:
+            return
+        if not graceful:
+            # stop() waits for every pending batch and aiokafka has no "close now": fail
+            # them so it returns at once (their records are requeued or spilled by us).
+            producer._message_accumulator.fail_all(ProducerClosed())
+        try:
+            async with asyncio.timeout(10.0):
+                await producer.stop()
+        except Exception as exc:
+            log.warning("kafka sink: producer did not close cleanly: %s", exc)
+
+    async def close(self, timeout: float) -> None:
+        """Flush within ``timeout``; what Kafka did not acknowledge is spilled or dropped."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                async with asyncio.timeout(max(timeout, 0.1)):
+                    await asyncio.shield(self._task)
+            except TimeoutError:
+                self._task.cancel()
+                await asyncio.wait([self._task])
+            if self._task.done() and not self._task.cancelled() and self._task.exception():
+                log.error("kafka sink: drain task failed", exc_info=self._task.exception())
+        producer, self._producer = self._producer, None
+        await self._stop_producer(producer, graceful=not self._inflight and not self._buffer)
+
+        unsent: list[_Item] = []
+        for item, fut in self._inflight:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self._written.inc()
+            else:
+                unsent.append(item)
+        unsent.extend(self._buffer)
+        self._inflight = []
+        self._buffer.clear()
+        self._buffered.set(0)
+        self._log_drops(force=True)
+        if not unsent:
+            return
+        if self._cfg.spill_path:
+            try:
+                await asyncio.to_thread(_append_lines, Path(self._cfg.spill_path), unsent)
+            except OSError as exc:
+                log.error(
+                    "kafka sink: %d records lost, spill to %s failed: %s",
+                    len(unsent),
+                    self._cfg.spill_path,
+                    exc,
+                )
+            else:
+                self._spilled.inc(len(unsent))
+                log.warning(
+                    "kafka sink: %d records not acknowledged by Kafka within %.1fs; appended to %s",
+                    len(unsent),
+                    timeout,
+                    self._cfg.spill_path,
+                )
+                return
+        self._dropped.inc(len(unsent))
+        log.error(
+            "kafka sink: %d records not acknowledged by Kafka within %.1fs of shutdown, dropped",
+            len(unsent),
+            timeout,
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _append_lines(path: Path, items: list[_Item]) -> None:
+    # Same format as the file sink (one JSON document per line), so the same tools read it.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as fh:
+        fh.writelines(item.value + b"\n" for item in items)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+class TopicSetupError(Exception):
+    """``kafka init`` could not create or inspect a topic."""
+
+
+async def ensure_topics(cfg: KafkaSinkConfig) -> list[str]:
+    """Create the pairs and scores topics if missing; returns one line per topic."""
+    topic_configs = {} if cfg.retention_ms is None else {"retention.ms": str(cfg.retention_ms)}
+    wanted = [cfg.topic, cfg.scores_topic]
+    created: list[str] = []
+    partitions: dict[str, int] = {}
+    admin = AIOKafkaAdminClient(**client_options(cfg))
+    try:
+        await admin.start()
+        # A full listing: a metadata request naming the topics could auto-create them.
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            response = await admin.create_topics(
+                [
+                    NewTopic(t, cfg.partitions, cfg.replication_factor, None, topic_configs)
+                    for t in missing
+                ]
+            )
+            for topic, code, *rest in response.topic_errors:
+                error = kafka_error_for_code(code)
+                if code == 0:
+                    created.append(topic)
+                elif error is not TopicAlreadyExistsError:  # already there (a race) is fine
+                    detail = rest[0] if rest and rest[0] else error.__name__
+                    raise TopicSetupError(f"cannot create topic {topic}: {detail}")
+        present = [t for t in wanted if t not in created]
+        if present:
+            for info in await admin.describe_topics(present):
+                partitions[info["topic"]] = len(info["partitions"])
+    except KafkaError as exc:
+        servers = ",".join(cfg.bootstrap_servers)
+        raise TopicSetupError(f"Kafka at {servers}: {_describe(exc)}") from exc
+    finally:
+        await admin.close()
+
+    lines = []
+    retention = "broker default" if cfg.retention_ms is None else f"{cfg.retention_ms} ms"
+    for topic in wanted:
+        if topic in created:
+            lines.append(
+                f"created topic {topic}: {cfg.partitions} partitions, replication factor "
+                f"{cfg.replication_factor}, retention {retention}"
+            )
+        else:
+            count = partitions.get(topic, 0)
+            note = ""
+            if count != cfg.partitions:
+                note = f" (config says {cfg.partitions}; kafka init never alters a topic)"
+            lines.append(f"topic {topic} already exists: {count} partitions{note}")
+    return lines
