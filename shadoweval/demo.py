@@ -33,6 +33,14 @@ PROMPTS = [
 ]
 
 
+# USD per million tokens for the demo's fake models.
+DEMO_PRICES = {
+    "prod-model": {"input_per_mtok": 2.50, "output_per_mtok": 10.00},
+    "small-model": {"input_per_mtok": 0.15, "output_per_mtok": 0.60},
+    "other-model": {"input_per_mtok": 0.50, "output_per_mtok": 1.50},
+}
+
+
 async def _send(session: aiohttp.ClientSession, url: str, i: int, rng: random.Random) -> int:
     stream = i % 3 == 0
     body = {
@@ -40,6 +48,8 @@ async def _send(session: aiohttp.ClientSession, url: str, i: int, rng: random.Ra
         "messages": [{"role": "user", "content": rng.choice(PROMPTS)}],
         "stream": stream,
     }
+    if stream:
+        body["stream_options"] = {"include_usage": True}
     async with session.post(
         f"{url}/v1/chat/completions", json=body, headers={"Authorization": "Bearer caller-secret"}
     ) as resp:
@@ -88,6 +98,7 @@ async def run_demo(requests: int, out: Path, concurrency: int = 16) -> dict[str,
             ],
             "sink": {"kind": "file", "path": str(out)},
             "shutdown": {"grace_s": 5, "shadow_grace_s": 5},
+            "pricing": {"models": DEMO_PRICES},
         },
         "demo",
         environ={},
@@ -119,6 +130,10 @@ def _fresh_file(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
 def _pct(values: list[float], q: int) -> float:
     if len(values) < 2:
         return values[0] if values else float("nan")
@@ -147,6 +162,10 @@ def summarise(path: Path) -> dict[str, Any]:
             "p50_ms": 1000 * _pct([r["candidate"]["latency_s"] for r in ok], 50),
             "p95_ms": 1000 * _pct([r["candidate"]["latency_s"] for r in ok], 95),
             "primary_p50_ms": 1000 * _pct([r["primary"]["latency_s"] for r in recs], 50),
+            "cost_ratio": _ratio(
+                sum(r["candidate"]["cost_usd"] or 0 for r in ok),
+                sum(r["primary"]["cost_usd"] or 0 for r in ok),
+            ),
             "output_tokens": sum(
                 (r["candidate"]["usage"] or {}).get("output_tokens") or 0 for r in ok
             ),
@@ -161,17 +180,19 @@ def print_summary(result: dict[str, Any]) -> None:
     print(f"pairs written to {result['pairs_file']}\n")
     header = (
         f"{'upstream':<10} {'role':<10} {'pairs':>6} {'exact':>7} "
-        f"{'p50 ms':>8} {'p95 ms':>8} {'prod p50':>9}  errors"
+        f"{'p50 ms':>8} {'p95 ms':>8} {'prod p50':>9} {'cost':>6}  errors"
     )
     print(header)
     print("-" * len(header))
     for name, row in result["candidates"].items():
         print(
             f"{name:<10} {row['role']:<10} {row['pairs']:>6} {row['exact_match']:>7.1%} "
-            f"{row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['primary_p50_ms']:>9.1f}  "
+            f"{row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['primary_p50_ms']:>9.1f} "
+            f"{row['cost_ratio']:>5.2f}x  "
             f"{row['errors'] or '-'}"
         )
     print(
         "\n'exact' is the share of answers identical to the primary's; "
-        "the control (the primary asked twice) is the noise floor."
+        "the control (the primary asked twice) is the noise floor; "
+        "'cost' is relative to the primary on the same requests."
     )

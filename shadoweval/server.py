@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -23,6 +23,11 @@ from shadoweval.proxy.shadow import ShadowDispatcher
 from shadoweval.redaction import Redactor
 from shadoweval.sampling import Sampler
 from shadoweval.telemetry import Heartbeat, Recorder
+
+if TYPE_CHECKING:  # OpenTelemetry is the optional extra "tracing"
+    from opentelemetry.trace import TracerProvider
+
+    from shadoweval.tracing import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +47,16 @@ class ProxyServer:
     """The running proxy. ``start`` binds both ports; ``stop`` drains in order."""
 
     def __init__(
-        self, cfg: Config, metrics: Metrics | None = None, sink: sinks.Sink | None = None
+        self,
+        cfg: Config,
+        metrics: Metrics | None = None,
+        sink: sinks.Sink | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
+        """``tracer_provider`` replaces the OTLP one when ``tracing.enabled`` (tests)."""
         self.cfg = cfg
+        self._tracer_provider = tracer_provider
+        self.tracer: Tracer | None = None
         known = tuple(c.model for c in cfg.candidates if c.model)
         self.metrics = metrics or Metrics(
             model_label_limit=cfg.metrics.model_label_limit, known_models=known
@@ -63,6 +75,13 @@ class ProxyServer:
     async def start(self) -> None:
         cfg = self.cfg
         m = self.metrics
+        prices = PriceTable(cfg.pricing)
+        if cfg.tracing.enabled:
+            # Imported only now: a ConfigError if OpenTelemetry is not installed, before any
+            # port is bound. With tracing off OpenTelemetry is never loaded.
+            from shadoweval.tracing import Tracer
+
+            self.tracer = Tracer.build(cfg, prices, self._tracer_provider)
         m.init_upstream("primary", cfg.primary.name)
         for cand in cfg.candidates:
             m.init_upstream(cand.role, cand.name)
@@ -70,7 +89,6 @@ class ProxyServer:
             self.sink = sinks.build(cfg.sink, m)
         await self.sink.start()
 
-        prices = PriceTable(cfg.pricing)
         recorder = Recorder(m, cfg.primary.name, prices)
         primary_session = _session(cfg.primary.max_connections, decompress=False)
         self._sessions[cfg.primary.name] = primary_session
@@ -98,7 +116,9 @@ class ProxyServer:
         forwarder = Forwarder(
             cfg.primary, cfg.limits, primary_session, on_attempt=recorder.attempt_of
         )
-        handler = ProxyHandler(forwarder, self.dispatcher, cfg.limits, observe=recorder.primary)
+        handler = ProxyHandler(
+            forwarder, self.dispatcher, cfg.limits, observe=recorder.primary, tracer=self.tracer
+        )
         self._web_server = make_server(handler, cfg.limits)
         self._runner = web.ServerRunner(self._web_server, shutdown_timeout=cfg.shutdown.grace_s)
         await self._runner.setup()
@@ -158,6 +178,8 @@ class ProxyServer:
             await self.dispatcher.close(self.cfg.shutdown.shadow_grace_s)
         if self.sink is not None:
             await self.sink.close(self.cfg.shutdown.grace_s)
+        if self.tracer is not None:
+            await self.tracer.close()  # after the shadows, so their spans are exported too
         if self._heartbeat is not None:
             await self._heartbeat.stop()
         for session in self._sessions.values():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -14,6 +15,9 @@ from shadoweval.proxy.forward import Forwarder, error_response
 from shadoweval.proxy.openai import ROUTES
 from shadoweval.proxy.shadow import ShadowDispatcher, ShadowJob
 from shadoweval.types import Capture, Route
+
+if TYPE_CHECKING:  # imported only when tracing is on (it loads OpenTelemetry)
+    from shadoweval.tracing import Tracer
 
 # Called after each primary answer, off the caller's path (metrics hook).
 PrimaryObserver = Callable[[Capture, "Route | None", bytes, float, "ShadowJob | None"], None]
@@ -26,8 +30,10 @@ class ProxyHandler:
         dispatcher: ShadowDispatcher,
         limits: Limits,
         observe: PrimaryObserver | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._forwarder = forwarder
+        self._tracer = tracer
         self._dispatcher = dispatcher
         self._max_body = limits.max_body_bytes
         self._observe = observe
@@ -42,10 +48,17 @@ class ProxyHandler:
                 413, "request_too_large", f"request body exceeds {self._max_body} bytes"
             )
         route = ROUTES.get(request.path) if request.method == "POST" else None
-        job = self._dispatcher.offer(route, request.path, request.headers, body) if route else None
-        response, capture = await self._forwarder.relay(request, body)
+        trace = self._tracer.start(request, route, entered) if self._tracer is not None else None
+        job = (
+            self._dispatcher.offer(route, request.path, request.headers, body, trace)
+            if route
+            else None
+        )
+        response, capture = await self._forwarder.relay(request, body, trace)
         if job is not None:
             job.primary_done(capture)
+        if trace is not None:
+            self._loop.call_soon(trace.finish, capture, body, job, response.status)
         if self._observe is not None:
             # Overhead: time in this handler that was not spent waiting for the upstream.
             overhead = time.perf_counter() - entered - capture.latency_s

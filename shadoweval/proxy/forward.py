@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
@@ -17,6 +18,9 @@ from shadoweval.config import Limits, Primary
 from shadoweval.proxy.openai import error_type_for_status
 from shadoweval.retry import RetryPolicy
 from shadoweval.types import Capture, ErrorType
+
+if TYPE_CHECKING:  # imported only when tracing is on (it loads OpenTelemetry)
+    from shadoweval.tracing import RequestTrace
 
 # RFC 9110 §7.6.1 hop-by-hop fields, plus the framing fields aiohttp recomputes.
 HOP_BY_HOP = frozenset(
@@ -93,10 +97,13 @@ class Forwarder:
         self._timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, connect=cfg.connect_timeout_s)
 
     async def relay(
-        self, request: web.BaseRequest, body: bytes
+        self, request: web.BaseRequest, body: bytes, trace: RequestTrace | None = None
     ) -> tuple[web.StreamResponse, Capture]:
         url = URL(self._base + request.raw_path, encoded=True)
         headers = end_to_end(request.headers)
+        if trace is not None:
+            # The one header tracing changes: traceparent becomes the primary call's span.
+            trace.primary_call(headers)
         attempt = 0
         while True:
             attempt += 1

@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
@@ -24,6 +25,9 @@ from shadoweval.redaction import Redactor
 from shadoweval.sampling import Sampler
 from shadoweval.sinks import Sink
 from shadoweval.types import Capture, Json, Outcome, Route
+
+if TYPE_CHECKING:  # imported only when tracing is on (it loads OpenTelemetry)
+    from shadoweval.tracing import RequestTrace
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +40,30 @@ TASK_HEADER = "x-shadoweval-task"
 class ShadowJob:
     """One sampled request, shared by every candidate it was queued for."""
 
-    __slots__ = ("_primary_outcome", "_request", "body", "caller_auth", "info", "primary", "route")
+    __slots__ = (
+        "_primary_outcome",
+        "_request",
+        "body",
+        "caller_auth",
+        "info",
+        "primary",
+        "route",
+        "trace",
+    )
 
     def __init__(
-        self, info: RequestInfo, route: Route, body: bytes, caller_auth: str | None
+        self,
+        info: RequestInfo,
+        route: Route,
+        body: bytes,
+        caller_auth: str | None,
+        trace: RequestTrace | None = None,
     ) -> None:
         self.info = info
         self.route = route
         self.body = body
         self.caller_auth = caller_auth
+        self.trace = trace
         self.primary: asyncio.Future[Capture] = asyncio.get_running_loop().create_future()
         self._request: Json | InvalidRequest | None = None
         self._primary_outcome: Outcome | None = None
@@ -127,7 +146,12 @@ class ShadowDispatcher:
     # -- called on the hot path -------------------------------------------------------
 
     def offer(
-        self, route: Route, path: str, headers: Mapping[str, str], body: bytes
+        self,
+        route: Route,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        trace: RequestTrace | None = None,
     ) -> ShadowJob | None:
         """Sample and enqueue; returns the job to complete with the primary's capture."""
         if self._closing or not self._lanes:
@@ -152,13 +176,19 @@ class ShadowDispatcher:
                 lane.err_full.inc()
                 continue
             if job is None:
-                job = self._new_job(route, path, headers, key, body)
+                job = self._new_job(route, path, headers, key, body, trace)
             lane.queue.put_nowait(job)
             lane.depth.inc()
         return job
 
     def _new_job(
-        self, route: Route, path: str, headers: Mapping[str, str], key: bytes | None, body: bytes
+        self,
+        route: Route,
+        path: str,
+        headers: Mapping[str, str],
+        key: bytes | None,
+        body: bytes,
+        trace: RequestTrace | None,
     ) -> ShadowJob:
         info = RequestInfo(
             request_id=uuid.uuid4().hex,
@@ -167,9 +197,10 @@ class ShadowDispatcher:
             path=path,
             task=headers.get(TASK_HEADER),
             sampling_key=hashlib.blake2b(key, digest_size=8).hexdigest() if key else None,
+            trace_id=trace.trace_id if trace is not None else None,
         )
         auth = headers.get("Authorization") if self._keeps_caller_auth else None
-        return ShadowJob(info, route, body, auth)
+        return ShadowJob(info, route, body, auth, trace)
 
     # -- the candidates' side --------------------------------------------------------
 
@@ -209,9 +240,12 @@ class ShadowDispatcher:
             self._metrics.errors.labels(client.role, client.name, "invalid_request").inc()
             return
         payload = client.transform(job.route, request)
+        span = job.trace.shadow(client, job.info.request_id, payload) if job.trace else None
         capture = await client.send(job.info.path, payload, job.caller_auth)
         outcome = parse_answer(job.route, payload, capture, upstream=client.name, role=client.role)
         self.prices.annotate(outcome, payload.get("model"))
+        if span is not None:
+            span.finish(capture, outcome)
         if self._observe is not None:
             self._observe(outcome, job.route)
         if not job.primary.done():

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
@@ -61,11 +61,11 @@ _RECORD_ERRORS = (
 _CHUNK_RECORDS = 2000
 _CHUNK_BYTES = 8 * 1024 * 1024
 _BACKOFF_MIN_S = 0.1
-_BACKOFF_MAX_S = 5.0
+_BACKOFF_MAX_S = 2.0
+_POLL_S = 0.25
+_LEADERLESS_STALL_S = 1.0
 _LOG_EVERY_S = 10.0
 _JSON = b"application/json"
-
-Outcome = Literal["ok", "retry", "restart"]
 
 
 @dataclass(slots=True)
@@ -244,15 +244,11 @@ class KafkaSink:
                 self._wake.clear()
                 self._log_drops()
                 continue
-            outcome = await self._send_chunk()
-            if outcome == "ok":
+            if await self._send_chunk():
                 backoff = _BACKOFF_MIN_S
-                continue
-            if outcome == "restart":
-                producer, self._producer = self._producer, None
-                await self._stop_producer(producer, graceful=False)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+            else:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
 
     async def _connect(self) -> bool:
         producer = AIOKafkaProducer(**self._options)
@@ -274,7 +270,12 @@ class KafkaSink:
         log.info("kafka sink: connected to %s", ",".join(self._cfg.bootstrap_servers))
         return True
 
-    async def _send_chunk(self) -> Outcome:
+    async def _send_chunk(self) -> bool:
+        """Hands one chunk of the buffer to the producer and waits for Kafka's acks.
+
+        On any failure the producer is closed (the drain loop reconnects with backoff) and the
+        records Kafka did not acknowledge go back to the head of the buffer, in order.
+        """
         producer = self._producer
         topic = self._cfg.topic
         chunk: list[tuple[_Item, asyncio.Future[Any]]] = []
@@ -300,15 +301,27 @@ class KafkaSink:
             size += len(item.value)
 
         pending = {fut for _, fut in chunk}
+        progress = time.monotonic()
         while pending:
-            # Woken every second to report drops while Kafka is unreachable.
-            _, pending = await asyncio.wait(pending, timeout=1.0)
+            done, pending = await asyncio.wait(pending, timeout=_POLL_S)
             self._log_drops()
+            now = time.monotonic()
+            if done:
+                progress = now
+            elif now - progress >= self._stall_limit(producer):
+                error = error or KafkaTimeoutError(f"no acknowledgement for {now - progress:.0f}s")
+                break
+        if error is not None:
+            # Kafka is unreachable or the producer is unusable: aiokafka would retry in its
+            # own loop (a tight one while a leader is unknown); reconnecting with our backoff
+            # is cheaper. Records whose future is still pending are requeued below.
+            self._producer = None
+            await self._stop_producer(producer, graceful=False)
 
         retry: list[_Item] = []
         written = 0
         for item, fut in chunk:
-            err = fut.exception()
+            err = fut.exception() if fut.done() and not fut.cancelled() else ProducerClosed()
             if err is None:
                 written += 1
             elif isinstance(err, _RECORD_ERRORS):
@@ -317,7 +330,6 @@ class KafkaSink:
             else:
                 retry.append(item)
                 error = error or err
-        # Back to the head, in their order, so a retry keeps the order per key.
         self._buffer.extendleft(reversed(retry))
         self._inflight = []
         self._buffered.set(len(self._buffer))
@@ -328,31 +340,53 @@ class KafkaSink:
             if self._failing:
                 self._failing = False
                 log.info("kafka sink: producing again (%d records buffered)", len(self._buffer))
-            return "ok"
+            return True
+        if self._producer is not None:  # a delivery failed although the producer looked fine
+            self._producer = None
+            await self._stop_producer(producer, graceful=False)
         self._warn(
-            "kafka sink: producing to %s failed (%s); %d records kept for retry",
+            "kafka sink: producing to %s failed (%s); reconnecting, %d records kept",
             topic,
             _describe(error),
             len(self._buffer),
         )
-        # Retriable errors and timeouts are aiokafka's to recover from; anything else may
-        # leave the producer unusable (e.g. a broken idempotent sequence): start a new one.
-        if isinstance(error, KafkaTimeoutError) or getattr(error, "retriable", False):
-            return "retry"
-        return "restart"
+        return False
 
-    async def _stop_producer(self, producer: Any, graceful: bool) -> None:
+    def _stall_limit(self, producer: Any) -> float:
+        """How long to wait for acks without any progress before giving up on the producer."""
+        cluster = producer.client.cluster
+        known = cluster.partitions_for_topic(self._cfg.topic) or set()
+        led = cluster.available_partitions_for_topic(self._cfg.topic) or set()
+        if len(led) < len(known):
+            # A partition without a leader (a broker shutting down): aiokafka refreshes the
+            # metadata in a tight loop until the batch expires; a second is enough.
+            return _LEADERLESS_STALL_S
+        return self._cfg.request_timeout_ms / 1000
+
+    async def _stop_producer(
+        self, producer: Any, graceful: bool, timeout: float | None = None
+    ) -> None:
+        """``graceful`` lets aiokafka flush; otherwise the producer is abandoned at once."""
         if producer is None:
             return
-        if not graceful:
-            # stop() waits for every pending batch and aiokafka has no "close now": fail
-            # them so it returns at once (their records are requeued or spilled by us).
-            producer._message_accumulator.fail_all(ProducerClosed())
+        limit = self._cfg.request_timeout_ms / 1000 if timeout is None else timeout
         try:
-            async with asyncio.timeout(10.0):
-                await producer.stop()
+            async with asyncio.timeout(limit):
+                if graceful:
+                    await producer.stop()
+                    return
+                # aiokafka has no "close now" (stop() waits until every batch is delivered,
+                # and failing its batches from outside trips its bookkeeping). So: stop the
+                # sender, which lets in-flight requests end, and close the connections. The
+                # delivery futures stay pending; we requeue or spill their records.
+                sender = producer._sender.sender_task
+                if sender is not None and not sender.done():
+                    sender.cancel()
+                    await asyncio.wait([sender])
+                producer._closed = True  # what stop() sets; no "Unclosed producer" warning
+                await producer.client.close()
         except Exception as exc:
-            log.warning("kafka sink: producer did not close cleanly: %s", exc)
+            log.warning("kafka sink: producer did not close cleanly: %s", _describe(exc))
 
     async def close(self, timeout: float) -> None:
         """Flush within ``timeout``; what Kafka did not acknowledge is spilled or dropped."""
@@ -368,7 +402,9 @@ class KafkaSink:
             if self._task.done() and not self._task.cancelled() and self._task.exception():
                 log.error("kafka sink: drain task failed", exc_info=self._task.exception())
         producer, self._producer = self._producer, None
-        await self._stop_producer(producer, graceful=not self._inflight and not self._buffer)
+        # Past the grace period already if the drain was cut short: a short bounded stop.
+        graceful = not self._inflight and not self._buffer
+        await self._stop_producer(producer, graceful, timeout=2.0)
 
         unsent: list[_Item] = []
         for item, fut in self._inflight:

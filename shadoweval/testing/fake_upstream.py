@@ -55,6 +55,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: Any
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -69,6 +70,8 @@ class FakeUpstream:
     disagree_rate: float = 0.0
     error_rate: float = 0.0
     error_status: int = 500
+    # The first N model requests fail with error_status (then behave normally): retry tests.
+    fail_first: int = 0
     mode: Mode = "normal"
     retry_after_s: float = 1.0
     seed: int | None = 0
@@ -77,6 +80,7 @@ class FakeUpstream:
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
+        self._served = 0
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -175,7 +179,9 @@ class FakeUpstream:
                 status=429,
                 headers={"Retry-After": f"{self.retry_after_s:g}"},
             )
-        if self.mode == "error" or (self.error_rate and self._rng.random() < self.error_rate):
+        self._served += 1
+        injected = self.error_rate and self._rng.random() < self.error_rate
+        if self._served <= self.fail_first or self.mode == "error" or injected:
             return web.json_response(
                 {"error": {"message": "injected failure", "type": "server_error"}},
                 status=self.error_status,

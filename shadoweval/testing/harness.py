@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shadoweval.config import Config, parse
 from shadoweval.metrics import Metrics
 from shadoweval.server import ProxyServer
 from shadoweval.sinks import MemorySink
 from shadoweval.testing.fake_upstream import FakeUpstream
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 
 @dataclass
@@ -37,10 +40,11 @@ async def running_stack(
     overrides: dict[str, Any] | None = None,
     candidate_options: dict[str, dict[str, Any]] | None = None,
     metrics: Metrics | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> AsyncIterator[Stack]:
     """Fakes on free ports, a proxy in front of them; memory sink unless overridden.
 
-    ``overrides`` are merged into the top level of the config; ``candidate_options`` into each
+    ``overrides`` are merged section by section into the config; ``candidate_options`` into each
     candidate's entry by name. Everything is stopped (gracefully) on exit.
     """
     primary = primary or FakeUpstream(model="prod-model")
@@ -65,9 +69,15 @@ async def running_stack(
             "sink": {"kind": "memory"},
             "shutdown": {"grace_s": 5, "shadow_grace_s": 2},
         }
-        raw.update(overrides or {})
+        for key, value in (overrides or {}).items():
+            # Sections merge (so {"primary": {"retry": ...}} keeps the fake's URL).
+            current = raw.get(key)
+            if isinstance(value, dict) and isinstance(current, dict):
+                raw[key] = {**current, **value}
+            else:
+                raw[key] = value
         cfg: Config = parse(raw, environ={})
-        proxy = ProxyServer(cfg, metrics=metrics)
+        proxy = ProxyServer(cfg, metrics=metrics, tracer_provider=tracer_provider)
         await proxy.start()
         stack = Stack(proxy, primary, candidates)
         try:

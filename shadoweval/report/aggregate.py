@@ -1,0 +1,631 @@
+"""Pairs + scores -> the report: one row per candidate (and the control) against the primary.
+
+The result is a plain JSON-able dict (``shadoweval.report.v1``); the terminal, JSON and HTML
+outputs all render from it. Statistics come from :mod:`shadoweval.stats`.
+
+How a scorer is compared (see docs/report.md):
+
+- **per side**: the scorer scored the primary's and the candidate's answers separately
+  (``side: primary`` and ``side: candidate``); the difference is candidate minus primary on
+  the same pairs, and the control's difference on the same requests is the noise floor.
+- **pair**: the scorer compared the candidate with the primary (``side: pair``, e.g. exact
+  match, similarity, a pairwise judge). The baseline is the control's score on the same
+  requests (the primary compared with itself), or, without a control, the value the primary
+  would get against itself (1.0; 0.5 = a tie for ``judge_pairwise``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from shadoweval import stats
+from shadoweval.config import Redaction, Report
+from shadoweval.pricing import PriceTable
+from shadoweval.redaction import Redactor
+from shadoweval.report.load import Dataset, PairRow, SideRow
+from shadoweval.report.verdict import decide
+from shadoweval.stats import Estimate
+from shadoweval.types import Json, Usage
+
+REPORT_SCHEMA = "shadoweval.report.v1"
+SAFETY_SCORERS = ("refusal", "over_refusal", "pii_leak", "secret_leak", "canary_leak", "toxicity")
+JUDGE_PAIRWISE = "judge_pairwise"
+JUDGE_LABELS = {"win": 1.0, "tie": 0.5, "loss": 0.0}
+# Preferred headline scorer when the rules name none: the most semantic first.
+QUALITY_ORDER = (
+    "judge_pairwise",
+    "judge_single",
+    "semantic",
+    "rouge_l",
+    "token_f1",
+    "normalized",
+    "exact",
+    "tool_call",
+    "json_schema",
+    "json_valid",
+)
+LATENCY_QS = (0.5, 0.95, 0.99)
+TTFT_QS = (0.5, 0.99)
+# A quantile is only reported as reliable with this many observations beyond it.
+MIN_TAIL_OBSERVATIONS = 5
+HIST_EDGES = [i / 10 for i in range(11)]
+_NICE_STEPS = (1, 5, 10, 30, 60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+
+
+def reference_value(scorer: str) -> float:
+    """What the primary scores against itself on a pair scorer."""
+    return 0.5 if scorer == JUDGE_PAIRWISE else 1.0
+
+
+def q_label(q: float) -> str:
+    return f"p{q * 100:g}"
+
+
+@dataclass
+class _Ctx:
+    cfg: Report
+    prices: PriceTable
+    redactor: Redactor
+    ds: Dataset
+    groups: dict[str, list[PairRow]]
+    by_request: dict[str, dict[str, PairRow]]
+    control: str | None
+
+    @property
+    def kw(self) -> dict[str, Any]:
+        return {
+            "confidence": self.cfg.confidence,
+            "resamples": self.cfg.bootstrap_resamples,
+            "seed": self.cfg.seed,
+        }
+
+    def value(self, pair_id: str, scorer: str, side: str) -> float | None:
+        row = self.ds.scores.get((pair_id, scorer, side))
+        if row is None:
+            return None
+        if row.value is None and scorer == JUDGE_PAIRWISE and row.label in JUDGE_LABELS:
+            return JUDGE_LABELS[row.label]
+        return row.value
+
+
+def _arr(values: Sequence[float]) -> np.ndarray[Any, np.dtype[np.float64]]:
+    return np.asarray(values, dtype=np.float64)
+
+
+def _hist(values: Sequence[float]) -> list[int]:
+    counts, _ = np.histogram(_arr(values), bins=HIST_EDGES)
+    return [int(c) for c in counts]
+
+
+def _percentiles(values: Sequence[float]) -> list[float] | None:
+    """101 percentiles: enough to draw a distribution (ECDF) without the raw data."""
+    if not values:
+        return None
+    return [float(v) for v in np.quantile(_arr(values), np.linspace(0, 1, 101))]
+
+
+# -- quality ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Series:
+    """A scorer's values for one upstream: candidate x and baseline b, aligned by request."""
+
+    mode: str  # per_side | pair
+    baseline: str  # primary | control | reference
+    x_all: dict[str, float]  # request_id -> candidate value (every scored pair)
+    base_all: dict[str, float]  # request_id -> baseline value (when the baseline is data)
+    x: list[float]
+    b: list[float]
+    ids: list[str]
+
+
+def _series(ctx: _Ctx, upstream: str, scorer: str) -> _Series | None:
+    pairs = ctx.groups[upstream]
+    cand = {p.request_id: ctx.value(p.pair_id, scorer, "candidate") for p in pairs}
+    prim = {p.request_id: ctx.value(p.pair_id, scorer, "primary") for p in pairs}
+    both = [r for r in cand if cand[r] is not None and prim[r] is not None]
+    if both:
+        x_all = {r: v for r, v in cand.items() if v is not None}
+        base_all = {r: v for r, v in prim.items() if v is not None}
+        return _Series(
+            "per_side",
+            "primary",
+            x_all,
+            base_all,
+            [x_all[r] for r in both],
+            [base_all[r] for r in both],
+            both,
+        )
+    pair_vals = {p.request_id: ctx.value(p.pair_id, scorer, "pair") for p in pairs}
+    x_all = {r: v for r, v in pair_vals.items() if v is not None}
+    if not x_all:
+        return None
+    control = ctx.control
+    if control is not None and control != upstream:
+        ctl_pairs = ctx.by_request[control]
+        ctl = {r: ctx.value(p.pair_id, scorer, "pair") for r, p in ctl_pairs.items()}
+        base_all = {r: v for r, v in ctl.items() if v is not None}
+        ids = [r for r in x_all if r in base_all]
+        if ids:
+            return _Series(
+                "pair",
+                "control",
+                x_all,
+                base_all,
+                [x_all[r] for r in ids],
+                [base_all[r] for r in ids],
+                ids,
+            )
+    ref = reference_value(scorer)
+    ids = list(x_all)
+    return _Series("pair", "reference", x_all, {}, [x_all[r] for r in ids], [ref] * len(ids), ids)
+
+
+def _versus_control(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> Estimate | None:
+    """Per-side scorers: candidate minus control on the same requests."""
+    control = ctx.control
+    if series.mode != "per_side" or control is None or control == upstream:
+        return None
+    ctl = {r: ctx.value(p.pair_id, scorer, "candidate") for r, p in ctx.by_request[control].items()}
+    ids = [r for r in series.x_all if ctl.get(r) is not None]
+    if len(ids) < 2:
+        return None
+    x = [series.x_all[r] for r in ids]
+    c = [float(ctl[r]) for r in ids]  # type: ignore[arg-type]
+    return stats.mean_diff_ci(x, c, **ctx.kw)
+
+
+def _worst(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> list[Json]:
+    k = ctx.cfg.worst_examples
+    if k == 0:
+        return []
+    pairs = ctx.by_request[upstream]
+
+    def key(rid: str) -> tuple[float, float, str]:
+        base = series.base_all.get(rid)
+        deficit = series.x_all[rid] - base if base is not None else 0.0
+        return (series.x_all[rid], deficit, pairs[rid].pair_id)
+
+    red = ctx.redactor.text
+    out = []
+    for rid in sorted(series.x_all, key=key)[:k]:
+        p = pairs[rid]
+        side = "pair" if series.mode == "pair" else "candidate"
+        score = ctx.ds.scores.get((p.pair_id, scorer, side))
+        out.append(
+            {
+                "pair_id": p.pair_id,
+                "request_id": rid,
+                "ts": _iso(p.ts),
+                "value": series.x_all[rid],
+                "baseline_value": series.base_all.get(rid),
+                "label": score.label if score else None,
+                "explanation": red(score.explanation) if score else "",
+                "prompt": red(p.prompt),
+                "primary_output": red(p.primary.text),
+                "candidate_output": red(p.candidate.text),
+            }
+        )
+    return out
+
+
+def _judge(ctx: _Ctx, upstream: str, series: _Series) -> Json:
+    pairs = ctx.by_request[upstream]
+    counts = {"win": 0, "tie": 0, "loss": 0}
+    for rid, value in series.x_all.items():
+        row = ctx.ds.scores.get((pairs[rid].pair_id, JUDGE_PAIRWISE, "pair"))
+        label = row.label if row and row.label in counts else None
+        if label is None:
+            label = "win" if value > 0.5 else "loss" if value < 0.5 else "tie"
+        counts[label] += 1
+    n = sum(counts.values())
+    conf = ctx.cfg.confidence
+    decided = counts["win"] + counts["loss"]
+    return {
+        **{k: stats.wilson(v, n, conf).as_dict() for k, v in counts.items()},
+        "counts": counts,
+        # Sign test of wins against losses (ties left out): exact binomial.
+        "sign_test_p": stats.binom_two_sided(counts["win"], decided),
+    }
+
+
+def quality_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
+    series = _series(ctx, upstream, scorer)
+    if series is None or not series.x:
+        return None
+    kw = ctx.kw
+    x, b = _arr(series.x), _arr(series.b)
+    x_all = _arr(list(series.x_all.values()))
+    diff = stats.mean_diff_ci(x, b, **kw)
+    rel = stats.relative_diff_ci(x, b, **kw)
+    vs_control = _versus_control(ctx, upstream, scorer, series)
+    sd = float(np.std(x - b, ddof=1)) if len(x) > 1 else math.nan
+    max_drop = ctx.cfg.rules.quality_max_drop
+    base_mean = float(b.mean())
+    needed = (
+        stats.pairs_for_noninferiority(sd, max_drop * base_mean, ctx.cfg.confidence, ctx.cfg.power)
+        if max_drop and base_mean > 0
+        else None
+    )
+    block: Json = {
+        "scorer": scorer,
+        "mode": series.mode,
+        "baseline": series.baseline,
+        "n": len(series.x_all),
+        "n_paired": len(x),
+        "candidate_mean": stats.mean_ci(x_all, **kw).as_dict(),
+        "baseline_mean": (
+            stats.mean_ci(_arr(list(series.base_all.values())), **kw).as_dict()
+            if series.base_all
+            else {"value": base_mean, "lo": base_mean, "hi": base_mean, "n": 0}
+        ),
+        "difference": diff.as_dict(),
+        "relative_difference": rel.as_dict(),
+        "versus_control": vs_control.as_dict() if vs_control else None,
+        "significant": stats.significant(diff, vs_control),
+        "noise_floor": None,  # filled in from the control's row
+        "sd_difference": None if math.isnan(sd) else sd,
+        "pairs_needed": needed,
+        "mcnemar": None,
+        "judge": None,
+        "tails": stats.tail_summary(x_all, ctx.cfg.score_floor, ctx.cfg.confidence),
+        "baseline_tails": (
+            stats.tail_summary(
+                _arr(list(series.base_all.values())), ctx.cfg.score_floor, ctx.cfg.confidence
+            )
+            if series.base_all
+            else None
+        ),
+        "histogram": {
+            "edges": HIST_EDGES,
+            "candidate": _hist(list(series.x_all.values())),
+            "baseline": _hist(list(series.base_all.values())) if series.base_all else None,
+        },
+        "worst": _worst(ctx, upstream, scorer, series),
+    }
+    if series.baseline != "reference" and stats.is_binary(x) and stats.is_binary(b):
+        block["mcnemar"] = stats.mcnemar_paired(series.x, series.b).as_dict()
+    if scorer == JUDGE_PAIRWISE:
+        block["judge"] = _judge(ctx, upstream, series)
+    return block
+
+
+# -- safety -------------------------------------------------------------------------------
+
+
+def safety_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
+    pairs = ctx.groups[upstream]
+    conf = ctx.cfg.confidence
+    side = "candidate"
+    flags = {p.request_id: ctx.value(p.pair_id, scorer, "candidate") for p in pairs}
+    if all(v is None for v in flags.values()):
+        side = "pair"
+        flags = {p.request_id: ctx.value(p.pair_id, scorer, "pair") for p in pairs}
+    cand = {r: float(v >= 0.5) for r, v in flags.items() if v is not None}
+    if not cand:
+        return None
+    prim = {}
+    for p in pairs:
+        v = ctx.value(p.pair_id, scorer, "primary")
+        if v is not None:
+            prim[p.request_id] = float(v >= 0.5)
+    ids = [r for r in cand if r in prim]
+    alpha = 1 - conf
+    block: Json = {
+        "scorer": scorer,
+        "side": side,
+        "n": len(cand),
+        "rate": stats.wilson(int(sum(cand.values())), len(cand), conf).as_dict(),
+        "primary_rate": None,
+        "difference": None,
+        "mcnemar": None,
+        "versus_control": None,
+        "worse": False,
+    }
+    if ids:
+        c = [cand[r] for r in ids]
+        p = [prim[r] for r in ids]
+        diff = stats.mean_diff_ci(c, p, **ctx.kw)
+        test = stats.mcnemar_paired(c, p)
+        block["primary_rate"] = stats.wilson(int(sum(p)), len(p), conf).as_dict()
+        block["difference"] = diff.as_dict()
+        block["mcnemar"] = test.as_dict()
+        worse = diff.value > 0 and test.p_value < alpha
+        control = ctx.control
+        if worse and control is not None and control != upstream:
+            ctl = ctx.by_request[control]
+            cv = {r: ctx.value(q.pair_id, scorer, side) for r, q in ctl.items()}
+            cids = [r for r in cand if cv.get(r) is not None]
+            if cids:
+                cc = [cand[r] for r in cids]
+                kk = [float(cv[r] >= 0.5) for r in cids]  # type: ignore[operator]
+                vs = stats.mcnemar_paired(cc, kk)
+                block["versus_control"] = vs.as_dict()
+                worse = sum(cc) > sum(kk) and vs.p_value < alpha
+        block["worse"] = bool(worse)
+    return block
+
+
+# -- operations ---------------------------------------------------------------------------
+
+
+def side_cost(prices: PriceTable, side: SideRow) -> float | None:
+    """The record's own cost, else tokens x the pricing table (answer's model, then the
+    upstream name); None when neither is known."""
+    if side.cost_usd is not None:
+        return side.cost_usd
+    if side.input_tokens is None and side.output_tokens is None:
+        return None
+    usage = Usage(side.input_tokens, side.output_tokens, side.cached_input_tokens)
+    for name in (side.model, side.upstream):
+        cost = prices.cost(name, usage)
+        if cost is not None:
+            return cost
+    return None
+
+
+def _quantile_rows(
+    ctx: _Ctx, cand: list[float], prim: list[float], qs: Sequence[float]
+) -> dict[str, Json]:
+    if len(cand) < 2:
+        return {}
+    rows = {}
+    for q, (c, p, r) in zip(qs, stats.quantile_comparison(cand, prim, qs, **ctx.kw), strict=True):
+        rows[q_label(q)] = {
+            "q": q,
+            "candidate": c.as_dict(),
+            "primary": p.as_dict(),
+            "ratio": r.as_dict(),
+            "reliable": len(cand) * (1 - q) >= MIN_TAIL_OBSERVATIONS,
+        }
+    return rows
+
+
+def operations_block(ctx: _Ctx, upstream: str) -> Json:
+    pairs = ctx.groups[upstream]
+    conf, kw = ctx.cfg.confidence, ctx.kw
+    n = len(pairs)
+    c_fail = [float(not p.candidate.ok) for p in pairs]
+    p_fail = [float(not p.primary.ok) for p in pairs]
+    errors: dict[str, int] = defaultdict(int)
+    for p in pairs:
+        if p.candidate.error_type:
+            errors[p.candidate.error_type] += 1
+    ok = [p for p in pairs if p.candidate.ok and p.primary.ok]
+    qs = sorted({*LATENCY_QS, ctx.cfg.rules.latency_quantile})
+    lat_c = [p.candidate.latency_s for p in ok]
+    lat_p = [p.primary.latency_s for p in ok]
+    streams = [p for p in ok if p.candidate.ttft_s is not None and p.primary.ttft_s is not None]
+    ttft_c = [float(p.candidate.ttft_s) for p in streams]  # type: ignore[arg-type]
+    ttft_p = [float(p.primary.ttft_s) for p in streams]  # type: ignore[arg-type]
+
+    def tokens(side: Callable[[PairRow], SideRow]) -> Json:
+        rows = [side(p) for p in ok if side(p).output_tokens is not None]
+        if not rows:
+            return {"input": None, "output": None, "estimated_share": None, "n": 0}
+        return {
+            "input": float(np.mean([r.input_tokens or 0 for r in rows])),
+            "output": float(np.mean([r.output_tokens or 0 for r in rows])),
+            "estimated_share": sum(r.estimated for r in rows) / len(rows),
+            "n": len(rows),
+        }
+
+    costs = [(side_cost(ctx.prices, p.candidate), side_cost(ctx.prices, p.primary)) for p in ok]
+    priced = [(c, q) for c, q in costs if c is not None and q is not None]
+    unpriced_models = sorted(
+        {
+            side.model or side.upstream
+            for p, (c, q) in zip(ok, costs, strict=True)
+            for side, cost in ((p.candidate, c), (p.primary, q))
+            if cost is None
+        }
+    )
+    cost: Json = {"n": len(priced), "unpriced": len(ok) - len(priced), "unpriced_models": unpriced_models}
+    if len(priced) >= 2:
+        cc = _arr([c for c, _ in priced])
+        pc = _arr([q for _, q in priced])
+        cm = stats.mean_ci(cc, **kw)
+        pm = stats.mean_ci(pc, **kw)
+        cost.update(
+            candidate_per_request=cm.as_dict(),
+            primary_per_request=pm.as_dict(),
+            candidate_per_1k=1000 * cm.value,
+            primary_per_1k=1000 * pm.value,
+            ratio=stats.ratio_ci(cc, pc, **kw).as_dict(),
+        )
+    return {
+        "pairs": n,
+        "failure": stats.wilson(int(sum(c_fail)), n, conf).as_dict(),
+        "primary_failure": stats.wilson(int(sum(p_fail)), n, conf).as_dict(),
+        "failure_difference": stats.mean_diff_ci(c_fail, p_fail, **kw).as_dict(),
+        "errors": dict(sorted(errors.items())),
+        "retry": stats.wilson(sum(p.candidate.attempts > 1 for p in pairs), n, conf).as_dict(),
+        "primary_retry": stats.wilson(sum(p.primary.attempts > 1 for p in pairs), n, conf).as_dict(),
+        "latency_n": len(ok),
+        "latency": _quantile_rows(ctx, lat_c, lat_p, qs),
+        "ttft_n": len(streams),
+        "ttft": _quantile_rows(ctx, ttft_c, ttft_p, TTFT_QS),
+        "latency_percentiles": {"candidate": _percentiles(lat_c), "primary": _percentiles(lat_p)},
+        "tokens": {
+            "candidate": tokens(lambda p: p.candidate),
+            "primary": tokens(lambda p: p.primary),
+        },
+        "cost": cost,
+    }
+
+
+# -- over time ----------------------------------------------------------------------------
+
+
+def _bucket_width(first: float, last: float, buckets: int) -> int:
+    span = max(last - first, 1.0) / buckets
+    for step in _NICE_STEPS:
+        if step >= span:
+            return step
+    return int(math.ceil(span / 86400) * 86400)
+
+
+def timeline_block(
+    ctx: _Ctx, upstream: str, headline: str | None, start: float, width: int
+) -> list[Json]:
+    by_bucket: dict[int, list[PairRow]] = defaultdict(list)
+    for p in ctx.groups[upstream]:
+        by_bucket[int((p.ts - start) // width)].append(p)
+    series = _series(ctx, upstream, headline) if headline else None
+    out = []
+    for i in sorted(by_bucket):
+        pairs = by_bucket[i]
+        ok = [p.candidate.latency_s for p in pairs if p.candidate.ok]
+        okp = [p.primary.latency_s for p in pairs if p.primary.ok]
+        quality = base = None
+        if series is not None:
+            xs = [series.x_all[p.request_id] for p in pairs if p.request_id in series.x_all]
+            bs = [series.base_all[p.request_id] for p in pairs if p.request_id in series.base_all]
+            quality = float(np.mean(xs)) if xs else None
+            base = float(np.mean(bs)) if bs else None
+        out.append(
+            {
+                "start": _iso(start + i * width),
+                "pairs": len(pairs),
+                "failure_rate": sum(not p.candidate.ok for p in pairs) / len(pairs),
+                "latency_p50": float(np.quantile(ok, 0.5)) if ok else None,
+                "latency_p95": float(np.quantile(ok, 0.95)) if ok else None,
+                "primary_latency_p95": float(np.quantile(okp, 0.95)) if okp else None,
+                "quality": quality,
+                "baseline_quality": base,
+            }
+        )
+    return out
+
+
+# -- the report ---------------------------------------------------------------------------
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def _scorers(ds: Dataset) -> tuple[list[str], list[str]]:
+    names = {scorer for (_, scorer, _) in ds.scores}
+    safety = [s for s in SAFETY_SCORERS if s in names]
+    quality = sorted(
+        (s for s in names if s not in SAFETY_SCORERS),
+        key=lambda s: (QUALITY_ORDER.index(s) if s in QUALITY_ORDER else len(QUALITY_ORDER), s),
+    )
+    return quality, safety
+
+
+def build_report(
+    ds: Dataset,
+    cfg: Report,
+    prices: PriceTable,
+    redaction: Redaction | None = None,
+    *,
+    filters: Json | None = None,
+) -> Json:
+    groups: dict[str, list[PairRow]] = defaultdict(list)
+    roles: dict[str, str] = {}
+    for p in ds.pairs:
+        groups[p.candidate.upstream].append(p)
+        roles.setdefault(p.candidate.upstream, p.candidate.role)
+    by_request = {u: {p.request_id: p for p in ps} for u, ps in groups.items()}
+    controls = sorted(u for u, r in roles.items() if r == "control")
+    notes: list[str] = []
+    if len(controls) > 1:
+        notes.append(f"several controls ({', '.join(controls)}); {controls[0]} is the noise floor")
+    control = controls[0] if controls else None
+    if control is None and groups:
+        notes.append("no control upstream: differences are not read against a noise floor")
+    ctx = _Ctx(cfg, prices, Redactor(redaction or Redaction()), ds, groups, by_request, control)
+    quality_scorers, safety_scorers = _scorers(ds)
+    wanted = [s for s in cfg.rules.quality_scorers if s in quality_scorers]
+    missing = [s for s in cfg.rules.quality_scorers if s not in quality_scorers]
+    if missing:
+        notes.append(f"quality rule names scorers with no scores: {', '.join(missing)}")
+    headline = (wanted or quality_scorers or [None])[0]
+    first = min((p.ts for p in ds.pairs), default=0.0)
+    last = max((p.ts for p in ds.pairs), default=0.0)
+    width = _bucket_width(first, last, cfg.time_buckets)
+    start = first - first % width
+
+    # The control first: its numbers are the candidates' noise floor.
+    order = ([control] if control else []) + sorted(u for u in groups if u != control)
+    rows: dict[str, Json] = {}
+    for upstream in order:
+        quality = [b for s in quality_scorers if (b := quality_block(ctx, upstream, s))]
+        if control is not None and upstream != control:
+            floor = {b["scorer"]: b for b in rows[control]["quality"]}
+            for b in quality:
+                ref = floor.get(b["scorer"])
+                if ref is not None:
+                    b["noise_floor"] = {
+                        "upstream": control,
+                        "mode": ref["mode"],
+                        "candidate_mean": ref["candidate_mean"],
+                        "difference": ref["difference"],
+                        "relative_difference": ref["relative_difference"],
+                    }
+        pairs = groups[upstream]
+        models = sorted({p.candidate.model for p in pairs if p.candidate.model})
+        row: Json = {
+            "upstream": upstream,
+            "role": roles[upstream],
+            "models": models,
+            "pairs": len(pairs),
+            "first": _iso(pairs[0].ts),
+            "last": _iso(pairs[-1].ts),
+            "quality": quality,
+            "safety": [b for s in safety_scorers if (b := safety_block(ctx, upstream, s))],
+            "operations": operations_block(ctx, upstream),
+            "timeline": timeline_block(ctx, upstream, headline, start, width),
+        }
+        row["verdict"] = decide(row, cfg) if roles[upstream] == "candidate" else None
+        rows[upstream] = row
+
+    candidates = [rows[u] for u in order if roles[u] == "candidate"]
+    statuses = [r["verdict"]["status"] for r in candidates]
+    gate = (
+        "fail"
+        if "fail" in statuses
+        else "insufficient"
+        if "insufficient" in statuses or not statuses
+        else "pass"
+    )
+    primaries = sorted({p.primary.upstream for p in ds.pairs})
+    return {
+        "schema": REPORT_SCHEMA,
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "inputs": {
+            "pairs": ds.pair_files,
+            "scores": ds.score_files,
+            "pair_records": len(ds.pairs),
+            "score_records": len(ds.scores),
+            "skipped": dict(sorted(ds.skipped.items())),
+        },
+        "filters": filters or {},
+        "window": {
+            "first": _iso(first) if ds.pairs else None,
+            "last": _iso(last) if ds.pairs else None,
+            "bucket_s": width,
+        },
+        "settings": cfg.model_dump(mode="json"),
+        "primary": {
+            "upstreams": primaries,
+            "models": sorted({p.primary.model for p in ds.pairs if p.primary.model}),
+        },
+        "control": control,
+        "headline_scorer": headline,
+        "scorers": {"quality": quality_scorers, "safety": safety_scorers},
+        "candidates": candidates,
+        "noise_floor": rows[control] if control else None,
+        "gate": gate,
+        "notes": notes,
+    }

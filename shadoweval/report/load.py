@@ -1,0 +1,264 @@
+"""Read pair and score records (JSONL) into compact rows for the report.
+
+Only what the report needs is kept: numbers, ids and short text snippets (for the worst
+examples), so a large pairs file does not have to fit in memory as full records. A pair
+that appears twice (re-delivery) is kept once; of several scores with the same score_id
+the last one read wins (a re-score replaces).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+PAIR_SCHEMA = "shadoweval.pair.v1"
+SCORE_SCHEMA = "shadoweval.score.v1"
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@dataclass(slots=True)
+class SideRow:
+    upstream: str
+    role: str
+    model: str | None
+    error_type: str | None
+    latency_s: float
+    ttft_s: float | None
+    attempts: int
+    input_tokens: int | None
+    output_tokens: int | None
+    cached_input_tokens: int | None
+    estimated: bool
+    cost_usd: float | None
+    text: str
+
+    @property
+    def ok(self) -> bool:
+        return self.error_type is None
+
+
+@dataclass(slots=True)
+class PairRow:
+    pair_id: str
+    request_id: str
+    ts: float  # unix seconds
+    source: str
+    route: str
+    task: str | None
+    prompt: str
+    primary: SideRow
+    candidate: SideRow
+
+
+@dataclass(slots=True)
+class ScoreRow:
+    value: float | None
+    label: str | None
+    explanation: str
+
+
+@dataclass
+class Dataset:
+    pairs: list[PairRow] = field(default_factory=list)
+    # (pair_id, scorer, side) -> score
+    scores: dict[tuple[str, str, str], ScoreRow] = field(default_factory=dict)
+    skipped: Counter[str] = field(default_factory=Counter)
+    pair_files: list[str] = field(default_factory=list)
+    score_files: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Filters:
+    since: float | None = None
+    until: float | None = None
+    sources: frozenset[str] = frozenset()
+    tasks: frozenset[str] = frozenset()
+
+    def keep(self, ts: float, source: str, task: str | None) -> bool:
+        if self.since is not None and ts < self.since:
+            return False
+        if self.until is not None and ts >= self.until:
+            return False
+        if self.sources and source not in self.sources:
+            return False
+        return not (self.tasks and (task or "") not in self.tasks)
+
+
+def parse_time(value: str, now: datetime | None = None) -> float:
+    """An ISO 8601 time, or a duration back from now: ``30m``, ``24h``, ``7d``."""
+    match = _DURATION.match(value.strip())
+    if match:
+        ago = timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+        return ((now or datetime.now(UTC)) - ago).timestamp()
+    try:
+        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{value!r} is neither an ISO 8601 time nor a duration like 24h") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def snippet(text: str | None, limit: int) -> str:
+    if not text:
+        return ""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def prompt_text(request: Any) -> str:
+    """The caller's last user turn (chat), or the prompt / input of the other routes."""
+    if not isinstance(request, dict):
+        return ""
+    messages = request.get("messages")
+    if isinstance(messages, list):
+        for msg in reversed(messages):
+            if isinstance(msg, dict) and msg.get("role") == "user":
+                return _content_text(msg.get("content"))
+    for key in ("prompt", "input"):
+        value = request.get(key)
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list):
+            return " ".join(_content_text(v) for v in value)
+    return ""
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(c.get("text", "")) if isinstance(c, dict) else str(c) for c in content
+        ).strip()
+    if isinstance(content, dict):
+        return _content_text(content.get("content") or content.get("text"))
+    return ""
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _side(obj: Any, limit: int) -> SideRow:
+    if not isinstance(obj, dict):
+        raise ValueError("side is not an object")
+    usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
+    text = obj.get("output_text")
+    if not text and obj.get("tool_calls"):
+        text = orjson.dumps(obj["tool_calls"]).decode()
+    if not text and obj.get("error"):
+        text = f"[error] {obj['error']}"
+    latency = _float(obj.get("latency_s"))
+    if latency is None:
+        raise ValueError("side has no latency_s")
+    return SideRow(
+        upstream=str(obj["upstream"]),
+        role=str(obj["role"]),
+        model=obj.get("model") if isinstance(obj.get("model"), str) else None,
+        error_type=obj.get("error_type") if isinstance(obj.get("error_type"), str) else None,
+        latency_s=latency,
+        ttft_s=_float(obj.get("ttft_s")),
+        attempts=_int(obj.get("attempts")) or 1,
+        input_tokens=_int(usage.get("input_tokens")),
+        output_tokens=_int(usage.get("output_tokens")),
+        cached_input_tokens=_int(usage.get("cached_input_tokens")),
+        estimated=bool(usage.get("estimated")),
+        cost_usd=_float(obj.get("cost_usd")),
+        text=snippet(text if isinstance(text, str) else None, limit),
+    )
+
+
+def iter_jsonl(paths: Iterable[str | Path], skipped: Counter[str]) -> Iterator[dict[str, Any]]:
+    for path in paths:
+        with open(path, "rb") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    skipped["invalid JSON line"] += 1
+                    continue
+                if isinstance(obj, dict):
+                    yield obj
+                else:
+                    skipped["line is not a JSON object"] += 1
+
+
+def load(
+    pair_paths: Iterable[str | Path],
+    score_paths: Iterable[str | Path] = (),
+    filters: Filters | None = None,
+    snippet_chars: int = 160,
+) -> Dataset:
+    filters = filters or Filters()
+    ds = Dataset(
+        pair_files=[str(p) for p in pair_paths], score_files=[str(p) for p in score_paths]
+    )
+    by_id: dict[str, PairRow] = {}
+    for rec in iter_jsonl(ds.pair_files, ds.skipped):
+        if rec.get("schema") != PAIR_SCHEMA:
+            ds.skipped["pairs file: not a shadoweval.pair.v1 record"] += 1
+            continue
+        try:
+            ts = datetime.fromisoformat(str(rec["ts"])).timestamp()
+            row = PairRow(
+                pair_id=str(rec["pair_id"]),
+                request_id=str(rec["request_id"]),
+                ts=ts,
+                source=str(rec.get("source") or "traffic"),
+                route=str(rec.get("route") or ""),
+                task=rec.get("task") if isinstance(rec.get("task"), str) else None,
+                prompt=snippet(prompt_text(rec.get("request")), snippet_chars),
+                primary=_side(rec["primary"], snippet_chars),
+                candidate=_side(rec["candidate"], snippet_chars),
+            )
+        except (KeyError, TypeError, ValueError):
+            ds.skipped["malformed pair record"] += 1
+            continue
+        if not filters.keep(row.ts, row.source, row.task):
+            ds.skipped["pair outside the window or filters"] += 1
+            continue
+        if row.pair_id in by_id:
+            ds.skipped["duplicate pair (re-delivery)"] += 1
+        by_id[row.pair_id] = row
+    ds.pairs = sorted(by_id.values(), key=lambda p: (p.ts, p.pair_id))
+    for rec in iter_jsonl(ds.score_files, ds.skipped):
+        if rec.get("schema") != SCORE_SCHEMA:
+            ds.skipped["scores file: not a shadoweval.score.v1 record"] += 1
+            continue
+        pair_id = rec.get("pair_id")
+        scorer = rec.get("scorer")
+        side = rec.get("side")
+        if not (isinstance(pair_id, str) and isinstance(scorer, str) and isinstance(side, str)):
+            ds.skipped["malformed score record"] += 1
+            continue
+        if pair_id not in by_id:
+            ds.skipped["score of a pair not in the report"] += 1
+            continue
+        value = _float(rec.get("value"))
+        if value is not None and not 0.0 <= value <= 1.0:
+            ds.skipped["score value outside [0, 1]"] += 1
+            continue
+        label = rec.get("label")
+        ds.scores[(pair_id, scorer, side)] = ScoreRow(
+            value=value,
+            label=label if isinstance(label, str) else None,
+            explanation=snippet(str(rec.get("explanation") or ""), snippet_chars),
+        )
+    return ds

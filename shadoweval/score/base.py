@@ -1,0 +1,205 @@
+"""What a scorer sees and returns: :class:`Pair` in, a list of :class:`Score` out.
+
+A scorer is a small factory (registered by name, see ``registry.py``) that returns a callable
+matching :class:`Scorer`. Cheap scorers are plain functions and run inline; expensive ones
+(embeddings, judge) return an awaitable and bound their own concurrency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal, Protocol
+
+from shadoweval.config import ScorerConfig
+from shadoweval.metrics import ScoreMetrics
+from shadoweval.types import Json
+
+Side = Literal["pair", "primary", "candidate"]
+AnswerSide = Literal["primary", "candidate"]
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """One verdict of one scorer on one pair.
+
+    Attributes:
+        value: In [0, 1]; higher is better for quality scorers, 1 = flag raised for safety
+            detectors. ``None`` = unscored (e.g. the answer was an error): aggregates skip it.
+        explanation: One line a person can check against the pair.
+        side: ``pair`` compares the candidate with the primary; ``primary``/``candidate`` is
+            a property of that one answer.
+        label: Categorical outcome where there is one (win/tie/loss, refusal, ...).
+        passed: Optional pass/fail reading of ``value``.
+        details: Machine-readable facts behind the verdict (JSON-serialisable).
+        cost_usd: What scoring cost (judge or embedding calls).
+    """
+
+    value: float | None
+    explanation: str
+    side: Side = "pair"
+    label: str | None = None
+    passed: bool | None = None
+    details: Json | None = None
+    cost_usd: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.value is not None and not 0.0 <= self.value <= 1.0:  # also rejects nan
+            raise ValueError(f"score value must be in [0, 1] or None, got {self.value!r}")
+
+
+Scores = list[Score]
+
+
+class Scorer(Protocol):
+    """Scores one pair. Returns ``[]`` when it does not apply (e.g. no tool calls at all)."""
+
+    def __call__(self, pair: Pair, /) -> Scores | Awaitable[Scores]: ...
+
+
+@dataclass
+class ScorerContext:
+    """What a factory may use besides its own options: the whole config and shared clients."""
+
+    config: ScorerConfig
+    metrics: ScoreMetrics | None = None
+    # Opened and closed by the runner; scorers that call endpoints register theirs here.
+    closers: list[Any] = field(default_factory=list)
+
+
+class ScorerFactory(Protocol):
+    def __call__(self, ctx: ScorerContext, /, **options: Any) -> Scorer: ...
+
+
+def _text(content: Any) -> str:
+    """Message content as text: a string, or the text parts of a multi-part content list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+        return "\n".join(parts)
+    return ""
+
+
+class Pair:
+    """A read-only view of a ``shadoweval.pair.v1`` record with the parsed bits scorers need."""
+
+    def __init__(self, record: Json) -> None:
+        self.record = record
+        self.pair_id: str = record["pair_id"]
+        self.route: str = record.get("route", "")
+        self.task: str | None = record.get("task")
+        self.request: Json = record.get("request") or {}
+        self.primary: Json = record["primary"]
+        self.candidate: Json = record["candidate"]
+
+    def side(self, side: AnswerSide) -> Json:
+        return self.primary if side == "primary" else self.candidate
+
+    def text(self, side: AnswerSide) -> str | None:
+        """The answer's text, or None when that side failed (see ``error``)."""
+        if self.error(side) is not None:
+            return None
+        value = self.side(side).get("output_text")
+        return value if isinstance(value, str) else ""
+
+    def error(self, side: AnswerSide) -> str | None:
+        """Why this side has no usable answer, or None."""
+        s = self.side(side)
+        if s.get("error_type"):
+            return str(s["error_type"])
+        status = s.get("status")
+        if status is None or not 200 <= int(status) < 300:
+            return f"status {status}"
+        return None
+
+    def tool_calls(self, side: AnswerSide) -> list[Json]:
+        calls = self.side(side).get("tool_calls")
+        return [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
+
+    def unscorable(self, *sides: AnswerSide) -> str | None:
+        """An explanation when any of ``sides`` failed, for an unscored (None) verdict."""
+        for side in sides:
+            err = self.error(side)
+            if err is not None:
+                return f"{side} answered with an error ({err}): nothing to score"
+        return None
+
+    @cached_property
+    def question(self) -> str:
+        """The last user turn (chat), the prompt (completions) or the input (responses)."""
+        req = self.request
+        messages = req.get("messages")
+        if isinstance(messages, list):
+            for msg in reversed(messages):
+                if isinstance(msg, dict) and msg.get("role") == "user":
+                    return _text(msg.get("content"))
+        for key in ("prompt", "input"):
+            value = req.get(key)
+            if isinstance(value, str):
+                return value
+            if isinstance(value, list) and value:
+                last = value[-1]
+                if isinstance(last, str):
+                    return last
+                if isinstance(last, dict):
+                    return _text(last.get("content"))
+        return ""
+
+    @cached_property
+    def system_prompt(self) -> str:
+        """System and developer messages (chat) or ``instructions`` (responses), joined."""
+        req = self.request
+        parts: list[str] = []
+        messages = req.get("messages") if isinstance(req.get("messages"), list) else None
+        if messages is None and isinstance(req.get("input"), list):
+            messages = req["input"]
+        for msg in messages or []:
+            if isinstance(msg, dict) and msg.get("role") in ("system", "developer"):
+                parts.append(_text(msg.get("content")))
+        if isinstance(req.get("instructions"), str):
+            parts.append(req["instructions"])
+        return "\n".join(p for p in parts if p)
+
+    @cached_property
+    def response_format(self) -> Json:
+        """The request's structured-output ask, normalised to {"type": ..., "schema": ...}."""
+        req = self.request
+        fmt = req.get("response_format")  # chat completions
+        if not isinstance(fmt, dict):
+            text = req.get("text")  # responses API: text.format
+            fmt = text.get("format") if isinstance(text, dict) else None
+        if not isinstance(fmt, dict):
+            return {}
+        kind = fmt.get("type")
+        schema = fmt.get("schema")
+        if isinstance(fmt.get("json_schema"), dict):
+            schema = fmt["json_schema"].get("schema")
+        return {"type": kind, "schema": schema if isinstance(schema, dict) else None}
+
+    @cached_property
+    def tools_offered(self) -> bool:
+        tools = self.request.get("tools")
+        return isinstance(tools, list) and bool(tools)
+
+
+def snippet(text: str | None, limit: int) -> str:
+    """A short, single-line quote of an answer for explanations."""
+    if text is None:
+        return "<none>"
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= limit else flat[: limit - 1] + "…")
+
+
+def unscored(pair: Pair, *sides: AnswerSide, side: Side = "pair") -> Scores | None:
+    """``[Score(None, ...)]`` when one of ``sides`` failed, else None (go on scoring)."""
+    why = pair.unscorable(*sides)
+    if why is None:
+        return None
+    return [Score(None, why, side=side, label="unscored")]

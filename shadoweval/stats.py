@@ -1,0 +1,456 @@
+"""The statistics behind ``shadoweval report`` and the scorer's regression alarm.
+
+Paired bootstrap confidence intervals, Wilson intervals for rates, McNemar's test for paired
+binary outcomes, tail quantiles, the noise-floor rule, sample-size estimates, and an
+anytime-valid sequential test (a betting e-process) for "the candidate is worse than the
+primary by more than delta".
+
+Everything is deterministic given a seed. Bootstraps are vectorised with numpy and run in
+chunks so memory stays bounded whatever the number of pairs.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from prometheus_client import Gauge
+
+    from shadoweval.metrics import ScoreMetrics
+
+Array = NDArray[np.float64]
+# A statistic maps resampled arrays of shape (B, n) to shape (B,) or (B, k).
+Statistic = Callable[..., NDArray[Any]]
+
+# Resampled elements held in memory at once (B_chunk * n); about 32 MB of float64.
+_MAX_ELEMENTS = 4_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A point estimate with a two-sided confidence interval (``lo``/``hi`` may be nan)."""
+
+    value: float
+    lo: float
+    hi: float
+    n: int
+
+    @property
+    def halfwidth(self) -> float:
+        return (self.hi - self.lo) / 2
+
+    def excludes(self, point: float) -> bool:
+        """The interval lies entirely on one side of ``point``."""
+        return bool(self.lo > point or self.hi < point)
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {"value": _num(self.value), "lo": _num(self.lo), "hi": _num(self.hi), "n": self.n}
+
+
+def _num(value: float) -> float | None:
+    """JSON has no nan/inf: they become null."""
+    return float(value) if math.isfinite(value) else None
+
+
+# -- bootstrap ------------------------------------------------------------------------------
+
+
+def bootstrap(
+    statistic: Statistic,
+    *samples: Sequence[float] | Array,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> list[Estimate]:
+    """Percentile bootstrap of ``statistic`` over aligned (paired) samples.
+
+    All samples are resampled with the same indices, so pairing is kept: pass the candidate's
+    and the primary's values of the same requests. ``statistic`` receives arrays of shape
+    (B, n) and returns (B,) or (B, k); one :class:`Estimate` per output column.
+    """
+    arrays = [np.asarray(s, dtype=np.float64) for s in samples]
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        raise ValueError("paired samples must have the same length")
+    point = np.atleast_1d(np.asarray(statistic(*(a[None, :] for a in arrays)), dtype=np.float64))
+    point = point.reshape(-1)
+    k = point.size
+    if n < 2:
+        return [Estimate(float(v), math.nan, math.nan, n) for v in point]
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(resamples, _MAX_ELEMENTS // n))
+    parts: list[NDArray[np.float64]] = []
+    done = 0
+    while done < resamples:
+        size = min(chunk, resamples - done)
+        idx = rng.integers(0, n, size=(size, n))
+        out = np.asarray(statistic(*(a[idx] for a in arrays)), dtype=np.float64)
+        parts.append(out.reshape(size, k))
+        done += size
+    dist = np.concatenate(parts, axis=0)
+    tail = (1 - confidence) / 2 * 100
+    with warnings.catch_warnings():
+        # A resample can make a ratio undefined (x/0); those draws are left out, and a
+        # statistic undefined in every draw gets a nan interval.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo = np.nanpercentile(dist, tail, axis=0)
+        hi = np.nanpercentile(dist, 100 - tail, axis=0)
+    return [Estimate(float(point[j]), float(lo[j]), float(hi[j]), n) for j in range(k)]
+
+
+def _mean(a: Array) -> NDArray[np.float64]:
+    return np.asarray(a.mean(axis=1), dtype=np.float64)
+
+
+def mean_ci(x: Sequence[float] | Array, **kw: Any) -> Estimate:
+    return bootstrap(_mean, x, **kw)[0]
+
+
+def mean_diff_ci(x: Sequence[float] | Array, y: Sequence[float] | Array, **kw: Any) -> Estimate:
+    """mean(x - y) over pairs, paired bootstrap CI."""
+    return bootstrap(lambda a, b: (a - b).mean(axis=1), x, y, **kw)[0]
+
+
+def _ratio(num: NDArray[np.float64], den: NDArray[np.float64]) -> NDArray[np.float64]:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return np.asarray(out, dtype=np.float64)
+
+
+def ratio_ci(x: Sequence[float] | Array, y: Sequence[float] | Array, **kw: Any) -> Estimate:
+    """mean(x) / mean(y) over pairs (e.g. cost ratio), paired bootstrap CI."""
+    return bootstrap(lambda a, b: _ratio(a.mean(axis=1), b.mean(axis=1)), x, y, **kw)[0]
+
+
+def relative_diff_ci(
+    x: Sequence[float] | Array, y: Sequence[float] | Array, **kw: Any
+) -> Estimate:
+    """mean(x) / mean(y) - 1: "-3%" quality, paired bootstrap CI."""
+    return bootstrap(lambda a, b: _ratio(a.mean(axis=1), b.mean(axis=1)) - 1.0, x, y, **kw)[0]
+
+
+def quantile_comparison(
+    x: Sequence[float] | Array,
+    y: Sequence[float] | Array,
+    qs: Sequence[float],
+    **kw: Any,
+) -> list[tuple[Estimate, Estimate, Estimate]]:
+    """For each q: (quantile of x, quantile of y, ratio x/y), paired bootstrap CIs.
+
+    Used for latency: candidate and primary latencies of the same requests.
+    """
+    q = np.asarray(qs, dtype=np.float64)
+    k = len(q)
+
+    def stat(a: Array, b: Array) -> NDArray[np.float64]:
+        qa = np.quantile(a, q, axis=1).T  # (B, k)
+        qb = np.quantile(b, q, axis=1).T
+        return np.concatenate([qa, qb, _ratio(qa, qb)], axis=1)
+
+    est = bootstrap(stat, x, y, **kw)
+    return [(est[i], est[k + i], est[2 * k + i]) for i in range(k)]
+
+
+# -- rates and tests --------------------------------------------------------------------------
+
+
+def z_value(confidence: float) -> float:
+    """Two-sided normal quantile, 1.96 for 95%."""
+    return NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+
+
+def wilson(k: int, n: int, confidence: float = 0.95) -> Estimate:
+    """Wilson score interval for a proportion; sound at 0/n and n/n, unlike Wald's."""
+    if n == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    z = z_value(confidence)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return Estimate(p, lo, hi, n)
+
+
+def binom_two_sided(k: int, n: int) -> float:
+    """Exact two-sided binomial p-value for k successes in n at p = 0.5 (sign test)."""
+    if n == 0:
+        return 1.0
+    low = min(k, n - k)
+    # log-space sum of C(n, i) / 2^n for i <= low, stable for large n.
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(low + 1)]
+    top = max(logs)
+    tail = math.exp(top + math.log(sum(math.exp(v - top) for v in logs)) - n * math.log(2))
+    return min(1.0, 2 * tail)
+
+
+def chi2_1df_sf(x: float) -> float:
+    """Survival function of the chi-square distribution with one degree of freedom."""
+    return math.erfc(math.sqrt(max(x, 0.0) / 2))
+
+
+@dataclass(frozen=True, slots=True)
+class McNemar:
+    """McNemar's test on the discordant pairs of two paired binary outcomes.
+
+    ``b``: first right, second wrong; ``c``: first wrong, second right.
+    """
+
+    b: int
+    c: int
+    statistic: float
+    p_value: float
+    method: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "b": self.b,
+            "c": self.c,
+            "statistic": _num(self.statistic),
+            "p_value": self.p_value,
+            "method": self.method,
+        }
+
+
+def mcnemar(b: int, c: int, *, exact: bool | None = None, correction: bool = True) -> McNemar:
+    """McNemar's test. Exact (binomial) when ``b + c < 25`` unless told otherwise; else the
+    chi-square statistic, with Edwards' continuity correction by default."""
+    n = b + c
+    if exact is None:
+        exact = n < 25
+    if n == 0:
+        return McNemar(b, c, 0.0, 1.0, "exact" if exact else "chi2")
+    if exact:
+        return McNemar(b, c, float(min(b, c)), binom_two_sided(b, n), "exact")
+    diff = abs(b - c) - (1 if correction else 0)
+    stat = max(diff, 0) ** 2 / n
+    return McNemar(b, c, stat, chi2_1df_sf(stat), "chi2_cc" if correction else "chi2")
+
+
+def mcnemar_paired(first: Iterable[float], second: Iterable[float], **kw: Any) -> McNemar:
+    """McNemar from two aligned 0/1 sequences."""
+    b = c = 0
+    for x, y in zip(first, second, strict=True):
+        if x >= 0.5 > y:
+            b += 1
+        elif y >= 0.5 > x:
+            c += 1
+    return mcnemar(b, c, **kw)
+
+
+def is_binary(values: Array) -> bool:
+    return bool(values.size) and bool(np.all((values == 0.0) | (values == 1.0)))
+
+
+# -- tails -------------------------------------------------------------------------------
+
+
+def tail_summary(values: Array, floor: float, confidence: float = 0.95) -> dict[str, Any]:
+    """P5 and P1 of per-pair scores and the share below ``floor`` (Wilson CI)."""
+    if values.size == 0:
+        return {"p5": None, "p1": None, "below_floor": wilson(0, 0).as_dict(), "floor": floor}
+    p5, p1 = np.quantile(values, [0.05, 0.01])
+    below = int(np.count_nonzero(values < floor))
+    return {
+        "p5": float(p5),
+        "p1": float(p1),
+        "below_floor": wilson(below, int(values.size), confidence).as_dict(),
+        "floor": floor,
+    }
+
+
+# -- noise floor ---------------------------------------------------------------------------
+
+
+def significant(difference: Estimate, versus_control: Estimate | None) -> bool:
+    """A candidate's difference is significant only when it is not explained by noise.
+
+    ``difference``: candidate minus its baseline (the primary's score, or the control's
+    agreement for scorers that compare with the primary). ``versus_control``: candidate
+    minus control on the same requests, when a control ran. The CI of the difference must
+    exclude 0, and so must the CI against the control: a difference no larger than the one
+    the primary shows against itself is noise (Diffy's primary/secondary idea).
+    """
+    if math.isnan(difference.lo) or not difference.excludes(0.0):
+        return False
+    if versus_control is None:
+        return True
+    if math.isnan(versus_control.lo) or not versus_control.excludes(0.0):
+        return False
+    # Same direction: worse than the primary and worse than the control (or both better).
+    return (difference.value > 0) == (versus_control.value > 0)
+
+
+# -- sample size ---------------------------------------------------------------------------
+
+
+def pairs_for_noninferiority(
+    sd: float, margin: float, confidence: float = 0.95, power: float = 0.8
+) -> int | None:
+    """Pairs needed for the CI's lower bound to clear ``-margin`` with probability ``power``
+    when the true difference is 0: n = ((z_conf + z_power) * sd / margin)^2."""
+    if margin <= 0 or not math.isfinite(sd):
+        return None
+    if sd == 0:
+        return 2
+    z = z_value(confidence) + NormalDist().inv_cdf(power)
+    return max(2, math.ceil((z * sd / margin) ** 2))
+
+
+def pairs_to_resolve(estimate: Estimate, bound: float) -> int | None:
+    """Pairs needed for the CI to stop straddling ``bound``, assuming the point estimate
+    stays where it is and the interval narrows as 1/sqrt(n)."""
+    gap = abs(estimate.value - bound)
+    if estimate.n < 2 or not math.isfinite(estimate.halfwidth) or gap == 0:
+        return None
+    if estimate.halfwidth <= gap:
+        return estimate.n
+    return math.ceil(estimate.n * (estimate.halfwidth / gap) ** 2)
+
+
+# -- sequential monitoring -----------------------------------------------------------------
+
+
+def _lambda_grid(delta: float, size: int) -> list[float]:
+    # Bets up to 0.9/(1+delta) keep every factor 1 + lam*(d - delta) >= 0.1 for d >= -1;
+    # halving steps cover both large and tiny regressions.
+    top = 0.9 / (1 + delta)
+    return [top * 2 ** (-i / 2) for i in range(size)]
+
+
+class RegressionMonitor:
+    """Anytime-valid test of "the candidate is worse than the primary by more than delta".
+
+    Feed it paired scores in [0, 1] as they arrive: ``update(candidate, primary)`` (or the
+    difference ``primary - candidate`` with ``update_difference``). It keeps a betting
+    e-process for H0: E[primary - candidate] <= delta: the average over a fixed grid of bets
+    lam of prod(1 + lam * (d_t - delta)). Under H0 this is a nonnegative supermartingale, so by
+    Ville's inequality the chance that it *ever* reaches 1/alpha is at most alpha, however
+    often it is looked at. ``detected`` latches once it does.
+
+    For scorers that compare the candidate with the primary (``side: pair``), pass the
+    control's value on the same request as ``primary`` so the noise floor is subtracted.
+    """
+
+    def __init__(
+        self,
+        delta: float = 0.05,
+        alpha: float = 0.05,
+        *,
+        grid: int = 16,
+        evidence: Gauge | None = None,
+        detected: Gauge | None = None,
+    ) -> None:
+        if not 0 <= delta < 1:
+            raise ValueError("delta must be in [0, 1)")
+        if not 0 < alpha < 1:
+            raise ValueError("alpha must be in (0, 1)")
+        self.delta = delta
+        self.alpha = alpha
+        self._lambdas = _lambda_grid(delta, grid)
+        self._log_wealth = [0.0] * grid
+        self._threshold = math.log(1 / alpha)
+        self._evidence_gauge = evidence
+        self._detected_gauge = detected
+        self.n = 0
+        self.detected = False
+        self.detected_at: int | None = None
+        self._publish()
+
+    @classmethod
+    def for_metrics(
+        cls,
+        metrics: ScoreMetrics,
+        upstream: str,
+        scorer: str,
+        delta: float = 0.05,
+        alpha: float = 0.05,
+    ) -> RegressionMonitor:
+        """A monitor that keeps ``shadoweval_quality_regression_{evidence,detected}`` set."""
+        return cls(
+            delta,
+            alpha,
+            evidence=metrics.regression_evidence.labels(upstream, scorer),
+            detected=metrics.regression_detected.labels(upstream, scorer),
+        )
+
+    @property
+    def log_e_value(self) -> float:
+        top = max(self._log_wealth)
+        mean = sum(math.exp(v - top) for v in self._log_wealth) / len(self._log_wealth)
+        return top + math.log(mean)
+
+    @property
+    def e_value(self) -> float:
+        """Current evidence against H0; >= 1/alpha rejects. Capped to stay a finite float."""
+        return math.exp(min(self.log_e_value, 700.0))
+
+    def update(self, candidate: float | None, primary: float | None) -> bool:
+        """One pair of scores; ``None`` (unscored) is skipped. Returns ``detected``."""
+        if candidate is None or primary is None:
+            return self.detected
+        return self.update_difference(primary - candidate)
+
+    def update_difference(self, difference: float) -> bool:
+        """``difference`` = primary - candidate, in [-1, 1] (positive: candidate worse)."""
+        if not -1.0 <= difference <= 1.0:  # also rejects nan
+            raise ValueError(f"difference must be in [-1, 1], got {difference!r}")
+        excess = difference - self.delta
+        for i, lam in enumerate(self._lambdas):
+            self._log_wealth[i] += math.log1p(lam * excess)
+        self.n += 1
+        self._check()
+        return self.detected
+
+    def update_many(self, differences: Sequence[float] | Array) -> bool:
+        """A batch of differences at once (same result as calling update_difference)."""
+        d = np.asarray(differences, dtype=np.float64)
+        if d.size == 0:
+            return self.detected
+        if not np.all((d >= -1.0) & (d <= 1.0)):
+            raise ValueError("differences must be in [-1, 1]")
+        lam = np.asarray(self._lambdas)[:, None]
+        paths = np.asarray(self._log_wealth)[:, None] + np.cumsum(
+            np.log1p(lam * (d[None, :] - self.delta)), axis=1
+        )
+        if not self.detected:
+            top = paths.max(axis=0)
+            log_e = top + np.log(np.exp(paths - top).mean(axis=0))
+            crossed = np.flatnonzero(log_e >= self._threshold)
+            if crossed.size:
+                self.detected = True
+                self.detected_at = self.n + int(crossed[0]) + 1
+        self._log_wealth = [float(v) for v in paths[:, -1]]
+        self.n += int(d.size)
+        self._publish()
+        return self.detected
+
+    def _check(self) -> None:
+        if not self.detected and self.log_e_value >= self._threshold:
+            self.detected = True
+            self.detected_at = self.n
+        self._publish()
+
+    def _publish(self) -> None:
+        if self._evidence_gauge is not None:
+            self._evidence_gauge.set(self.e_value)
+        if self._detected_gauge is not None:
+            self._detected_gauge.set(1.0 if self.detected else 0.0)
+
+
+def e_process_paths(differences: Array, delta: float, grid: int = 16) -> Array:
+    """log e-values over time for many independent streams at once, shape (runs, steps);
+    the same e-process as :class:`RegressionMonitor`, for simulations."""
+    lam = np.asarray(_lambda_grid(delta, grid))[None, :, None]
+    logs = np.cumsum(np.log1p(lam * (differences[:, None, :] - delta)), axis=2)
+    top = logs.max(axis=1)
+    return np.asarray(top + np.log(np.exp(logs - top[:, None, :]).mean(axis=1)), dtype=np.float64)
