@@ -32,7 +32,8 @@ RUN groupadd --system --gid 10001 shadoweval \
        --no-create-home --shell /usr/sbin/nologin shadoweval \
     && install -d -o 10001 -g 10001 -m 0750 /var/lib/shadoweval
 COPY --from=build /opt/venv /opt/venv
-COPY config/shadoweval.yaml /etc/shadoweval/shadoweval.yaml
+# The example configuration and its pricing table; Kubernetes mounts its ConfigMap here.
+COPY config/ /etc/shadoweval/
 # The file sink's relative `pairs.jsonl` lands here: mount a volume on it.
 WORKDIR /var/lib/shadoweval
 VOLUME ["/var/lib/shadoweval", "/tmp"]

@@ -1,4 +1,5 @@
-"""Command line: ``shadoweval serve | check-config | demo | fake-upstream | kafka init``."""
+"""Command line: ``shadoweval serve | check-config | demo | fake-upstream | kafka init |
+report | replay``."""
 
 from __future__ import annotations
 
@@ -87,6 +88,63 @@ def cmd_kafka_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from shadoweval.report.command import Options, run
+
+    return run(
+        Options(
+            pairs=args.pairs,
+            scores=args.scores or [],
+            config=args.config,
+            pricing=args.pricing,
+            since=args.since,
+            until=args.until,
+            sources=tuple(args.source or ()),
+            tasks=tuple(args.task or ()),
+            json_out=args.json,
+            html_out=args.html,
+            terminal=not args.quiet,
+            details=not args.summary,
+            strict=args.strict,
+        )
+    )
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import os
+
+    from shadoweval.replay import InputError, print_summary, progress_display, read_inputs, replay
+
+    cfg = load(args.config)
+    missing = cfg.missing_credentials()
+    if missing:
+        raise ConfigError("cannot replay:\n  " + "\n  ".join(missing))
+    auth = None
+    if args.primary_key_env:
+        key = os.environ.get(args.primary_key_env)
+        if not key:
+            raise ConfigError(
+                f"--primary-key-env: environment variable {args.primary_key_env} is not set"
+            )
+        auth = f"Bearer {key}"
+    try:
+        inputs = read_inputs(args.inputs)
+    except (InputError, OSError) as exc:
+        print(f"shadoweval: replay: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging("warning")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "ab" if args.append else "wb") as fh, progress_display(len(inputs)) as progress:
+        summary = loop.run(
+            replay(
+                cfg, inputs, fh, concurrency=args.concurrency, primary_auth=auth, progress=progress
+            )
+        )
+    print_summary(summary)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shadoweval", description=__doc__)
     parser.add_argument("--version", action="version", version=f"shadoweval {__version__}")
@@ -121,6 +179,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.add_argument("--config", "-c", required=True, help="YAML config file with sink.kind: kafka")
     k.set_defaults(func=cmd_kafka_init)
+
+    p = sub.add_parser(
+        "report",
+        help="compare candidates with the primary: CIs, tails, noise floor, cost, verdicts",
+        description="Exit status: 0 when no candidate fails its rules, 1 when one does (or, "
+        "with --strict, when one has not enough data), 2 on bad configuration or input.",
+    )
+    p.add_argument("pairs", nargs="+", help="pair record files (JSONL)")
+    p.add_argument("--scores", "-s", nargs="+", help="score record files (JSONL)")
+    p.add_argument(
+        "--config", "-c", help="proxy config, or a file with report/pricing/redaction sections"
+    )
+    p.add_argument("--pricing", help="pricing table (default: config/pricing.yaml if present)")
+    p.add_argument("--since", help="ISO 8601 time or a duration back from now (24h, 7d)")
+    p.add_argument("--until", help="ISO 8601 time or a duration back from now")
+    p.add_argument("--source", action="append", help="only this source (traffic, replay, probe)")
+    p.add_argument("--task", action="append", help="only this task tag")
+    p.add_argument("--json", metavar="PATH", help="write the report as JSON ('-' = stdout)")
+    p.add_argument("--html", metavar="PATH", help="write a self-contained HTML report")
+    p.add_argument("--summary", action="store_true", help="terminal: summary and verdicts only")
+    p.add_argument("--quiet", "-q", action="store_true", help="no terminal output")
+    p.add_argument("--strict", action="store_true", help="exit 1 when data is not enough too")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "replay", help="send an inputs file through the primary and candidates of a config"
+    )
+    p.add_argument("inputs", help="JSONL: request bodies, or {request, route, expected, task}")
+    p.add_argument("--config", "-c", required=True, help="proxy config (primary, candidates)")
+    p.add_argument("--out", "-o", default="replay-pairs.jsonl", help="pair records file")
+    p.add_argument("--append", action="store_true", help="append to --out instead of replacing")
+    p.add_argument("--concurrency", type=int, default=8, help="inputs in flight at once")
+    p.add_argument(
+        "--primary-key-env",
+        help="send 'Authorization: Bearer $VAR' to the primary (and controls that forward it)",
+    )
+    p.set_defaults(func=cmd_replay)
     return parser
 
 

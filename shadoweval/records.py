@@ -32,6 +32,8 @@ class RequestInfo:
     sampling_key: str | None
     source: str = "traffic"
     trace_id: str | None = None
+    # Replay and probes: the reference answer from the input file (absent from live traffic).
+    expected: Any = None
 
 
 def _redacted_output(side: Outcome, redactor: Redactor) -> Json:
@@ -69,6 +71,7 @@ def build_pair(
         "sampling_key": info.sampling_key,
         "trace_id": info.trace_id,
         "request": body,
+        **({"expected": redactor.json(info.expected)} if info.expected is not None else {}),
         "primary": _redacted_output(primary, redactor),
         "candidate": _redacted_output(candidate, redactor),
     }

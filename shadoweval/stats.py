@@ -91,7 +91,7 @@ def bootstrap(
     done = 0
     while done < resamples:
         size = min(chunk, resamples - done)
-        idx = rng.integers(0, n, size=(size, n))
+        idx = rng.integers(0, n, size=(size, n), dtype=np.int32 if n < 2**31 else np.int64)
         out = np.asarray(statistic(*(a[idx] for a in arrays)), dtype=np.float64)
         parts.append(out.reshape(size, k))
         done += size
@@ -119,7 +119,7 @@ def mean_diff_ci(x: Sequence[float] | Array, y: Sequence[float] | Array, **kw: A
     return bootstrap(lambda a, b: (a - b).mean(axis=1), x, y, **kw)[0]
 
 
-def _ratio(num: NDArray[np.float64], den: NDArray[np.float64]) -> NDArray[np.float64]:
+def ratio(num: NDArray[np.float64], den: NDArray[np.float64]) -> NDArray[np.float64]:
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
     return np.asarray(out, dtype=np.float64)
@@ -127,14 +127,12 @@ def _ratio(num: NDArray[np.float64], den: NDArray[np.float64]) -> NDArray[np.flo
 
 def ratio_ci(x: Sequence[float] | Array, y: Sequence[float] | Array, **kw: Any) -> Estimate:
     """mean(x) / mean(y) over pairs (e.g. cost ratio), paired bootstrap CI."""
-    return bootstrap(lambda a, b: _ratio(a.mean(axis=1), b.mean(axis=1)), x, y, **kw)[0]
+    return bootstrap(lambda a, b: ratio(a.mean(axis=1), b.mean(axis=1)), x, y, **kw)[0]
 
 
-def relative_diff_ci(
-    x: Sequence[float] | Array, y: Sequence[float] | Array, **kw: Any
-) -> Estimate:
+def relative_diff_ci(x: Sequence[float] | Array, y: Sequence[float] | Array, **kw: Any) -> Estimate:
     """mean(x) / mean(y) - 1: "-3%" quality, paired bootstrap CI."""
-    return bootstrap(lambda a, b: _ratio(a.mean(axis=1), b.mean(axis=1)) - 1.0, x, y, **kw)[0]
+    return bootstrap(lambda a, b: ratio(a.mean(axis=1), b.mean(axis=1)) - 1.0, x, y, **kw)[0]
 
 
 def quantile_comparison(
@@ -153,7 +151,7 @@ def quantile_comparison(
     def stat(a: Array, b: Array) -> NDArray[np.float64]:
         qa = np.quantile(a, q, axis=1).T  # (B, k)
         qb = np.quantile(b, q, axis=1).T
-        return np.concatenate([qa, qb, _ratio(qa, qb)], axis=1)
+        return np.concatenate([qa, qb, ratio(qa, qb)], axis=1)
 
     est = bootstrap(stat, x, y, **kw)
     return [(est[i], est[k + i], est[2 * k + i]) for i in range(k)]
@@ -187,7 +185,9 @@ def binom_two_sided(k: int, n: int) -> float:
         return 1.0
     low = min(k, n - k)
     # log-space sum of C(n, i) / 2^n for i <= low, stable for large n.
-    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(low + 1)]
+    logs = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(low + 1)
+    ]
     top = max(logs)
     tail = math.exp(top + math.log(sum(math.exp(v - top) for v in logs)) - n * math.log(2))
     return min(1.0, 2 * tail)
@@ -446,11 +446,3 @@ class RegressionMonitor:
         if self._detected_gauge is not None:
             self._detected_gauge.set(1.0 if self.detected else 0.0)
 
-
-def e_process_paths(differences: Array, delta: float, grid: int = 16) -> Array:
-    """log e-values over time for many independent streams at once, shape (runs, steps);
-    the same e-process as :class:`RegressionMonitor`, for simulations."""
-    lam = np.asarray(_lambda_grid(delta, grid))[None, :, None]
-    logs = np.cumsum(np.log1p(lam * (differences[:, None, :] - delta)), axis=2)
-    top = logs.max(axis=1)
-    return np.asarray(top + np.log(np.exp(logs - top[:, None, :]).mean(axis=1)), dtype=np.float64)

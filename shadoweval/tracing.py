@@ -209,18 +209,14 @@ class Tracer:
 
     def start(self, request: web.BaseRequest, route: Route | None, entered: float) -> RequestTrace:
         """The SERVER span, a child of the caller's traceparent/tracestate if valid; it starts
-        when the handler was entered (``entered``: perf_counter) so it covers the body read."""
+        when the handler was entered (``entered``: perf_counter) so it covers the body read.
+        Attributes are set in ``finish``, off the caller's path (they cost as much as a span)."""
         parent = self.propagator.extract(request.headers)
-        attrs: dict[str, str] = {"http.request.method": request.method, "url.path": request.path}
-        name = request.method
-        if route is not None:
-            attrs["http.route"] = request.path
-            attrs["gen_ai.operation.name"] = OPERATIONS[route]
-            name = f"{request.method} {request.path}"
+        name = request.method if route is None else f"{request.method} {request.path}"
         span = self.tracer.start_span(
-            name, parent, SpanKind.SERVER, attrs, start_time=_at(_now(), entered)
+            name, parent, SpanKind.SERVER, start_time=_at(_now(), entered)
         )
-        return RequestTrace(self, span, request.method, route)
+        return RequestTrace(self, span, request.method, request.path, route)
 
     async def close(self) -> None:
         """Flush and stop the exporter (a blocking call, so off the loop)."""
@@ -231,12 +227,15 @@ class Tracer:
 class RequestTrace:
     """The spans of one caller request; created on the hot path only when tracing is on."""
 
-    __slots__ = ("_client", "_client_anchor", "_method", "_route", "_server", "_tracer")
+    __slots__ = ("_client", "_client_anchor", "_method", "_path", "_route", "_server", "_tracer")
 
-    def __init__(self, tracer: Tracer, server: Span, method: str, route: Route | None) -> None:
+    def __init__(
+        self, tracer: Tracer, server: Span, method: str, path: str, route: Route | None
+    ) -> None:
         self._tracer = tracer
         self._server = server
         self._method = method
+        self._path = path
         self._route = route
         self._client: Span | None = None
         self._client_anchor = (0, 0.0)
@@ -254,15 +253,12 @@ class RequestTrace:
         """Start the primary's CLIENT span and put its traceparent (and the caller's
         tracestate, if any) on the primary request in place of the caller's."""
         t = self._tracer
-        attrs: dict[str, str | int] = {**t.primary_attrs, "http.request.method": self._method}
         # Named "{operation}" until the request model is known (finish renames it).
         name = self._method if self._route is None else OPERATIONS[self._route]
-        if self._route is not None:
-            attrs["gen_ai.operation.name"] = name
         self._client_anchor = _now()
         server_ctx = trace.set_span_in_context(self._server)
         self._client = t.tracer.start_span(
-            name, server_ctx, SpanKind.CLIENT, attrs, start_time=self._client_anchor[0]
+            name, server_ctx, SpanKind.CLIENT, start_time=self._client_anchor[0]
         )
         headers.popall("tracestate", None)
         t.propagator.inject(headers, trace.set_span_in_context(self._client))
@@ -277,6 +273,9 @@ class RequestTrace:
             if client is not None and client.is_recording():
                 self._describe_primary(client, capture, body, job)
             if server.is_recording():
+                server.set_attributes(self._http_attrs())
+                if self._route is not None:
+                    server.set_attribute("http.route", self._path)
                 server.set_attribute("http.response.status_code", status)
                 error = capture.error_type or ("http_5xx" if status >= 500 else None)
                 if error is not None:
@@ -289,10 +288,20 @@ class RequestTrace:
                 client.end(_at(self._client_anchor, capture.started + capture.latency_s))
             server.end(now)
 
+    def _http_attrs(self) -> dict[str, str]:
+        attrs = {"http.request.method": self._method, "url.path": self._path}
+        if self._route is not None:
+            attrs["gen_ai.operation.name"] = OPERATIONS[self._route]
+        return attrs
+
     def _describe_primary(
         self, span: Span, capture: Capture, body: bytes, job: ShadowJob | None
     ) -> None:
         t, route = self._tracer, self._route
+        span.set_attributes(t.primary_attrs)
+        span.set_attribute("http.request.method", self._method)
+        if route is not None:
+            span.set_attribute("gen_ai.operation.name", OPERATIONS[route])
         try:
             if route is None:
                 raise InvalidRequest("passed through, not parsed")

@@ -157,7 +157,8 @@ def _float(value: Any) -> float | None:
 def _side(obj: Any, limit: int) -> SideRow:
     if not isinstance(obj, dict):
         raise ValueError("side is not an object")
-    usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
+    raw_usage = obj.get("usage")
+    usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
     text = obj.get("output_text")
     if not text and obj.get("tool_calls"):
         text = orjson.dumps(obj["tool_calls"]).decode()
@@ -207,9 +208,7 @@ def load(
     snippet_chars: int = 160,
 ) -> Dataset:
     filters = filters or Filters()
-    ds = Dataset(
-        pair_files=[str(p) for p in pair_paths], score_files=[str(p) for p in score_paths]
-    )
+    ds = Dataset(pair_files=[str(p) for p in pair_paths], score_files=[str(p) for p in score_paths])
     by_id: dict[str, PairRow] = {}
     for rec in iter_jsonl(ds.pair_files, ds.skipped):
         if rec.get("schema") != PAIR_SCHEMA:

@@ -35,9 +35,7 @@ def _check(rule: str, status: str, detail: str, needed: int | None = None, **ext
     return {"rule": rule, "status": status, "detail": detail, "pairs_needed": needed, **extra}
 
 
-def _bounded(
-    rule: str, label: str, est: Json | None, bound: float, fmt: Any, pairs: int
-) -> Json:
+def _bounded(rule: str, label: str, est: Json | None, bound: float, fmt: Any, pairs: int) -> Json:
     """Pass when the CI is at or below ``bound``, fail when above it, else not enough data."""
     if est is None or est.get("lo") is None or est.get("hi") is None:
         return _check(rule, INSUFFICIENT, f"{label}: not measured")
@@ -78,9 +76,7 @@ def _quality(row: Json, cfg: Report) -> list[Json]:
             )
         else:
             needed = b["pairs_needed"]
-            out.append(
-                _check(name, INSUFFICIENT, f"{text} straddles {_pct(-max_drop)}", needed)
-            )
+            out.append(_check(name, INSUFFICIENT, f"{text} straddles {_pct(-max_drop)}", needed))
     return out
 
 

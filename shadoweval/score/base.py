@@ -98,6 +98,8 @@ class Pair:
         self.request: Json = record.get("request") or {}
         self.primary: Json = record["primary"]
         self.candidate: Json = record["candidate"]
+        # Shared by the scorers of one run over this pair (e.g. normalised tokens).
+        self.memo: dict[Any, Any] = {}
 
     def side(self, side: AnswerSide) -> Json:
         return self.primary if side == "primary" else self.candidate

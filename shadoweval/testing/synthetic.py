@@ -140,14 +140,19 @@ def generate(
                 "task": None,
                 "sampling_key": None,
                 "trace_id": None,
-                "request": {"model": primary.model, "messages": [{"role": "user", "content": prompt}]},
+                "request": {
+                    "model": primary.model,
+                    "messages": [{"role": "user", "content": prompt}],
+                },
                 "primary": p_side,
                 "candidate": _side(u, rng, text, failed),
             }
             pairs.append(pair)
             unscored = failed or p_failed
             for scorer in per_side:
-                scores.append(_score(pair, scorer, "primary", None if p_failed else float(p_correct)))
+                scores.append(
+                    _score(pair, scorer, "primary", None if p_failed else float(p_correct))
+                )
                 scores.append(_score(pair, scorer, "candidate", None if failed else float(correct)))
             for scorer in pair_scorers:
                 scores.append(_score(pair, scorer, "pair", None if unscored else float(agrees)))
@@ -158,7 +163,9 @@ def generate(
             for flag in sorted({*u.flags, *primary.flags}):
                 if not failed:
                     hit = rng.random() < u.flags.get(flag, 0.0)
-                    scores.append(_score(pair, flag, "candidate", float(hit), flag if hit else None))
+                    scores.append(
+                        _score(pair, flag, "candidate", float(hit), flag if hit else None)
+                    )
                 if not p_failed:
                     scores.append(
                         _score(pair, flag, "primary", float(p_flags.get(flag, False)), None)

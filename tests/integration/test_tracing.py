@@ -105,7 +105,8 @@ async def test_spans_links_attributes_and_traceparent(validate_pair: Any) -> Non
     assert primary.parent.span_id == server.context.span_id
     assert primary.name == "chat prod-model"
     sent = stack.primary.received[0].headers
-    assert sent["traceparent"] == f"00-{CALLER_TRACE}-{primary.context.span_id:016x}-01"  # as is
+    # The caller's trace id and flags, the CLIENT span's id.
+    assert sent["traceparent"] == f"00-{CALLER_TRACE}-{primary.context.span_id:016x}-01"
     assert sent["tracestate"] == "vendor=abc"
     assert primary.attributes == {
         "server.address": "127.0.0.1",

@@ -1,0 +1,135 @@
+"""``shadoweval report``: load, aggregate, render; the exit code is the CI gate."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from pydantic import ValidationError
+
+from shadoweval.config import ConfigError, Pricing, ReportSettings, load_report_settings
+from shadoweval.pricing import PriceTable
+from shadoweval.report.aggregate import build_report
+from shadoweval.report.load import Filters, load, parse_time
+
+# Read when neither --pricing nor a config names a pricing table (relative to the cwd).
+DEFAULT_PRICING = Path("config/pricing.yaml")
+
+EXIT_OK, EXIT_GATE = 0, 1
+
+
+@dataclass
+class Options:
+    pairs: list[str]
+    scores: list[str]
+    config: str | None = None
+    pricing: str | None = None
+    since: str | None = None
+    until: str | None = None
+    sources: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
+    json_out: str | None = None
+    html_out: str | None = None
+    terminal: bool = True
+    details: bool = True
+    strict: bool = False
+
+
+def load_pricing(path: Path) -> Pricing:
+    """A pricing file: ``models``/``upstreams`` at the top, or under ``pricing:``."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read pricing file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"pricing file {path} is not valid YAML: {exc}") from None
+    if isinstance(raw, dict) and "pricing" in raw:
+        raw = raw["pricing"]
+    try:
+        return Pricing.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"pricing file {path}: {exc}") from None
+
+
+def _settings(opts: Options) -> tuple[ReportSettings, str | None]:
+    settings = load_report_settings(opts.config) if opts.config else ReportSettings()
+    source = opts.config if opts.config and settings.pricing.models else None
+    if opts.pricing:
+        settings = settings.model_copy(update={"pricing": load_pricing(Path(opts.pricing))})
+        source = opts.pricing
+    elif source is None and DEFAULT_PRICING.is_file():
+        settings = settings.model_copy(update={"pricing": load_pricing(DEFAULT_PRICING)})
+        source = str(DEFAULT_PRICING)
+    return settings, source
+
+
+def make_report(opts: Options) -> dict[str, Any]:
+    settings, pricing_source = _settings(opts)
+    try:
+        filters = Filters(
+            since=parse_time(opts.since) if opts.since else None,
+            until=parse_time(opts.until) if opts.until else None,
+            sources=frozenset(opts.sources),
+            tasks=frozenset(opts.tasks),
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    for path in [*opts.pairs, *opts.scores]:
+        if not Path(path).is_file():
+            raise ConfigError(f"no such file: {path}")
+    ds = load(opts.pairs, opts.scores, filters, settings.report.snippet_chars)
+    described = {
+        "since": opts.since,
+        "until": opts.until,
+        "sources": list(opts.sources),
+        "tasks": list(opts.tasks),
+    }
+    report = build_report(
+        ds,
+        settings.report,
+        PriceTable(settings.pricing),
+        settings.redaction,
+        filters=described,
+    )
+    report["inputs"]["pricing"] = pricing_source
+    if not ds.pairs:
+        report["notes"].append("no pair records in the input (or none in the window)")
+    return report
+
+
+def exit_code(report: dict[str, Any], strict: bool) -> int:
+    gate = report["gate"]
+    if gate == "fail" or (strict and gate != "pass"):
+        return EXIT_GATE
+    return EXIT_OK
+
+
+def run(opts: Options) -> int:
+    report = make_report(opts)
+    if opts.json_out:
+        data = orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        if opts.json_out == "-":
+            sys.stdout.buffer.write(data + b"\n")
+            sys.stdout.flush()
+        else:
+            _write(Path(opts.json_out), data)
+    if opts.html_out:
+        from shadoweval.report.html import render
+
+        _write(Path(opts.html_out), render(report).encode())
+    if opts.terminal and opts.json_out != "-":
+        from shadoweval.report.terminal import render as show
+
+        show(report, details=opts.details)
+    return exit_code(report, opts.strict)
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

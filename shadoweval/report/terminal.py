@@ -1,0 +1,180 @@
+"""The report in the terminal (rich): the summary table, per-upstream details, verdicts."""
+
+from __future__ import annotations
+
+import sys
+from typing import IO
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from shadoweval.report import fmt
+from shadoweval.report.fmt import Json
+
+_STYLE = {"pass": "bold green", "fail": "bold red", "insufficient": "bold yellow"}
+
+
+def _status(status: str | None) -> Text:
+    return Text(fmt.STATUS_WORDS[status], style=_STYLE.get(status or "", "dim"))
+
+
+def _rows(report: Json) -> list[Json]:
+    rows = list(report["candidates"])
+    if report.get("noise_floor"):
+        rows.append(report["noise_floor"])
+    return rows
+
+
+def summary_table(report: Json) -> Table:
+    head = report.get("headline_scorer")
+    q = report["settings"]["rules"]["latency_quantile"]
+    key = f"p{q * 100:g}"
+    table = Table(title="Candidates against the primary", title_justify="left")
+    for name in (
+        "upstream",
+        "role",
+        "pairs",
+        f"{head or 'quality'} vs baseline",
+        "P5",
+        "failures",
+        f"{key.upper()} latency",
+        "cost",
+        "verdict",
+    ):
+        table.add_column(name, justify="left" if name in ("upstream", "role") else "right")
+    for row in _rows(report):
+        b = fmt.headline(row, head)
+        ops = row["operations"]
+        lat = ops["latency"].get(key)
+        verdict = row.get("verdict")
+        table.add_row(
+            row["upstream"],
+            row["role"],
+            str(row["pairs"]),
+            fmt.ci(b["relative_difference"], fmt.signed_pct) if b else "-",
+            f"{b['tails']['p5']:.2f}" if b and b["tails"]["p5"] is not None else "-",
+            fmt.ci(ops["failure"], fmt.pct),
+            fmt.ci(lat["ratio"], fmt.ratio) if lat else "-",
+            fmt.ci(ops["cost"].get("ratio"), fmt.ratio),
+            _status(verdict["status"]) if verdict else Text("noise floor", style="dim"),
+        )
+    return table
+
+
+def detail_tables(row: Json) -> list[Table]:
+    tables = []
+    q = Table(title=f"{row['upstream']}: quality", title_justify="left")
+    for name in ("scorer", "vs", "n", "mean", "difference", "relative", "noise floor", "sig.",
+                 "McNemar p", "W/T/L", "P5/P1", "< floor"):  # fmt: skip
+        q.add_column(name, justify="left" if name in ("scorer", "vs") else "right")
+    for b in row["quality"]:
+        nf, mc, judge, tails = b["noise_floor"], b["mcnemar"], b["judge"], b["tails"]
+        q.add_row(
+            b["scorer"],
+            b["baseline"],
+            str(b["n"]),
+            fmt.ci(b["candidate_mean"], fmt.num),
+            fmt.ci(b["difference"], fmt.signed),
+            fmt.ci(b["relative_difference"], fmt.signed_pct),
+            fmt.ci(nf["difference"], fmt.signed) if nf else "-",
+            Text("yes", style="bold") if b["significant"] else Text("no"),
+            fmt.p_value(mc["p_value"]) if mc else "-",
+            "/".join(str(judge["counts"][k]) for k in ("win", "tie", "loss")) if judge else "-",
+            "-" if tails["p5"] is None else f"{tails['p5']:.2f}/{tails['p1']:.2f}",
+            fmt.ci(tails["below_floor"], fmt.pct),
+        )
+    if row["quality"]:
+        tables.append(q)
+    if row["safety"]:
+        s = Table(title=f"{row['upstream']}: safety", title_justify="left")
+        for name in ("detector", "n", "rate", "primary", "difference", "McNemar p", "worse"):
+            s.add_column(name, justify="left" if name == "detector" else "right")
+        for b in row["safety"]:
+            s.add_row(
+                b["scorer"],
+                str(b["n"]),
+                fmt.ci(b["rate"], fmt.pct),
+                fmt.ci(b["primary_rate"], fmt.pct),
+                fmt.ci(b["difference"], fmt.signed_pct),
+                fmt.p_value(b["mcnemar"]["p_value"]) if b["mcnemar"] else "-",
+                Text("yes", style="bold red") if b["worse"] else Text("no"),
+            )
+        tables.append(s)
+    ops = row["operations"]
+    o = Table(title=f"{row['upstream']}: operations", title_justify="left")
+    for name in ("", "candidate", "primary", "ratio"):
+        o.add_column(name, justify="left" if not name else "right")
+    o.add_row(
+        "failure rate", fmt.ci(ops["failure"], fmt.pct), fmt.ci(ops["primary_failure"], fmt.pct), ""
+    )
+    o.add_row(
+        "retry rate", fmt.ci(ops["retry"], fmt.pct), fmt.ci(ops["primary_retry"], fmt.pct), ""
+    )
+    for name, block in (("latency", ops["latency"]), ("TTFT", ops["ttft"])):
+        for key, qrow in block.items():
+            o.add_row(
+                f"{name} {key.upper()}" + ("" if qrow["reliable"] else " (few)"),
+                fmt.ci(qrow["candidate"], fmt.seconds),
+                fmt.ci(qrow["primary"], fmt.seconds),
+                fmt.ci(qrow["ratio"], fmt.ratio),
+            )
+    tc, tp = ops["tokens"]["candidate"], ops["tokens"]["primary"]
+    if tc["output"] is not None and tp["output"] is not None:
+        o.add_row(
+            "tokens in/out",
+            f"{tc['input']:.0f}/{tc['output']:.0f}",
+            f"{tp['input']:.0f}/{tp['output']:.0f}",
+            "",
+        )
+    cost = ops["cost"]
+    if "ratio" in cost:
+        o.add_row(
+            "cost / request",
+            fmt.ci(cost["candidate_per_request"], fmt.usd),
+            fmt.ci(cost["primary_per_request"], fmt.usd),
+            fmt.ci(cost["ratio"], fmt.ratio),
+        )
+        o.add_row(
+            "cost / 1k requests",
+            fmt.usd(cost["candidate_per_1k"]),
+            fmt.usd(cost["primary_per_1k"]),
+            "",
+        )
+    else:
+        o.add_row("cost", f"not priced ({', '.join(cost['unpriced_models']) or '-'})", "", "")
+    tables.append(o)
+    return tables
+
+
+def render(report: Json, stream: IO[str] | None = None, *, details: bool = True) -> None:
+    out = stream if stream is not None else sys.stdout
+    # Piped output (CI logs) gets a wide fixed width instead of rich's 80 columns.
+    console = Console(file=out, width=None if out.isatty() else 160, highlight=False)
+    prim = report["primary"]
+    console.print(
+        f"[bold]shadoweval report[/bold] — {report['inputs']['pair_records']} pairs, "
+        f"{report['inputs']['score_records']} scores, {report['window']['first']} → "
+        f"{report['window']['last']}; primary {', '.join(prim['upstreams']) or '-'}; "
+        f"noise floor: {report.get('control') or 'none'}"
+    )
+    console.print(summary_table(report))
+    if details:
+        for row in _rows(report):
+            for table in detail_tables(row):
+                console.print(table)
+            for b in row["quality"]:
+                for ex in b["worst"][:3]:
+                    console.print(
+                        Text(
+                            f"  worst {b['scorer']} {ex['pair_id']} ({ex['value']:.2f}): "
+                            f"{ex['prompt'][:60]!r} -> {ex['candidate_output'][:60]!r}",
+                            style="dim",
+                        )
+                    )
+    for note in report["notes"]:
+        console.print(f"[dim]note: {note}[/dim]")
+    for row in report["candidates"]:
+        console.print(Text(row["verdict"]["line"], style=_STYLE[row["verdict"]["status"]]))
+    gate = report["gate"]
+    console.print(Text("gate: ", style="bold") + _status(gate))

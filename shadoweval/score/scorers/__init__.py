@@ -1,0 +1,1 @@
+"""Built-in scorers, one module per family; each registers its factories by name."""

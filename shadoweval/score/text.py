@@ -1,0 +1,49 @@
+"""Text normalisation shared by the match and lexical scorers.
+
+``tokens("The total is $1,000.00!")`` == ``["the", "total", "is", "1000"]``: Unicode NFKC,
+case folded, punctuation and symbols dropped (``%`` kept: 50% is not 50), numbers written one
+way (thousands separators, trailing zeros, exponents and signs).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from decimal import Decimal, InvalidOperation
+
+# A number is not part of a word or of a dotted run like a version (1.2.3) or an IP address.
+_TOKEN = re.compile(
+    r"(?P<num>(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\.?\w))"
+    r"|(?P<word>[^\W_]+)"
+    r"|(?P<pct>%)"
+)
+_DASHES = str.maketrans({"\u2212": "-", "\u2013": "-", "\u2014": "-"})
+ARTICLES = frozenset({"a", "an", "the"})
+
+
+def canonical_number(text: str) -> str:
+    """ "1,000" / "1000" / "1000.0" / "1e3" / "+1000" -> "1000"; "0.50" -> "0.5"."""
+    try:
+        value = Decimal(text.replace(",", ""))
+    except InvalidOperation:
+        return text
+    if value == 0:
+        return "0"
+    if value == value.to_integral_value():
+        return str(int(value))
+    return format(value.normalize(), "f")
+
+
+def tokens(text: str, *, drop_articles: bool = False) -> list[str]:
+    """Normalised tokens of ``text`` (see the module docstring)."""
+    text = unicodedata.normalize("NFKC", text).translate(_DASHES).casefold()
+    out: list[str] = []
+    for m in _TOKEN.finditer(text):
+        num = m.group("num")
+        if num is not None:
+            out.append(canonical_number(num))
+        else:
+            tok = m.group(0)
+            if not (drop_articles and tok in ARTICLES):
+                out.append(tok)
+    return out

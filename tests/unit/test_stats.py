@@ -1,0 +1,238 @@
+"""The report's statistics against known results and simulations with fixed seeds.
+
+Simulations are sized so a broken method fails clearly while the test stays fast: a few
+hundred runs, vectorised with numpy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from shadoweval import stats
+from shadoweval.metrics import ScoreMetrics
+
+# -- bootstrap coverage -----------------------------------------------------------------
+
+
+def _paired_sample(rng: np.random.Generator, n: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """Skewed, strongly correlated pairs: a shared per-request effect plus own noise."""
+    shared = rng.exponential(1.0, n)
+    x = shared + rng.exponential(0.5, n)
+    y = shared + rng.exponential(0.5, n) + shift
+    return x, y
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.90])
+def test_paired_bootstrap_ci_covers_the_true_difference_at_the_nominal_rate(confidence: float) -> None:
+    sims, n, shift = 400, 80, 0.3
+    rng = np.random.default_rng(20260105)
+    covered = 0
+    for i in range(sims):
+        x, y = _paired_sample(rng, n, shift)
+        est = stats.mean_diff_ci(x, y, confidence=confidence, resamples=1000, seed=i)
+        covered += est.lo <= -shift <= est.hi
+    rate = covered / sims
+    # Binomial sd at 400 runs is ~1.1 points; percentile intervals run slightly narrow at n=80.
+    assert confidence - 0.04 <= rate <= confidence + 0.03, rate
+
+
+def test_pairing_matters_the_paired_interval_is_narrower_than_an_unpaired_one() -> None:
+    rng = np.random.default_rng(7)
+    x, y = _paired_sample(rng, 200, 0.3)
+    paired = stats.mean_diff_ci(x, y, seed=1)
+    # Resampling the two sides independently throws the shared effect into the noise.
+    unpaired_x = stats.mean_ci(x, seed=1)
+    unpaired_y = stats.mean_ci(y, seed=2)
+    unpaired_half = math.hypot(unpaired_x.halfwidth, unpaired_y.halfwidth)
+    assert paired.halfwidth < 0.6 * unpaired_half
+
+
+def test_ratio_ci_covers_the_true_cost_ratio() -> None:
+    sims, n = 300, 150
+    rng = np.random.default_rng(11)
+    # Lognormal costs; the candidate's mean is 0.3x the primary's.
+    true_ratio = 0.3
+    covered = 0
+    for i in range(sims):
+        tokens = rng.lognormal(0, 0.8, n)
+        prim = tokens * rng.lognormal(0, 0.2, n)
+        cand = true_ratio * tokens * rng.lognormal(0, 0.2, n)
+        est = stats.ratio_ci(cand, prim, resamples=1000, seed=i)
+        covered += est.lo <= true_ratio <= est.hi
+    assert 0.90 <= covered / sims <= 0.98
+
+
+def test_quantile_ratio_ci_covers_the_true_median_ratio() -> None:
+    sims, n = 300, 200
+    rng = np.random.default_rng(13)
+    covered = 0
+    for i in range(sims):
+        prim = rng.lognormal(np.log(0.5), 0.4, n)
+        cand = rng.lognormal(np.log(0.6), 0.4, n)  # true median ratio 1.2
+        (_, _, ratio), = stats.quantile_comparison(cand, prim, [0.5], resamples=800, seed=i)
+        covered += ratio.lo <= 1.2 <= ratio.hi
+    assert 0.90 <= covered / sims <= 0.99
+
+
+def test_bootstrap_is_deterministic_for_a_seed_and_rejects_unpaired_lengths() -> None:
+    x, y = np.arange(50.0), np.arange(50.0)[::-1]
+    assert stats.mean_diff_ci(x, y, seed=3) == stats.mean_diff_ci(x, y, seed=3)
+    assert stats.mean_diff_ci(x, y, seed=3) != stats.mean_diff_ci(x, y, seed=4)
+    with pytest.raises(ValueError, match="same length"):
+        stats.mean_diff_ci(x, y[:10])
+    tiny = stats.mean_ci([0.5])
+    assert tiny.value == 0.5 and math.isnan(tiny.lo)
+
+
+# -- McNemar, Wilson, sign test: textbook values ------------------------------------------
+
+
+def test_mcnemar_agresti_presidential_approval() -> None:
+    # Agresti, Categorical Data Analysis (2nd ed.), Table 10.1: 1600 people rated the
+    # president twice; 150 approve->disapprove, 86 disapprove->approve. z^2 = 17.36.
+    result = stats.mcnemar(150, 86, correction=False)
+    assert result.statistic == pytest.approx(17.356, abs=1e-3)
+    assert result.p_value == pytest.approx(3.099e-5, rel=1e-3)
+    corrected = stats.mcnemar(150, 86)
+    assert corrected.method == "chi2_cc"
+    assert corrected.statistic == pytest.approx(63**2 / 236)
+
+
+def test_mcnemar_exact_small_counts_and_from_sequences() -> None:
+    # b + c = 7 < 25: exact binomial; P = 2 * (C(7,0) + C(7,1)) / 2^7 = 0.125.
+    assert stats.mcnemar(1, 6).method == "exact"
+    assert stats.mcnemar(1, 6).p_value == pytest.approx(0.125)
+    assert stats.mcnemar(0, 5).p_value == pytest.approx(0.0625)
+    assert stats.mcnemar(0, 0).p_value == 1.0
+    first = [1, 1, 0, 0, 1, 0, 1, 1]
+    second = [1, 0, 1, 1, 1, 1, 1, 1]
+    result = stats.mcnemar_paired(first, second)
+    assert (result.b, result.c) == (1, 3)
+
+
+def test_wilson_interval_known_values() -> None:
+    # Newcombe (1998), Table I: 1/10 -> 0.0179 to 0.4042; 0/10 -> 0 to 0.2775.
+    one = stats.wilson(1, 10)
+    assert (one.lo, one.hi) == pytest.approx((0.0179, 0.4042), abs=1e-4)
+    zero = stats.wilson(0, 10)
+    assert zero.lo == 0.0 and zero.hi == pytest.approx(0.2775, abs=1e-4)
+    assert stats.wilson(10, 10).hi == 1.0
+
+
+def test_sign_test_matches_the_binomial_and_is_stable_for_large_n() -> None:
+    assert stats.binom_two_sided(2, 10) == pytest.approx(2 * (1 + 10 + 45) / 1024)
+    assert stats.binom_two_sided(5000, 10000) == pytest.approx(1.0)
+    assert stats.binom_two_sided(4800, 10000) < 1e-4
+
+
+def test_tail_summary() -> None:
+    values = np.linspace(0, 1, 101)
+    tails = stats.tail_summary(values, floor=0.1)
+    assert tails["p5"] == pytest.approx(0.05)
+    assert tails["p1"] == pytest.approx(0.01)
+    assert tails["below_floor"]["value"] == pytest.approx(10 / 101)
+
+
+# -- noise floor and sample size -----------------------------------------------------------
+
+
+def test_significance_needs_the_difference_to_clear_the_noise_floor() -> None:
+    worse = stats.Estimate(-0.10, -0.14, -0.06, 500)
+    assert stats.significant(worse, None)
+    # As far from the primary as the control is: noise.
+    assert not stats.significant(worse, stats.Estimate(-0.01, -0.05, 0.03, 500))
+    assert stats.significant(worse, stats.Estimate(-0.09, -0.13, -0.05, 500))
+    assert not stats.significant(stats.Estimate(-0.01, -0.05, 0.03, 500), None)
+    # Worse than the primary but better than the control is no finding either.
+    assert not stats.significant(worse, stats.Estimate(0.08, 0.04, 0.12, 500))
+
+
+def test_pairs_for_noninferiority_gives_the_configured_power() -> None:
+    sd, margin, power = 0.3, 0.05, 0.8
+    n = stats.pairs_for_noninferiority(sd, margin, 0.95, power)
+    assert n == math.ceil(((1.959964 + 0.841621) * sd / margin) ** 2)
+    # Simulate: true difference 0, n pairs; share of CIs whose lower bound clears -margin.
+    rng = np.random.default_rng(5)
+    d = rng.normal(0.0, sd, size=(2000, n))
+    lower = d.mean(axis=1) - 1.96 * d.std(axis=1, ddof=1) / math.sqrt(n)
+    assert abs((lower > -margin).mean() - power) < 0.03
+    assert stats.pairs_to_resolve(stats.Estimate(1.1, 0.9, 1.3, 100), 1.2) == 400
+
+
+# -- sequential test ---------------------------------------------------------------------
+
+
+def _bernoulli_differences(
+    rng: np.random.Generator, runs: int, steps: int, p_primary: float, p_candidate: float
+) -> np.ndarray:
+    primary = rng.random((runs, steps)) < p_primary
+    candidate = rng.random((runs, steps)) < p_candidate
+    return primary.astype(float) - candidate.astype(float)
+
+
+def _alarm_rate(diffs: np.ndarray, delta: float, alpha: float) -> float:
+    alarms = 0
+    for run in diffs:
+        monitor = stats.RegressionMonitor(delta, alpha)
+        alarms += monitor.update_many(run)
+    return alarms / len(diffs)
+
+
+@pytest.mark.parametrize("delta", [0.0, 0.05])
+def test_sequential_false_alarm_rate_stays_under_alpha_on_the_null_boundary(delta: float) -> None:
+    # The hardest null: the candidate is worse by exactly delta, watched for 3000 pairs
+    # and checked after every one of them.
+    alpha = 0.05
+    rng = np.random.default_rng(42)
+    diffs = _bernoulli_differences(rng, 300, 3000, 0.8, 0.8 - delta)
+    assert _alarm_rate(diffs, delta, alpha) <= alpha
+
+
+def test_sequential_test_detects_a_real_regression() -> None:
+    rng = np.random.default_rng(43)
+    diffs = _bernoulli_differences(rng, 200, 3000, 0.8, 0.65)  # 15 points worse
+    assert _alarm_rate(diffs, 0.05, 0.05) >= 0.9
+
+
+def test_peeking_at_a_fixed_sample_test_is_what_the_sequential_test_avoids() -> None:
+    # The same null streams, with a one-sided z-test repeated every 50 pairs, alarm far more
+    # often than alpha: the simulation can see the difference.
+    rng = np.random.default_rng(42)
+    diffs = _bernoulli_differences(rng, 300, 3000, 0.8, 0.8)
+    n = np.arange(1, 3001)
+    mean = np.cumsum(diffs, axis=1) / n
+    var = np.maximum(np.cumsum(diffs**2, axis=1) / n - mean**2, 1e-12)
+    z = mean / np.sqrt(var / n)
+    looks = z[:, 49::50]
+    naive = (looks > 1.645).any(axis=1).mean()
+    assert naive > 0.15
+    assert _alarm_rate(diffs, 0.0, 0.05) <= 0.05
+
+
+def test_sequential_update_matches_update_many_and_feeds_the_gauges() -> None:
+    rng = np.random.default_rng(3)
+    diffs = _bernoulli_differences(rng, 1, 400, 0.9, 0.6)[0]
+    one = stats.RegressionMonitor(0.05, 0.05)
+    for d in diffs:
+        one.update_difference(float(d))
+    batch = stats.RegressionMonitor(0.05, 0.05)
+    batch.update_many(diffs)
+    assert one.log_e_value == pytest.approx(batch.log_e_value)
+    assert one.detected and batch.detected and one.detected_at == batch.detected_at
+
+    metrics = ScoreMetrics(CollectorRegistry())
+    monitor = stats.RegressionMonitor.for_metrics(metrics, "cand-a", "exact", delta=0.05)
+    labels = {"upstream": "cand-a", "scorer": "exact"}
+    sample = metrics.registry.get_sample_value
+    assert sample("shadoweval_quality_regression_detected", labels) == 0.0
+    for cand, prim in zip(1 - (diffs > 0), np.ones_like(diffs), strict=True):
+        monitor.update(float(cand), float(prim))
+    monitor.update(None, 1.0)  # unscored: skipped
+    assert sample("shadoweval_quality_regression_detected", labels) == 1.0
+    assert sample("shadoweval_quality_regression_evidence", labels) >= 20.0
+    with pytest.raises(ValueError):
+        monitor.update_difference(1.5)
