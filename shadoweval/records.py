@@ -53,12 +53,18 @@ def build_pair(
     primary: Outcome,
     candidate: Outcome,
     redactor: Redactor,
+    shared: dict[str, Any] | None = None,
 ) -> Json:
-    try:
-        body: Any = redactor.json(request)
-    except RecursionError:
-        # Too deep to walk safely: keep the record, drop the body rather than leak it.
-        body = {"_unrecorded": "request body nested too deeply to redact"}
+    """One record per candidate. Pass the same ``shared`` dict for every candidate of a
+    request: the redacted request and primary side are then computed once and shared."""
+    shared = {} if shared is None else shared
+    if "request" not in shared:
+        try:
+            shared["request"] = redactor.json(request)
+        except RecursionError:
+            # Too deep to walk safely: keep the record, drop the body rather than leak it.
+            shared["request"] = {"_unrecorded": "request body nested too deeply to redact"}
+        shared["primary"] = _redacted_output(primary, redactor)
     return {
         "schema": PAIR_SCHEMA,
         "pair_id": f"{info.request_id}:{candidate.upstream}",
@@ -70,9 +76,9 @@ def build_pair(
         "task": info.task,
         "sampling_key": info.sampling_key,
         "trace_id": info.trace_id,
-        "request": body,
+        "request": shared["request"],
         **({"expected": redactor.json(info.expected)} if info.expected is not None else {}),
-        "primary": _redacted_output(primary, redactor),
+        "primary": shared["primary"],
         "candidate": _redacted_output(candidate, redactor),
     }
 

@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
@@ -47,6 +47,7 @@ class ShadowJob:
         "caller_auth",
         "info",
         "primary",
+        "record_parts",
         "route",
         "trace",
     )
@@ -67,6 +68,8 @@ class ShadowJob:
         self.primary: asyncio.Future[Capture] = asyncio.get_running_loop().create_future()
         self._request: Json | InvalidRequest | None = None
         self._primary_outcome: Outcome | None = None
+        # The redacted request and primary side, built once for all candidates' records.
+        self.record_parts: dict[str, Any] = {}
 
     def request(self) -> Json:
         """The parsed request body, parsed once for all candidates; raises InvalidRequest."""
@@ -259,7 +262,9 @@ class ShadowDispatcher:
 
     def _emit(self, lane: _Lane, job: ShadowJob, candidate: Outcome) -> None:
         primary = job.primary_outcome(self._primary_name, self.prices)
-        record = build_pair(job.info, job.request(), primary, candidate, self._redactor)
+        record = build_pair(
+            job.info, job.request(), primary, candidate, self._redactor, job.record_parts
+        )
         self._sink.put(record, job.info.request_id.encode())
         lane.pairs.inc()
 
