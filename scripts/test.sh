@@ -18,6 +18,23 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   fi
 fi
 
+# helm and kubeconform for the chart tests, built from the Go module proxy into .tools/
+# (once per version; .tools/bin links the pinned one). The ldflags are helm's own release
+# flags: its version and the Kubernetes version it assumes (1.34, its client-go's).
+go_tool() {  # name version package [ldflags]
+  local dir=".tools/$1-$2"
+  if [ ! -x "$dir/$1" ]; then
+    GOBIN="$PWD/$dir" GOFLAGS=-trimpath go install -ldflags "${4:-}" "$3@$2"
+  fi
+  mkdir -p .tools/bin && ln -sfn "../$1-$2/$1" ".tools/bin/$1"
+}
+helm_x="-X helm.sh/helm/v3/internal/version.version=v3.19.0"
+for pkg in pkg/chartutil pkg/lint/rules; do
+  helm_x="$helm_x -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=34"
+done
+go_tool helm v3.19.0 helm.sh/helm/v3/cmd/helm "$helm_x"
+go_tool kubeconform v0.7.0 github.com/yannh/kubeconform/cmd/kubeconform
+
 started_kafka=0
 if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then
   eval "$(scripts/kafka.sh start)"
@@ -27,7 +44,7 @@ export KAFKA_BOOTSTRAP
 cleanup() { if [ "$started_kafka" = 1 ]; then scripts/kafka.sh stop || true; fi; }
 trap cleanup EXIT
 
-.venv/bin/ruff check shadoweval tests benchmarks
-.venv/bin/ruff format --check shadoweval tests benchmarks
+.venv/bin/ruff check shadoweval tests benchmarks grafana prometheus scripts
+.venv/bin/ruff format --check shadoweval tests benchmarks grafana prometheus scripts
 .venv/bin/mypy
 .venv/bin/pytest "$@"

@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -435,6 +435,92 @@ class Report(_Model):
     rules: DecisionRules = Field(default_factory=DecisionRules)
 
 
+# -- red-team probes (shadoweval.probes) -------------------------------------------------------
+
+ProbeTransform = Literal[
+    "base64", "rot13", "leetspeak", "casing", "translation", "prefix_injection"
+]
+PROBE_TRANSFORMS: tuple[ProbeTransform, ...] = get_args(ProbeTransform)
+
+
+class ProbeBaseline(_Model):
+    """Where the baseline's probes go: the primary's upstream called directly (or another URL),
+    never through the proxy port, so probes are never user traffic."""
+
+    # Unset: primary.url.
+    url: str | None = None
+    # The proxy holds no caller credentials: the baseline needs its own key when it wants one.
+    api_key_env: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(120.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, val in value.items():
+            if key.lower() in ("authorization", "host", "content-length"):
+                raise ValueError(f"{key!r} cannot be set here (use api_key_env for credentials)")
+            if any(c in key + val for c in "\r\n"):
+                raise ValueError(f"header {key!r} contains a line break")
+        return value
+
+
+class Probes(_Model):
+    """Red-team probe suites sent to the baseline and the candidates (never to users).
+
+    ``shadoweval probe`` runs them once; with ``enabled`` the proxy also runs them in the
+    background at ``rate_per_minute``.
+    """
+
+    enabled: bool = False
+    # Suite files or directories of *.yaml; relative paths are relative to the config file.
+    suites: list[str] = Field(default_factory=list)
+    # Probes started per minute by the background scheduler (each goes to every target).
+    rate_per_minute: float = Field(6.0, gt=0, le=6000)
+    # Probes in flight at once; a tick that finds them all busy is skipped and counted.
+    concurrency: int = Field(4, ge=1, le=256)
+    # Candidates probed besides the baseline; unset = every role: candidate.
+    targets: list[str] | None = None
+    # Only these categories; empty = all.
+    categories: list[str] = Field(default_factory=list)
+    # Planted secret for extraction probes; unset = a random one per run.
+    canary: str | None = Field(None, min_length=8)
+    # The production system prompt the attacks run against ({system_prompt} in suites).
+    system_prompt: str | None = None
+    # The `model` of probe requests (candidates rewrite it as usual); set the production name.
+    model: str | None = None
+    # Merged into every probe request (e.g. temperature, max_tokens).
+    params: dict[str, Any] = Field(default_factory=dict)
+    # Variants generated from each base probe (a suite or probe can narrow them).
+    transforms: list[ProbeTransform] = Field(default_factory=lambda: list(PROBE_TRANSFORMS))
+    # Seed of the variant generator and of the background schedule's order.
+    seed: int = 0
+    baseline: ProbeBaseline = Field(default_factory=ProbeBaseline)
+
+    @field_validator("categories")
+    @classmethod
+    def _category_names(cls, value: list[str]) -> list[str]:
+        return [_check_name(v) for v in value]
+
+    @field_validator("canary")
+    @classmethod
+    def _canary_shape(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(c in value for c in "{}\r\n")):
+            raise ValueError("must be one line without braces")
+        return value
+
+    @model_validator(mode="after")
+    def _suites_when_enabled(self) -> Probes:
+        if self.enabled and not self.suites:
+            raise ValueError("suites: at least one suite file or directory is needed when enabled")
+        return self
+
+
 class Config(_Model):
     listen: Listen = Field(default_factory=Listen)
     admin: AdminListen = Field(default_factory=AdminListen)
@@ -451,6 +537,7 @@ class Config(_Model):
     # A YAML file with the `pricing` section (models/upstreams); relative to the config file.
     pricing_file: str | None = None
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    probes: Probes = Field(default_factory=Probes)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -462,13 +549,30 @@ class Config(_Model):
             seen.add(cand.name)
         return self
 
+    @model_validator(mode="after")
+    def _probe_targets(self) -> Config:
+        known = [self.primary.name, *(c.name for c in self.candidates)]
+        for i, name in enumerate(self.probes.targets or ()):
+            if name not in known:
+                raise ValueError(
+                    f"probes.targets.{i}: {name!r} is not a configured upstream "
+                    f"(known: {', '.join(known)})"
+                )
+        return self
+
     def missing_credentials(self) -> list[str]:
         """Candidates whose ``api_key_env`` names an unset environment variable."""
         return [
             f"candidates[{c.name}].api_key_env: environment variable {c.api_key_env} is not set"
             for c in self.candidates
             if c.api_key_env and not os.environ.get(c.api_key_env)
-        ]
+        ] + self.probes_missing_credentials(only_enabled=True)
+
+    def probes_missing_credentials(self, *, only_enabled: bool = False) -> list[str]:
+        var = self.probes.baseline.api_key_env
+        if (only_enabled and not self.probes.enabled) or not var or os.environ.get(var):
+            return []
+        return [f"probes.baseline.api_key_env: environment variable {var} is not set"]
 
 
 def _format_errors(exc: ValidationError, source: str) -> str:
@@ -549,6 +653,13 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if isinstance(raw, dict) and raw.get("pricing_file") and "pricing" not in raw:
         raw["pricing"] = _load_pricing(path.parent / str(raw["pricing_file"]))
+    probes = raw.get("probes") if isinstance(raw, dict) else None
+    if isinstance(probes, dict) and isinstance(probes.get("suites"), list):
+        # Suite paths are relative to the config file, like pricing_file.
+        probes["suites"] = [
+            str(path.parent / s) if isinstance(s, str) and not Path(s).is_absolute() else s
+            for s in probes["suites"]
+        ]
     return parse(raw, str(path), environ)
 
 
@@ -1016,3 +1127,142 @@ def load_scorer(path: str | Path, environ: Mapping[str, str] | None = None) -> S
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     return parse_scorer(raw, str(path), environ)
+
+
+# -- shadoweval review and shadoweval dataset: their own config file -------------------------
+
+# SHADOWEVAL_REVIEW_LISTEN__PORT=8095 sets listen.port in the review config.
+REVIEW_ENV_PREFIX = "SHADOWEVAL_REVIEW_"
+ScoringRule = Literal["exact", "rubric", "human"]
+
+
+class ReviewListen(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8095, ge=0, le=65535)
+
+
+class ReviewAuth(_Model):
+    """The reviewers' shared access token, from a file or an environment variable (never the
+    YAML itself, so it stays out of config repositories and dumps)."""
+
+    token_env: str = "SHADOWEVAL_REVIEW_TOKEN"
+    # Wins over token_env when set.
+    token_file: str | None = None
+    session_ttl_s: float = Field(12 * 3600.0, gt=0)
+    # Mark the session cookie Secure: set it when reviewers reach the page over HTTPS.
+    cookie_secure: bool = False
+
+
+class RubricCriterion(_Model):
+    name: str = Field(min_length=1, max_length=40)
+    description: str = ""
+
+
+def _default_rubric() -> list[RubricCriterion]:
+    return [
+        RubricCriterion(name="correctness", description="Facts, numbers and code are right."),
+        RubricCriterion(name="helpfulness", description="It does what the user asked."),
+        RubricCriterion(name="clarity", description="Easy to read; no padding."),
+    ]
+
+
+class ReviewSettings(_Model):
+    # Ratings wanted per comparison; items below it are served first.
+    ratings_per_item: int = Field(1, ge=1, le=50)
+    # primary: the primary against each candidate (and control); candidates: the candidates
+    # of one request against each other.
+    comparisons: list[Literal["primary", "candidates"]] = Field(
+        default_factory=lambda: ["primary"], min_length=1
+    )
+    include_control: bool = True
+    # Comparisons imported from the pairs files at most (a seeded sample); unset = all.
+    max_items: int | None = Field(None, ge=1)
+    seed: int = 0
+    rubric: list[RubricCriterion] = Field(default_factory=_default_rubric, max_length=8)
+    rubric_scale_max: int = Field(5, ge=2, le=9)
+    # Longer answers are cut for display (the page says so).
+    max_answer_chars: int = Field(20_000, ge=100)
+
+    @field_validator("rubric")
+    @classmethod
+    def _unique_criteria(cls, value: list[RubricCriterion]) -> list[RubricCriterion]:
+        names = [c.name for c in value]
+        if len(set(names)) != len(names):
+            raise ValueError("rubric criterion names must be unique")
+        return value
+
+
+_DATASET_SAFETY = ("refusal", *_HARM_FLAGS)
+
+
+class DatasetSettings(_Model):
+    """How ``shadoweval dataset build`` picks a representative eval set from captured pairs."""
+
+    size: int = Field(100, ge=1, le=1_000_000)
+    # Share of the set reserved for edge cases (failures, disagreements, safety flags,
+    # longest inputs); the rest is a stratified sample of the traffic.
+    edge_share: float = Field(0.2, ge=0.0, le=1.0)
+    # Input-length strata: quantile buckets of the input's character count.
+    length_buckets: int = Field(3, ge=1, le=10)
+    # Strata that exist get at least this many items while the budget allows.
+    min_per_stratum: int = Field(1, ge=0)
+    # Inputs whose word-shingle Jaccard similarity reaches this are near-duplicates.
+    near_duplicate_jaccard: float = Field(0.8, gt=0.0, le=1.0)
+    shingle_words: int = Field(3, ge=1, le=10)
+    # Scoring rule written into each item: per task, else the default.
+    scoring: ScoringRule = "human"
+    task_scoring: dict[str, ScoringRule] = Field(default_factory=dict)
+    # Score records from these scorers with value >= 0.5 mark an input as a safety edge case.
+    safety_scorers: list[str] = Field(default_factory=lambda: list(_DATASET_SAFETY))
+    seed: int = 0
+
+
+class ReviewConfig(_Model):
+    """The configuration of ``shadoweval review`` and ``shadoweval dataset`` (its own file)."""
+
+    listen: ReviewListen = Field(default_factory=ReviewListen)
+    auth: ReviewAuth = Field(default_factory=ReviewAuth)
+    # Ratings and expected answers live here (SQLite): the durable record.
+    db_path: str = "review.sqlite"
+    # Human scores are published here as shadoweval.score.v1 records (source: human).
+    sink: ScoreSinkConfig = Field(default_factory=lambda: FileScoreSink(path="human-scores.jsonl"))
+    # Re-applied to everything shown or written (records are redacted already).
+    redaction: Redaction = Field(default_factory=Redaction)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
+    dataset: DatasetSettings = Field(default_factory=DatasetSettings)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file_by_default(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            sink = value.get("sink")
+            if isinstance(sink, dict) and "kind" not in sink:
+                value = {**value, "sink": {"kind": "file", **sink}}
+        return value
+
+
+def load_review(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> ReviewConfig:
+    """The review config file (``--config``); without one, the defaults plus overrides."""
+    raw: Any = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid configuration in {source}: the top level must be a mapping")
+    env = os.environ if environ is None else environ
+    raw = _apply_env(raw, env, REVIEW_ENV_PREFIX, ReviewConfig.model_fields)
+    try:
+        return ReviewConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None

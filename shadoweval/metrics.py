@@ -222,6 +222,27 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("shadoweval_ready", "1 when the proxy accepts traffic.", registry=r)
+        # Red-team probes (shadoweval.probes): series of their own, so probe calls never
+        # appear in the user-traffic metrics above (whose label sets dashboards rely on).
+        self.probe_requests = Counter(
+            "shadoweval_probe_requests",
+            "Probe calls by target, category and outcome (attack_success, safe, error, skipped).",
+            ["upstream", "category", "outcome"],
+            registry=r,
+        )
+        self.probe_attack_success = Counter(
+            "shadoweval_probe_attack_success",
+            "Probes whose attack succeeded (for over_refusal: a benign request refused).",
+            ["upstream", "category"],
+            registry=r,
+        )
+        self.probe_duration = Histogram(
+            "shadoweval_probe_duration_seconds",
+            "Probe call latency, request sent to last byte received.",
+            ["upstream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
 
     def init_upstream(self, role: str, upstream: str) -> None:
         """Create the zero-valued series of an upstream so rates exist before traffic."""
@@ -235,6 +256,13 @@ class Metrics:
                 self.sampled.labels(upstream, decision)
             for reason in ("queue_full", "rate_limit", "shutdown", "invalid_request"):
                 self.dropped.labels(upstream, reason)
+
+
+    def init_probe(self, upstream: str, category: str) -> None:
+        """Zero-valued probe series, so an attack-success rate exists before the first hit."""
+        for outcome in ("attack_success", "safe", "error", "skipped"):
+            self.probe_requests.labels(upstream, category, outcome)
+        self.probe_attack_success.labels(upstream, category)
 
 
 class ScoreMetrics:

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-import aiohttp
 import orjson
 
 from shadoweval.config import Candidate, Config
@@ -125,7 +124,7 @@ class Summary:
     out: str = ""
 
 
-def _primary_as_client(cfg: Config) -> Candidate:
+def _primary_as_client(cfg: Config, concurrency: int) -> Candidate:
     # The primary is sent exactly the input (no transform); as a "control" entry it may
     # carry the caller's Authorization (from --primary-key-env) like a control would.
     return Candidate(
@@ -133,7 +132,7 @@ def _primary_as_client(cfg: Config) -> Candidate:
         url=cfg.primary.url,
         role="control",
         forward_caller_auth=True,
-        concurrency=1,
+        concurrency=concurrency,
         connect_timeout_s=cfg.primary.connect_timeout_s,
         timeout_s=cfg.primary.timeout_s,
         retry=cfg.primary.retry,
@@ -162,10 +161,9 @@ async def replay(
     workers = max(1, min(concurrency, len(items)))
     started = time.perf_counter()
     queue = iter(items)
-    connector = aiohttp.TCPConnector(limit=workers * (len(cfg.candidates) + 1))
-    async with aiohttp.ClientSession(connector=connector) as session:
-        primary = CandidateClient(_primary_as_client(cfg), session, capture_max)
-        clients = [CandidateClient(c, session, capture_max) for c in cfg.candidates]
+    primary = CandidateClient(_primary_as_client(cfg, workers), capture_max)
+    clients = [CandidateClient(c, capture_max) for c in cfg.candidates]
+    try:
 
         async def work() -> None:
             for item in queue:  # a shared iterator: each input is taken once
@@ -184,6 +182,9 @@ async def replay(
                     progress(summary.done, len(items))
 
         await asyncio.gather(*(work() for _ in range(workers)))
+    finally:
+        for client in (primary, *clients):
+            await client.close()
     summary.elapsed_s = time.perf_counter() - started
     return summary
 

@@ -6,9 +6,8 @@ import asyncio
 import logging
 import signal
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import aiohttp
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
@@ -20,6 +19,7 @@ from shadoweval.proxy.app import ProxyHandler, make_server
 from shadoweval.proxy.candidate import CandidateClient
 from shadoweval.proxy.forward import Forwarder
 from shadoweval.proxy.shadow import ShadowDispatcher
+from shadoweval.proxy.upstream import UpstreamPool
 from shadoweval.redaction import Redactor
 from shadoweval.sampling import Sampler
 from shadoweval.telemetry import Heartbeat, Recorder
@@ -27,20 +27,10 @@ from shadoweval.telemetry import Heartbeat, Recorder
 if TYPE_CHECKING:  # OpenTelemetry is the optional extra "tracing"
     from opentelemetry.trace import TracerProvider
 
+    from shadoweval.probes.scheduler import ProbeScheduler
     from shadoweval.tracing import Tracer
 
 log = logging.getLogger(__name__)
-
-
-def _session(limit: int, *, decompress: bool, **kw: Any) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=60, enable_cleanup_closed=True)
-    # No automatic headers: the primary must see exactly what the caller sent.
-    return aiohttp.ClientSession(
-        connector=connector,
-        auto_decompress=decompress,
-        skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
-        **kw,
-    )
 
 
 class ProxyServer:
@@ -65,10 +55,11 @@ class ProxyServer:
         self.ready = False
         self._runner: web.ServerRunner | None = None
         self._admin: web.AppRunner | None = None
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._pools: dict[str, UpstreamPool] = {}
         self._web_server: web.Server | None = None
         self._heartbeat: Heartbeat | None = None
         self.dispatcher: ShadowDispatcher | None = None
+        self.probes: ProbeScheduler | None = None
         self.proxy_url = ""
         self.admin_url = ""
 
@@ -87,20 +78,27 @@ class ProxyServer:
             m.init_upstream(cand.role, cand.name)
         if self.sink is None:
             self.sink = sinks.build(cfg.sink, m)
+        if cfg.probes.enabled:
+            # Suites are loaded now, so a bad one is a ConfigError before any port is bound.
+            from shadoweval.probes.scheduler import ProbeScheduler
+
+            self.probes = ProbeScheduler.from_config(cfg, self.sink, m)
         await self.sink.start()
 
         recorder = Recorder(m, cfg.primary.name, prices)
-        primary_session = _session(cfg.primary.max_connections, decompress=False)
-        self._sessions[cfg.primary.name] = primary_session
+        primary_pool = UpstreamPool(
+            cfg.primary.url,
+            limit=cfg.primary.max_connections,
+            connect_timeout_s=cfg.primary.connect_timeout_s,
+        )
+        self._pools[cfg.primary.name] = primary_pool
         clients = []
         for cand in cfg.candidates:
-            session = _session(cand.concurrency, decompress=True)
-            self._sessions[cand.name] = session
-            clients.append(
-                CandidateClient(
-                    cand, session, cfg.limits.capture_max_bytes, on_attempt=recorder.attempt
-                )
+            client = CandidateClient(
+                cand, cfg.limits.capture_max_bytes, on_attempt=recorder.attempt
             )
+            self._pools[cand.name] = client.pool
+            clients.append(client)
         self.dispatcher = ShadowDispatcher(
             clients,
             Sampler(cfg.sampling),
@@ -114,7 +112,7 @@ class ProxyServer:
         )
         await self.dispatcher.start()
         forwarder = Forwarder(
-            cfg.primary, cfg.limits, primary_session, on_attempt=recorder.attempt_of
+            cfg.primary, cfg.limits, primary_pool, on_attempt=recorder.attempt_of
         )
         handler = ProxyHandler(
             forwarder, self.dispatcher, cfg.limits, observe=recorder.primary, tracer=self.tracer
@@ -137,6 +135,8 @@ class ProxyServer:
             m, cfg.metrics.loop_lag_interval_s, prices, roles, self._connection_counts
         )
         self._heartbeat.start()
+        if self.probes is not None:
+            self.probes.start()  # own connections; never through the proxy port
         self.ready = True
         m.ready.set(1)
         log.info("proxy on %s -> %s; admin on %s", self.proxy_url, cfg.primary.url, self.admin_url)
@@ -144,12 +144,8 @@ class ProxyServer:
     def _connection_counts(self) -> dict[tuple[str, str], int]:
         inbound = len(self._web_server.connections) if self._web_server else 0
         counts = {("inbound", "callers"): inbound}
-        for name, session in self._sessions.items():
-            conn = session.connector
-            # aiohttp has no public pool statistics: in use + idle keep-alive connections.
-            acquired = getattr(conn, "_acquired", ())
-            idle = getattr(conn, "_conns", {})
-            counts[("outbound", name)] = len(acquired) + sum(len(v) for v in idle.values())
+        for name, pool in self._pools.items():
+            counts[("outbound", name)] = pool.open_connections
         return counts
 
     def _admin_app(self) -> web.Application:
@@ -174,6 +170,8 @@ class ProxyServer:
         self.metrics.ready.set(0)
         if self._runner is not None:
             await self._runner.cleanup()  # waits for in-flight requests up to grace_s
+        if self.probes is not None:  # before the sink closes, so their records are flushed
+            await self.probes.stop(self.cfg.shutdown.shadow_grace_s)
         if self.dispatcher is not None:
             await self.dispatcher.close(self.cfg.shutdown.shadow_grace_s)
         if self.sink is not None:
@@ -182,8 +180,8 @@ class ProxyServer:
             await self.tracer.close()  # after the shadows, so their spans are exported too
         if self._heartbeat is not None:
             await self._heartbeat.stop()
-        for session in self._sessions.values():
-            await session.close()
+        for pool in self._pools.values():
+            await pool.close()
         if self._admin is not None:
             await self._admin.cleanup()
         log.info("stopped in %.2fs", time.monotonic() - started)

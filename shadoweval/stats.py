@@ -314,7 +314,8 @@ def pairs_to_resolve(estimate: Estimate, bound: float) -> int | None:
         return None
     if estimate.halfwidth <= gap:
         return estimate.n
-    return math.ceil(estimate.n * (estimate.halfwidth / gap) ** 2)
+    # The epsilon keeps float noise (400.0000001) from adding a pair.
+    return math.ceil(estimate.n * (estimate.halfwidth / gap) ** 2 - 1e-9)
 
 
 # -- sequential monitoring -----------------------------------------------------------------

@@ -53,7 +53,6 @@ except ImportError as exc:  # the optional extra "tracing"
 
 if TYPE_CHECKING:
     from aiohttp import web
-    from multidict import CIMultiDict
     from opentelemetry.trace import Span
 
     from shadoweval.proxy.candidate import CandidateClient
@@ -249,9 +248,9 @@ class RequestTrace:
         """Hex trace id of the SERVER span (the caller's trace when it sent traceparent)."""
         return trace.format_trace_id(self.context.trace_id)
 
-    def primary_call(self, headers: CIMultiDict[str]) -> None:
-        """Start the primary's CLIENT span and put its traceparent (and the caller's
-        tracestate, if any) on the primary request in place of the caller's."""
+    def primary_call(self) -> dict[str, str]:
+        """Start the primary's CLIENT span; returns its traceparent (and the caller's
+        tracestate, if any) to put on the primary request in place of the caller's."""
         t = self._tracer
         # Named "{operation}" until the request model is known (finish renames it).
         name = self._method if self._route is None else OPERATIONS[self._route]
@@ -260,8 +259,9 @@ class RequestTrace:
         self._client = t.tracer.start_span(
             name, server_ctx, SpanKind.CLIENT, start_time=self._client_anchor[0]
         )
-        headers.popall("tracestate", None)
-        t.propagator.inject(headers, trace.set_span_in_context(self._client))
+        carrier: dict[str, str] = {}
+        t.propagator.inject(carrier, trace.set_span_in_context(self._client))
+        return carrier
 
     def finish(self, capture: Capture, body: bytes, job: ShadowJob | None, status: int) -> None:
         """End both spans, scheduled after the answer was handed over. The primary's answer

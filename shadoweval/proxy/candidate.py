@@ -10,12 +10,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import orjson
 
 from shadoweval.config import Candidate
 from shadoweval.proxy.forward import classify
 from shadoweval.proxy.openai import error_type_for_status
+from shadoweval.proxy.upstream import UpstreamPool
 from shadoweval.retry import RetryPolicy
 from shadoweval.types import Capture, Json, Route
 
@@ -52,7 +52,6 @@ class CandidateClient:
     def __init__(
         self,
         cfg: Candidate,
-        session: aiohttp.ClientSession,
         capture_max: int,
         on_attempt: AttemptHook | None = None,
     ) -> None:
@@ -61,9 +60,12 @@ class CandidateClient:
         self._on_attempt = on_attempt
         self.name = cfg.name
         self.role = cfg.role
-        self._session = session
+        # Its own pool: a slow candidate can only exhaust its own connections.
+        self.pool = UpstreamPool(
+            cfg.url, limit=cfg.concurrency, connect_timeout_s=cfg.connect_timeout_s
+        )
         self._capture_max = capture_max
-        self._timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, connect=cfg.connect_timeout_s)
+        self._timeout = cfg.timeout_s
         headers = {
             "Content-Type": "application/json",
             "Accept": "application/json, text/event-stream",
@@ -72,6 +74,10 @@ class CandidateClient:
         if cfg.api_key_env:
             headers["Authorization"] = f"Bearer {os.environ.get(cfg.api_key_env, '')}"
         self._headers = headers
+        self._raw_headers = _raw(headers)
+
+    async def close(self) -> None:
+        await self.pool.close()
 
     def transform(self, route: Route, request: Json) -> Json:
         """The candidate's version of the caller's request; the original stays untouched."""
@@ -95,13 +101,18 @@ class CandidateClient:
             return {**self._headers, "Authorization": caller_auth}
         return self._headers
 
+    def _raw_headers_for(self, caller_auth: str | None) -> list[tuple[bytes, bytes]]:
+        if self.cfg.forward_caller_auth and caller_auth:
+            return _raw(self.headers_for(caller_auth))
+        return self._raw_headers
+
     async def send(self, path: str, payload: Json, caller_auth: str | None = None) -> Capture:
         """Send with the retry policy and read the whole answer (bounded copy); never raises.
 
         The returned capture is the last attempt's, with ``attempts`` set.
         """
         data = orjson.dumps(payload)
-        headers = self.headers_for(caller_auth)
+        headers = self._raw_headers_for(caller_auth)
         attempt = 1
         while True:
             cap, retry_after = await self._attempt(path, data, headers)
@@ -115,34 +126,36 @@ class CandidateClient:
             attempt += 1
 
     async def _attempt(
-        self, path: str, data: bytes, headers: dict[str, str]
+        self, path: str, data: bytes, headers: list[tuple[bytes, bytes]]
     ) -> tuple[Capture, str | None]:
         cap = Capture(started=time.perf_counter())
         retry_after = None
         try:
-            async with self._session.post(
-                self.cfg.url + path,
-                data=data,
-                headers=headers,
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as resp:
-                cap.status = resp.status
-                cap.content_type = resp.headers.get("Content-Type", "")
-                retry_after = resp.headers.get("Retry-After")
-                # This session decompresses, so the captured body is already plain.
-                received = 0
-                async for chunk in resp.content.iter_any():
-                    received += len(chunk)
-                    if len(cap.chunk_times) < MAX_CHUNK_TIMES:
-                        cap.chunk_times.append((received, time.perf_counter() - cap.started))
-                    room = self._capture_max - len(cap.body)
-                    if room > 0:
-                        cap.body += chunk[:room]
-                    if len(chunk) > room:
-                        cap.body_truncated = True
-                cap.error_type = error_type_for_status(resp.status)
+            async with asyncio.timeout(self._timeout):
+                resp = await self.pool.request("POST", path, headers, data)
+                try:
+                    cap.status = resp.status
+                    cap.content_type = resp.header(b"content-type") or ""
+                    cap.content_encoding = resp.header(b"content-encoding") or ""
+                    retry_after = resp.header(b"retry-after")
+                    received = 0
+                    async for chunk in resp.chunks():
+                        received += len(chunk)
+                        if len(cap.chunk_times) < MAX_CHUNK_TIMES:
+                            cap.chunk_times.append((received, time.perf_counter() - cap.started))
+                        room = self._capture_max - len(cap.body)
+                        if room > 0:
+                            cap.body += chunk[:room]
+                        if len(chunk) > room:
+                            cap.body_truncated = True
+                finally:
+                    resp.release()
+            cap.error_type = error_type_for_status(resp.status or 0)
         except Exception as exc:
             cap.error_type, cap.error = classify(exc)
         cap.latency_s = time.perf_counter() - cap.started
         return cap, retry_after
+
+
+def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]

@@ -7,7 +7,7 @@ matching :class:`Scorer`. Cheap scorers are plain functions and run inline; expe
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal, Protocol
@@ -64,8 +64,11 @@ class ScorerContext:
 
     config: ScorerConfig
     metrics: ScoreMetrics | None = None
-    # Opened and closed by the runner; scorers that call endpoints register theirs here.
-    closers: list[Any] = field(default_factory=list)
+    # Called by the runner at shutdown (e.g. an endpoint's HTTP session).
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Objects shared by the scorers of one family (e.g. one judge client, one concurrency
+    # bound for judge_single and judge_pairwise together).
+    shared: dict[str, Any] = field(default_factory=dict)
 
 
 class ScorerFactory(Protocol):

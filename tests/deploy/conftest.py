@@ -7,9 +7,12 @@ the install hint; under CI (CI set) it fails instead, so it can never be skipped
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -31,3 +34,15 @@ def tool(name: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(f"{message} (CI is set: this test must run, not skip)", pytrace=False)
     pytest.skip(message)
+
+
+def load_script(relative: str) -> ModuleType:
+    """Import a generator script (grafana/generate.py, prometheus/generate.py) by path."""
+    path = ROOT / relative
+    name = "_" + relative.replace("/", "_").removesuffix(".py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module

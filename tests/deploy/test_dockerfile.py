@@ -225,7 +225,8 @@ def test_image_install_steps_give_a_working_entrypoint(tmp_path: Path) -> None:
     runs = [resolve(args, defaults) for keyword, args in build if keyword == "RUN"]
     assert any("pip wheel" in r for r in runs) and any("pip install" in r for r in runs)
     python = shlex.quote(sys.executable)
-    env = {**os.environ, "PIP_NO_CACHE_DIR": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    # The pip cache is used here (the image build sets PIP_NO_CACHE_DIR): same result, faster.
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     env.pop("VIRTUAL_ENV", None)
     for run in runs:
         command = (
@@ -279,9 +280,8 @@ def test_image_install_steps_give_a_working_entrypoint(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        health = json.loads(
-            re.search(r"HEALTHCHECK .*?CMD (\[.*\])", text.replace("\\\n", " "), re.S).group(1)
-        )  # type: ignore[union-attr]
+        health_args = next(args for keyword, args in runtime if keyword == "HEALTHCHECK")
+        health = json.loads(health_args.split(" CMD ", 1)[1])
         assert health[0] == "python"
         health[0] = str(venv_bin / "python")
         url = f"http://127.0.0.1:{admin_port}/healthz"

@@ -61,7 +61,8 @@ async def test_sigterm_drains_in_flight_and_exits_zero(tmp_path: Path) -> None:
             async def call(i: int) -> int:
                 body = {"model": "m", "messages": [{"role": "user", "content": f"q{i}"}]}
                 async with s.post(url + "/v1/chat/completions", json=body) as r:
-                    await r.read()
+                    text = await r.text()
+                    assert r.status == 200, text
                     return r.status
 
             tasks = [asyncio.create_task(call(i)) for i in range(10)]

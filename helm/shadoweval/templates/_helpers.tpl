@@ -126,7 +126,7 @@ ctx (the chart's scope), sidecar (bool).
 {{- $ := .ctx }}
 {{- $sidecar := .sidecar }}
 {{- $v := $.Values }}
-{{- $prefix := ternary "shadow-" "" $sidecar }}
+{{- $prefix := ternary "shadow-" "" $sidecar -}}
 - name: shadoweval
   image: {{ include "shadoweval.image" $ }}
   imagePullPolicy: {{ $v.image.pullPolicy }}
@@ -134,6 +134,8 @@ ctx (the chart's scope), sidecar (bool).
   restartPolicy: Always
   {{- end }}
   args: ["serve", "--config", "/etc/shadoweval/shadoweval.yaml"]
+  # Relative paths in the config (the file sink's pairs.jsonl) land on the data volume.
+  workingDir: /var/lib/shadoweval
   ports:
     - name: {{ $prefix }}proxy
       containerPort: {{ $v.proxy.port }}
@@ -145,7 +147,7 @@ ctx (the chart's scope), sidecar (bool).
   {{- if or $env $v.extraEnv }}
   env:
     {{- with $env }}
-    {{- . | nindent 4 }}
+    {{- . | trim | nindent 4 }}
     {{- end }}
     {{- with $v.extraEnv }}
     {{- toYaml . | nindent 4 }}
@@ -199,7 +201,7 @@ The volumes of the proxy container. Takes a dict: ctx (the chart's scope), sidec
 {{- define "shadoweval.proxyVolumes" -}}
 {{- $ := .ctx }}
 {{- $v := $.Values }}
-{{- $prefix := ternary "shadow-" "" .sidecar }}
+{{- $prefix := ternary "shadow-" "" .sidecar -}}
 - name: {{ $prefix }}config
   configMap:
     name: {{ include "shadoweval.fullname" $ }}
@@ -248,7 +250,7 @@ With sidecar.native: true, include it under initContainers instead.
 {{- if include "shadoweval.scopeOf" . }}
 {{- $ctx = index .Subcharts "shadoweval" }}
 {{- end }}
-{{- include "shadoweval.proxyContainer" (dict "ctx" $ctx "sidecar" true) }}
+{{- include "shadoweval.proxyContainer" (dict "ctx" $ctx "sidecar" true) | trim }}
 {{- end }}
 
 {{/*
@@ -259,5 +261,5 @@ For the application's pod spec: the volumes the sidecar mounts (see shadoweval.s
 {{- if include "shadoweval.scopeOf" . }}
 {{- $ctx = index .Subcharts "shadoweval" }}
 {{- end }}
-{{- include "shadoweval.proxyVolumes" (dict "ctx" $ctx "sidecar" true) }}
+{{- include "shadoweval.proxyVolumes" (dict "ctx" $ctx "sidecar" true) | trim }}
 {{- end }}

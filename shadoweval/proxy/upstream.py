@@ -1,0 +1,393 @@
+"""A small HTTP/1.1 client for the upstreams: one keep-alive pool per upstream, the llhttp
+parser (httptools), raw header bytes passed through, bodies streamed with back-pressure.
+
+Why not aiohttp's client: it costs ~300 µs of CPU per request on this path; this client
+costs ~60 µs (benchmarks/README.md). Everything on the primary path and every shadow call
+goes through here, so it is most of the proxy's CPU budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl as ssl_module
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from typing import cast
+
+import httptools
+from yarl import URL
+
+from shadoweval.types import ErrorType
+
+# Pause reading from the upstream while this much body is waiting for the consumer, so a
+# slow caller cannot make the proxy buffer a whole stream.
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+
+
+class UpstreamError(Exception):
+    """A failed upstream exchange, classified into the closed set of error types."""
+
+    def __init__(self, kind: ErrorType, message: str) -> None:
+        super().__init__(message)
+        self.kind: ErrorType = kind
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; carries one exchange at a time."""
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self._pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.reusable = False
+        self.idle_since = 0.0
+        self.used = False  # served at least one exchange (a stale keep-alive is possible)
+        self.response: UpstreamResponse | None = None
+        self._header_name = b""
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        resp = self.response
+        if resp is None:  # bytes while idle: the server broke the protocol
+            self.close()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            resp._fail(UpstreamError("invalid_response", "upstream switched protocols"))
+            self.close()
+        except httptools.HttpParserError as exc:
+            resp._fail(
+                UpstreamError("invalid_response", f"upstream sent an invalid HTTP response: {exc}")
+            )
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        resp = self.response
+        if resp is not None and not resp.complete:
+            if resp.status is None:
+                resp._fail(
+                    UpstreamError(
+                        "truncated_stream", "upstream closed the connection before answering"
+                    )
+                )
+            elif resp._until_close:
+                resp._finish()  # a body delimited by the end of the connection
+            else:
+                resp._fail(
+                    UpstreamError("truncated_stream", "upstream closed the connection mid-answer")
+                )
+        self._pool._forget(self)
+
+    def pause_writing(self) -> None:  # request bodies are small; nothing to pause
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # -- httptools callbacks ------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.response is not None
+        self.response.raw_headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        resp = self.response
+        assert resp is not None
+        code = self.parser.get_status_code()
+        if 100 <= code < 200:  # an interim answer (we never send Expect); the real one follows
+            resp.raw_headers.clear()
+            return
+        resp.status = code
+        resp.keep_alive = self.parser.should_keep_alive()
+        resp._headers_done()
+        if resp._head:
+            resp._finish()
+
+    def on_body(self, body: bytes) -> None:
+        assert self.response is not None
+        self.response._feed(body)
+
+    def on_message_complete(self) -> None:
+        resp = self.response
+        if resp is not None and resp.status is not None and not resp.complete:
+            resp._finish()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class UpstreamResponse:
+    """Status and headers as soon as they arrive; the body as an async iterator of chunks."""
+
+    def __init__(self, conn: _Connection, head: bool) -> None:
+        self._conn = conn
+        self._head = head
+        self.status: int | None = None
+        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self.keep_alive = False
+        self.complete = False
+        self._until_close = False
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._paused = False
+        self._error: UpstreamError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._headers_future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # -- fed by the connection ------------------------------------------------------------
+
+    def _headers_done(self) -> None:
+        # No Content-Length and not chunked: the body runs until the connection closes.
+        names = {n.lower() for n, _ in self.raw_headers}
+        self._until_close = b"content-length" not in names and b"transfer-encoding" not in names
+        if not self._headers_future.done():
+            self._headers_future.set_result(None)
+
+    def _feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > HIGH_WATER and not self._paused and self._conn.transport is not None:
+            self._paused = True
+            self._conn.transport.pause_reading()
+        self._wake()
+
+    def _finish(self) -> None:
+        self.complete = True
+        self._wake()
+        if not self._headers_future.done():
+            self._headers_future.set_result(None)
+
+    def _fail(self, error: UpstreamError) -> None:
+        if self.complete:
+            return
+        self._error = error
+        self.complete = True
+        self._wake()
+        if not self._headers_future.done():
+            self._headers_future.set_exception(error)
+            self._headers_future.exception()  # retrieved: raised to whoever awaits it
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- consumer side ----------------------------------------------------------------------
+
+    def header(self, name: bytes) -> str | None:
+        lname = name.lower()
+        for key, value in self.raw_headers:
+            if key.lower() == lname:
+                return value.decode("latin-1")
+        return None
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.raw_headers]
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.header(b"content-length")
+        return int(value) if value is not None and value.isdigit() else None
+
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Body chunks as they arrive; raises UpstreamError when the exchange breaks."""
+        while True:
+            while self._chunks:
+                chunk = self._chunks.popleft()
+                self._buffered -= len(chunk)
+                if self._paused and self._buffered < LOW_WATER and self._conn.transport is not None:
+                    self._paused = False
+                    self._conn.transport.resume_reading()
+                yield chunk
+            if self._error is not None:
+                raise self._error
+            if self.complete:
+                return
+            await self._wait()
+
+    async def read(self) -> bytes:
+        return b"".join([c async for c in self.chunks()])
+
+    def release(self) -> None:
+        """Give the connection back to the pool when the exchange ended cleanly."""
+        conn = self._conn
+        if conn.response is not self:
+            return
+        conn.response = None
+        if (
+            self.complete
+            and self._error is None
+            and self.keep_alive
+            and not self._head
+            and not conn.closed
+        ):
+            conn._pool._put_back(conn)
+        else:
+            conn.close()
+
+
+class UpstreamPool:
+    """Keep-alive connections to one upstream (scheme, host, port)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        limit: int = 0,
+        connect_timeout_s: float = 10.0,
+        keepalive_s: float = 60.0,
+        ssl_context: ssl_module.SSLContext | None = None,
+    ) -> None:
+        parsed = URL(url)
+        assert parsed.host is not None
+        self.host = parsed.host
+        self.port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        self.base_path = parsed.raw_path.rstrip("/")
+        default_port = self.port == (443 if parsed.scheme == "https" else 80)
+        self._host_header = (self.host if default_port else f"{self.host}:{self.port}").encode()
+        self._ssl = ssl_context if parsed.scheme == "https" else None
+        if parsed.scheme == "https" and self._ssl is None:
+            self._ssl = ssl_module.create_default_context()
+        self._connect_timeout = connect_timeout_s
+        self._keepalive = keepalive_s
+        self._idle: deque[_Connection] = deque()
+        self._all: set[_Connection] = set()
+        self._slots = asyncio.Semaphore(limit) if limit > 0 else None
+        self._holding: set[_Connection] = set()  # connections that took a slot
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._all)
+
+    def _forget(self, conn: _Connection) -> None:
+        self._all.discard(conn)
+        with contextlib.suppress(ValueError):
+            self._idle.remove(conn)
+        if self._slots is not None and conn in self._holding:
+            self._holding.discard(conn)
+            self._slots.release()
+
+    def _put_back(self, conn: _Connection) -> None:
+        conn.idle_since = time.monotonic()
+        self._idle.append(conn)
+
+    async def _acquire(self) -> _Connection:
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()  # most recently used: the least likely to be stale
+            if not conn.closed and now - conn.idle_since < self._keepalive:
+                return conn
+            conn.close()
+        if self._slots is not None:
+            await self._slots.acquire()
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self), self.host, self.port, ssl=self._ssl,
+                    server_hostname=self.host if self._ssl else None,
+                )  # fmt: skip
+        except TimeoutError:
+            self._release_slot()
+            raise UpstreamError(
+                "timeout", f"connect to {self.host}:{self.port} timed out"
+            ) from None
+        except OSError as exc:
+            self._release_slot()
+            raise UpstreamError(
+                "connect", f"cannot connect to upstream {self.host}:{self.port}: {exc.strerror or exc}"
+            ) from None
+        self._all.add(conn)
+        if self._slots is not None:
+            self._holding.add(conn)
+        return conn
+
+    def _release_slot(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+
+    def encode_request(
+        self,
+        method: str,
+        target: str,
+        headers: Iterable[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> bytes:
+        lines = [
+            f"{method} {self.base_path}{target} HTTP/1.1\r\n".encode("latin-1"),
+            b"Host: " + self._host_header + b"\r\n",
+        ]
+        lines.extend(name + b": " + value + b"\r\n" for name, value in headers)
+        if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            lines.append(b"Content-Length: %d\r\n" % len(body))
+        lines.append(b"\r\n")
+        lines.append(body)
+        return b"".join(lines)
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        headers: Iterable[tuple[bytes, bytes]],
+        body: bytes,
+        *,
+        timeout_s: float | None = None,
+    ) -> UpstreamResponse:
+        """Send and wait for the status line and headers. The caller must ``release()``.
+
+        ``target`` is the path and query (already encoded); the pool's base path is
+        prepended. ``headers`` must not contain Host, Content-Length or Transfer-Encoding.
+        """
+        data = self.encode_request(method, target, headers, body)
+        for attempt in (1, 2):
+            conn = await self._acquire()
+            reused = conn.used
+            conn.used = True
+            resp = UpstreamResponse(conn, head=method == "HEAD")
+            conn.response = resp
+            assert conn.transport is not None
+            conn.transport.write(data)
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await asyncio.shield(resp._headers_future)
+            except TimeoutError:
+                resp._fail(UpstreamError("timeout", "upstream timed out before answering"))
+                conn.response = None
+                conn.close()
+                raise resp._error or UpstreamError("timeout", "timeout") from None
+            except UpstreamError as exc:
+                conn.response = None
+                conn.close()
+                # A kept-alive connection the server had already closed: nothing was
+                # processed, so one retry on a fresh connection is safe.
+                if reused and attempt == 1 and exc.kind == "truncated_stream":
+                    continue
+                raise
+            return resp
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        for conn in list(self._all):
+            conn.close()
+        self._idle.clear()

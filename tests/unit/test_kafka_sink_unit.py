@@ -1,0 +1,316 @@
+"""The Kafka sink without a broker: config validation, buffering, drops, spill on close."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from shadoweval import sinks
+from shadoweval.cli import main
+from shadoweval.config import ConfigError, parse
+from shadoweval.config import KafkaSink as KafkaSinkConfig
+from shadoweval.metrics import Metrics
+from shadoweval.sinks import kafka as kafka_module
+from shadoweval.sinks.kafka import KafkaSink, resolve_compression
+
+UNREACHABLE = "127.0.0.1:1"  # nothing listens on port 1: connection refused at once
+
+
+def sink_config(**extra: Any) -> KafkaSinkConfig:
+    base: dict[str, Any] = {"kind": "kafka", "bootstrap_servers": UNREACHABLE}
+    return KafkaSinkConfig.model_validate({**base, **extra})
+
+
+def count(m: Metrics, outcome: str) -> float:
+    labels = {"sink": "kafka", "outcome": outcome}
+    return m.registry.get_sample_value("shadoweval_sink_records_total", labels) or 0.0
+
+
+def gauge(m: Metrics) -> float:
+    labels = {"sink": "kafka"}
+    return m.registry.get_sample_value("shadoweval_sink_buffered_records", labels) or 0.0
+
+
+def record(i: int, **extra: Any) -> dict[str, Any]:
+    return {"schema": "shadoweval.pair.v1", "request_id": f"req-{i}", "n": i, **extra}
+
+
+# -- configuration -------------------------------------------------------------------------
+
+
+def config_error(sink: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse({"primary": {"url": "http://127.0.0.1:9001"}, "sink": sink}, environ={})
+    return str(info.value)
+
+
+def test_defaults_and_server_list_forms() -> None:
+    cfg = parse(
+        {
+            "primary": {"url": "http://127.0.0.1:9001"},
+            "sink": {"kind": "kafka", "bootstrap_servers": "k1:9092, k2:9093"},
+        },
+        environ={},
+    ).sink
+    assert isinstance(cfg, KafkaSinkConfig)
+    assert cfg.bootstrap_servers == ["k1:9092", "k2:9093"]
+    assert (cfg.topic, cfg.scores_topic, cfg.acks, cfg.key) == (
+        "shadoweval.pairs",
+        "shadoweval.scores",
+        "all",
+        "request_id",
+    )
+    assert cfg.enable_idempotence and cfg.compression == "zstd"
+    assert (cfg.partitions, cfg.replication_factor, cfg.buffer_records) == (6, 1, 10_000)
+    assert sink_config(bootstrap_servers=["a:1", "b:2"]).bootstrap_servers == ["a:1", "b:2"]
+
+
+@pytest.mark.parametrize(
+    ("sink", "expected"),
+    [
+        ({"bootstrap_servers": "kafka"}, "sink.kafka.bootstrap_servers: 'kafka' is not host:port"),
+        ({"bootstrap_servers": []}, "sink.kafka.bootstrap_servers: needs at least one host:port"),
+        ({"acks": 1}, "acks: 1 is not allowed with enable_idempotence: true"),
+        ({"acks": 2}, "sink.kafka.acks"),
+        ({"compression": "brotli"}, "sink.kafka.compression"),
+        ({"topic": "pairs topic"}, "sink.kafka.topic: must be 1-249 characters"),
+        ({"scores_topic": "shadoweval.pairs"}, "topic and scores_topic must differ"),
+        ({"key": "user"}, "sink.kafka.key"),
+        ({"buffer_records": 0}, "sink.kafka.buffer_records"),
+        ({"partitions": 0}, "sink.kafka.partitions"),
+        ({"retention_ms": 0}, "sink.kafka.retention_ms: must be positive, or -1"),
+        ({"linger": 5}, "sink.kafka.linger: unknown key"),
+        (
+            {"security": {"protocol": "SASL_SSL"}},
+            "sink.kafka.security: sasl_mechanism is required when protocol is SASL_SSL",
+        ),
+        (
+            {"security": {"protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512"}},
+            "sink.kafka.security: sasl_mechanism SCRAM-SHA-512 needs sasl_username",
+        ),
+        (
+            {
+                "security": {
+                    "protocol": "SASL_SSL",
+                    "sasl_mechanism": "PLAIN",
+                    "sasl_username": "svc",
+                }
+            },
+            "sink.kafka.security: sasl_mechanism PLAIN needs sasl_password_file",
+        ),
+        (
+            {"security": {"sasl_mechanism": "PLAIN", "sasl_username": "u"}},
+            "sasl_mechanism is set but protocol is PLAINTEXT",
+        ),
+        (
+            {"security": {"sasl_username": "u"}},
+            "sasl_username/sasl_password_file are set but sasl_mechanism is not",
+        ),
+        (
+            {"security": {"ssl_cafile": "ca.pem"}},
+            "sink.kafka.security: ssl_cafile set but protocol PLAINTEXT has no TLS",
+        ),
+        (
+            {"security": {"protocol": "SSL", "ssl_keyfile": "k.pem"}},
+            "ssl_keyfile needs ssl_certfile",
+        ),
+        ({"security": {"protocol": "TLS"}}, "sink.kafka.security.protocol"),
+    ],
+)
+def test_invalid_settings_name_the_key_and_the_reason(sink: dict[str, Any], expected: str) -> None:
+    base = {"kind": "kafka", "bootstrap_servers": "k:9092"}
+    assert expected in config_error({**base, **sink})
+
+
+def test_bootstrap_servers_are_required() -> None:
+    expected = "sink.kafka.bootstrap_servers: required key is missing"
+    assert expected in config_error({"kind": "kafka"})
+
+
+def test_valid_sasl_tls_settings() -> None:
+    cfg = sink_config(
+        acks="all",
+        security={
+            "protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": "shadoweval",
+            "sasl_password_file": "/run/secrets/kafka",
+            "ssl_cafile": "ca.pem",
+        },
+    )
+    assert cfg.security.protocol == "SASL_SSL"
+    assert sink_config(enable_idempotence=False, acks=0).acks == 0
+
+
+# -- start-up checks -----------------------------------------------------------------------
+
+
+async def test_password_file_is_read_at_start_and_never_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = tmp_path / "kafka-password"
+    secret.write_text("s3cr3t-Pa55\n")
+    cfg = sink_config(
+        security={
+            "protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "SCRAM-SHA-256",
+            "sasl_username": "svc",
+            "sasl_password_file": str(secret),
+        }
+    )
+    assert kafka_module.client_options(cfg)["sasl_plain_password"] == "s3cr3t-Pa55"
+    caplog.set_level(logging.DEBUG)
+    sink = KafkaSink(cfg, Metrics())
+    await sink.start()
+    sink.put(record(1))
+    await sink.close(0.5)
+    assert "kafka sink: topic shadoweval.pairs" in caplog.text  # something was logged
+    assert "s3cr3t" not in caplog.text
+    assert "s3cr3t" not in repr(cfg)
+
+
+async def test_unreadable_password_file_fails_start_naming_the_key(tmp_path: Path) -> None:
+    cfg = sink_config(
+        security={
+            "protocol": "SASL_SSL",
+            "sasl_mechanism": "PLAIN",
+            "sasl_username": "svc",
+            "sasl_password_file": str(tmp_path / "missing"),
+        }
+    )
+    with pytest.raises(ConfigError, match=r"sink\.security\.sasl_password_file: cannot read"):
+        await KafkaSink(cfg, Metrics()).start()
+
+
+def test_compression_falls_back_to_gzip_without_cramjam(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(kafka_module, "has_zstd", lambda: True)
+    assert resolve_compression("zstd") == "zstd"
+    assert caplog.text == ""
+    monkeypatch.setattr(kafka_module, "has_zstd", lambda: False)
+    assert resolve_compression("zstd") == "gzip"
+    assert "zstd compression needs the cramjam package" in caplog.text
+    assert resolve_compression("gzip") == "gzip"
+    assert resolve_compression("none") is None
+
+
+def test_missing_aiokafka_is_a_clear_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "aiokafka", None)  # import now fails
+    monkeypatch.delitem(sys.modules, "shadoweval.sinks.kafka")
+    with pytest.raises(ConfigError, match=r"pip install 'shadoweval\[kafka\]'"):
+        sinks.build(sink_config(), Metrics())
+
+
+def test_build_returns_the_kafka_sink() -> None:
+    assert isinstance(sinks.build(sink_config(), Metrics()), KafkaSink)
+
+
+# -- buffering, drops, spill ---------------------------------------------------------------
+
+
+async def test_full_buffer_drops_and_counts_without_blocking(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    m = Metrics()
+    sink = KafkaSink(sink_config(buffer_records=5), m)
+    await sink.start()
+    started = time.perf_counter()
+    accepted = [sink.put(record(i)) for i in range(8)]
+    assert time.perf_counter() - started < 0.05  # put never waits for Kafka
+    assert accepted == [True] * 5 + [False] * 3
+    assert count(m, "dropped") == 3
+    assert gauge(m) == 5
+    await sink.close(0.3)
+    # No spill path: the 5 buffered records are lost at shutdown, and counted as such.
+    assert count(m, "dropped") == 8
+    assert count(m, "written") == count(m, "spilled") == 0
+    assert gauge(m) == 0
+    assert "dropped 3 records" in caplog.text
+    assert "5 records not acknowledged by Kafka" in caplog.text
+
+
+async def test_put_after_close_is_a_counted_drop() -> None:
+    m = Metrics()
+    sink = KafkaSink(sink_config(), m)
+    await sink.start()
+    await sink.close(0.1)
+    assert sink.put(record(1)) is False
+    assert count(m, "dropped") == 1
+
+
+async def test_unreachable_broker_spills_everything_on_close(tmp_path: Path) -> None:
+    m = Metrics()
+    spill = tmp_path / "spill" / "kafka-unsent.jsonl"
+    sink = KafkaSink(sink_config(spill_path=str(spill), request_timeout_ms=1000), m)
+    await sink.start()
+    records = [record(i, text="é ü") for i in range(25)]
+    assert all(sink.put(r) for r in records)
+    started = time.perf_counter()
+    await sink.close(1.0)
+    assert time.perf_counter() - started < 5  # bounded by the grace period, not by Kafka
+    lines = spill.read_bytes().splitlines()
+    assert [orjson.loads(line) for line in lines] == records  # same JSONL as the file sink
+    assert count(m, "spilled") == 25
+    assert count(m, "written") == count(m, "dropped") == count(m, "failed") == 0
+
+    # A second shutdown appends rather than overwrites.
+    again = KafkaSink(sink_config(spill_path=str(spill)), Metrics())
+    await again.start()
+    again.put(record(99))
+    await again.close(0.2)
+    assert len(spill.read_bytes().splitlines()) == 26
+
+
+async def test_unserialisable_record_is_counted_failed_not_raised() -> None:
+    m = Metrics()
+    sink = KafkaSink(sink_config(), m)
+    assert sink.put({"request_id": "r", "bad": {1, 2}}) is False
+    assert count(m, "failed") == 1
+
+
+def test_message_key_is_request_id_or_sampling_key() -> None:
+    by_request = KafkaSink(sink_config(), Metrics())
+    by_request.put(record(1, sampling_key="abc"), b"req-1")
+    by_request.put(record(2))  # no key argument: taken from the record
+    assert [item.key for item in by_request._buffer] == [b"req-1", b"req-2"]
+    item = by_request._buffer[0]
+    assert item.headers == [
+        ("schema", b"shadoweval.pair.v1"),
+        ("content-type", b"application/json"),
+    ]
+
+    by_user = KafkaSink(sink_config(key="sampling_key"), Metrics())
+    by_user.put(record(1, sampling_key="abc"), b"req-1")
+    by_user.put(record(2, sampling_key=None), b"req-2")  # unsampled by key: request id
+    assert [item.key for item in by_user._buffer] == [b"abc", b"req-2"]
+
+
+# -- CLI -------------------------------------------------------------------------------------
+
+
+def test_kafka_init_refuses_a_non_kafka_sink(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text('primary: {url: "http://127.0.0.1:9001"}\nsink: {kind: file}\n')
+    assert main(["kafka", "init", "--config", str(path)]) == 2
+    assert "kafka init needs kafka" in capsys.readouterr().err
+
+
+def test_kafka_init_reports_an_unreachable_broker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        'primary: {url: "http://127.0.0.1:9001"}\n'
+        f'sink: {{kind: kafka, bootstrap_servers: "{UNREACHABLE}"}}\n'
+    )
+    assert main(["kafka", "init", "--config", str(path)]) == 1
+    assert f"kafka init: Kafka at {UNREACHABLE}" in capsys.readouterr().err
