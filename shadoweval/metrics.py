@@ -313,6 +313,12 @@ class ScoreMetrics:
             ["partition"],
             registry=r,
         )
+        self.io_errors = Counter(
+            "shadoweval_scorer_io_errors",
+            "Failed reads of pairs, publishes of scores and offset commits (retried or redelivered).",
+            ["stage"],
+            registry=r,
+        )
         self.judge_cost = Counter(
             "shadoweval_judge_cost_usd",
             "Cost of judge and embedding calls made while scoring.",

@@ -315,8 +315,9 @@ class UpstreamPool:
             ) from None
         except OSError as exc:
             self._release_slot()
+            reason = exc.strerror or exc
             raise UpstreamError(
-                "connect", f"cannot connect to upstream {self.host}:{self.port}: {exc.strerror or exc}"
+                "connect", f"cannot connect to upstream {self.host}:{self.port}: {reason}"
             ) from None
         self._all.add(conn)
         if self._slots is not None:
