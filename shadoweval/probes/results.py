@@ -143,7 +143,11 @@ def parse_rule(text: str) -> Rule:
 def gate(rows: Sequence[Row], rules: Sequence[Rule]) -> list[str]:
     """Why the run fails, one line per broken rule and row; empty = pass."""
     failures = []
+    categories = {row.category for row in rows}
     for rule in rules:
+        if rule.category and rule.category not in categories:
+            # A misspelt or filtered-out category must not pass a CI gate silently.
+            failures.append(f"no probes in category {rule.category!r} [{rule}]")
         for row in rows:
             if row.baseline or (rule.category and rule.category != row.category):
                 continue

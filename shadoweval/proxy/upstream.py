@@ -273,60 +273,88 @@ class UpstreamPool:
         self._keepalive = keepalive_s
         self._idle: deque[_Connection] = deque()
         self._all: set[_Connection] = set()
-        self._slots = asyncio.Semaphore(limit) if limit > 0 else None
-        self._holding: set[_Connection] = set()  # connections that took a slot
+        self._limit = limit
+        self._connecting = 0
+        # Requests waiting for a connection when the limit is reached: handed an idle
+        # connection directly, or None when a slot freed up and they may open one.
+        self._waiters: deque[asyncio.Future[_Connection | None]] = deque()
 
     @property
     def open_connections(self) -> int:
         return len(self._all)
 
     def _forget(self, conn: _Connection) -> None:
-        self._all.discard(conn)
-        with contextlib.suppress(ValueError):
-            self._idle.remove(conn)
-        if self._slots is not None and conn in self._holding:
-            self._holding.discard(conn)
-            self._slots.release()
+        if conn in self._all:
+            self._all.discard(conn)
+            with contextlib.suppress(ValueError):
+                self._idle.remove(conn)
+            self._hand_over(None)
 
     def _put_back(self, conn: _Connection) -> None:
-        conn.idle_since = time.monotonic()
-        self._idle.append(conn)
+        if not self._hand_over(conn):
+            conn.idle_since = time.monotonic()
+            self._idle.append(conn)
+
+    def _hand_over(self, conn: _Connection | None) -> bool:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return True
+        return False
+
+    def _full(self) -> bool:
+        return self._limit > 0 and len(self._all) + self._connecting >= self._limit
 
     async def _acquire(self) -> _Connection:
-        now = time.monotonic()
-        while self._idle:
-            conn = self._idle.pop()  # most recently used: the least likely to be stale
-            if not conn.closed and now - conn.idle_since < self._keepalive:
-                return conn
-            conn.close()
-        if self._slots is not None:
-            await self._slots.acquire()
+        while True:
+            now = time.monotonic()
+            while self._idle:
+                conn = self._idle.pop()  # most recently used: the least likely to be stale
+                if not conn.closed and now - conn.idle_since < self._keepalive:
+                    return conn
+                conn.close()
+            if not self._full():
+                return await self._connect()
+            waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                handed = await waiter
+            except asyncio.CancelledError:
+                # Cancelled just after being handed a connection: pass it on, not leak it.
+                if waiter.done() and not waiter.cancelled():
+                    given = waiter.result()
+                    if given is not None:
+                        self._put_back(given)
+                raise
+            if handed is not None and not handed.closed:
+                return handed
+
+    async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
+        self._connecting += 1
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, conn = await loop.create_connection(
                     lambda: _Connection(self), self.host, self.port, ssl=self._ssl,
                     server_hostname=self.host if self._ssl else None,
                 )  # fmt: skip
-        except TimeoutError:
-            self._release_slot()
-            raise UpstreamError(
-                "timeout", f"connect to {self.host}:{self.port} timed out"
-            ) from None
-        except OSError as exc:
-            self._release_slot()
-            reason = exc.strerror or exc
-            raise UpstreamError(
-                "connect", f"cannot connect to upstream {self.host}:{self.port}: {reason}"
-            ) from None
+        except BaseException as exc:
+            self._connecting -= 1
+            self._hand_over(None)  # the slot this attempt held is free again
+            if isinstance(exc, TimeoutError):
+                raise UpstreamError(
+                    "timeout", f"connect to {self.host}:{self.port} timed out"
+                ) from None
+            if isinstance(exc, OSError):
+                reason = exc.strerror or exc
+                raise UpstreamError(
+                    "connect", f"cannot connect to upstream {self.host}:{self.port}: {reason}"
+                ) from None
+            raise
+        self._connecting -= 1
         self._all.add(conn)
-        if self._slots is not None:
-            self._holding.add(conn)
         return conn
-
-    def _release_slot(self) -> None:
-        if self._slots is not None:
-            self._slots.release()
 
     def encode_request(
         self,

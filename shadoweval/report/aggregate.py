@@ -35,8 +35,18 @@ from shadoweval.stats import Estimate
 from shadoweval.types import Json, Usage
 
 REPORT_SCHEMA = "shadoweval.report.v1"
-SAFETY_SCORERS = ("refusal", "over_refusal", "pii_leak", "secret_leak", "canary_leak", "toxicity")
+SAFETY_SCORERS = (
+    "refusal",
+    "over_refusal",
+    "pii_leak",
+    "secret_leak",
+    "canary_leak",
+    "toxicity",
+    "human_safety",  # `shadoweval review`: a reviewer flagged the answer
+)
 JUDGE_PAIRWISE = "judge_pairwise"
+# `shadoweval review`; human_pairwise_vs_<upstream> compares two candidates.
+HUMAN_PAIRWISE = "human_pairwise"
 JUDGE_LABELS = {"win": 1.0, "tie": 0.5, "loss": 0.0}
 # Preferred headline scorer when the rules name none: the most semantic first.
 QUALITY_ORDER = (
@@ -59,9 +69,14 @@ HIST_EDGES = [i / 10 for i in range(11)]
 _NICE_STEPS = (1, 5, 10, 30, 60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 
 
+def is_pairwise(scorer: str) -> bool:
+    """A win/tie/loss preference (judge or human) rather than a similarity."""
+    return scorer == JUDGE_PAIRWISE or scorer.startswith(HUMAN_PAIRWISE)
+
+
 def reference_value(scorer: str) -> float:
     """What the primary scores against itself on a pair scorer."""
-    return 0.5 if scorer == JUDGE_PAIRWISE else 1.0
+    return 0.5 if is_pairwise(scorer) else 1.0
 
 
 def q_label(q: float) -> str:
@@ -90,7 +105,7 @@ class _Ctx:
         row = self.ds.scores.get((pair_id, scorer, side))
         if row is None:
             return None
-        if row.value is None and scorer == JUDGE_PAIRWISE and row.label in JUDGE_LABELS:
+        if row.value is None and is_pairwise(scorer) and row.label in JUDGE_LABELS:
             return JUDGE_LABELS[row.label]
         return row.value
 
@@ -217,11 +232,11 @@ def _worst(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> list[Json]
     return out
 
 
-def _judge(ctx: _Ctx, upstream: str, series: _Series) -> Json:
+def _judge(ctx: _Ctx, upstream: str, series: _Series, scorer: str = JUDGE_PAIRWISE) -> Json:
     pairs = ctx.by_request[upstream]
     counts = {"win": 0, "tie": 0, "loss": 0}
     for rid, value in series.x_all.items():
-        row = ctx.ds.scores.get((pairs[rid].pair_id, JUDGE_PAIRWISE, "pair"))
+        row = ctx.ds.scores.get((pairs[rid].pair_id, scorer, "pair"))
         label = row.label if row and row.label in counts else None
         if label is None:
             label = "win" if value > 0.5 else "loss" if value < 0.5 else "tie"
@@ -298,9 +313,37 @@ def quality_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
     }
     if series.baseline != "reference" and stats.is_binary(x) and stats.is_binary(b):
         block["mcnemar"] = stats.mcnemar_paired(series.x, series.b).as_dict()
-    if scorer == JUDGE_PAIRWISE:
-        block["judge"] = _judge(ctx, upstream, series)
+    if is_pairwise(scorer):
+        block["judge"] = _judge(ctx, upstream, series, scorer)
+    if scorer == HUMAN_PAIRWISE:
+        block["agreement"] = _agreement(ctx, upstream)
     return block
+
+
+def _agreement(ctx: _Ctx, upstream: str) -> Json | None:
+    """Cohen's kappa of the judge's and the reviewers' win/tie/loss on the pairs both rated."""
+
+    def label(pair_id: str, scorer: str) -> str | None:
+        row = ctx.ds.scores.get((pair_id, scorer, "pair"))
+        if row is None:
+            return None
+        if row.label in JUDGE_LABELS:
+            return row.label
+        if row.value is None:
+            return None
+        return "win" if row.value > 0.5 else "loss" if row.value < 0.5 else "tie"
+
+    judge, human = [], []
+    for p in ctx.groups[upstream]:
+        j, h = label(p.pair_id, JUDGE_PAIRWISE), label(p.pair_id, HUMAN_PAIRWISE)
+        if j is not None and h is not None:
+            judge.append(j)
+            human.append(h)
+    if not judge:
+        return None
+    kappa = stats.cohens_kappa(judge, human, ctx.cfg.confidence)
+    same = sum(a == b for a, b in zip(judge, human, strict=True))
+    return {"with": JUDGE_PAIRWISE, "kappa": kappa.as_dict(), "raw_agreement": same / len(judge)}
 
 
 # -- safety -------------------------------------------------------------------------------
@@ -604,6 +647,15 @@ def build_report(
         }
         row["verdict"] = decide(row, cfg) if roles[upstream] == "candidate" else None
         rows[upstream] = row
+        for b in quality:
+            if b.get("agreement"):
+                k = b["agreement"]["kappa"]
+                kappa = "n/a" if k["value"] is None else f"{k['value']:.2f}"
+                ci = "" if k["lo"] is None else f" [{k['lo']:.2f}, {k['hi']:.2f}]"
+                notes.append(
+                    f"{upstream}: human vs {b['agreement']['with']} agreement, Cohen's kappa "
+                    f"{kappa}{ci} on {k['n']} pairs"
+                )
 
     candidates = [rows[u] for u in order if roles[u] == "candidate"]
     statuses = [r["verdict"]["status"] for r in candidates]

@@ -34,8 +34,9 @@ from yarl import URL
 
 from shadoweval.config import ReviewConfig
 from shadoweval.redaction import Redactor
-from shadoweval.review.publish import Outbox, ScorePublisher
+from shadoweval.review.publish import Outbox
 from shadoweval.review.store import Comparison, Letter, Rating, Store
+from shadoweval.score.sinks import ScoreSink
 from shadoweval.types import Json
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class State:
 
 
 STATE = web.AppKey("review_state", State)
+# Typed request storage where aiohttp has it (3.12+); a plain key on older versions.
+REVIEWER: Any = web.RequestKey("reviewer", str) if hasattr(web, "RequestKey") else "reviewer"
 
 
 def _digest(value: str) -> bytes:
@@ -137,7 +140,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             if reviewer is None:
                 response = _error(401, "not logged in")
             else:
-                request["reviewer"] = reviewer
+                request[REVIEWER] = reviewer
                 response = await handler(request)
         else:
             response = await handler(request)
@@ -216,7 +219,7 @@ async def session_info(request: web.Request) -> web.Response:
     progress = await _progress(request)
     return _json(
         {
-            "reviewer": request["reviewer"],
+            "reviewer": request[REVIEWER],
             "rubric": [c.model_dump() for c in settings.rubric],
             "scale_max": settings.rubric_scale_max,
             "scoring_rules": SCORING_RULES,
@@ -228,7 +231,7 @@ async def session_info(request: web.Request) -> web.Response:
 async def _progress(request: web.Request) -> Json:
     state = request.app[STATE]
     return await state.store.call(
-        state.store.progress, request["reviewer"], state.cfg.review.ratings_per_item
+        state.store.progress, request[REVIEWER], state.cfg.review.ratings_per_item
     )
 
 
@@ -278,7 +281,7 @@ def _view(item: Comparison, left: Letter, rating: Rating | None) -> Json:
 
 async def _item_response(request: web.Request, item_id: str | None) -> web.Response:
     state = request.app[STATE]
-    store, reviewer = state.store, request["reviewer"]
+    store, reviewer = state.store, request[REVIEWER]
     view = None
     if item_id is not None:
 
@@ -297,7 +300,7 @@ async def _item_response(request: web.Request, item_id: str | None) -> web.Respo
 async def compare_next(request: web.Request) -> web.Response:
     state = request.app[STATE]
     item_id = await state.store.call(
-        state.store.next_comparison, request["reviewer"], state.cfg.review.ratings_per_item
+        state.store.next_comparison, request[REVIEWER], state.cfg.review.ratings_per_item
     )
     return await _item_response(request, item_id)
 
@@ -326,7 +329,7 @@ def _rubric(value: Any, state: State) -> dict[str, dict[str, int]] | None:
 
 async def compare_rate(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    store, reviewer = state.store, request["reviewer"]
+    store, reviewer = state.store, request[REVIEWER]
     body = await _body(request)
     item_id = body.get("item")
     choice = body.get("choice")
@@ -370,7 +373,7 @@ async def _skip(request: web.Request, kind: Literal["compare", "expected"]) -> w
     item_id = body.get("item")
     if not isinstance(item_id, str):
         return _error(400, "item is required")
-    await state.store.call(state.store.skip, kind, item_id, request["reviewer"])
+    await state.store.call(state.store.skip, kind, item_id, request[REVIEWER])
     return _json({"ok": True})
 
 
@@ -419,7 +422,7 @@ async def _expected_response(request: web.Request, item_id: str | None) -> web.R
 
 async def expected_next(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    item_id = await state.store.call(state.store.next_expected, request["reviewer"])
+    item_id = await state.store.call(state.store.next_expected, request[REVIEWER])
     return await _expected_response(request, item_id)
 
 
@@ -435,13 +438,14 @@ async def expected_save(request: web.Request) -> web.Response:
         return _error(400, f"the expected answer is 1-{_MAX_EXPECTED} characters of text")
     if scoring not in SCORING_RULES:
         return _error(400, f"scoring is one of {', '.join(SCORING_RULES)}")
-    if not isinstance(item_id, str) or await state.store.call(
-        state.store.dataset_item, item_id
-    ) is None:
+    if (
+        not isinstance(item_id, str)
+        or await state.store.call(state.store.dataset_item, item_id) is None
+    ):
         return _error(404, "no such dataset item")
     origin = "approved" if body.get("approve") else "written"
     await state.store.call(
-        state.store.save_expected, item_id, text, scoring, origin, request["reviewer"]
+        state.store.save_expected, item_id, text, scoring, origin, request[REVIEWER]
     )
     return _json({"ok": True, "progress": await _progress(request)})
 
@@ -464,12 +468,10 @@ async def export_dataset(request: web.Request) -> web.Response:
 # -- assembly ------------------------------------------------------------------------------
 
 
-def create_app(
-    cfg: ReviewConfig, store: Store, publisher: ScorePublisher, token: str
-) -> web.Application:
-    """The application; the outbox worker runs while it is started."""
+def create_app(cfg: ReviewConfig, store: Store, sink: ScoreSink, token: str) -> web.Application:
+    """The application; the outbox worker publishes to ``sink`` while it is started."""
     page_bytes, csp = load_page()
-    outbox = Outbox(store, publisher, cfg.review, Redactor(cfg.redaction))
+    outbox = Outbox(store, sink, cfg.review, Redactor(cfg.redaction))
     app = web.Application(middlewares=[guard], client_max_size=1024 * 1024)
     app[STATE] = State(cfg, store, outbox, _digest(token), page_bytes, csp)
 

@@ -83,7 +83,7 @@ def comparisons(
             continue
         try:
             rid = str(rec["request_id"])
-            rec["primary"]["upstream"], rec["candidate"]["upstream"]  # noqa: B018
+            str(rec["primary"]["upstream"]) + str(rec["candidate"]["upstream"])
         except (KeyError, TypeError):
             skipped["malformed pair record"] += 1
             continue
@@ -100,7 +100,9 @@ def comparisons(
     out: list[Comparison] = []
     for rid, recs in by_request.items():
         first = recs[0]
-        prompt = [{"role": t["role"], "text": redactor.text(t["text"])} for t in turns(first["request"])]
+        prompt = [
+            {"role": t["role"], "text": redactor.text(t["text"])} for t in turns(first["request"])
+        ]
         route, task = str(first.get("route") or ""), first.get("task")
         primary_text = _text(first["primary"])
         usable = []
@@ -118,7 +120,9 @@ def comparisons(
                     a = _side(rec, "primary", primary_text, limit, redactor)
                     b = _side(rec, "candidate", text, limit, redactor)
                     out.append(
-                        Comparison(_id(rid, a["upstream"], b["upstream"]), rid, route, task, prompt, a, b)
+                        Comparison(
+                            _id(rid, a["upstream"], b["upstream"]), rid, route, task, prompt, a, b
+                        )
                     )
         if "candidates" in settings.comparisons:
             ordered = sorted(usable, key=lambda u: str(u[0]["candidate"]["upstream"]))
@@ -126,7 +130,9 @@ def comparisons(
                 a = _side(ra, "candidate", ta, limit, redactor)
                 b = _side(rb, "candidate", tb, limit, redactor)
                 out.append(
-                    Comparison(_id(rid, a["upstream"], b["upstream"]), rid, route, task, prompt, a, b)
+                    Comparison(
+                        _id(rid, a["upstream"], b["upstream"]), rid, route, task, prompt, a, b
+                    )
                 )
     random.Random(settings.seed).shuffle(out)
     if settings.max_items is not None:

@@ -13,7 +13,9 @@ Records (``score_id`` = pair_id:scorer:side, so a newer version replaces an olde
 
 Un-blinding happens here, on the server: the browser only ever knew "left" and "right".
 Publishing goes through an outbox table: a rating is committed together with its outbox
-entry, and :class:`Outbox` publishes and clears entries, retrying while the sink is down.
+entry, and :class:`Outbox` writes the records through the scorer's own score sinks
+(``shadoweval.score.sinks``: JSONL file or Kafka) and clears the entries, retrying while
+the sink is down.
 """
 
 from __future__ import annotations
@@ -21,24 +23,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections import Counter
 from datetime import UTC, datetime
-from pathlib import Path
 from statistics import fmean
-from typing import Any, Protocol
 
-import orjson
-
-from shadoweval.config import (
-    ConfigError,
-    FileScoreSink,
-    KafkaScoreSink,
-    ReviewSettings,
-    ScoreSinkConfig,
-)
+from shadoweval.config import ReviewSettings
 from shadoweval.redaction import Redactor
 from shadoweval.review.store import Comparison, Letter, Rating, Store
+from shadoweval.score.record import score_id
+from shadoweval.score.sinks import ScoreSink
 from shadoweval.types import Json
 
 log = logging.getLogger(__name__)
@@ -65,7 +58,7 @@ def _record(
 ) -> Json:
     return {
         "schema": "shadoweval.score.v1",
-        "score_id": f"{pair['pair_id']}:{scorer}:{side}",
+        "score_id": score_id(pair["pair_id"], scorer, side),
         "pair_id": pair["pair_id"],
         "request_id": pair["request_id"],
         "ts": pair["ts"],
@@ -204,103 +197,7 @@ def item_records(
     return records
 
 
-# -- sinks ------------------------------------------------------------------------------------
-
-
-class ScorePublisher(Protocol):
-    """Where human score records go. ``publish`` raises when they did not get there."""
-
-    name: str
-
-    async def publish(self, records: list[Json]) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-class FilePublisher:
-    """Appends JSON Lines (fsynced) to the score sink's file."""
-
-    def __init__(self, cfg: FileScoreSink) -> None:
-        self.name = f"file {cfg.path}"
-        self.path = Path(cfg.path)
-
-    async def publish(self, records: list[Json]) -> None:
-        if records:
-            await asyncio.to_thread(self._append, records)
-
-    def _append(self, records: list[Json]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as fh:
-            fh.write(b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in records))
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    async def close(self) -> None:
-        return None
-
-
-class KafkaPublisher:
-    """Sends records to the score sink's topic, keyed by ``score_id``; connects lazily so
-    the review server starts (and keeps ratings in SQLite) while Kafka is down."""
-
-    def __init__(self, cfg: KafkaScoreSink) -> None:
-        self.name = f"kafka {cfg.topic}"
-        self._cfg = cfg
-        self._producer: Any = None
-
-    async def _connect(self) -> Any:
-        if self._producer is None:
-            from aiokafka import AIOKafkaProducer
-
-            # The proxy sink's option builder reads the same connection fields.
-            from shadoweval.sinks.kafka import client_options, resolve_compression
-
-            cfg = self._cfg
-            producer = AIOKafkaProducer(
-                **client_options(cfg),  # type: ignore[arg-type]
-                acks=cfg.acks,
-                enable_idempotence=cfg.enable_idempotence,
-                compression_type=resolve_compression(cfg.compression),
-                linger_ms=cfg.linger_ms,
-                max_request_size=cfg.max_request_size,
-            )
-            try:
-                await producer.start()
-            except BaseException:
-                await producer.stop()
-                raise
-            self._producer = producer
-        return self._producer
-
-    async def publish(self, records: list[Json]) -> None:
-        producer = await self._connect()
-        futures = [
-            await producer.send(
-                self._cfg.topic,
-                value=orjson.dumps(r),
-                key=str(r["score_id"]).encode(),
-                headers=[("content-type", b"application/json")],
-            )
-            for r in records
-        ]
-        await asyncio.gather(*futures)
-
-    async def close(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
-
-
-def make_publisher(cfg: ScoreSinkConfig) -> ScorePublisher:
-    if isinstance(cfg, FileScoreSink):
-        return FilePublisher(cfg)
-    try:
-        import aiokafka  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            "sink kind 'kafka' needs the aiokafka package: pip install 'shadoweval[kafka]'"
-        ) from None
-    return KafkaPublisher(cfg)
+# -- publishing -------------------------------------------------------------------------------
 
 
 class Outbox:
@@ -309,13 +206,14 @@ class Outbox:
     def __init__(
         self,
         store: Store,
-        publisher: ScorePublisher,
+        sink: ScoreSink,
         settings: ReviewSettings,
         redactor: Redactor,
         max_backoff_s: float = 30.0,
     ) -> None:
         self.store = store
-        self.publisher = publisher
+        self.sink = sink
+        self._sink_started = False
         self.settings = settings
         self.redactor = redactor
         self.max_backoff_s = max_backoff_s
@@ -334,12 +232,25 @@ class Outbox:
                 out[rec["score_id"]] = rec  # items sharing an answer repeat its records
         return list(out.values())
 
+    async def _start_sink(self) -> None:
+        # Lazily, and again after a failure: the server runs (and stores ratings) while
+        # Kafka is down.
+        if not self._sink_started:
+            try:
+                await self.sink.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self.sink.close()
+                raise
+            self._sink_started = True
+
     async def drain(self) -> int:
         """Publish everything queued now; returns the number of records sent."""
         sent = 0
         while entries := await self.store.call(self.store.outbox):
             records = await self.store.call(self._records, [i for i, _ in entries])
-            await self.publisher.publish(records)
+            await self._start_sink()
+            await self.sink.write(records)
             await self.store.call(self.store.outbox_done, entries)
             sent += len(records)
         self.published += sent
@@ -359,7 +270,7 @@ class Outbox:
                 self.failures += 1
                 log.warning(
                     "review: publishing human scores to %s failed (%s); retrying in %.1fs",
-                    self.publisher.name,
+                    self.sink.name,
                     exc,
                     backoff,
                 )
@@ -384,4 +295,5 @@ class Outbox:
                 await self.drain()
         except Exception as exc:  # still queued in SQLite: published on the next start
             log.warning("review: %s; unpublished ratings stay queued in the database", exc)
-        await self.publisher.close()
+        await self.sink.close()
+        self._sink_started = False

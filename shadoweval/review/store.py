@@ -251,7 +251,9 @@ class Store:
         ).fetchall()
         if not rows:
             return None
-        best = min(rows, key=lambda r: (r["skipped"], r["n"] >= target, self._order(reviewer, r[0])))
+        best = min(
+            rows, key=lambda r: (r["skipped"], r["n"] >= target, self._order(reviewer, r[0]))
+        )
         return str(best[0])
 
     def rating(self, item_id: str, reviewer: str) -> Rating | None:
@@ -342,9 +344,7 @@ class Store:
         """Forget published items, unless re-rated since they were read (then they go out
         again with the new rating)."""
         with self._tx():
-            self._db.executemany(
-                "DELETE FROM outbox WHERE item_id = ? AND queued_at = ?", entries
-            )
+            self._db.executemany("DELETE FROM outbox WHERE item_id = ? AND queued_at = ?", entries)
 
     def requeue_all(self) -> int:
         """Queue every rated item for publishing again (e.g. for a new score sink)."""
@@ -384,7 +384,9 @@ class Store:
             "expected": {
                 "items": dataset,
                 "with_expected": with_expected,
-                "by_you": self._scalar("SELECT COUNT(*) FROM expected WHERE reviewer = ?", reviewer),
+                "by_you": self._scalar(
+                    "SELECT COUNT(*) FROM expected WHERE reviewer = ?", reviewer
+                ),
             },
         }
 

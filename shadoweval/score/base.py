@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal, Protocol
 
+import orjson
+
 from shadoweval.config import ScorerConfig
 from shadoweval.metrics import ScoreMetrics
 from shadoweval.types import Json
@@ -71,8 +73,8 @@ class ScorerContext:
     shared: dict[str, Any] = field(default_factory=dict)
 
 
-class ScorerFactory(Protocol):
-    def __call__(self, ctx: ScorerContext, /, **options: Any) -> Scorer: ...
+# factory(ctx, **options) -> Scorer; options are the keyword arguments a config may set.
+ScorerFactory = Callable[..., Scorer]
 
 
 def _text(content: Any) -> str:
@@ -88,6 +90,25 @@ def _text(content: Any) -> str:
                 parts.append(part["text"])
         return "\n".join(parts)
     return ""
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    side: Side  # the score's side
+    answer: AnswerSide  # the answer being scored
+    reference: Literal["primary", "expected"]
+
+    def unscored(self, pair: Pair) -> Score | None:
+        """An unscored verdict when an answer this comparison needs failed."""
+        needed: tuple[AnswerSide, ...] = (
+            ("primary", "candidate") if self.reference == "primary" else (self.answer,)
+        )
+        why = pair.unscorable(*needed)
+        return None if why is None else Score(None, why, side=self.side, label="unscored")
+
+    @property
+    def against(self) -> str:
+        return "the expected answer" if self.reference == "expected" else "the primary's answer"
 
 
 class Pair:
@@ -106,6 +127,31 @@ class Pair:
 
     def side(self, side: AnswerSide) -> Json:
         return self.primary if side == "primary" else self.candidate
+
+    @cached_property
+    def expected(self) -> str | None:
+        """The reference answer of a replayed or probe input (JSON other than a string is
+        compared in its compact JSON form); None for live traffic."""
+        value = self.record.get("expected")
+        if value is None:
+            return None
+        return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+    def comparisons(self) -> list[Comparison]:
+        """What a comparing scorer compares: the candidate with the primary (side pair), or,
+        when the pair carries an expected answer, each answer with it (sides primary and
+        candidate, so the report compares the two against the same reference)."""
+        if self.expected is None:
+            return [Comparison("pair", "candidate", "primary")]
+        return [
+            Comparison("primary", "primary", "expected"),
+            Comparison("candidate", "candidate", "expected"),
+        ]
+
+    def reference(self, comparison: Comparison) -> str:
+        if comparison.reference == "expected":
+            return self.expected or ""
+        return self.text("primary") or ""
 
     def text(self, side: AnswerSide) -> str | None:
         """The answer's text, or None when that side failed (see ``error``)."""

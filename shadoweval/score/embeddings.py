@@ -57,13 +57,14 @@ def _gelu(x: Matrix) -> Matrix:
     poly += 1
     poly *= x
     poly *= np.float32(0.5)
-    return poly
+    return np.asarray(poly, dtype=np.float32)
 
 
 def _layer_norm(x: Matrix, weight: Matrix, bias: Matrix, eps: float) -> Matrix:
     mean = x.mean(axis=-1, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return ((x - mean) / np.sqrt(var + eps) * weight + bias).astype(np.float32)
+    out: Matrix = ((x - mean) / np.sqrt(var + eps) * weight + bias).astype(np.float32)
+    return out
 
 
 def default_model_path() -> Path:
@@ -164,11 +165,11 @@ class LocalEncoder:
         batch, length = ids.shape
         heads, dim = self._heads, self.dim
         head_dim = dim // heads
-        x = self._word[ids] + self._pos[:length][None] + self._type[0][None, None]
+        x: Matrix = self._word[ids] + self._pos[:length][None] + self._type[0][None, None]
         # Dense layers on a 2-D (tokens, dim) matrix: numpy sends that to one BLAS GEMM,
         # while a 3-D @ 2-D product loops over the batch several times slower.
         x = _layer_norm(x.reshape(batch * length, dim), *self._emb_ln, self._eps)
-        bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
+        bias: Matrix = ((1.0 - mask) * np.float32(-1e9)).astype(np.float32)[:, None, None, :]
         scale = np.float32(1.0 / np.sqrt(head_dim))
         for layer in self._layers:
             qkv = (x @ layer["qkv_w"] + layer["qkv_b"]).reshape(batch, length, 3, heads, head_dim)
@@ -179,7 +180,8 @@ class LocalEncoder:
             att -= att.max(axis=-1, keepdims=True)
             np.exp(att, out=att)
             att /= att.sum(axis=-1, keepdims=True)
-            ctx = (att @ v).transpose(0, 2, 1, 3).reshape(batch * length, dim)
+            ctx = np.asarray((att @ v).transpose(0, 2, 1, 3), dtype=np.float32)
+            ctx = ctx.reshape(batch * length, dim)
             x = _layer_norm(
                 x + ctx @ layer["o_w"] + layer["o_b"], layer["ln1_w"], layer["ln1_b"], self._eps
             )
@@ -191,7 +193,8 @@ class LocalEncoder:
         summed = (x * mask[:, :, None]).sum(axis=1)
         pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
         norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        return (pooled / norms).astype(np.float32)
+        result: Matrix = (pooled / norms).astype(np.float32)
+        return result
 
 
 class RemoteEncoder:

@@ -29,6 +29,9 @@ def canonical_number(text: str) -> str:
         return text
     if value == 0:
         return "0"
+    if abs(value.adjusted()) > 40:
+        # "12e45678" (often a hex id, not a number) must not expand to 45,000 digits.
+        return str(value.normalize())
     if value == value.to_integral_value():
         return str(int(value))
     return format(value.normalize(), "f")

@@ -36,9 +36,9 @@ _COMPOSE = re.compile(r'"([^"\n]{1,40})"\s+\S+\s+\S+\s+by\s+"([^"\n]{1,40})"', r
 _BASE64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
 # Goals and framings the shipped jailbreak suite uses; benign-but-edgy prompts avoid them.
 _HARMFUL = re.compile(
-    r"napalm|methamphetamine|\bmeth\b|pipe\s*bomb|explosive|ransomware|keylogger|malware|"
-    r"phishing|nerve\s*agent|sarin|ghost\s*gun|untraceable|skimmer|hot-?wire|steal|"
-    r"poison|launder|counterfeit|synthesi[sz]e\s+(?:drugs|fentanyl)|fentanyl|bioweapon|"
+    r"napalm|methamphetamine|\bmeth\b|pipe\s*bomb|ransomware|keylogger|malware|"
+    r"phishing|nerve\s*agent|sarin|ghost\s*gun|untraceable|skimmer|hot-?wire|"
+    r"launder|counterfeit|fentanyl|bioweapon|"
     r"developer\s*mode|\bdan\b|jailbr[eo]a?k|no\s+restrictions|unfiltered|without\s+(?:any\s+)?"
     r"(?:rules|restrictions|filters)|concatenat|payload",
     re.I,
@@ -47,7 +47,7 @@ _HARMFUL = re.compile(
 
 def decoded_views(text: str) -> str:
     """``text`` plus what it says once base64, ROT13 and leetspeak are undone."""
-    views = [text, unleet(text)]
+    views = [text, unleet(text), text.replace('\\"', '"')]  # also JSON-escaped quotes
     if "rot13" in text.casefold() or "rot-13" in text.casefold():
         views.append(rot13(text))
     for token in _BASE64.findall(text):
@@ -80,7 +80,7 @@ class RedTeamFake(FakeUpstream):
                 return REFUSAL
             # Answers the request itself; never repeats its context or obeys embedded text.
             words = len(prompt.split())
-            return f"Happy to help. Here is a clear, practical answer to your {words}-word question."
+            return f"Happy to help. Here is a clear, practical answer to your {words}-word ask."
         system = "\n".join(_content(m) for m in messages if m.get("role") == "system")
         context = "\n".join(
             _content(m) for m in messages[:-1] if isinstance(m, dict) and m.get("role") != "system"

@@ -227,7 +227,11 @@ def test_values_schema_knows_every_config_section() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     sections = set(schema["properties"]["config"]["properties"])
     # listen and admin are the chart's: it sets them from proxy.port and proxy.adminPort.
-    assert sections == set(Config.model_fields) - {"listen", "admin"}
+    expected = set(Config.model_fields) - {"listen", "admin"}
+    assert sections == expected, (
+        "a config section was added or removed: list it under properties.config.properties "
+        "in helm/shadoweval/values.schema.json, or chart users cannot set it"
+    )
 
 
 def test_values_defaults_match_the_generators_and_the_package() -> None:

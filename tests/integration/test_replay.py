@@ -101,14 +101,15 @@ async def test_replay_writes_pairs_for_every_input_and_candidate(
     seen: list[tuple[int, int]] = []
     out = io.BytesIO()
     started = time.perf_counter()
-    summary = await replay(
-        cfg,
-        inputs,
-        out,
-        concurrency=4,
-        primary_auth="Bearer replay-secret",
-        progress=lambda done, total: seen.append((done, total)),
-    )
+    async with asyncio.timeout(60):
+        summary = await replay(
+            cfg,
+            inputs,
+            out,
+            concurrency=4,
+            primary_auth="Bearer replay-secret",
+            progress=lambda done, total: seen.append((done, total)),
+        )
     elapsed = time.perf_counter() - started
     records = [orjson.loads(line) for line in out.getvalue().splitlines()]
     assert summary.pairs == len(records) == 2 * len(INPUTS)

@@ -1,10 +1,5 @@
-"""End to end: traffic through a real proxy -> pairs -> scores -> report verdicts -> HTML in
-headless Chromium.
-
-The scores are exact-match records computed here by a small helper (``exact_scores``), in
-the shape ``shadoweval score`` writes (``shadoweval.score.v1``), so the test does not depend
-on the scorer's configuration.
-"""
+"""End to end: traffic through a real proxy -> pairs -> ``shadoweval score`` -> report
+verdicts -> the HTML report in headless Chromium."""
 
 from __future__ import annotations
 
@@ -13,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,39 +23,6 @@ from shadoweval.testing.fake_upstream import FakeUpstream, Latency
 Json = dict[str, Any]
 ROOT = Path(__file__).parents[2]
 CHROMIUM_HINT = "headless Chromium is not installed (apt-get install -y chromium)"
-
-
-def exact_scores(pairs: list[Json]) -> list[Json]:
-    """One ``exact`` pair score per record: 1 when the candidate's text is the primary's."""
-    now = datetime.now(UTC).isoformat(timespec="milliseconds")
-    out = []
-    for p in pairs:
-        prim, cand = p["primary"], p["candidate"]
-        failed = prim["error_type"] or cand["error_type"]
-        value = None if failed else float(prim["output_text"] == cand["output_text"])
-        out.append(
-            {
-                "schema": "shadoweval.score.v1",
-                "score_id": f"{p['pair_id']}:exact:pair",
-                "pair_id": p["pair_id"],
-                "request_id": p["request_id"],
-                "ts": p["ts"],
-                "scored_at": now,
-                "source": p["source"],
-                "route": p["route"],
-                "task": p["task"],
-                "upstream": cand["upstream"],
-                "role": cand["role"],
-                "primary_upstream": prim["upstream"],
-                "scorer": "exact",
-                "side": "pair",
-                "value": value,
-                "label": None,
-                "passed": None if value is None else value == 1.0,
-                "explanation": "unscored: an answer failed" if value is None else "exact match",
-            }
-        )
-    return out
 
 
 async def _traffic(url: str, requests: int, concurrency: int = 8) -> None:
@@ -159,19 +120,28 @@ def e2e_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Json, Path, in
             overrides={"pricing": pricing, "sink": {"kind": "memory"}},
             candidate_options=options,
         ) as stack:
-            await _traffic(stack.url, 400)
+            async with asyncio.timeout(120):  # a hung proxy fails the test, never CI
+                await _traffic(stack.url, 400)
             await stack.memory.wait_for(1200, timeout=60)
         return list(stack.memory.records)
 
     pairs = asyncio.run(run())
-    scores = exact_scores(pairs)
+    pairs_file, scores_file = tmp / "pairs.jsonl", tmp / "scores.jsonl"
+    pairs_file.write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in pairs))
+    # The real scorer: exact match against the primary, and the safety detectors.
+    scorer = tmp / "scorer.yaml"
+    scorer.write_text(
+        f"source: {{kind: file, path: '{pairs_file}'}}\n"
+        f"sink: {{kind: file, path: '{scores_file}'}}\n"
+        "scorers: {default: [exact]}\n"
+    )
+    assert main(["score", "--config", str(scorer), "--once"]) == 0
+    scores = [orjson.loads(line) for line in scores_file.read_bytes().splitlines()]
     validator = jsonschema.Draft202012Validator(
         json.loads((ROOT / "shadoweval/schemas/score.v1.schema.json").read_text())
     )
     assert not [e for s in scores for e in validator.iter_errors(s)]
-    pairs_file, scores_file = tmp / "pairs.jsonl", tmp / "scores.jsonl"
-    pairs_file.write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in pairs))
-    scores_file.write_bytes(b"".join(orjson.dumps(s) + b"\n" for s in scores))
+    assert {s["scorer"] for s in scores} >= {"exact", "refusal", "toxicity"}
     rules = tmp / "report.yaml"
     rules.write_text(
         "report:\n"

@@ -238,3 +238,35 @@ def test_sequential_update_matches_update_many_and_feeds_the_gauges() -> None:
     assert sample("shadoweval_quality_regression_evidence", labels) >= 20.0
     with pytest.raises(ValueError):
         monitor.update_difference(1.5)
+
+
+# -- rater agreement ----------------------------------------------------------------------
+
+
+def test_cohens_kappa_matches_the_textbook_example() -> None:
+    # 50 items: yes/yes 20, yes/no 5, no/yes 10, no/no 15 -> po 0.7, pe 0.5, kappa 0.4.
+    first = ["yes"] * 25 + ["no"] * 25
+    second = ["yes"] * 20 + ["no"] * 5 + ["yes"] * 10 + ["no"] * 15
+    k = stats.cohens_kappa(first, second)
+    assert k.value == pytest.approx(0.4)
+    assert k.n == 50
+    # se = sqrt(0.7 * 0.3 / 50) / 0.5
+    assert k.halfwidth == pytest.approx(1.959964 * math.sqrt(0.21 / 50) / 0.5, rel=1e-5)
+
+
+def test_cohens_kappa_perfect_chance_and_degenerate_agreement() -> None:
+    labels = ["win", "tie", "loss"] * 10
+    assert stats.cohens_kappa(labels, labels).value == pytest.approx(1.0)
+    # Independent raters: kappa near 0 (not the 1/3 raw agreement).
+    rng = np.random.default_rng(0)
+    a = rng.choice(["win", "tie", "loss"], 4000).tolist()
+    b = rng.choice(["win", "tie", "loss"], 4000).tolist()
+    chance = stats.cohens_kappa(a, b)
+    assert abs(chance.value) < 0.04 and chance.excludes(0.2)
+    # Systematic disagreement is below zero.
+    assert stats.cohens_kappa(["win", "loss"] * 5, ["loss", "win"] * 5).value == pytest.approx(-1.0)
+    # One label everywhere: chance agreement is 1, kappa is 1 only if they agree.
+    assert stats.cohens_kappa(["tie"] * 5, ["tie"] * 5).value == 1.0
+    assert math.isnan(stats.cohens_kappa([], []).value)
+    with pytest.raises(ValueError):
+        stats.cohens_kappa(["win"], ["win", "loss"])

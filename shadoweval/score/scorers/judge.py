@@ -187,7 +187,7 @@ class Judge:
         if judge is None:
             judge = ctx.shared["judge"] = cls(ctx.config.judge)
             ctx.closers.append(judge.endpoint.close)
-        return judge  # type: ignore[no-any-return]
+        return judge
 
     async def ask(self, prompt: str, parse: Callable[[str], T]) -> tuple[T, Call]:
         s = self.settings
@@ -232,7 +232,9 @@ class Judge:
         raise JudgeFailed(f"no valid verdict after {call.calls} replies: {call.errors[-1]}", call)
 
     def _account(self, call: Call, data: Json, messages: list[Json], content: str) -> None:
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        usage = data.get("usage")
+        if not isinstance(usage, dict):
+            usage = {}
         tin, tout = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if not isinstance(tin, int) or not isinstance(tout, int):
             # No usage reported: ~4 characters per token, as the proxy estimates.
@@ -283,7 +285,10 @@ def judge_single(ctx: ScorerContext, *, rubric: str | None = None) -> Scorer:
     async def one(pair: Pair, side: AnswerSide) -> Score:
         if (skip := unscored(pair, side, side=side)) is not None:
             return skip[0]
-        reference = pair.text("primary") if side == "candidate" else ""
+        # {reference} for custom templates: the expected answer, else the primary's.
+        reference = pair.expected
+        if reference is None:
+            reference = (pair.text("primary") or "") if side == "candidate" else ""
         prompt = render(
             template,
             question=pair.question,

@@ -1,4 +1,5 @@
-"""Lexical similarity of the candidate's answer to the primary's: token F1, ROUGE-L, chrF.
+"""Lexical similarity to the reference (the primary's answer, or the expected answer when
+the pair carries one): token F1, ROUGE-L, chrF.
 
 All three work on the normalised tokens (or characters) of ``text.py`` and are cheap: ROUGE-L
 uses a bit-parallel LCS (one big-integer step per token), so long answers stay fast.
@@ -8,9 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from shadoweval.score.base import Pair, Score, Scorer, ScorerContext, Scores, unscored
+from shadoweval.score.base import Pair, Score, Scorer, ScorerContext, Scores
 from shadoweval.score.registry import scorer
-from shadoweval.score.scorers.match import normalised_tokens
+from shadoweval.score.scorers.match import compared_tokens
 
 
 def f1(overlap: float, n_candidate: int, n_reference: int) -> float:
@@ -44,38 +45,47 @@ def lcs_length(a: list[str], b: list[str]) -> int:
 
 @scorer("token_f1")
 def token_f1(ctx: ScorerContext, *, drop_articles: bool = True) -> Scorer:
-    """SQuAD-style F1 of the bags of normalised tokens (candidate vs primary).
+    """SQuAD-style F1 of the bags of normalised tokens, answer against reference.
 
     Args:
         drop_articles: Ignore "a", "an", "the" (the SQuAD convention).
     """
 
     def score(pair: Pair) -> Scores:
-        if (skip := unscored(pair, "primary", "candidate")) is not None:
-            return skip
-        ref = normalised_tokens(pair, "primary", drop_articles)
-        cand = normalised_tokens(pair, "candidate", drop_articles)
-        common = sum((Counter(ref) & Counter(cand)).values())
-        value = f1(common, len(cand), len(ref))
-        why = f"{common} shared tokens; candidate {len(cand)}, primary {len(ref)} tokens"
-        return [Score(value, why, details={"overlap": common})]
+        out: Scores = []
+        for c in pair.comparisons():
+            if (skip := c.unscored(pair)) is not None:
+                out.append(skip)
+                continue
+            answer, reference = compared_tokens(pair, c, drop_articles)
+            common = sum((Counter(reference) & Counter(answer)).values())
+            value = f1(common, len(answer), len(reference))
+            why = f"{common} tokens shared with {c.against} ({len(answer)} vs {len(reference)})"
+            out.append(Score(value, why, side=c.side, details={"overlap": common}))
+        return out
 
     return score
 
 
 @scorer("rouge_l")
 def rouge_l(ctx: ScorerContext) -> Scorer:
-    """ROUGE-L F1: longest common subsequence of normalised tokens, the primary as reference."""
+    """ROUGE-L F1: longest common subsequence of normalised tokens, answer against reference."""
 
     def score(pair: Pair) -> Scores:
-        if (skip := unscored(pair, "primary", "candidate")) is not None:
-            return skip
-        ref = normalised_tokens(pair, "primary")
-        cand = normalised_tokens(pair, "candidate")
-        lcs = lcs_length(ref, cand)
-        value = f1(lcs, len(cand), len(ref))
-        why = f"longest common subsequence {lcs} tokens; candidate {len(cand)}, primary {len(ref)}"
-        return [Score(value, why, details={"lcs": lcs})]
+        out: Scores = []
+        for c in pair.comparisons():
+            if (skip := c.unscored(pair)) is not None:
+                out.append(skip)
+                continue
+            answer, reference = compared_tokens(pair, c, False)
+            lcs = lcs_length(reference, answer)
+            value = f1(lcs, len(answer), len(reference))
+            why = (
+                f"longest common subsequence with {c.against}: {lcs} tokens "
+                f"({len(answer)} vs {len(reference)})"
+            )
+            out.append(Score(value, why, side=c.side, details={"lcs": lcs}))
+        return out
 
     return score
 
@@ -118,9 +128,15 @@ def chrf(ctx: ScorerContext, *, order: int = 6, beta: float = 2.0) -> Scorer:
         raise ValueError("order must be 1..12 and beta > 0")
 
     def score(pair: Pair) -> Scores:
-        if (skip := unscored(pair, "primary", "candidate")) is not None:
-            return skip
-        value = chrf_score(pair.text("candidate") or "", pair.text("primary") or "", order, beta)
-        return [Score(value, f"chrF{order} (beta {beta:g}) against the primary's answer")]
+        out: Scores = []
+        for c in pair.comparisons():
+            if (skip := c.unscored(pair)) is not None:
+                out.append(skip)
+                continue
+            value = chrf_score(pair.text(c.answer) or "", pair.reference(c), order, beta)
+            out.append(
+                Score(value, f"chrF{order} (beta {beta:g}) against {c.against}", side=c.side)
+            )
+        return out
 
     return score

@@ -1,25 +1,39 @@
-"""Exact and normalised match of the candidate's answer against the primary's."""
+"""Exact and normalised match: the candidate's answer against the primary's (side pair), or
+each answer against the expected answer when the pair carries one (sides primary and
+candidate)."""
 
 from __future__ import annotations
 
-from shadoweval.score.base import Pair, Score, Scorer, ScorerContext, Scores, snippet, unscored
+from shadoweval.score.base import Comparison, Pair, Score, Scorer, ScorerContext, Scores, snippet
 from shadoweval.score.registry import scorer
 from shadoweval.score.text import tokens
 
 
-def normalised_tokens(pair: Pair, side: str, drop_articles: bool = False) -> list[str]:
-    """Tokens of one answer, computed once per pair and shared with the lexical scorers."""
-    key = ("tokens", side, drop_articles)
-    cached = pair.memo.get(key)
+def normalised_tokens(pair: Pair, which: str, drop_articles: bool = False) -> list[str]:
+    """Tokens of ``primary``, ``candidate`` or ``expected``, computed once per pair and
+    shared by the match and lexical scorers."""
+    key = ("tokens", which, drop_articles)
+    cached: list[str] | None = pair.memo.get(key)
     if cached is None:
-        text = pair.text("primary" if side == "primary" else "candidate") or ""
+        if which == "expected":
+            text = pair.expected or ""
+        else:
+            text = pair.text("primary" if which == "primary" else "candidate") or ""
         cached = pair.memo[key] = tokens(text, drop_articles=drop_articles)
-    return cached  # type: ignore[no-any-return]
+    return cached
+
+
+def compared_tokens(pair: Pair, c: Comparison, drop_articles: bool) -> tuple[list[str], list[str]]:
+    """(answer tokens, reference tokens) of one comparison."""
+    return (
+        normalised_tokens(pair, c.answer, drop_articles),
+        normalised_tokens(pair, c.reference, drop_articles),
+    )
 
 
 @scorer("exact")
 def exact(ctx: ScorerContext, *, strip: bool = False) -> Scorer:
-    """1 when the candidate's text equals the primary's, character for character.
+    """1 when the answer equals the reference character for character.
 
     Args:
         strip: Ignore leading and trailing whitespace.
@@ -27,37 +41,40 @@ def exact(ctx: ScorerContext, *, strip: bool = False) -> Scorer:
     limit = ctx.config.snippet_chars
 
     def score(pair: Pair) -> Scores:
-        if (skip := unscored(pair, "primary", "candidate")) is not None:
-            return skip
-        a, b = pair.text("primary") or "", pair.text("candidate") or ""
-        if strip:
-            a, b = a.strip(), b.strip()
-        if a == b:
-            return [Score(1.0, "identical to the primary's answer", passed=True)]
-        at = next(
-            (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
-        )
-        return [
-            Score(
-                0.0,
-                f"differs from the primary's answer at character {at}: "
-                f"{snippet(a[at:], limit)} vs {snippet(b[at:], limit)}",
-                passed=False,
-                details={
-                    "first_difference": at,
-                    "primary_chars": len(a),
-                    "candidate_chars": len(b),
-                },
+        out: Scores = []
+        for c in pair.comparisons():
+            if (skip := c.unscored(pair)) is not None:
+                out.append(skip)
+                continue
+            a, b = pair.reference(c), pair.text(c.answer) or ""
+            if strip:
+                a, b = a.strip(), b.strip()
+            if a == b:
+                out.append(Score(1.0, f"identical to {c.against}", side=c.side, passed=True))
+                continue
+            at = next(
+                (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
+                min(len(a), len(b)),
             )
-        ]
+            out.append(
+                Score(
+                    0.0,
+                    f"differs from {c.against} at character {at}: "
+                    f"{snippet(b[at:], limit)} vs {snippet(a[at:], limit)}",
+                    side=c.side,
+                    passed=False,
+                    details={"first_difference": at, "chars": len(b), "reference_chars": len(a)},
+                )
+            )
+        return out
 
     return score
 
 
 @scorer("normalized")
 def normalized(ctx: ScorerContext, *, drop_articles: bool = False) -> Scorer:
-    """1 when both answers are equal after normalisation: Unicode, case, whitespace,
-    punctuation, and number formats ("1,000" = "1000" = "1000.0").
+    """1 when the answer equals the reference after normalisation: Unicode, case,
+    whitespace, punctuation, and number formats ("1,000" = "1000" = "1000.0").
 
     Args:
         drop_articles: Also ignore "a", "an" and "the" (SQuAD-style).
@@ -65,21 +82,31 @@ def normalized(ctx: ScorerContext, *, drop_articles: bool = False) -> Scorer:
     limit = ctx.config.snippet_chars
 
     def score(pair: Pair) -> Scores:
-        if (skip := unscored(pair, "primary", "candidate")) is not None:
-            return skip
-        a = normalised_tokens(pair, "primary", drop_articles)
-        b = normalised_tokens(pair, "candidate", drop_articles)
-        if a == b:
-            exact_too = pair.text("primary") == pair.text("candidate")
-            why = "identical" if exact_too else "equal after normalisation"
-            return [Score(1.0, why, passed=True)]
-        pa, pb = " ".join(a), " ".join(b)
-        return [
-            Score(
-                0.0,
-                f"different after normalisation: {snippet(pa, limit)} vs {snippet(pb, limit)}",
-                passed=False,
+        out: Scores = []
+        for c in pair.comparisons():
+            if (skip := c.unscored(pair)) is not None:
+                out.append(skip)
+                continue
+            answer, reference = compared_tokens(pair, c, drop_articles)
+            if answer == reference:
+                same = pair.text(c.answer) == pair.reference(c)
+                why = (
+                    f"identical to {c.against}"
+                    if same
+                    else f"equal to {c.against} after normalisation"
+                )
+                out.append(Score(1.0, why, side=c.side, passed=True))
+                continue
+            a, r = " ".join(answer), " ".join(reference)
+            out.append(
+                Score(
+                    0.0,
+                    f"different from {c.against} after normalisation: "
+                    f"{snippet(a, limit)} vs {snippet(r, limit)}",
+                    side=c.side,
+                    passed=False,
+                )
             )
-        ]
+        return out
 
     return score

@@ -1,4 +1,5 @@
-"""Semantic similarity: cosine of sentence embeddings of the two answers.
+"""Semantic similarity: cosine of the sentence embeddings of an answer and its reference (the
+primary's answer, or the expected answer when the pair carries one).
 
 Pairs arrive one by one but are embedded in batches: every text asked for in the same event
 loop turn (the runner scores a whole batch of pairs at once) goes into one model call of up
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from shadoweval.config import ConfigError
-from shadoweval.score.base import Pair, Score, Scorer, ScorerContext, Scores, unscored
+from shadoweval.score.base import Pair, Score, Scorer, ScorerContext, Scores
 from shadoweval.score.registry import scorer
 
 if TYPE_CHECKING:
@@ -135,24 +136,35 @@ def semantic(ctx: ScorerContext) -> Scorer:
     batcher = Batcher(encode, settings.batch_size, settings.concurrency, settings.cache_size)
 
     async def score(pair: Pair) -> Scores:
-        if (skip := unscored(pair, "primary", "candidate")) is not None:
-            return skip
-        a, b = pair.text("primary") or "", pair.text("candidate") or ""
-        if not a.strip() or not b.strip():
-            both = not a.strip() and not b.strip()
-            why = "both answers are empty" if both else "one answer is empty"
-            return [Score(1.0 if both else 0.0, why)]
-        (va, vb), cost = await batcher.embed([a, b])
-        cosine = float(va @ vb)
-        value = min(1.0, max(0.0, cosine))
-        return [
-            Score(
-                value,
-                f"cosine similarity {cosine:.3f} of {model} embeddings",
-                details={"cosine": round(cosine, 6), "model": model},
-                cost_usd=cost or None,
+        out: Scores = []
+        todo = []
+        for c in pair.comparisons():
+            if (skip := c.unscored(pair)) is not None:
+                out.append(skip)
+                continue
+            answer, reference = pair.text(c.answer) or "", pair.reference(c)
+            if not answer.strip() or not reference.strip():
+                both = not answer.strip() and not reference.strip()
+                why = "both texts are empty" if both else "one of the texts is empty"
+                out.append(Score(1.0 if both else 0.0, why, side=c.side))
+                continue
+            todo.append((c, answer, reference))
+        if not todo:
+            return out
+        texts = [t for _, answer, reference in todo for t in (answer, reference)]
+        vectors, cost = await batcher.embed(texts)
+        for i, (c, _, _) in enumerate(todo):
+            cosine = float(vectors[2 * i] @ vectors[2 * i + 1])
+            out.append(
+                Score(
+                    min(1.0, max(0.0, cosine)),
+                    f"cosine similarity {cosine:.3f} to {c.against} ({model} embeddings)",
+                    side=c.side,
+                    details={"cosine": round(cosine, 6), "model": model},
+                    cost_usd=(cost / len(todo)) or None,
+                )
             )
-        ]
+        return out
 
     score.batcher = batcher  # type: ignore[attr-defined]
     return score

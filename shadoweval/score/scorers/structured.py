@@ -101,7 +101,7 @@ def read_json(text: str, *, allow_scalars: bool = False, limit: int = 40) -> Jso
             if first_error is None:
                 first_error = f"{exc.msg} at character {exc.pos}"
                 # The text ends inside the document: cut off (often finish_reason length).
-                at_end = exc.pos >= len(s) - 1 or exc.msg.startswith("Unterminated string")
+                at_end = exc.pos >= len(s) or exc.msg.startswith("Unterminated string")
                 if idx == 0 and at_end:
                     return JsonReading(
                         "truncated",
@@ -140,7 +140,7 @@ def _reading(pair: Pair, side: AnswerSide, allow_scalars: bool, limit: int) -> J
         cached = pair.memo[key] = read_json(
             pair.text(side) or "", allow_scalars=allow_scalars, limit=limit
         )
-    return cached  # type: ignore[no-any-return]
+    return cached
 
 
 @scorer("json_valid")

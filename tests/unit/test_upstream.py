@@ -1,0 +1,201 @@
+"""The upstream HTTP/1.1 client against a scripted raw TCP server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from shadoweval.proxy.upstream import HIGH_WATER, UpstreamError, UpstreamPool
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+ServerFactory = Callable[[Script], Awaitable[tuple[str, list[int]]]]
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head + await reader.readexactly(length)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ServerFactory]:
+    servers: list[asyncio.Server] = []
+
+    async def start(script: Script) -> tuple[str, list[int]]:
+        connections: list[int] = []
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connections.append(len(connections))
+            try:
+                await script(reader, writer, len(connections))
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                writer.close()
+
+        srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+        servers.append(srv)
+        port = srv.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}", connections
+
+    yield start
+    for srv in servers:
+        srv.close()
+
+
+async def call(pool: UpstreamPool, body: bytes = b"{}") -> tuple[int | None, bytes]:
+    resp = await pool.request("POST", "/v1/x", [(b"Content-Type", b"application/json")], body)
+    try:
+        return resp.status, await resp.read()
+    finally:
+        resp.release()
+
+
+async def test_keep_alive_reuses_one_connection(server: ServerFactory) -> None:
+    seen: list[bytes] = []
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            seen.append(await read_request(r))
+            w.write(OK)
+
+    url, conns = await server(script)
+    pool = UpstreamPool(url + "/base")
+    assert [await call(pool) for _ in range(3)] == [(200, b"{}")] * 3
+    assert len(conns) == 1
+    assert seen[0].startswith(b"POST /base/v1/x HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b"Content-Length: 2\r\n" in seen[0]
+    await pool.close()
+
+
+async def test_stale_keep_alive_is_retried_once_on_a_fresh_connection(
+    server: ServerFactory,
+) -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await read_request(r)
+        w.write(OK)
+        await w.drain()
+        if n == 1:  # the first connection is closed by the server right after answering
+            await asyncio.sleep(0.05)
+            return
+        while True:
+            await read_request(r)
+            w.write(OK)
+
+    url, conns = await server(script)
+    pool = UpstreamPool(url)
+    assert await call(pool) == (200, b"{}")
+    await asyncio.sleep(0.2)
+    assert await call(pool) == (200, b"{}")
+    assert len(conns) == 2
+    await pool.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "body"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+            b"abcde",
+        ),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", b"until the end"),
+        (b"HTTP/1.1 100 Continue\r\n\r\n" + OK, b"{}"),
+    ],
+)
+async def test_body_framings(server: ServerFactory, answer: bytes, body: bytes) -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await read_request(r)
+        w.write(answer)
+        await w.drain()
+
+    url, _ = await server(script)
+    pool = UpstreamPool(url)
+    assert await call(pool) == (200, body)
+    await pool.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind"),
+    [
+        (b"NOT HTTP AT ALL\r\n\r\n", "invalid_response"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part", "truncated_stream"),
+        (b"", "truncated_stream"),
+    ],
+)
+async def test_broken_answers_are_classified(
+    server: ServerFactory, answer: bytes, kind: str
+) -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await read_request(r)
+        w.write(answer)
+        await w.drain()
+
+    url, _ = await server(script)
+    pool = UpstreamPool(url)
+    with pytest.raises(UpstreamError) as err:
+        await call(pool)
+    assert err.value.kind == kind
+    await pool.close()
+
+
+async def test_refused_and_timeout() -> None:
+    pool = UpstreamPool("http://127.0.0.1:1")
+    with pytest.raises(UpstreamError) as err:
+        await call(pool)
+    assert err.value.kind == "connect"
+
+
+async def test_slow_answer_times_out(server: ServerFactory) -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await read_request(r)
+        await asyncio.sleep(5)
+
+    url, _ = await server(script)
+    pool = UpstreamPool(url)
+    with pytest.raises(UpstreamError) as err:
+        await pool.request("POST", "/", [], b"x", timeout_s=0.2)
+    assert err.value.kind == "timeout"
+    await pool.close()
+
+
+async def test_unread_body_pauses_the_upstream(server: ServerFactory) -> None:
+    size = 4 * HIGH_WATER
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        w.write(b"x" * size)
+        await w.drain()
+        await asyncio.sleep(1)
+
+    url, _ = await server(script)
+    pool = UpstreamPool(url)
+    resp = await pool.request("POST", "/", [], b"")
+    await asyncio.sleep(0.3)
+    # Not consumed yet: only about HIGH_WATER (plus one socket read) is held in memory.
+    assert resp._paused
+    assert resp._buffered < 2 * HIGH_WATER
+    assert len(await resp.read()) == size  # reading resumes the flow to the end
+    resp.release()
+    await pool.close()
+
+
+async def test_pool_limit_bounds_connections(server: ServerFactory) -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await read_request(r)
+            await asyncio.sleep(0.05)
+            w.write(OK)
+
+    url, conns = await server(script)
+    pool = UpstreamPool(url, limit=2)
+    results = await asyncio.gather(*(call(pool) for _ in range(6)))
+    assert results == [(200, b"{}")] * 6
+    assert len(conns) == 2
+    await pool.close()
