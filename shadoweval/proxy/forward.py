@@ -174,8 +174,11 @@ class Forwarder:
         deadline: float,
     ) -> tuple[web.StreamResponse, Capture]:
         try:
-            async with asyncio.timeout_at(deadline):
+            if upstream.complete:
                 data = await upstream.read()
+            else:
+                async with asyncio.timeout_at(deadline):
+                    data = await upstream.read()
         except Exception as exc:
             cap.error_type, cap.error = classify(exc)
             cap.latency_s = time.perf_counter() - cap.started

@@ -227,6 +227,11 @@ class UpstreamResponse:
             await self._wait()
 
     async def read(self) -> bytes:
+        if self.complete and self._error is None:  # common: the whole answer came at once
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+            self._buffered = 0
+            return data
         return b"".join([c async for c in self.chunks()])
 
     def release(self) -> None:
@@ -398,8 +403,11 @@ class UpstreamPool:
             assert conn.transport is not None
             conn.transport.write(data)
             try:
-                async with asyncio.timeout(timeout_s):
-                    await asyncio.shield(resp._headers_future)
+                if not resp._headers_future.done():
+                    async with asyncio.timeout(timeout_s):
+                        await resp._headers_future
+                elif resp._error is not None:
+                    raise resp._error
             except TimeoutError:
                 resp._fail(UpstreamError("timeout", "upstream timed out before answering"))
                 conn.response = None
