@@ -147,6 +147,10 @@ class Sampling(_Model):
     key: str | None = None
     max_per_second: float | None = Field(None, gt=0)
     salt: str = ""
+    # after_primary: shadows are offered once the primary's answer has been handed to the
+    # caller, so their CPU never competes with that answer. with_request: sent at once,
+    # so candidate and primary see the same moment of load (costs the caller a little).
+    send_shadows: Literal["after_primary", "with_request"] = "after_primary"
 
     @field_validator("key")
     @classmethod

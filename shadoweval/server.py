@@ -115,7 +115,12 @@ class ProxyServer:
             cfg.primary, cfg.limits, primary_pool, on_attempt=recorder.attempt_of
         )
         handler = ProxyHandler(
-            forwarder, self.dispatcher, cfg.limits, observe=recorder.primary, tracer=self.tracer
+            forwarder,
+            self.dispatcher,
+            cfg.limits,
+            observe=recorder.primary,
+            tracer=self.tracer,
+            shadows_with_request=cfg.sampling.send_shadows == "with_request",
         )
         self._web_server = make_server(handler, cfg.limits)
         self._runner = web.ServerRunner(self._web_server, shutdown_timeout=cfg.shutdown.grace_s)

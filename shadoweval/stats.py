@@ -475,4 +475,3 @@ class RegressionMonitor:
             self._evidence_gauge.set(self.e_value)
         if self._detected_gauge is not None:
             self._detected_gauge.set(1.0 if self.detected else 0.0)
-

@@ -17,7 +17,7 @@ from shadoweval.proxy.shadow import ShadowDispatcher, ShadowJob
 from shadoweval.types import Capture, Route
 
 if TYPE_CHECKING:  # imported only when tracing is on (it loads OpenTelemetry)
-    from shadoweval.tracing import Tracer
+    from shadoweval.tracing import RequestTrace, Tracer
 
 # Called after each primary answer, off the caller's path (metrics hook).
 PrimaryObserver = Callable[[Capture, "Route | None", bytes, float, "ShadowJob | None"], None]
@@ -31,8 +31,10 @@ class ProxyHandler:
         limits: Limits,
         observe: PrimaryObserver | None = None,
         tracer: Tracer | None = None,
+        shadows_with_request: bool = False,
     ) -> None:
         self._forwarder = forwarder
+        self._with_request = shadows_with_request
         self._tracer = tracer
         self._dispatcher = dispatcher
         self._max_body = limits.max_body_bytes
@@ -49,21 +51,40 @@ class ProxyHandler:
             )
         route = ROUTES.get(request.path) if request.method == "POST" else None
         trace = self._tracer.start(request, route, entered) if self._tracer is not None else None
-        job = (
-            self._dispatcher.offer(route, request.path, request.headers, body, trace)
-            if route
-            else None
-        )
+        job = None
+        if route and self._with_request:
+            job = self._dispatcher.offer(route, request.path, request.headers, body, trace)
         response, capture = await self._forwarder.relay(request, body, trace)
         if job is not None:
             job.primary_done(capture)
-        if trace is not None:
-            self._loop.call_soon(trace.finish, capture, body, job, response.status)
-        if self._observe is not None:
-            # Overhead: time in this handler that was not spent waiting for the upstream.
-            overhead = time.perf_counter() - entered - capture.latency_s
-            self._loop.call_soon(self._observe, capture, route, body, overhead, job)
+        # Overhead: time in this handler that was not spent waiting for the upstream.
+        overhead = time.perf_counter() - entered - capture.latency_s
+        # Runs after this task has handed the answer to the transport: shadows, metrics and
+        # spans never delay it.
+        self._loop.call_soon(
+            self._after, request, route, body, capture, overhead, job, trace, response.status
+        )
         return response
+
+    def _after(
+        self,
+        request: web.BaseRequest,
+        route: Route | None,
+        body: bytes,
+        capture: Capture,
+        overhead: float,
+        job: ShadowJob | None,
+        trace: RequestTrace | None,
+        status: int,
+    ) -> None:
+        if route and not self._with_request:
+            job = self._dispatcher.offer(route, request.path, request.headers, body, trace)
+            if job is not None:
+                job.primary_done(capture)
+        if trace is not None:
+            trace.finish(capture, body, job, status)
+        if self._observe is not None:
+            self._observe(capture, route, body, overhead, job)
 
 
 def make_server(handler: ProxyHandler, limits: Limits) -> web.Server:

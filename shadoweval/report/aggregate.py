@@ -617,6 +617,7 @@ def build_report(
     # The control first: its numbers are the candidates' noise floor.
     order = ([control] if control else []) + sorted(u for u in groups if u != control)
     rows: dict[str, Json] = {}
+    estimated: dict[str, float] = {}  # upstream -> share of answers with estimated tokens
     for upstream in order:
         quality = [b for s in quality_scorers if (b := quality_block(ctx, upstream, s))]
         if control is not None and upstream != control:
@@ -647,6 +648,11 @@ def build_report(
         }
         row["verdict"] = decide(row, cfg) if roles[upstream] == "candidate" else None
         rows[upstream] = row
+        tokens = row["operations"]["tokens"]
+        estimated[upstream] = tokens["candidate"]["estimated_share"] or 0.0
+        estimated["the primary"] = max(
+            estimated.get("the primary", 0.0), tokens["primary"]["estimated_share"] or 0.0
+        )
         for b in quality:
             if b.get("agreement"):
                 k = b["agreement"]["kappa"]
@@ -657,6 +663,12 @@ def build_report(
                     f"{kappa}{ci} on {k['n']} pairs"
                 )
 
+    for name, share in estimated.items():
+        if share > 0.2:
+            notes.append(
+                f"token counts of {name} are estimated for {share:.0%} of answers (no usage "
+                "reported, e.g. streams without include_usage): its cost figures are approximate"
+            )
     candidates = [rows[u] for u in order if roles[u] == "candidate"]
     statuses = [r["verdict"]["status"] for r in candidates]
     gate = (

@@ -164,9 +164,11 @@ def plot_scores(report: Json, colors: svg.Colors | None = None) -> list[str]:
 
 def _time_label(iso: str, bucket_s: int) -> str:
     when = datetime.fromisoformat(iso)
-    return when.strftime(
-        "%m-%d" if bucket_s >= 86400 else "%H:%M" if bucket_s < 3600 * 6 else "%m-%d %Hh"
-    )
+    if bucket_s >= 86400:
+        return when.strftime("%m-%d")
+    if bucket_s >= 6 * 3600:
+        return when.strftime("%m-%d %Hh")
+    return when.strftime("%H:%M" if bucket_s >= 60 else "%H:%M:%S")
 
 
 def plot_over_time(report: Json, colors: svg.Colors | None = None) -> list[str]:

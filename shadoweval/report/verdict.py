@@ -75,7 +75,12 @@ def _quality(row: Json, cfg: Report) -> list[Json]:
                 _check(name, INSUFFICIENT, f"{text}: below {_pct(-max_drop)} but within noise")
             )
         else:
+            # Looks fine so far: pairs to show non-inferiority at the configured margin and
+            # power. Already past the margin: pairs for the interval to settle there.
             needed = b["pairs_needed"]
+            if rel["value"] <= -max_drop:
+                est = Estimate(rel["value"], rel["lo"], rel["hi"], b["n_paired"])
+                needed = pairs_to_resolve(est, -max_drop)
             out.append(_check(name, INSUFFICIENT, f"{text} straddles {_pct(-max_drop)}", needed))
     return out
 
@@ -149,12 +154,15 @@ def decide(row: Json, cfg: Report) -> Json:
     checks += _safety(row, cfg)
     checks += _failures(row, cfg)
 
+    for c in checks:
+        if c["status"] == INSUFFICIENT and c["pairs_needed"] is not None:
+            c["detail"] += f" (needs ~{c['pairs_needed']} pairs)"
     statuses = {c["status"] for c in checks}
     status = FAIL if FAIL in statuses else INSUFFICIENT if INSUFFICIENT in statuses else PASS
     shown = [c for c in checks if c["status"] == status] if status != PASS else checks
     needed = [c["pairs_needed"] for c in checks if c["status"] == INSUFFICIENT]
     most = max((n for n in needed if n is not None), default=None)
     line = f"{row['upstream']}: {_WORDS[status]} — " + "; ".join(c["detail"] for c in shown)
-    if status == INSUFFICIENT and most is not None:
-        line += f" (needs ~{most} pairs, has {pairs})"
+    if status == INSUFFICIENT:
+        line += f"; has {pairs} pairs"
     return {"status": status, "line": line, "checks": checks, "pairs_needed": most}

@@ -30,8 +30,9 @@ def canonical_number(text: str) -> str:
     if value == 0:
         return "0"
     if abs(value.adjusted()) > 40:
-        # "12e45678" (often a hex id, not a number) must not expand to 45,000 digits.
-        return str(value.normalize())
+        # Kept as written: "12e45678" (often a hex id) must not expand to 45,679 digits,
+        # and rounding a 50-digit number to Decimal's 28 would make different ones equal.
+        return text.replace(",", "").lower()
     if value == value.to_integral_value():
         return str(int(value))
     return format(value.normalize(), "f")

@@ -187,10 +187,75 @@ async def test_two_replicas_score_every_pair_exactly_once_despite_a_kill(kafka_b
     by_id = {orjson.loads(m.value)["score_id"]: orjson.loads(m.value) for m in records}
     # The scores are the real ones: cand-b shouts, so it never matches exactly.
     assert {r["value"] for r in by_id.values() if r["upstream"] == "cand-b" and r["scorer"] == "exact"} == {0.0}
-    assert {r["value"] for r in by_id.values() if r["scorer"] == "judge_single"} == {pytest.approx(6 / 9)}
+    judged = [r["value"] for r in by_id.values() if r["scorer"] == "judge_single"]
+    assert judged == [pytest.approx(6 / 9)] * 500  # grade 7 on the 1..10 scale
     # b scored part of the traffic before it died, a the rest plus b's unfinished work;
     # re-deliveries show up as duplicates that the score ids collapse.
     duplicates = len(ids) - len(counts)
     print(f"\nreplica b scored {b_done:.0f} pairs before SIGKILL; replica a {a_done:.0f}; {duplicates} duplicate score records deduped")
     assert 10 <= b_done < 500 and a_done + b_done >= 500
     assert "assigned" in logs["a"].read_text()
+
+
+async def test_a_batch_published_but_not_committed_is_rescored_and_dedupes(kafka_bootstrap: str) -> None:
+    """The worst moment to die: scores published, offsets not committed. The next member of
+    the group gets the same pairs again; the re-score carries the same score ids."""
+    from aiokafka import AIOKafkaProducer
+    from prometheus_client import CollectorRegistry
+
+    from shadoweval.config import parse_scorer
+    from shadoweval.metrics import ScoreMetrics
+    from shadoweval.score.runner import ScoreRunner
+    from tests.score_helpers import pair_record
+
+    run = uuid.uuid4().hex[:10]
+    pairs_topic, scores_topic = f"test-score-pairs-{run}", f"test-score-scores-{run}"
+    await create_topics(kafka_bootstrap, {pairs_topic: 2, scores_topic: 1})
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for i in range(30):
+            rec = pair_record("Paris", "Paris" if i % 2 else "Lyon", pair_id=f"req{i}:cand")
+            await producer.send_and_wait(pairs_topic, orjson.dumps(rec), key=f"req{i}".encode())
+    finally:
+        await producer.stop()
+    raw = {
+        "source": {"kind": "kafka", "bootstrap_servers": kafka_bootstrap, "topic": pairs_topic, "group_id": f"g-{run}", "batch_max_records": 10, "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "poll_timeout_ms": 500},
+        "sink": {"kind": "kafka", "bootstrap_servers": kafka_bootstrap, "topic": scores_topic},
+        "scorers": {"default": ["exact"]},
+        "safety": {"enabled": False},
+    }
+    cfg = parse_scorer(raw, environ={})
+
+    first = ScoreRunner(cfg, once=False, metrics=ScoreMetrics(CollectorRegistry()))
+    await first.start()
+    assert first.source is not None and first.sink is not None
+    batch = None
+    while batch is None or not batch.messages:
+        batch = await first.source.poll()
+    published = await first.score_messages(batch.messages)
+    await first.sink.write(published)
+    await first.stop()  # leaves the group without committing: as if it died here
+
+    second = ScoreRunner(cfg, once=False, metrics=ScoreMetrics(CollectorRegistry()))
+    await second.start()
+    task = asyncio.create_task(second.run())
+    try:
+        expected = {f"req{i}:cand:exact:pair" for i in range(30)}
+        records = await read_topic(kafka_bootstrap, scores_topic, lambda r: expected <= {m.key.decode() for m in r}, 60)
+    finally:
+        second.request_stop()
+        await task
+        await second.stop()
+    counts = Counter(m.key.decode() for m in records)
+    assert set(counts) == expected
+    redelivered = {r["score_id"] for r in published}
+    assert len(redelivered) == len(batch.messages) > 0
+    # Exactly the uncommitted batch was scored twice, with identical ids and values.
+    assert {k for k, n in counts.items() if n == 2} == redelivered
+    assert all(n in (1, 2) for n in counts.values())
+    values: dict[str, set[float]] = {}
+    for m in records:
+        rec = orjson.loads(m.value)
+        values.setdefault(rec["score_id"], set()).add(rec["value"])
+    assert all(len(v) == 1 for v in values.values())

@@ -236,7 +236,9 @@ def test_not_enough_data_says_how_many_pairs_are_needed(tmp_path: Path) -> None:
     assert verdict["status"] == "insufficient"
     needed = verdict["pairs_needed"]
     assert needed is not None and needed > 40
-    assert f"needs ~{needed} pairs, has 40" in verdict["line"]
+    assert f"(needs ~{needed} pairs)" in verdict["line"] and verdict["line"].endswith(
+        "has 40 pairs"
+    )
     assert report["gate"] == "insufficient"
     few = report_for(tmp_path, pairs[:10], scores, QUALITY_ONLY)
     assert any(c["rule"] == "pairs" for c in row(few, "a")["verdict"]["checks"])
