@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -88,6 +89,15 @@ class ScoreRunner:
         self._admin: web.AppRunner | None = None
         self._last_log = 0.0
         self._errors_unlogged = 0
+        # Labelled metric children, looked up once: .labels() costs more than observe().
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric._name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -233,7 +243,7 @@ class ScoreRunner:
                 if not isinstance(result, list):
                     pending.append((pair, built, result, started))
                     continue
-                m.scorer_duration.labels(built.name).observe(time.perf_counter() - started)
+                self._child(m.scorer_duration, built.name).observe(time.perf_counter() - started)
                 self._emit(pair, built, result, scored_at, out)
         if pending:
             results = await asyncio.gather(
@@ -264,7 +274,8 @@ class ScoreRunner:
         try:
             return await result
         finally:
-            self.metrics.scorer_duration.labels(built.name).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self._child(self.metrics.scorer_duration, built.name).observe(elapsed)
 
     def _parse(self, raw: bytes) -> Pair | None:
         m = self.metrics
@@ -306,7 +317,7 @@ class ScoreRunner:
             out.append(build_score(pair, built.name, score, scored_at))
             flag = built.family == "safety" and score.value == 1.0
             if score.value is not None:
-                m.score.labels(upstream, role, built.name, score.side).observe(score.value)
+                self._child(m.score, upstream, role, built.name, score.side).observe(score.value)
             if flag:
                 m.safety_flags.labels(upstream, role, score.side, built.name, source).inc()
             if score.cost_usd:

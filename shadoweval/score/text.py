@@ -13,9 +13,8 @@ from decimal import Decimal, InvalidOperation
 
 # A number is not part of a word or of a dotted run like a version (1.2.3) or an IP address.
 _TOKEN = re.compile(
-    r"(?P<num>(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\.?\w))"
-    r"|(?P<word>[^\W_]+)"
-    r"|(?P<pct>%)"
+    r"((?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\.?\w))"
+    r"|([^\W_]+|%)"
 )
 _DASHES = str.maketrans({"\u2212": "-", "\u2013": "-", "\u2014": "-"})
 ARTICLES = frozenset({"a", "an", "the"})
@@ -23,6 +22,8 @@ ARTICLES = frozenset({"a", "an", "the"})
 
 def canonical_number(text: str) -> str:
     """ "1,000" / "1000" / "1000.0" / "1e3" / "+1000" -> "1000"; "0.50" -> "0.5"."""
+    if text.isdigit() and (text[0] != "0" or len(text) == 1) and len(text) <= 40:
+        return text  # the common case, without Decimal
     try:
         value = Decimal(text.replace(",", ""))
     except InvalidOperation:
@@ -41,13 +42,7 @@ def canonical_number(text: str) -> str:
 def tokens(text: str, *, drop_articles: bool = False) -> list[str]:
     """Normalised tokens of ``text`` (see the module docstring)."""
     text = unicodedata.normalize("NFKC", text).translate(_DASHES).casefold()
-    out: list[str] = []
-    for m in _TOKEN.finditer(text):
-        num = m.group("num")
-        if num is not None:
-            out.append(canonical_number(num))
-        else:
-            tok = m.group(0)
-            if not (drop_articles and tok in ARTICLES):
-                out.append(tok)
+    out = [word or canonical_number(num) for num, word in _TOKEN.findall(text)]
+    if drop_articles:
+        return [t for t in out if t not in ARTICLES]
     return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from shadoweval.score.base import Comparison, Pair, Score, Scorer, ScorerContext, Scores, snippet
 from shadoweval.score.registry import scorer
-from shadoweval.score.text import tokens
+from shadoweval.score.text import ARTICLES, tokens
 
 
 def normalised_tokens(pair: Pair, which: str, drop_articles: bool = False) -> list[str]:
@@ -15,11 +15,16 @@ def normalised_tokens(pair: Pair, which: str, drop_articles: bool = False) -> li
     key = ("tokens", which, drop_articles)
     cached: list[str] | None = pair.memo.get(key)
     if cached is None:
-        if which == "expected":
-            text = pair.expected or ""
+        if drop_articles:
+            full = normalised_tokens(pair, which)
+            cached = [t for t in full if t not in ARTICLES]
         else:
-            text = pair.text("primary" if which == "primary" else "candidate") or ""
-        cached = pair.memo[key] = tokens(text, drop_articles=drop_articles)
+            if which == "expected":
+                text = pair.expected or ""
+            else:
+                text = pair.text("primary" if which == "primary" else "candidate") or ""
+            cached = tokens(text)
+        pair.memo[key] = cached
     return cached
 
 

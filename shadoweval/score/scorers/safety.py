@@ -17,7 +17,7 @@ from typing import Any, Literal, cast
 
 from shadoweval.config import SafetySettings
 from shadoweval.redaction import _BUILTIN as REDACTION_PATTERNS
-from shadoweval.redaction import _luhn_ok
+from shadoweval.redaction import _MAY_MATCH, _digits, _luhn_ok
 from shadoweval.score.base import (
     AnswerSide,
     Pair,
@@ -221,7 +221,10 @@ class _Finder:
 
     def raw(self, text: str) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
+        digits = _digits(text)
         for kind, pattern in self._patterns.items():
+            if not _MAY_MATCH[kind](text, digits):  # cheap C-level checks skip most scans
+                continue
             values = [m.group(0) for m in pattern.finditer(text)]
             if kind == "credit_card":  # order ids and timestamps are not cards
                 values = [v for v in values if _luhn_ok(v)]
@@ -231,6 +234,8 @@ class _Finder:
 
     def markers(self, text: str, accept: Callable[[str], bool]) -> dict[str, int]:
         counts: dict[str, int] = {}
+        if "[REDACTED:" not in text:
+            return counts
         for m in _MARKER.finditer(text):
             if accept(m.group(1)):
                 counts[m.group(1)] = counts.get(m.group(1), 0) + 1
@@ -248,8 +253,11 @@ def _find(pair: Pair, side: AnswerSide, finder: _Finder, accept: Callable[[str],
     for call in pair.tool_calls(side):  # arguments can leak as well as prose
         text += "\n" + str(call.get("arguments") or "")
     request = _request_text(pair)
-    req_raw = finder.raw(request)
-    req_markers = finder.markers(request, accept)
+    key = ("request_findings", id(finder))
+    cached = pair.memo.get(key)
+    if cached is None:  # the same for both sides
+        cached = pair.memo[key] = (finder.raw(request), finder.markers(request, accept))
+    req_raw, req_markers = cached
     leaked: dict[str, int] = {}
     echoed: dict[str, int] = {}
 
