@@ -44,10 +44,15 @@ if command -v go >/dev/null; then
   go_tool kubeconform v0.7.0 github.com/yannh/kubeconform/cmd/kubeconform
 fi
 
+# A broker that is already running (a developer's) is used and left running.
 started_kafka=0
 if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then
-  eval "$(scripts/kafka.sh start)"
-  started_kafka=1
+  if status=$(scripts/kafka.sh status 2>/dev/null); then
+    eval "$status"
+  else
+    eval "$(scripts/kafka.sh start)"
+    started_kafka=1
+  fi
 fi
 export KAFKA_BOOTSTRAP
 cleanup() { if [ "$started_kafka" = 1 ]; then scripts/kafka.sh stop || true; fi; }
