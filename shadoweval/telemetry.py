@@ -32,6 +32,7 @@ class Recorder:
         self._primary = primary_name
         self._prices = prices
         self._overhead = {r: metrics.overhead.labels(r) for r in _ROUTES}
+        self._series: dict[tuple[str, str, str, str], _Series] = {}
 
     def primary(
         self,
@@ -86,32 +87,53 @@ class Recorder:
 
     def outcome(self, out: Outcome, route: Route) -> None:
         m = self._m
-        model = m.model_label(out.model)
-        result = "error" if out.error_type else "ok"
-        labels = (out.role, out.upstream, model, route)
-        m.requests.labels(*labels, result).inc()
-        m.request_duration.labels(*labels, result).observe(out.latency_s)
+        labels = (out.role, out.upstream, m.model_label(out.model), route)
+        s = self._series.get(labels)
+        if s is None:
+            s = self._series[labels] = _Series(m, labels)
         if out.error_type:
+            s.failed.inc()
+            s.failed_duration.observe(out.latency_s)
             m.errors.labels(out.role, out.upstream, out.error_type).inc()
+        else:
+            s.ok.inc()
+            s.ok_duration.observe(out.latency_s)
         if out.ttft_s is not None:
-            m.ttft.labels(*labels).observe(out.ttft_s)
+            s.ttft.observe(out.ttft_s)
             tokens = out.usage.output_tokens if out.usage else None
             if tokens and tokens > 1 and out.error_type is None:
-                m.tpot.labels(*labels).observe((out.latency_s - out.ttft_s) / (tokens - 1))
+                s.tpot.observe((out.latency_s - out.ttft_s) / (tokens - 1))
         usage = out.usage
         if usage is not None:
-            for direction, count in (
-                ("input", usage.input_tokens),
-                ("output", usage.output_tokens),
-                ("cached_input", usage.cached_input_tokens),
-            ):
-                if count:
-                    m.tokens.labels(*labels, direction).inc(count)
+            if usage.input_tokens:
+                s.input_tokens.inc(usage.input_tokens)
+            if usage.output_tokens:
+                s.output_tokens.inc(usage.output_tokens)
+            if usage.cached_input_tokens:
+                s.cached_tokens.inc(usage.cached_input_tokens)
         if out.cost_usd is not None:
-            m.cost.labels(*labels).inc(out.cost_usd)
-            m.request_cost.labels(*labels).observe(out.cost_usd)
+            s.cost.inc(out.cost_usd)
+            s.request_cost.observe(out.cost_usd)
         elif out.error_type is None:
             m.unpriced.labels(out.role, out.upstream).inc()
+
+
+class _Series:
+    """The children of one (role, upstream, model, route), looked up once: ``labels()``
+    takes a lock and hashes its arguments on every call."""
+
+    def __init__(self, m: Metrics, labels: tuple[str, str, str, str]) -> None:
+        self.ok = m.requests.labels(*labels, "ok")
+        self.failed = m.requests.labels(*labels, "error")
+        self.ok_duration = m.request_duration.labels(*labels, "ok")
+        self.failed_duration = m.request_duration.labels(*labels, "error")
+        self.ttft = m.ttft.labels(*labels)
+        self.tpot = m.tpot.labels(*labels)
+        self.input_tokens = m.tokens.labels(*labels, "input")
+        self.output_tokens = m.tokens.labels(*labels, "output")
+        self.cached_tokens = m.tokens.labels(*labels, "cached_input")
+        self.cost = m.cost.labels(*labels)
+        self.request_cost = m.request_cost.labels(*labels)
 
 
 class Heartbeat:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,18 @@ class ShadowJob:
             self.primary.set_result(capture)
 
 
+class RequestIds:
+    """Unique request ids: a random per-process prefix and a counter (uuid4 costs a
+    system call for randomness on every request)."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
 class _Lane:
     """A candidate's queue and workers."""
 
@@ -145,6 +158,7 @@ class ShadowDispatcher:
         self._observe = observe
         self._keeps_caller_auth = any(c.cfg.forward_caller_auth for c in clients)
         self._closing = False
+        self._ids = RequestIds()
 
     # -- called on the hot path -------------------------------------------------------
 
@@ -194,7 +208,7 @@ class ShadowDispatcher:
         trace: RequestTrace | None,
     ) -> ShadowJob:
         info = RequestInfo(
-            request_id=uuid.uuid4().hex,
+            request_id=self._ids.next(),
             received_at=time.time(),
             route=route,
             path=path,
