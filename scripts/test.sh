@@ -58,7 +58,10 @@ export KAFKA_BOOTSTRAP
 cleanup() { if [ "$started_kafka" = 1 ]; then scripts/kafka.sh stop || true; fi; }
 trap cleanup EXIT
 
-.venv/bin/ruff check shadoweval tests benchmarks grafana prometheus scripts
-.venv/bin/ruff format --check shadoweval tests benchmarks grafana prometheus scripts
-.venv/bin/mypy
-.venv/bin/pytest "$@"
+# Every check runs (so one report shows everything); any failure fails the run.
+failed=0
+.venv/bin/ruff check shadoweval tests benchmarks grafana prometheus scripts || failed=1
+.venv/bin/ruff format --check shadoweval tests benchmarks grafana prometheus scripts || failed=1
+.venv/bin/mypy || failed=1
+.venv/bin/pytest "$@" || failed=1
+exit "$failed"

@@ -7,7 +7,9 @@ import argparse
 import contextlib
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from shadoweval import __version__, loop
 from shadoweval.config import ConfigError, load
@@ -204,7 +206,21 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
     settings = cfg.dataset
     overrides = {"edge_share": args.edge_share, "seed": args.seed, "scoring": args.scoring}
     settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    requests = read_requests(args.pairs, args.scores or [], settings.safety_scorers)
+    records: list[dict[str, Any]] = []
+    skipped: Counter[str] = Counter()
+    if args.kafka:
+        if settings.kafka is None:
+            raise ConfigError("--kafka needs a dataset.kafka section in the review config")
+        from shadoweval.dataset.kafka import read_pairs
+
+        records = loop.run(read_pairs(settings.kafka, skipped, args.max_records))
+    elif not args.pairs:
+        raise ConfigError("dataset build needs pair record files, or --kafka")
+    requests = read_requests(
+        args.pairs, args.scores or [], settings.safety_scorers, skipped, records
+    )
+    for reason, n in sorted(skipped.items()):
+        print(f"skipped {n}: {reason}", file=sys.stderr)
     result = build(requests, settings, Redactor(cfg.redaction), size=args.size)
     write_items(result.items, args.out)
     print_summary(result.summary, sys.stdout)
@@ -362,7 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
         "build",
         help="pick N representative inputs (stratified, deduplicated, with edge cases)",
     )
-    d.add_argument("pairs", nargs="+", help="pair record files (JSONL)")
+    d.add_argument("pairs", nargs="*", help="pair record files (JSONL)")
+    d.add_argument(
+        "--kafka", action="store_true", help="also read the topic in the config's dataset.kafka"
+    )
+    d.add_argument("--max-records", type=int, help="with --kafka: read at most this many")
     d.add_argument("--scores", "-s", nargs="+", help="score record files: safety flags")
     d.add_argument("--config", "-c", help="review config (dataset and redaction sections)")
     d.add_argument("--size", "-n", type=int, help="items wanted (default: dataset.size, 100)")

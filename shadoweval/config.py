@@ -14,8 +14,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from yarl import URL
+
+from shadoweval.headers import RESERVED as _RESERVED_HEADERS
+from shadoweval.headers import header_problem
 
 ENV_PREFIX = "SHADOWEVAL_"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -54,6 +65,51 @@ class Listen(_Model):
 class AdminListen(_Model):
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
+    # Bearer token required on every admin path but /healthz and /readyz (kubelet probes
+    # carry no credentials). Prefer token_env: the value then stays out of config files.
+    token: SecretStr | None = None
+    token_env: str | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _token_strength(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> AdminListen:
+        if self.token is not None and self.token_env:
+            raise ValueError("set either token or token_env, not both")
+        return self
+
+
+class UpstreamTLS(_Model):
+    """TLS to an https:// upstream; the certificate is verified unless ``verify: false``."""
+
+    # PEM bundle trusted instead of the system's CA store (a private CA).
+    ca_file: str | None = None
+    verify: bool = True
+    # Mutual TLS: the client certificate (PEM) and its key (omit when in the same file).
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UpstreamTLS:
+        if self.client_key and not self.client_cert:
+            raise ValueError("client_key needs client_cert")
+        if self.ca_file and not self.verify:
+            raise ValueError("ca_file is set but verify is false (nothing would be checked)")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return self != UpstreamTLS()
+
+
+def _tls_needs_https(url: str, tls: UpstreamTLS) -> None:
+    if tls.configured and not url.startswith("https://"):
+        raise ValueError("tls is set but url is not https:// (the connection would be plain text)")
 
 
 RetryOn = Literal["connect", "timeout", "http_429", "http_5xx"]
@@ -90,9 +146,15 @@ class Primary(_Model):
     # Off by default: retrying a non-idempotent generation is the caller's decision. Retries
     # happen only before any byte has been relayed to the caller.
     retry: Retry = Field(default_factory=_no_primary_retry)
+    tls: UpstreamTLS = Field(default_factory=UpstreamTLS)
 
     _name = field_validator("name")(_check_name)
     _url = field_validator("url")(_check_url)
+
+    @model_validator(mode="after")
+    def _tls_scheme(self) -> Primary:
+        _tls_needs_https(self.url, self.tls)
+        return self
 
 
 class Candidate(_Model):
@@ -114,6 +176,7 @@ class Candidate(_Model):
     connect_timeout_s: float = Field(5.0, gt=0)
     timeout_s: float = Field(120.0, gt=0)
     retry: Retry = Field(default_factory=Retry)
+    tls: UpstreamTLS = Field(default_factory=UpstreamTLS)
 
     _name = field_validator("name")(_check_name)
     _url = field_validator("url")(_check_url)
@@ -122,10 +185,13 @@ class Candidate(_Model):
     @classmethod
     def _no_auth_header(cls, value: dict[str, str]) -> dict[str, str]:
         for key, val in value.items():
-            if key.lower() in ("authorization", "host", "content-length"):
+            if key.lower() == "authorization":
                 raise ValueError(f"{key!r} cannot be set here (use api_key_env for credentials)")
-            if "\r" in val or "\n" in val or "\r" in key or "\n" in key:
-                raise ValueError(f"header {key!r} contains a line break")
+            if key.lower() in _RESERVED_HEADERS:
+                raise ValueError(f"{key!r} cannot be set here (the proxy frames requests itself)")
+            problem = header_problem(key, val)
+            if problem is not None:
+                raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -137,6 +203,7 @@ class Candidate(_Model):
             )
         if self.forward_caller_auth and self.api_key_env:
             raise ValueError("set either forward_caller_auth or api_key_env, not both")
+        _tls_needs_https(self.url, self.tls)
         return self
 
 
@@ -166,6 +233,16 @@ class Limits(_Model):
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     # Bounded copy of each answer kept for the pair record; the caller always gets all bytes.
     capture_max_bytes: int = Field(1024 * 1024, ge=1024)
+    # The request head, as the proxy port's HTTP parser enforces it (over a limit: 400/431).
+    max_request_line_bytes: int = Field(8190, ge=256)
+    max_header_bytes: int = Field(8190, ge=256, description="one header field")
+    max_headers: int = Field(128, ge=8, le=10_000)
+    # Slow clients (slowloris): a request head must be complete within header_timeout_s of
+    # its first byte, its body within body_timeout_s of the head; else 408 and close.
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(60.0, gt=0)
+    # A kept-alive connection that sends no request for this long is closed.
+    idle_timeout_s: float = Field(75.0, gt=0)
 
 
 class FileSink(_Model):
@@ -1054,6 +1131,18 @@ class JudgeSettings(_Model):
         return self
 
 
+class RegressionAlarm(_Model):
+    """The scorer's anytime-valid test per (candidate, quality scorer) that the candidate is
+    worse than its baseline by more than ``delta``; sets shadoweval_quality_regression_*."""
+
+    enabled: bool = True
+    delta: float = Field(0.05, ge=0.0, lt=1.0)
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    # Pairs remembered to match a candidate's pair score with the control's on the same
+    # request (and to ignore re-deliveries).
+    window: int = Field(20_000, ge=100)
+
+
 class ScorerConfig(_Model):
     """The whole configuration of ``shadoweval score`` (its own file)."""
 
@@ -1064,6 +1153,7 @@ class ScorerConfig(_Model):
     safety: SafetySettings = Field(default_factory=SafetySettings)
     semantic: SemanticSettings = Field(default_factory=SemanticSettings)
     judge: JudgeSettings = Field(default_factory=JudgeSettings)
+    regression: RegressionAlarm = Field(default_factory=RegressionAlarm)
     # Explanations quote at most this many characters of an answer.
     snippet_chars: int = Field(80, ge=10, le=10_000)
     # Upstream names come from the data: at most this many become metric labels.
@@ -1222,6 +1312,9 @@ class DatasetSettings(_Model):
     # Score records from these scorers with value >= 0.5 mark an input as a safety edge case.
     safety_scorers: list[str] = Field(default_factory=lambda: list(_DATASET_SAFETY))
     seed: int = 0
+    # Pairs from the proxy's Kafka topic (`dataset build --kafka`), read from the earliest
+    # offset to the end as it was at start; no consumer group joins, nothing is committed.
+    kafka: KafkaPairSource | None = None
 
 
 class ReviewConfig(_Model):

@@ -47,6 +47,9 @@ SINK_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 
 OTHER = "other"
 
+# Why the proxy port refused a request (shadoweval_refused_requests_total{reason}).
+REFUSED_REASONS = ("bad_request", "header_too_large", "header_timeout", "body_timeout")
+
 
 class LabelCap:
     """Admits at most ``limit`` distinct values; the rest are folded into ``other``."""
@@ -222,6 +225,19 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("shadoweval_ready", "1 when the proxy accepts traffic.", registry=r)
+        self.refused = Counter(
+            "shadoweval_refused_requests",
+            "Caller requests the proxy port refused itself, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in REFUSED_REASONS:
+            self.refused.labels(reason)
+        self.loop_tasks = Gauge(
+            "shadoweval_event_loop_tasks",
+            "asyncio tasks alive in the proxy's event loop (bounded under steady load).",
+            registry=r,
+        )
         # Red-team probes (shadoweval.probes): series of their own, so probe calls never
         # appear in the user-traffic metrics above (whose label sets dashboards rely on).
         self.probe_requests = Counter(
@@ -243,6 +259,31 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+
+    def totals(self) -> dict[str, float]:
+        """Counter totals that account for every shadow and record (the shutdown log line)."""
+
+        def total(name: str, **match: str) -> float:
+            return sum(
+                s.value
+                for family in self.registry.collect()
+                for s in family.samples
+                if s.name == name and all(s.labels.get(k) == v for k, v in match.items())
+            )
+
+        return {
+            "sampled_in": total("shadoweval_shadow_sampling_decisions_total", decision="in"),
+            "pairs": total("shadoweval_pairs_total"),
+            "shadows_dropped": total("shadoweval_shadow_dropped_total"),
+            "shadows_internal": sum(
+                total("shadoweval_upstream_errors_total", role=role, error_type="internal")
+                for role in ("candidate", "control")
+            ),
+            "sink_written": total("shadoweval_sink_records_total", outcome="written"),
+            "sink_dropped": total("shadoweval_sink_records_total", outcome="dropped"),
+            "sink_failed": total("shadoweval_sink_records_total", outcome="failed"),
+            "sink_spilled": total("shadoweval_sink_records_total", outcome="spilled"),
+        }
 
     def init_upstream(self, role: str, upstream: str) -> None:
         """Create the zero-valued series of an upstream so rates exist before traffic."""

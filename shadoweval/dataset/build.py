@@ -182,10 +182,14 @@ def read_requests(
     score_paths: Iterable[str | Path] = (),
     safety_scorers: Iterable[str] = (),
     skipped: Counter[str] | None = None,
+    records: Iterable[Json] = (),
 ) -> list[Request]:
-    """Requests from pair record files, with safety flags from score record files."""
+    """Requests from pair record files (and ``records`` already read, e.g. from Kafka),
+    with safety flags from score record files."""
     skipped = skipped if skipped is not None else Counter()
     requests: dict[str, Request] = {}
+    for rec in records:
+        add_pair(requests, rec, skipped)
     for rec in _jsonl(pair_paths, skipped):
         add_pair(requests, rec, skipped)
     wanted = set(safety_scorers)

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from shadoweval.config import Limits
 from shadoweval.proxy.forward import Forwarder, error_response
+from shadoweval.proxy.guard import GuardedServer, RefusedHook
 from shadoweval.proxy.openai import ROUTES
 from shadoweval.proxy.shadow import ShadowDispatcher, ShadowJob
 from shadoweval.types import Capture, Route
@@ -87,11 +88,14 @@ class ProxyHandler:
             self._observe(capture, route, body, overhead, job)
 
 
-def make_server(handler: ProxyHandler, limits: Limits) -> web.Server:
+def make_server(
+    handler: ProxyHandler, limits: Limits, on_refused: RefusedHook | None = None
+) -> web.Server:
     def request_factory(message, payload, protocol, writer, task):  # type: ignore[no-untyped-def]
         return web.BaseRequest(
             message, payload, protocol, writer, task, protocol._loop,
             client_max_size=limits.max_body_bytes,
         )  # fmt: skip
 
-    return web.Server(handler, request_factory=request_factory)
+    # GuardedServer: head limits, slow-client timeouts, HTTP/1.0 framing (proxy/guard.py).
+    return GuardedServer(handler, limits, on_refused, request_factory=request_factory)

@@ -4,6 +4,7 @@ system prompt, its own credentials) and sent, with a bounded read of the answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import os
 import time
@@ -12,11 +13,13 @@ from typing import Any
 
 import orjson
 
-from shadoweval.config import Candidate
+from shadoweval.config import Candidate, ConfigError
+from shadoweval.headers import header_line
 from shadoweval.proxy.forward import classify
 from shadoweval.proxy.openai import error_type_for_status
 from shadoweval.proxy.upstream import UpstreamPool
 from shadoweval.retry import RetryPolicy
+from shadoweval.tls import client_context
 from shadoweval.types import Capture, Json, Route
 
 MAX_CHUNK_TIMES = 4096
@@ -62,7 +65,10 @@ class CandidateClient:
         self.role = cfg.role
         # Its own pool: a slow candidate can only exhaust its own connections.
         self.pool = UpstreamPool(
-            cfg.url, limit=cfg.concurrency, connect_timeout_s=cfg.connect_timeout_s
+            cfg.url,
+            limit=cfg.concurrency,
+            connect_timeout_s=cfg.connect_timeout_s,
+            ssl_context=client_context(cfg.tls, cfg.url, f"candidates[{cfg.name}]"),
         )
         self._capture_max = capture_max
         self._timeout = cfg.timeout_s
@@ -74,7 +80,10 @@ class CandidateClient:
         if cfg.api_key_env:
             headers["Authorization"] = f"Bearer {os.environ.get(cfg.api_key_env, '')}"
         self._headers = headers
-        self._raw_headers = _raw(headers)
+        try:  # config headers are checked at load; the key comes from the environment
+            self._raw_headers = _raw(headers)
+        except ValueError as exc:
+            raise ConfigError(f"candidates[{cfg.name}]: {exc}") from None
 
     async def close(self) -> None:
         await self.pool.close()
@@ -103,7 +112,10 @@ class CandidateClient:
 
     def _raw_headers_for(self, caller_auth: str | None) -> list[tuple[bytes, bytes]]:
         if self.cfg.forward_caller_auth and caller_auth:
-            return _raw(self.headers_for(caller_auth))
+            # The caller's value passed the proxy's HTTP parser; checked again here because
+            # it is written into a request of ours (sent without it if it is not clean).
+            with contextlib.suppress(ValueError):
+                return _raw(self.headers_for(_as_latin1(caller_auth)))
         return self._raw_headers
 
     async def send(self, path: str, payload: Json, caller_auth: str | None = None) -> Capture:
@@ -158,4 +170,10 @@ class CandidateClient:
 
 
 def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    """Raw header lines; ValueError if one could break the request (line breaks, controls)."""
+    return [header_line(k, v) for k, v in headers.items()]
+
+
+def _as_latin1(value: str) -> str:
+    # aiohttp decodes header bytes as UTF-8 with surrogateescape: recover the bytes sent.
+    return value.encode("utf-8", "surrogateescape").decode("latin-1")

@@ -162,13 +162,18 @@ class Pair:
 
     def error(self, side: AnswerSide) -> str | None:
         """Why this side has no usable answer, or None."""
+        key = ("error", side)
+        if key in self.memo:
+            return self.memo[key]  # type: ignore[no-any-return]
         s = self.side(side)
-        if s.get("error_type"):
-            return str(s["error_type"])
         status = s.get("status")
-        if status is None or not 200 <= int(status) < 300:
-            return f"status {status}"
-        return None
+        why: str | None = None
+        if s.get("error_type"):
+            why = str(s["error_type"])
+        elif not isinstance(status, int) or not 200 <= status < 300:
+            why = f"status {status}"
+        self.memo[key] = why
+        return why
 
     def tool_calls(self, side: AnswerSide) -> list[Json]:
         calls = self.side(side).get("tool_calls")

@@ -25,6 +25,7 @@ from shadoweval.config import ConfigError, FilePairSource, ScorerConfig, ScorerS
 from shadoweval.metrics import LabelCap, ScoreMetrics
 from shadoweval.records import PAIR_SCHEMA
 from shadoweval.score import registry
+from shadoweval.score.alarm import Alarm
 from shadoweval.score.base import Pair, Score, ScorerContext
 from shadoweval.score.consumer import FileSource, KafkaSource, PairSource
 from shadoweval.score.record import build_score
@@ -86,6 +87,7 @@ class ScoreRunner:
         self._safety: list[registry.BuiltScorer] = []
         self._resolved: dict[tuple[str | None, str], list[registry.BuiltScorer]] = {}
         self._upstream = LabelCap(cfg.upstream_label_limit)
+        self._alarm = Alarm(cfg.regression, self.metrics)
         self._admin: web.AppRunner | None = None
         self._last_log = 0.0
         self._errors_unlogged = 0
@@ -323,6 +325,16 @@ class ScoreRunner:
             if score.cost_usd:
                 m.judge_cost.labels(built.name).inc(score.cost_usd)
             self.tally.add(upstream, role, built.name, score.side, score.value, flag)
+            if built.family != "safety" and pair.record.get("source", "traffic") == "traffic":
+                self._alarm.observe(
+                    pair_id=pair.pair_id,
+                    request_id=str(pair.record.get("request_id", "")),
+                    upstream=upstream,
+                    role=role,
+                    scorer=built.name,
+                    side=score.side,
+                    value=score.value,
+                )
 
     def _scorer_failed(self, built: registry.BuiltScorer, pair: Pair, exc: Exception) -> None:
         # No record: a later successful re-score would not replace an error under another id.

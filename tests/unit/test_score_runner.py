@@ -354,3 +354,32 @@ def test_embedded_path_demo_then_score_once(tmp_path: Path) -> None:
     second = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert "scored 0 pairs" in second.stdout
     assert len(read_scores(tmp_path / "shadoweval-demo" / "scores.jsonl")) == len(scores)
+
+
+async def test_regression_alarm_against_the_control_and_per_side(tmp_path: Path) -> None:
+    records = []
+    for i in range(120):
+        records.append(pair_record("Paris", "Lyon", pair_id=f"q{i}:worse"))  # disagrees
+        records.append(pair_record("Paris", "Paris", pair_id=f"q{i}:same"))
+        records.append(pair_record("Paris", "Paris", pair_id=f"q{i}:control", role="control"))
+    for rec in records:  # upstream names from the pair id
+        rec["candidate"]["upstream"] = rec["pair_id"].split(":")[1]
+    write_pairs(tmp_path / "pairs.jsonl", records)
+    metrics = ScoreMetrics(CollectorRegistry())
+    raw = config(tmp_path, scorers={"default": ["exact"]}, safety={"enabled": False})
+    raw["source"]["batch_max_records"] = 50
+    await score_once(raw, metrics)
+
+    def gauge(name: str, upstream: str) -> float | None:
+        return metrics.registry.get_sample_value(f"shadoweval_quality_regression_{name}", {"upstream": upstream, "scorer": "exact"})
+
+    assert gauge("detected", "worse") == 1.0
+    assert gauge("detected", "same") == 0.0
+    assert (gauge("evidence", "same") or 0) < 1.0
+    # Re-scoring the same pairs (a re-delivery) does not feed the test twice.
+    runner = ScoreRunner(parse_scorer(raw, environ={}), metrics=ScoreMetrics(CollectorRegistry()))
+    runner._build_sets()
+    batch = [orjson.dumps(r) for r in records[:30]]
+    await runner.score_messages(batch)
+    await runner.score_messages(batch)
+    assert runner._alarm.monitor("worse", "exact").n == 10
