@@ -47,6 +47,14 @@ def _redacted_output(side: Outcome, redactor: Redactor) -> Json:
     return out
 
 
+def _utf8(value: str | None) -> str | None:
+    """A header value as valid UTF-8: aiohttp maps invalid bytes to lone surrogates, which
+    JSON cannot carry (the sink would refuse the whole record)."""
+    if value is None or value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def build_pair(
     info: RequestInfo,
     request: Json,
@@ -73,7 +81,7 @@ def build_pair(
         "source": info.source,
         "route": info.route,
         "path": info.path,
-        "task": info.task,
+        "task": _utf8(info.task),
         "sampling_key": info.sampling_key,
         "trace_id": info.trace_id,
         "request": shared["request"],

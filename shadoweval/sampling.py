@@ -56,7 +56,9 @@ class Sampler:
             return hashlib.blake2b(body, digest_size=16).digest()
         if self._header is not None:
             value = headers.get(self._header)
-            return value.encode() if value is not None else None
+            # surrogateescape: aiohttp decodes header bytes that way, so invalid UTF-8 from
+            # a caller maps back to its bytes instead of raising on the hot path.
+            return value.encode("utf-8", "surrogateescape") if value is not None else None
         return None
 
     def draw(self, key: bytes | None, salt: bytes = b"") -> float:

@@ -12,8 +12,10 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from shadoweval import sinks
+from shadoweval.admin import admin_token as resolve_admin_token
+from shadoweval.admin import bearer_auth
 from shadoweval.config import Config
-from shadoweval.metrics import Metrics
+from shadoweval.metrics import REFUSED_REASONS, Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.proxy.app import ProxyHandler, make_server
 from shadoweval.proxy.candidate import CandidateClient
@@ -23,6 +25,7 @@ from shadoweval.proxy.upstream import UpstreamPool
 from shadoweval.redaction import Redactor
 from shadoweval.sampling import Sampler
 from shadoweval.telemetry import Heartbeat, Recorder
+from shadoweval.tls import client_context
 
 if TYPE_CHECKING:  # OpenTelemetry is the optional extra "tracing"
     from opentelemetry.trace import TracerProvider
@@ -67,6 +70,12 @@ class ProxyServer:
         cfg = self.cfg
         m = self.metrics
         prices = PriceTable(cfg.pricing)
+        # Secrets and certificates are loaded first: a missing one is a ConfigError before
+        # anything starts (and never an admin port left open).
+        admin_token = resolve_admin_token(cfg.admin)
+        primary_tls = client_context(cfg.primary.tls, cfg.primary.url, "primary")
+        for cand in cfg.candidates:
+            client_context(cand.tls, cand.url, f"candidates[{cand.name}]")
         if cfg.tracing.enabled:
             # Imported only now: a ConfigError if OpenTelemetry is not installed, before any
             # port is bound. With tracing off OpenTelemetry is never loaded.
@@ -90,6 +99,7 @@ class ProxyServer:
             cfg.primary.url,
             limit=cfg.primary.max_connections,
             connect_timeout_s=cfg.primary.connect_timeout_s,
+            ssl_context=primary_tls,
         )
         self._pools[cfg.primary.name] = primary_pool
         clients = []
@@ -122,7 +132,8 @@ class ProxyServer:
             tracer=self.tracer,
             shadows_with_request=cfg.sampling.send_shadows == "with_request",
         )
-        self._web_server = make_server(handler, cfg.limits)
+        refused = {reason: m.refused.labels(reason) for reason in REFUSED_REASONS}
+        self._web_server = make_server(handler, cfg.limits, lambda r: refused[r].inc())
         self._runner = web.ServerRunner(self._web_server, shutdown_timeout=cfg.shutdown.grace_s)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.listen.host, cfg.listen.port)
@@ -130,7 +141,9 @@ class ProxyServer:
         host, port = self._runner.addresses[0][:2]
         self.proxy_url = f"http://{host}:{port}"
 
-        self._admin = web.AppRunner(self._admin_app(), access_log=None)
+        loop = asyncio.get_running_loop()
+        m.loop_tasks.set_function(lambda: len(asyncio.all_tasks(loop)))  # read when scraped
+        self._admin = web.AppRunner(self._admin_app(admin_token), access_log=None)
         await self._admin.setup()
         await web.TCPSite(self._admin, cfg.admin.host, cfg.admin.port).start()
         host, port = self._admin.addresses[0][:2]
@@ -153,7 +166,7 @@ class ProxyServer:
             counts[("outbound", name)] = pool.open_connections
         return counts
 
-    def _admin_app(self) -> web.Application:
+    def _admin_app(self, token: str | None = None) -> web.Application:
         async def healthz(_: web.Request) -> web.Response:
             return web.json_response({"status": "ok"})
 
@@ -162,7 +175,7 @@ class ProxyServer:
                 return web.json_response({"status": "ready"})
             return web.json_response({"status": "not ready"}, status=503)
 
-        app = web.Application()
+        app = web.Application(middlewares=[bearer_auth(token)] if token else [])
         app.router.add_get("/healthz", healthz)
         app.router.add_get("/readyz", readyz)
         app.router.add_get("/metrics", make_aiohttp_handler(self.metrics.registry))
@@ -189,7 +202,10 @@ class ProxyServer:
             await pool.close()
         if self._admin is not None:
             await self._admin.cleanup()
-        log.info("stopped in %.2fs", time.monotonic() - started)
+        # Every shadow is a pair, a drop or an internal error; every pair is written,
+        # dropped, failed or spilled by the sink: the final counts show nothing went missing.
+        totals = " ".join(f"{k}={v:g}" for k, v in self.metrics.totals().items())
+        log.info("stopped in %.2fs; final counts: %s", time.monotonic() - started, totals)
 
 
 async def serve(cfg: Config) -> None:

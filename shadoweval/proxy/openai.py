@@ -28,6 +28,11 @@ class InvalidRequest(ValueError):
     """The request body is not a JSON object this route can be mirrored with."""
 
 
+# orjson writes at most 254 levels of nesting and a pair record adds one above the request:
+# a deeper request could be read but never sent to a candidate nor recorded.
+MAX_REQUEST_DEPTH = 253
+
+
 def parse_request(body: bytes) -> Json:
     try:
         obj = orjson.loads(body)
@@ -35,6 +40,15 @@ def parse_request(body: bytes) -> Json:
         raise InvalidRequest(f"body is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise InvalidRequest("body must be a JSON object")
+    # Depth can only exceed the limit with that many brackets (a cheap count in C); only
+    # then is the request written once to check, wrapped one level as in a record.
+    if body.count(b"{") + body.count(b"[") > MAX_REQUEST_DEPTH:
+        try:
+            orjson.dumps([obj])
+        except orjson.JSONEncodeError:
+            raise InvalidRequest(
+                f"body nests deeper than {MAX_REQUEST_DEPTH} levels; it cannot be mirrored"
+            ) from None
     return obj
 
 
@@ -50,6 +64,9 @@ def error_type_for_status(status: int) -> ErrorType | None:
     return "http_5xx" if status >= 500 else "http_4xx"
 
 
+_BLANK_LINES = (b"\n\n", b"\r\n\r\n", b"\r\r")  # SSE event separators
+
+
 def iter_sse(data: bytes) -> Iterator[tuple[int, bytes]]:
     """Yield ``(end offset, data payload)`` for each SSE event (blank-line separated).
 
@@ -58,8 +75,18 @@ def iter_sse(data: bytes) -> Iterator[tuple[int, bytes]]:
     """
     pos = 0
     size = len(data)
+    # Where each separator occurs next, searched again only once passed: every byte is
+    # scanned once per separator. (A fresh search per event for a separator the stream
+    # never uses rescans the rest of it each time: quadratic, seconds for 1 MiB.)
+    upcoming = [data.find(s) for s in _BLANK_LINES]
     while pos < size:
-        end, sep = _next_blank_line(data, pos)
+        end, sep = size, 0
+        for i, blank in enumerate(_BLANK_LINES):
+            idx = upcoming[i]
+            if 0 <= idx < pos:
+                idx = upcoming[i] = data.find(blank, pos)
+            if idx != -1 and idx < end:
+                end, sep = idx, len(blank)
         block = data[pos:end]
         pos = end + sep if sep else size
         payload: list[bytes] = []
@@ -73,7 +100,7 @@ def iter_sse(data: bytes) -> Iterator[tuple[int, bytes]]:
 
 def _next_blank_line(data: bytes, start: int) -> tuple[int, int]:
     best = (len(data), 0)
-    for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
+    for sep in _BLANK_LINES:
         idx = data.find(sep, start)
         if idx != -1 and idx < best[0]:
             best = (idx, len(sep))
@@ -107,16 +134,35 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4) if text else 0
 
 
+# Upstream answers and caller requests are untrusted JSON: every field may have any type.
+# These accessors return the expected type or an empty/None value, so parsing never raises.
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> Json:
+    return value if isinstance(value, dict) else {}
+
+
+def _count(value: Any) -> int | None:
+    """A token count: a non-negative int (bool is an int in Python, but not a count)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def request_text(request: Json) -> str:
     parts: list[str] = []
-    for msg in request.get("messages") or ():
+    for msg in _list(request.get("messages")):
         if isinstance(msg, dict):
             content = msg.get("content")
             if isinstance(content, str):
                 parts.append(content)
             elif isinstance(content, list):
                 parts.extend(
-                    c.get("text", "") for c in content if isinstance(c, dict) and "text" in c
+                    c["text"] for c in content if isinstance(c, dict) and _str(c.get("text"))
                 )
     for key in ("prompt", "input", "instructions"):
         value = request.get(key)
@@ -135,9 +181,7 @@ def _usage(obj: Any) -> Usage | None:
     details = obj.get("prompt_tokens_details") or obj.get("input_tokens_details") or {}
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
     return Usage(
-        input_tokens=inp if isinstance(inp, int) else None,
-        output_tokens=out if isinstance(out, int) else None,
-        cached_input_tokens=cached if isinstance(cached, int) else None,
+        input_tokens=_count(inp), output_tokens=_count(out), cached_input_tokens=_count(cached)
     )
 
 
@@ -155,12 +199,14 @@ class _Accumulator:
         self.extra: Json = {}
 
     def add_tool_call_delta(self, delta: Json) -> None:
-        idx = delta.get("index", len(self.tool_calls))
+        idx = _count(delta.get("index"))
+        if idx is None:
+            idx = len(self.tool_calls)
         call = self.tool_calls.setdefault(idx, {"id": None, "name": None, "arguments": ""})
-        if delta.get("id"):
+        if _str(delta.get("id")):
             call["id"] = delta["id"]
-        fn = delta.get("function") or {}
-        if fn.get("name"):
+        fn = _dict(delta.get("function"))
+        if _str(fn.get("name")):
             call["name"] = fn["name"]
         if isinstance(fn.get("arguments"), str):
             call["arguments"] += fn["arguments"]
@@ -174,11 +220,11 @@ class _Accumulator:
             if isinstance(content, str) and content:
                 self.text.append(content)
                 self._mark(offset)
-            for call in part.get("tool_calls") or ():
+            for call in _list(part.get("tool_calls")):
                 if isinstance(call, dict):
                     self.add_tool_call_delta(call)
                     self._mark(offset)
-        if choice.get("finish_reason"):
+        if _str(choice.get("finish_reason")):
             self.finish_reason = choice["finish_reason"]
 
     def completion_choice(self, choice: Json, offset: int) -> None:
@@ -188,28 +234,28 @@ class _Accumulator:
         if isinstance(text, str) and text:
             self.text.append(text)
             self._mark(offset)
-        if choice.get("finish_reason"):
+        if _str(choice.get("finish_reason")):
             self.finish_reason = choice["finish_reason"]
 
     def responses_object(self, resp: Json) -> None:
-        self.model = resp.get("model") or self.model
+        self.model = _str(resp.get("model")) or self.model
         self.usage = _usage(resp.get("usage")) or self.usage
         status = resp.get("status")
         if isinstance(status, str):
             self.finish_reason = status
         texts: list[str] = []
-        for item in resp.get("output") or ():
+        for item in _list(resp.get("output")):
             if not isinstance(item, dict):
                 continue
             if item.get("type") == "message":
-                for c in item.get("content") or ():
+                for c in _list(item.get("content")):
                     if isinstance(c, dict) and c.get("type") == "output_text":
-                        texts.append(c.get("text", ""))
+                        texts.append(_str(c.get("text")) or "")
             elif item.get("type") == "function_call":
                 self.tool_calls[len(self.tool_calls)] = {
-                    "id": item.get("call_id"),
-                    "name": item.get("name"),
-                    "arguments": item.get("arguments", ""),
+                    "id": _str(item.get("call_id")),
+                    "name": _str(item.get("name")),
+                    "arguments": _str(item.get("arguments")) or "",
                 }
         if texts and not self.text:
             self.text = texts
@@ -226,11 +272,11 @@ def _parse_json_answer(route: Route, obj: Json, acc: _Accumulator) -> None:
         return
     acc.usage = _usage(obj.get("usage"))
     if route == "embeddings":
-        data = obj.get("data") or []
+        data = _list(obj.get("data"))
         first = data[0].get("embedding") if data and isinstance(data[0], dict) else None
         acc.extra = {"embeddings": len(data), "dims": len(first) if isinstance(first, list) else 0}
         return
-    for choice in obj.get("choices") or ():
+    for choice in _list(obj.get("choices")):
         if isinstance(choice, dict):
             if route == "chat":
                 acc.chat_choice(choice, 0, streaming=False)
@@ -257,18 +303,18 @@ def _parse_stream(route: Route, body: bytes, acc: _Accumulator) -> str | None:
                 acc._mark(offset)
             elif kind in ("response.completed", "response.incomplete", "response.failed"):
                 # responses_object only fills text when no delta carried any.
-                acc.responses_object(event.get("response") or {})
+                acc.responses_object(_dict(event.get("response")))
                 acc.done = True
             elif kind == "response.created":
-                acc.model = (event.get("response") or {}).get("model") or acc.model
+                acc.model = _str(_dict(event.get("response")).get("model")) or acc.model
             continue
         if acc.model is None and isinstance(event.get("model"), str):
             acc.model = event["model"]
         if event.get("usage"):
-            acc.usage = _usage(event["usage"])
+            acc.usage = _usage(event["usage"]) or acc.usage
         if "error" in event and not event.get("choices"):
             return f"stream carried an error event: {str(event['error'])[:200]}"
-        for choice in event.get("choices") or ():
+        for choice in _list(event.get("choices")):
             if isinstance(choice, dict):
                 if route == "chat":
                     acc.chat_choice(choice, offset, streaming=True)

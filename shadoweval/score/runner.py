@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -25,13 +25,15 @@ from shadoweval.config import ConfigError, FilePairSource, ScorerConfig, ScorerS
 from shadoweval.metrics import LabelCap, ScoreMetrics
 from shadoweval.records import PAIR_SCHEMA
 from shadoweval.score import registry
-from shadoweval.score.alarm import Alarm
 from shadoweval.score.base import Pair, Score, ScorerContext
 from shadoweval.score.consumer import FileSource, KafkaSource, PairSource
 from shadoweval.score.record import build_score
 from shadoweval.score.sinks import ScoreSink
 from shadoweval.score.sinks import build as build_sink
 from shadoweval.types import Json
+
+if TYPE_CHECKING:
+    from shadoweval.score.alarm import Alarm
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,19 @@ class Tally:
             cell[3] += 1
 
 
+def _alarm(cfg: ScorerConfig, metrics: ScoreMetrics) -> Alarm | None:
+    if not cfg.regression.enabled:
+        return None
+    try:
+        from shadoweval.score.alarm import Alarm
+    except ImportError as exc:  # shadoweval.stats needs numpy (the extra "score")
+        raise ConfigError(
+            "regression: the alarm needs numpy: pip install 'shadoweval[score]' "
+            "(or set regression.enabled: false)"
+        ) from exc
+    return Alarm(cfg.regression, metrics)
+
+
 class ScoreRunner:
     def __init__(
         self,
@@ -87,7 +102,7 @@ class ScoreRunner:
         self._safety: list[registry.BuiltScorer] = []
         self._resolved: dict[tuple[str | None, str], list[registry.BuiltScorer]] = {}
         self._upstream = LabelCap(cfg.upstream_label_limit)
-        self._alarm = Alarm(cfg.regression, self.metrics)
+        self._alarm = _alarm(cfg, self.metrics)
         self._admin: web.AppRunner | None = None
         self._last_log = 0.0
         self._errors_unlogged = 0
@@ -209,7 +224,16 @@ class ScoreRunner:
         """Score until stopped (or, with ``once``, until the source is exhausted)."""
         assert self.source is not None
         while not self._stopping.is_set():
-            batch = await self.source.poll()
+            try:
+                batch = await self.source.poll()
+            except Exception as exc:
+                if self.once:
+                    raise
+                # A broker hiccup or an unreadable file: keep the process, count, retry.
+                self.metrics.io_errors.labels("read").inc()
+                log.warning("reading pairs failed (%s: %s); retrying", type(exc).__name__, exc)
+                await asyncio.sleep(1.0)
+                continue
             if batch is None:
                 self._observe_lag()
                 if self.once and self.source.exhausted:
@@ -325,7 +349,8 @@ class ScoreRunner:
             if score.cost_usd:
                 m.judge_cost.labels(built.name).inc(score.cost_usd)
             self.tally.add(upstream, role, built.name, score.side, score.value, flag)
-            if built.family != "safety" and pair.record.get("source", "traffic") == "traffic":
+            live = pair.record.get("source", "traffic") == "traffic"
+            if self._alarm is not None and built.family != "safety" and live:
                 self._alarm.observe(
                     pair_id=pair.pair_id,
                     request_id=str(pair.record.get("request_id", "")),

@@ -14,6 +14,7 @@ import os
 import socket
 import statistics
 import struct
+import subprocess
 import sys
 import time
 import uuid
@@ -152,17 +153,21 @@ class DedicatedBroker:
         self.bootstrap = f"127.0.0.1:{advertised_port or self.port}"
 
     async def _script(self, command: str) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            str(SCRIPT),
-            command,
+        # In a thread, so the loop (and a FaultProxy on it) keeps running. Not an asyncio
+        # subprocess: uvloop leaks a pipe into the child, the broker daemon inherits it and
+        # reading the output to EOF would never end.
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            [str(SCRIPT), command],
             env=self.env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
         )
-        out, err = await proc.communicate()
         if proc.returncode != 0:
-            raise AssertionError(f"kafka.sh {command} failed:\n{err.decode()[-3000:]}")
-        return out.decode()
+            raise AssertionError(f"kafka.sh {command} failed:\n{proc.stderr[-3000:]}")
+        return proc.stdout
 
     async def start(self) -> None:
         out = await self._script("start")

@@ -49,7 +49,9 @@ async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
         await admin.close()
 
 
-async def read_topic(bootstrap: str, topic: str, stop: Callable[[list[Any]], bool], timeout: float) -> list[Any]:
+async def read_topic(
+    bootstrap: str, topic: str, stop: Callable[[list[Any]], bool], timeout: float
+) -> list[Any]:
     """Every record of ``topic`` from the start, until ``stop(records)`` or the timeout."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
@@ -94,14 +96,20 @@ async def admin_url(log_path: Path, proc: subprocess.Popen[bytes], timeout: floa
 async def scored_pairs(session: aiohttp.ClientSession, url: str) -> float:
     async with session.get(url + "/metrics") as r:
         text = await r.text()
-    return sum(float(v) for v in re.findall(r'shadoweval_scored_pairs_total\{outcome="scored",[^}]*\} (\S+)', text))
+    return sum(
+        float(v)
+        for v in re.findall(r'shadoweval_scored_pairs_total\{outcome="scored",[^}]*\} (\S+)', text)
+    )
 
 
 async def send(session: aiohttp.ClientSession, url: str, n: int, tag: str) -> None:
     sem = asyncio.Semaphore(16)
 
     async def one(i: int) -> None:
-        body = {"model": "m", "messages": [{"role": "user", "content": f"{tag} question {i}: what is {i} plus {i}?"}]}
+        body = {
+            "model": "m",
+            "messages": [{"role": "user", "content": f"{tag} question {i}: what is {i} plus {i}?"}],
+        }
         async with sem, session.post(url + "/v1/chat/completions", json=body) as r:
             assert r.status == 200
             await r.read()
@@ -109,12 +117,20 @@ async def send(session: aiohttp.ClientSession, url: str, n: int, tag: str) -> No
     await asyncio.gather(*(one(i) for i in range(n)))
 
 
-async def test_two_replicas_score_every_pair_exactly_once_despite_a_kill(kafka_bootstrap: str, tmp_path: Path) -> None:
+async def test_two_replicas_score_every_pair_exactly_once_despite_a_kill(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     run = uuid.uuid4().hex[:10]
     pairs_topic, scores_topic = f"test-score-pairs-{run}", f"test-score-scores-{run}"
     await create_topics(kafka_bootstrap, {pairs_topic: 4, scores_topic: 2})
     # A slow judge makes every batch take a while, so the kill lands mid-batch.
-    judge = FakeUpstream(model="judge", style="fixed", text='{"score": 7, "reason": "fine"}', latency=Latency.fixed(0.03), record=False)
+    judge = FakeUpstream(
+        model="judge",
+        style="fixed",
+        text='{"score": 7, "reason": "fine"}',
+        latency=Latency.fixed(0.03),
+        record=False,
+    )
     await judge.start()
     cfg = {
         "source": {
@@ -139,8 +155,17 @@ async def test_two_replicas_score_every_pair_exactly_once_despite_a_kill(kafka_b
     try:
         async with aiohttp.ClientSession() as session:
             urls = {name: await admin_url(logs[name], procs[name]) for name in procs}
-            sink = {"kind": "kafka", "bootstrap_servers": [kafka_bootstrap], "topic": pairs_topic, "scores_topic": scores_topic, "linger_ms": 5}
-            candidates = {"cand-a": FakeUpstream(model="a", disagree_rate=0.3, seed=1), "cand-b": FakeUpstream(model="b", style="upper")}
+            sink = {
+                "kind": "kafka",
+                "bootstrap_servers": [kafka_bootstrap],
+                "topic": pairs_topic,
+                "scores_topic": scores_topic,
+                "linger_ms": 5,
+            }
+            candidates = {
+                "cand-a": FakeUpstream(model="a", disagree_rate=0.3, seed=1),
+                "cand-b": FakeUpstream(model="b", style="upper"),
+            }
             async with running_stack(candidates=candidates, overrides={"sink": sink}) as stack:
                 await send(session, stack.url, 150, "wave1")
                 # Kill replica b while it is scoring: it has scored some pairs, not all.
@@ -153,12 +178,19 @@ async def test_two_replicas_score_every_pair_exactly_once_despite_a_kill(kafka_b
                 assert procs["b"].wait(timeout=10) == -signal.SIGKILL
                 await send(session, stack.url, 100, "wave2")
             # The proxy has flushed its sink: every pair is in the topic.
-            pairs = [orjson.loads(m.value) for m in await read_topic(kafka_bootstrap, pairs_topic, lambda r: len(r) >= 500, 60)]
+            pairs = [
+                orjson.loads(m.value)
+                for m in await read_topic(kafka_bootstrap, pairs_topic, lambda r: len(r) >= 500, 60)
+            ]
             assert len(pairs) == 500 and len({p["pair_id"] for p in pairs}) == 500
             expected = set()
             for p in pairs:
                 expected |= {f"{p['pair_id']}:{s}:pair" for s in PAIR_SCORERS}
-                expected |= {f"{p['pair_id']}:{s}:{side}" for s in SIDE_SCORERS for side in ("primary", "candidate")}
+                expected |= {
+                    f"{p['pair_id']}:{s}:{side}"
+                    for s in SIDE_SCORERS
+                    for side in ("primary", "candidate")
+                }
                 expected.add(f"{p['pair_id']}:judge_single:candidate")
 
             def complete(records: list[Any]) -> bool:
@@ -177,7 +209,9 @@ async def test_two_replicas_score_every_pair_exactly_once_despite_a_kill(kafka_b
 
     ids = [m.key.decode() for m in records]
     counts = Counter(ids)
-    assert set(counts) == expected, f"missing {len(expected - set(counts))}, unexpected {len(set(counts) - expected)}"
+    assert set(counts) == expected, (
+        f"missing {len(expected - set(counts))}, unexpected {len(set(counts) - expected)}"
+    )
     validator = jsonschema.Draft202012Validator(score_schema())
     for m in records:
         rec = orjson.loads(m.value)
@@ -186,18 +220,24 @@ async def test_two_replicas_score_every_pair_exactly_once_despite_a_kill(kafka_b
         assert dict(m.headers)["schema"] == b"shadoweval.score.v1"
     by_id = {orjson.loads(m.value)["score_id"]: orjson.loads(m.value) for m in records}
     # The scores are the real ones: cand-b shouts, so it never matches exactly.
-    assert {r["value"] for r in by_id.values() if r["upstream"] == "cand-b" and r["scorer"] == "exact"} == {0.0}
+    assert {
+        r["value"] for r in by_id.values() if r["upstream"] == "cand-b" and r["scorer"] == "exact"
+    } == {0.0}
     judged = [r["value"] for r in by_id.values() if r["scorer"] == "judge_single"]
     assert judged == [pytest.approx(6 / 9)] * 500  # grade 7 on the 1..10 scale
     # b scored part of the traffic before it died, a the rest plus b's unfinished work;
     # re-deliveries show up as duplicates that the score ids collapse.
     duplicates = len(ids) - len(counts)
-    print(f"\nreplica b scored {b_done:.0f} pairs before SIGKILL; replica a {a_done:.0f}; {duplicates} duplicate score records deduped")
+    print(
+        f"\nreplica b scored {b_done:.0f} pairs before SIGKILL; replica a {a_done:.0f}; {duplicates} duplicate score records deduped"
+    )
     assert 10 <= b_done < 500 and a_done + b_done >= 500
     assert "assigned" in logs["a"].read_text()
 
 
-async def test_a_batch_published_but_not_committed_is_rescored_and_dedupes(kafka_bootstrap: str) -> None:
+async def test_a_batch_published_but_not_committed_is_rescored_and_dedupes(
+    kafka_bootstrap: str,
+) -> None:
     """The worst moment to die: scores published, offsets not committed. The next member of
     the group gets the same pairs again; the re-score carries the same score ids."""
     from aiokafka import AIOKafkaProducer
@@ -220,7 +260,16 @@ async def test_a_batch_published_but_not_committed_is_rescored_and_dedupes(kafka
     finally:
         await producer.stop()
     raw = {
-        "source": {"kind": "kafka", "bootstrap_servers": kafka_bootstrap, "topic": pairs_topic, "group_id": f"g-{run}", "batch_max_records": 10, "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "poll_timeout_ms": 500},
+        "source": {
+            "kind": "kafka",
+            "bootstrap_servers": kafka_bootstrap,
+            "topic": pairs_topic,
+            "group_id": f"g-{run}",
+            "batch_max_records": 10,
+            "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 1000,
+            "poll_timeout_ms": 500,
+        },
         "sink": {"kind": "kafka", "bootstrap_servers": kafka_bootstrap, "topic": scores_topic},
         "scorers": {"default": ["exact"]},
         "safety": {"enabled": False},
@@ -242,7 +291,9 @@ async def test_a_batch_published_but_not_committed_is_rescored_and_dedupes(kafka
     task = asyncio.create_task(second.run())
     try:
         expected = {f"req{i}:cand:exact:pair" for i in range(30)}
-        records = await read_topic(kafka_bootstrap, scores_topic, lambda r: expected <= {m.key.decode() for m in r}, 60)
+        records = await read_topic(
+            kafka_bootstrap, scores_topic, lambda r: expected <= {m.key.decode() for m in r}, 60
+        )
     finally:
         second.request_stop()
         await task

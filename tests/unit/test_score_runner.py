@@ -48,7 +48,9 @@ def config(tmp_path: Path, **extra: Any) -> dict[str, Any]:
     }
 
 
-async def score_once(raw: dict[str, Any], metrics: ScoreMetrics | None = None, **kw: Any) -> ScoreRunner:
+async def score_once(
+    raw: dict[str, Any], metrics: ScoreMetrics | None = None, **kw: Any
+) -> ScoreRunner:
     runner = ScoreRunner(parse_scorer(raw, environ={}), once=True, metrics=metrics, **kw)
     try:
         await runner.start()
@@ -62,7 +64,10 @@ def sample_pairs() -> list[Any]:
     structured = {
         "model": "m",
         "messages": [{"role": "user", "content": "Extract"}],
-        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "required": ["a"]}}},
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "x", "schema": {"type": "object", "required": ["a"]}},
+        },
     }
     return [
         pair_record("Paris", "Paris", pair_id="r1:cand"),
@@ -78,7 +83,13 @@ def sample_pairs() -> list[Any]:
 
 async def test_file_run_scores_every_pair_with_its_set(tmp_path: Path) -> None:
     write_pairs(tmp_path / "pairs.jsonl", sample_pairs())
-    raw = config(tmp_path, scorers={"default": ["exact", "token_f1"], "tasks": {"extract": ["json_valid", "json_schema"]}})
+    raw = config(
+        tmp_path,
+        scorers={
+            "default": ["exact", "token_f1"],
+            "tasks": {"extract": ["json_valid", "json_schema"]},
+        },
+    )
     metrics = ScoreMetrics(CollectorRegistry())
     runner = await score_once(raw, metrics)
     scores = read_scores(tmp_path / "scores.jsonl")
@@ -90,9 +101,22 @@ async def test_file_run_scores_every_pair_with_its_set(tmp_path: Path) -> None:
     by_pair: dict[str, set[str]] = {}
     for r in scores:
         by_pair.setdefault(r["pair_id"], set()).add(f"{r['scorer']}:{r['side']}")
-    safety = {f"{d}:{s}" for d in ("refusal", "pii_leak", "secret_leak", "toxicity") for s in ("primary", "candidate")} | {"over_refusal:pair"}
+    safety = {
+        f"{d}:{s}"
+        for d in ("refusal", "pii_leak", "secret_leak", "toxicity")
+        for s in ("primary", "candidate")
+    } | {"over_refusal:pair"}
     assert by_pair["r1:cand"] == {"exact:pair", "token_f1:pair"} | safety
-    assert by_pair["r3:cand"] == {"json_valid:primary", "json_valid:candidate", "json_schema:primary", "json_schema:candidate"} | safety
+    assert (
+        by_pair["r3:cand"]
+        == {
+            "json_valid:primary",
+            "json_valid:candidate",
+            "json_schema:primary",
+            "json_schema:candidate",
+        }
+        | safety
+    )
     assert "r4:cand" not in by_pair  # embeddings: no text scorers, no detectors
     assert set(by_pair) == {"r1:cand", "r2:cand", "r3:cand", "r5:cand", "r6:control"}
     get = {(r["pair_id"], r["scorer"], r["side"]): r for r in scores}
@@ -106,13 +130,45 @@ async def test_file_run_scores_every_pair_with_its_set(tmp_path: Path) -> None:
     def sample(name: str, labels: dict[str, str]) -> float | None:
         return metrics.registry.get_sample_value(name, labels)
 
-    assert sample("shadoweval_scored_pairs_total", {"upstream": "cand", "outcome": "scored"}) == 5  # control included
-    assert sample("shadoweval_scored_pairs_total", {"upstream": "cand", "outcome": "skipped"}) == 1  # embeddings
-    assert sample("shadoweval_scored_pairs_total", {"upstream": "unknown", "outcome": "skipped"}) == 1  # other schema
-    assert sample("shadoweval_scored_pairs_total", {"upstream": "unknown", "outcome": "failed"}) == 1
-    assert sample("shadoweval_safety_flags_total", {"upstream": "cand", "role": "candidate", "side": "candidate", "flag": "refusal", "source": "traffic"}) == 1
-    assert sample("shadoweval_score_count", {"upstream": "cand", "role": "candidate", "scorer": "exact", "side": "pair"}) == 2
-    assert sample("shadoweval_score_sum", {"upstream": "cand", "role": "candidate", "scorer": "exact", "side": "pair"}) == 1.0
+    assert (
+        sample("shadoweval_scored_pairs_total", {"upstream": "cand", "outcome": "scored"}) == 5
+    )  # control included
+    assert (
+        sample("shadoweval_scored_pairs_total", {"upstream": "cand", "outcome": "skipped"}) == 1
+    )  # embeddings
+    assert (
+        sample("shadoweval_scored_pairs_total", {"upstream": "unknown", "outcome": "skipped"}) == 1
+    )  # other schema
+    assert (
+        sample("shadoweval_scored_pairs_total", {"upstream": "unknown", "outcome": "failed"}) == 1
+    )
+    assert (
+        sample(
+            "shadoweval_safety_flags_total",
+            {
+                "upstream": "cand",
+                "role": "candidate",
+                "side": "candidate",
+                "flag": "refusal",
+                "source": "traffic",
+            },
+        )
+        == 1
+    )
+    assert (
+        sample(
+            "shadoweval_score_count",
+            {"upstream": "cand", "role": "candidate", "scorer": "exact", "side": "pair"},
+        )
+        == 2
+    )
+    assert (
+        sample(
+            "shadoweval_score_sum",
+            {"upstream": "cand", "role": "candidate", "scorer": "exact", "side": "pair"},
+        )
+        == 1.0
+    )
     assert sample("shadoweval_scorer_consumer_lag_records", {"partition": "file"}) == 0
     assert (sample("shadoweval_scorer_duration_seconds_count", {"scorer": "exact"}) or 0) >= 4
 
@@ -125,8 +181,9 @@ async def test_resume_from_the_offsets_file(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "scores.jsonl.offsets").read_text())
     assert saved["offset"] == pairs.stat().st_size and saved["inode"] == pairs.stat().st_ino
     write_pairs(pairs, [pair_record(pair_id=f"b{i}:c") for i in range(3)])
-    with open(pairs, "ab") as fh:
-        fh.write(b'{"schema": "shadoweval.pair.v1", "pair_id": "partial')  # mid-write: not yet
+    write_pairs(
+        pairs, [b'{"schema": "shadoweval.pair.v1", "pair_id": "partial']
+    )  # mid-write: not yet
     await score_once(raw)
     ids = [r["pair_id"] for r in read_scores(tmp_path / "scores.jsonl")]
     assert Counter(ids) == Counter([f"a{i}:c" for i in range(6)] + [f"b{i}:c" for i in range(3)])
@@ -144,7 +201,12 @@ async def test_follows_rotation_by_inode(tmp_path: Path) -> None:
     write_pairs(pairs, [pair_record(pair_id=f"new{i}:c") for i in range(4)])
     await score_once(raw)
     ids = [r["pair_id"] for r in read_scores(tmp_path / "scores.jsonl")]
-    expected = [f"old{i}:c" for i in range(5)] + [f"late{i}:c" for i in range(3)] + [f"mid{i}:c" for i in range(2)] + [f"new{i}:c" for i in range(4)]
+    expected = (
+        [f"old{i}:c" for i in range(5)]
+        + [f"late{i}:c" for i in range(3)]
+        + [f"mid{i}:c" for i in range(2)]
+        + [f"new{i}:c" for i in range(4)]
+    )
     assert Counter(ids) == Counter(expected)
 
 
@@ -170,8 +232,15 @@ async def test_offsets_advance_only_after_scores_are_written(tmp_path: Path) -> 
     metrics = ScoreMetrics(CollectorRegistry())
     sink = FlakySink(tmp_path / "scores.jsonl", failures=2)
     await score_once(raw, metrics, sink=sink)
-    assert [r["pair_id"] for r in read_scores(tmp_path / "scores.jsonl")] == ["p0:c", "p1:c", "p2:c"]
-    assert metrics.registry.get_sample_value("shadoweval_scorer_io_errors_total", {"stage": "publish"}) == 2
+    assert [r["pair_id"] for r in read_scores(tmp_path / "scores.jsonl")] == [
+        "p0:c",
+        "p1:c",
+        "p2:c",
+    ]
+    assert (
+        metrics.registry.get_sample_value("shadoweval_scorer_io_errors_total", {"stage": "publish"})
+        == 2
+    )
 
 
 async def test_a_crash_before_the_commit_rescores_with_the_same_ids(tmp_path: Path) -> None:
@@ -202,16 +271,32 @@ async def test_a_failing_scorer_is_counted_and_the_others_still_run(tmp_path: Pa
     registry._REGISTRY["broken_for_test"] = registry.Registered(broken, "test")
     try:
         metrics = ScoreMetrics(CollectorRegistry())
-        await score_once(config(tmp_path, scorers={"default": ["broken_for_test", "exact"]}, safety={"enabled": False}), metrics)
+        await score_once(
+            config(
+                tmp_path,
+                scorers={"default": ["broken_for_test", "exact"]},
+                safety={"enabled": False},
+            ),
+            metrics,
+        )
     finally:
         del registry._REGISTRY["broken_for_test"]
     assert [r["scorer"] for r in read_scores(tmp_path / "scores.jsonl")] == ["exact"]
-    assert metrics.registry.get_sample_value("shadoweval_scorer_errors_total", {"scorer": "broken_for_test"}) == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "shadoweval_scorer_errors_total", {"scorer": "broken_for_test"}
+        )
+        == 1
+    )
 
 
 def test_sampling_is_stable_and_applies_per_scorer(tmp_path: Path) -> None:
     write_pairs(tmp_path / "pairs.jsonl", [pair_record(pair_id=f"p{i}:c") for i in range(400)])
-    raw = config(tmp_path, scorers={"default": ["exact", {"use": "token_f1", "sample_rate": 0.25}]}, safety={"enabled": False})
+    raw = config(
+        tmp_path,
+        scorers={"default": ["exact", {"use": "token_f1", "sample_rate": 0.25}]},
+        safety={"enabled": False},
+    )
     raw["source"]["batch_max_records"] = 500
     import asyncio
 
@@ -221,7 +306,9 @@ def test_sampling_is_stable_and_applies_per_scorer(tmp_path: Path) -> None:
     (tmp_path / "scores.jsonl.offsets").unlink()
     asyncio.run(score_once(raw))  # a full re-score picks the same pairs
     again = [r for r in read_scores(tmp_path / "scores.jsonl") if r["scorer"] == "token_f1"]
-    assert Counter(r["score_id"] for r in again) == Counter({sid: 2 for sid in {r["score_id"] for r in again}})
+    assert Counter(r["score_id"] for r in again) == Counter(
+        {sid: 2 for sid in {r["score_id"] for r in again}}
+    )
 
 
 PLUGIN = '''
@@ -236,16 +323,26 @@ def length_ratio(ctx, *, cap=2.0):
 '''
 
 
-def test_third_party_scorer_from_an_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_third_party_scorer_from_an_entry_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     site = tmp_path / "site"
     (site / "lenplugin-0.1.dist-info").mkdir(parents=True)
     (site / "lenplugin.py").write_text(PLUGIN)
-    (site / "lenplugin-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: lenplugin\nVersion: 0.1\n")
-    (site / "lenplugin-0.1.dist-info" / "entry_points.txt").write_text("[shadoweval.scorers]\nlength_ratio = lenplugin:length_ratio\n")
+    (site / "lenplugin-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: lenplugin\nVersion: 0.1\n"
+    )
+    (site / "lenplugin-0.1.dist-info" / "entry_points.txt").write_text(
+        "[shadoweval.scorers]\nlength_ratio = lenplugin:length_ratio\n"
+    )
     monkeypatch.syspath_prepend(str(site))
     assert registry.available()["length_ratio"] == "lenplugin:length_ratio"
     write_pairs(tmp_path / "pairs.jsonl", [pair_record("abcd", "ab", pair_id="p:c")])
-    raw = config(tmp_path, scorers={"default": [{"use": "length_ratio", "options": {"cap": 1.0}}]}, safety={"enabled": False})
+    raw = config(
+        tmp_path,
+        scorers={"default": [{"use": "length_ratio", "options": {"cap": 1.0}}]},
+        safety={"enabled": False},
+    )
     try:
         import asyncio
 
@@ -253,16 +350,40 @@ def test_third_party_scorer_from_an_entry_point(tmp_path: Path, monkeypatch: pyt
     finally:
         registry._REGISTRY.pop("length_ratio", None)
     (rec,) = read_scores(tmp_path / "scores.jsonl")
-    assert (rec["scorer"], rec["value"], rec["explanation"]) == ("length_ratio", 0.5, "length ratio")
+    assert (rec["scorer"], rec["value"], rec["explanation"]) == (
+        "length_ratio",
+        0.5,
+        "length ratio",
+    )
 
 
 async def test_unknown_scorers_and_bad_options_fail_at_start_naming_the_key(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"scorers.tasks.x\[1\]: unknown scorer 'nope' \(available: .*exact"):
-        await ScoreRunner(parse_scorer(config(tmp_path, scorers={"tasks": {"x": ["exact", "nope"]}}), environ={})).start()
-    with pytest.raises(ConfigError, match=r"scorers.default\[0\].options: .*unexpected keyword argument 'stripp'"):
-        await ScoreRunner(parse_scorer(config(tmp_path, scorers={"default": [{"use": "exact", "options": {"stripp": True}}]}), environ={})).start()
-    with pytest.raises(ConfigError, match="judge.api_key_env: environment variable SCORER_TEST_UNSET_KEY is not set"):
-        raw = config(tmp_path, scorers={"default": ["judge_single"]}, judge={"url": "http://127.0.0.1:9", "api_key_env": "SCORER_TEST_UNSET_KEY"})
+    with pytest.raises(
+        ConfigError, match=r"scorers.tasks.x\[1\]: unknown scorer 'nope' \(available: .*exact"
+    ):
+        await ScoreRunner(
+            parse_scorer(config(tmp_path, scorers={"tasks": {"x": ["exact", "nope"]}}), environ={})
+        ).start()
+    with pytest.raises(
+        ConfigError, match=r"scorers.default\[0\].options: .*unexpected keyword argument 'stripp'"
+    ):
+        await ScoreRunner(
+            parse_scorer(
+                config(
+                    tmp_path, scorers={"default": [{"use": "exact", "options": {"stripp": True}}]}
+                ),
+                environ={},
+            )
+        ).start()
+    with pytest.raises(
+        ConfigError,
+        match=r"judge\.api_key_env: environment variable SCORER_TEST_UNSET_KEY is not set",
+    ):
+        raw = config(
+            tmp_path,
+            scorers={"default": ["judge_single"]},
+            judge={"url": "http://127.0.0.1:9", "api_key_env": "SCORER_TEST_UNSET_KEY"},
+        )
         await ScoreRunner(parse_scorer(raw, environ={})).start()
 
 
@@ -298,7 +419,14 @@ async def test_admin_port_serves_health_readiness_and_metrics(tmp_path: Path) ->
 
 
 def test_config_env_overrides_and_errors(tmp_path: Path) -> None:
-    cfg = parse_scorer({}, environ={"SHADOWEVAL_SCORE_SOURCE__PATH": "x.jsonl", "SHADOWEVAL_SCORE_JUDGE__SAMPLE_RATE": "0.05", "SHADOWEVAL_SINK__PATH": "proxy-only"})
+    cfg = parse_scorer(
+        {},
+        environ={
+            "SHADOWEVAL_SCORE_SOURCE__PATH": "x.jsonl",
+            "SHADOWEVAL_SCORE_JUDGE__SAMPLE_RATE": "0.05",
+            "SHADOWEVAL_SINK__PATH": "proxy-only",
+        },
+    )
     assert cfg.source.path == "x.jsonl"  # type: ignore[union-attr]
     assert cfg.judge.sample_rate == 0.05
     assert cfg.sink.path == "scores.jsonl"  # type: ignore[union-attr]
@@ -307,7 +435,14 @@ def test_config_env_overrides_and_errors(tmp_path: Path) -> None:
     assert kafka.source.bootstrap_servers == ["a:1", "b:2"]  # type: ignore[union-attr]
     assert kafka.offsets_path is None
     with pytest.raises(ConfigError) as err:
-        parse_scorer({"source": {"kind": "kafka", "bootstrap_servers": "nope"}, "judge": {"scale_min": 5, "scale_max": 5}, "scorers": {"default": ["exact", "exact"]}}, environ={})
+        parse_scorer(
+            {
+                "source": {"kind": "kafka", "bootstrap_servers": "nope"},
+                "judge": {"scale_min": 5, "scale_max": 5},
+                "scorers": {"default": ["exact", "exact"]},
+            },
+            environ={},
+        )
     msg = str(err.value)
     assert "source.kafka.bootstrap_servers: 'nope' is not host:port" in msg
     assert "judge: scale_max must be above scale_min" in msg
@@ -319,7 +454,14 @@ def test_shipped_scorer_config_is_valid() -> None:
 
     cfg = load_scorer(REPO / "config" / "scorer.yaml", environ={})
     assert cfg.source.path == "shadoweval-demo/pairs.jsonl"  # type: ignore[union-attr]
-    assert [s.label for s in cfg.safety.detectors] == ["refusal", "over_refusal", "pii_leak", "secret_leak", "canary_leak", "toxicity"]
+    assert [s.label for s in cfg.safety.detectors] == [
+        "refusal",
+        "over_refusal",
+        "pii_leak",
+        "secret_leak",
+        "canary_leak",
+        "toxicity",
+    ]
 
 
 def test_once_needs_a_file_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -332,7 +474,25 @@ def test_once_needs_a_file_source(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_list_shows_builtins(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["score", "--list"]) == 0
     out = capsys.readouterr().out
-    for name in ("exact", "normalized", "token_f1", "rouge_l", "chrf", "json_valid", "json_schema", "tool_calls", "semantic", "judge_single", "judge_pairwise", "refusal", "over_refusal", "pii_leak", "secret_leak", "canary_leak", "toxicity"):
+    for name in (
+        "exact",
+        "normalized",
+        "token_f1",
+        "rouge_l",
+        "chrf",
+        "json_valid",
+        "json_schema",
+        "tool_calls",
+        "semantic",
+        "judge_single",
+        "judge_pairwise",
+        "refusal",
+        "over_refusal",
+        "pii_leak",
+        "secret_leak",
+        "canary_leak",
+        "toxicity",
+    ):
         assert f"\n{name} " in "\n" + out, name
 
 
@@ -340,15 +500,35 @@ def test_list_shows_builtins(capsys: pytest.CaptureFixture[str]) -> None:
 def test_embedded_path_demo_then_score_once(tmp_path: Path) -> None:
     """The README's two commands, run as a user would, in a fresh directory."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    demo = subprocess.run([sys.executable, "-m", "shadoweval", "demo", "--requests", "40"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    demo = subprocess.run(
+        [sys.executable, "-m", "shadoweval", "demo", "--requests", "40"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert demo.returncode == 0, demo.stderr
-    cmd = [sys.executable, "-m", "shadoweval", "score", "--config", str(REPO / "config" / "scorer.yaml"), "--once"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "shadoweval",
+        "score",
+        "--config",
+        str(REPO / "config" / "scorer.yaml"),
+        "--once",
+    ]
     first = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     assert "scored 120 pairs" in first.stdout
-    assert textwrap.dedent("control      exact            pair           40   1.000") in first.stdout
+    assert (
+        textwrap.dedent("control      exact            pair           40   1.000") in first.stdout
+    )
     scores = read_scores(tmp_path / "shadoweval-demo" / "scores.jsonl")
-    pairs = {json.loads(x)["pair_id"] for x in (tmp_path / "shadoweval-demo" / "pairs.jsonl").read_text().splitlines()}
+    pairs = {
+        json.loads(x)["pair_id"]
+        for x in (tmp_path / "shadoweval-demo" / "pairs.jsonl").read_text().splitlines()
+    }
     assert {r["pair_id"] for r in scores} == pairs
     # Nothing new: a second run scores nothing (it resumes from the saved offset).
     second = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
@@ -371,7 +551,9 @@ async def test_regression_alarm_against_the_control_and_per_side(tmp_path: Path)
     await score_once(raw, metrics)
 
     def gauge(name: str, upstream: str) -> float | None:
-        return metrics.registry.get_sample_value(f"shadoweval_quality_regression_{name}", {"upstream": upstream, "scorer": "exact"})
+        return metrics.registry.get_sample_value(
+            f"shadoweval_quality_regression_{name}", {"upstream": upstream, "scorer": "exact"}
+        )
 
     assert gauge("detected", "worse") == 1.0
     assert gauge("detected", "same") == 0.0

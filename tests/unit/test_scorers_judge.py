@@ -47,7 +47,9 @@ async def test_pairwise_both_orders_win_and_loss() -> None:
     fake = PrefersLonger()
     await fake.start()
     try:
-        scorer = build("judge_pairwise", judge_cfg(fake, price_input_per_mtok=1.0, price_output_per_mtok=2.0))
+        scorer = build(
+            "judge_pairwise", judge_cfg(fake, price_input_per_mtok=1.0, price_output_per_mtok=2.0)
+        )
         win = one(await scorer.fn(Pair(pair_record("Paris.", "Paris is the capital of France."))))
         loss = one(await scorer.fn(Pair(pair_record("Paris is the capital of France.", "Paris."))))
     finally:
@@ -60,8 +62,13 @@ async def test_pairwise_both_orders_win_and_loss() -> None:
     # Both orders were asked: the candidate appears once as B, once as A.
     prompts = [r.body["messages"][-1]["content"] for r in fake.received]
     assert "[Answer A]\nParis.\n\n[Answer B]\nParis is the capital" in prompts[0] + prompts[1]
-    assert "[Answer A]\nParis is the capital of France.\n\n[Answer B]\nParis." in prompts[0] + prompts[1]
-    assert all(r.body["model"] == "judge-model" and r.body["temperature"] == 0.0 for r in fake.received)
+    assert (
+        "[Answer A]\nParis is the capital of France.\n\n[Answer B]\nParis."
+        in prompts[0] + prompts[1]
+    )
+    assert all(
+        r.body["model"] == "judge-model" and r.body["temperature"] == 0.0 for r in fake.received
+    )
     # Cost = tokens x price, from the usage the judge reported.
     tokens_in = win.details["input_tokens"]
     tokens_out = win.details["output_tokens"]
@@ -93,11 +100,15 @@ async def test_single_grading_scales_and_grades_the_configured_sides() -> None:
     assert scores["primary"].value == pytest.approx((8 - 1) / 9)
     assert scores["candidate"].explanation == "judge grade 8/10: mostly right"
     prompt = fake.received[0].body["messages"][-1]["content"]
-    assert "[Question]\nCapital of France?" in prompt and '"score": <integer from 1 to 10>' in prompt
+    assert (
+        "[Question]\nCapital of France?" in prompt and '"score": <integer from 1 to 10>' in prompt
+    )
 
 
 async def test_invalid_verdicts_are_re_asked_then_unscored() -> None:
-    fake = Scripted(replies=("Sure! I'd give it an 8.", '```json\n{"score": 7, "reason": "ok"}\n```'))
+    fake = Scripted(
+        replies=("Sure! I'd give it an 8.", '```json\n{"score": 7, "reason": "ok"}\n```')
+    )
     await fake.start()
     try:
         s = one(await build("judge_single", judge_cfg(fake)).fn(Pair(pair_record("a", "b"))))
@@ -112,7 +123,11 @@ async def test_invalid_verdicts_are_re_asked_then_unscored() -> None:
     fake = FakeUpstream(style="fixed", text='{"score": 42}')
     await fake.start()
     try:
-        s = one(await build("judge_single", judge_cfg(fake, verdict_retries=1)).fn(Pair(pair_record("a", "b"))))
+        s = one(
+            await build("judge_single", judge_cfg(fake, verdict_retries=1)).fn(
+                Pair(pair_record("a", "b"))
+            )
+        )
     finally:
         await fake.stop()
     assert s.value is None and s.label == "judge_error"
@@ -124,14 +139,22 @@ async def test_transport_errors_are_retried_then_unscored() -> None:
     fake = FakeUpstream(style="fixed", text='{"score": 10, "reason": "x"}', fail_first=2)
     await fake.start()
     try:
-        ok = one(await build("judge_single", judge_cfg(fake, max_retries=2)).fn(Pair(pair_record("a", "b"))))
+        ok = one(
+            await build("judge_single", judge_cfg(fake, max_retries=2)).fn(
+                Pair(pair_record("a", "b"))
+            )
+        )
     finally:
         await fake.stop()
     assert ok.value == 1.0 and len(fake.received) == 3
     fake = FakeUpstream(mode="error")
     await fake.start()
     try:
-        bad = one(await build("judge_single", judge_cfg(fake, max_retries=1)).fn(Pair(pair_record("a", "b"))))
+        bad = one(
+            await build("judge_single", judge_cfg(fake, max_retries=1)).fn(
+                Pair(pair_record("a", "b"))
+            )
+        )
     finally:
         await fake.stop()
     assert bad.value is None and bad.label == "judge_error" and "HTTP 500" in bad.explanation
@@ -140,13 +163,17 @@ async def test_transport_errors_are_retried_then_unscored() -> None:
 async def test_judge_concurrency_is_bounded() -> None:
     from shadoweval.testing import Latency
 
-    fake = FakeUpstream(style="fixed", text='{"score": 5, "reason": "x"}', latency=Latency.fixed(0.05))
+    fake = FakeUpstream(
+        style="fixed", text='{"score": 5, "reason": "x"}', latency=Latency.fixed(0.05)
+    )
     await fake.start()
     try:
         import asyncio
 
         scorer = build("judge_single", judge_cfg(fake, concurrency=2))
-        await asyncio.gather(*(scorer.fn(Pair(pair_record("a", f"b{i}", pair_id=f"r{i}:c"))) for i in range(6)))
+        await asyncio.gather(
+            *(scorer.fn(Pair(pair_record("a", f"b{i}", pair_id=f"r{i}:c"))) for i in range(6))
+        )
     finally:
         await fake.stop()
     starts = sorted(r.at for r in fake.received)
@@ -158,7 +185,13 @@ async def test_judge_concurrency_is_bounded() -> None:
 def test_verdict_parsing_is_strict() -> None:
     assert parse_grade('{"score": 3, "reason": "r"}', 1, 10) == (3.0, "r")
     assert parse_winner('```json\n{"winner": "b"}\n```') == ("B", "")
-    for bad in ('The score is {"score": 3}', '{"score": true}', '{"score": "3"}', "[3]", '{"score": 0}'):
+    for bad in (
+        'The score is {"score": 3}',
+        '{"score": true}',
+        '{"score": "3"}',
+        "[3]",
+        '{"score": 0}',
+    ):
         with pytest.raises(VerdictError):
             parse_grade(bad, 1, 10)
     with pytest.raises(VerdictError):
@@ -171,11 +204,13 @@ def test_render_fills_known_placeholders_only() -> None:
 
 
 def test_judge_needs_a_url_and_has_its_sample_rate() -> None:
-    with pytest.raises(ConfigError, match="judge.url is required"):
+    with pytest.raises(ConfigError, match=r"judge\.url is required"):
         build("judge_single")
     scorer = build("judge_pairwise", {"judge": {"url": "http://127.0.0.1:9", "sample_rate": 0.25}})
     assert scorer.sample_rate == 0.25
     sampled = sum(scorer.sampled(f"req{i}:cand") for i in range(4000))
     assert 850 < sampled < 1150
     # Stable: the same pair gets the same decision every time (re-deliveries re-score alike).
-    assert [scorer.sampled(f"req{i}:cand") for i in range(50)] == [scorer.sampled(f"req{i}:cand") for i in range(50)]
+    assert [scorer.sampled(f"req{i}:cand") for i in range(50)] == [
+        scorer.sampled(f"req{i}:cand") for i in range(50)
+    ]

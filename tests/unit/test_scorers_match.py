@@ -107,7 +107,9 @@ def test_token_f1_hand_checked() -> None:
 
 def test_rouge_l_hand_checked() -> None:
     # LCS of "police killed the gunman" / "police kill the gunman" = police, the, gunman (3)
-    s = one(run(build("rouge_l"), pair_record("police killed the gunman", "police kill the gunman")))
+    s = one(
+        run(build("rouge_l"), pair_record("police killed the gunman", "police kill the gunman"))
+    )
     assert s.details == {"lcs": 3}
     assert s.value == pytest.approx(0.75)
     # Order matters for ROUGE-L, not for token F1.

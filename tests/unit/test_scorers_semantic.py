@@ -48,9 +48,25 @@ def test_batching_does_not_change_vectors(encoder: LocalEncoder) -> None:
 
 async def test_semantic_scorer_ranks_paraphrases_above_unrelated(encoder: LocalEncoder) -> None:
     scorer = build("semantic")
-    same = one(await scorer.fn(Pair(pair_record("Paris is the capital of France.", "Paris is the capital of France."))))
-    para = one(await scorer.fn(Pair(pair_record("Paris is the capital of France.", "France's capital city is Paris."))))
-    other = one(await scorer.fn(Pair(pair_record("Paris is the capital of France.", "The stock market fell sharply today."))))
+    same = one(
+        await scorer.fn(
+            Pair(pair_record("Paris is the capital of France.", "Paris is the capital of France."))
+        )
+    )
+    para = one(
+        await scorer.fn(
+            Pair(pair_record("Paris is the capital of France.", "France's capital city is Paris."))
+        )
+    )
+    other = one(
+        await scorer.fn(
+            Pair(
+                pair_record(
+                    "Paris is the capital of France.", "The stock market fell sharply today."
+                )
+            )
+        )
+    )
     assert same.value == pytest.approx(1.0, abs=1e-5)
     assert para.value is not None and other.value is not None
     assert para.value > 0.8 > 0.3 > other.value
@@ -60,10 +76,17 @@ async def test_semantic_scorer_ranks_paraphrases_above_unrelated(encoder: LocalE
     assert empty.value == 0.0
 
 
-async def test_semantic_batches_concurrent_pairs_and_caches_the_primary(encoder: LocalEncoder) -> None:
+async def test_semantic_batches_concurrent_pairs_and_caches_the_primary(
+    encoder: LocalEncoder,
+) -> None:
     scorer = build("semantic", {"semantic": {"batch_size": 64}})
     batcher = scorer.fn.batcher
-    records = [pair_record("The primary answer shared by all.", f"candidate answer number {i}", pair_id=f"r:{i}") for i in range(20)]
+    records = [
+        pair_record(
+            "The primary answer shared by all.", f"candidate answer number {i}", pair_id=f"r:{i}"
+        )
+        for i in range(20)
+    ]
     results = await asyncio.gather(*(scorer.fn(Pair(r)) for r in records))
     assert len(results) == 20 and all(one(r).value is not None for r in results)
     # 21 distinct texts asked for in one loop turn: one model call.
@@ -74,7 +97,11 @@ async def test_semantic_batches_concurrent_pairs_and_caches_the_primary(encoder:
 
 async def test_semantic_against_an_expected_answer(encoder: LocalEncoder) -> None:
     scorer = build("semantic")
-    rec = pair_record("The weather is sunny.", "Paris is the capital of France.", expected="France's capital is Paris.")
+    rec = pair_record(
+        "The weather is sunny.",
+        "Paris is the capital of France.",
+        expected="France's capital is Paris.",
+    )
     scores = by_side(await scorer.fn(Pair(rec)))
     assert scores["candidate"].value is not None and scores["primary"].value is not None
     assert scores["candidate"].value > scores["primary"].value
@@ -84,7 +111,15 @@ async def test_openai_embeddings_backend_with_cost_and_retries() -> None:
     fake = FakeUpstream(model="emb", fail_first=1)  # the first call fails with a 500: retried
     await fake.start()
     try:
-        cfg = {"semantic": {"backend": "openai", "url": fake.url, "model": "text-embedding-x", "price_per_mtok": 2.0, "max_retries": 2}}
+        cfg = {
+            "semantic": {
+                "backend": "openai",
+                "url": fake.url,
+                "model": "text-embedding-x",
+                "price_per_mtok": 2.0,
+                "max_retries": 2,
+            }
+        }
         scorer = build("semantic", cfg)
         same = one(await scorer.fn(Pair(pair_record("alpha beta", "alpha beta"))))
         diff = one(await scorer.fn(Pair(pair_record("alpha beta", "gamma delta epsilon"))))
@@ -93,7 +128,10 @@ async def test_openai_embeddings_backend_with_cost_and_retries() -> None:
     assert same.value == pytest.approx(1.0)
     assert diff.value is not None and diff.value < 0.999
     bodies = [r.body for r in fake.received if r.path == "/v1/embeddings"]
-    assert bodies[-1] == {"model": "text-embedding-x", "input": ["gamma delta epsilon"]}  # "alpha beta" was cached
+    assert bodies[-1] == {
+        "model": "text-embedding-x",
+        "input": ["gamma delta epsilon"],
+    }  # "alpha beta" was cached
     assert len(bodies) == 3  # 1 failure + 2 calls
     # The fake counts whitespace words as tokens: 3 tokens x $2 per million.
     assert diff.cost_usd == pytest.approx(3 * 2.0 / 1e6)

@@ -22,7 +22,7 @@ SCHEMA = {
     ("text", "status", "document"),
     [
         ('{"a": 1}', "valid", {"a": 1}),
-        ('  [1, 2]\n', "valid", [1, 2]),
+        ("  [1, 2]\n", "valid", [1, 2]),
         ('```json\n{"a": 1}\n```', "fenced", {"a": 1}),
         ('{"a": 1}\n\nI hope this helps!', "embedded", {"a": 1}),
         ('Here you go: {"a": {"b": [1, 2]}} Let me know.', "embedded", {"a": {"b": [1, 2]}}),
@@ -59,7 +59,12 @@ def test_json_valid_scores_each_side() -> None:
     assert scores["candidate"].passed is False
     strict = by_side(run(build("json_valid", lenient_value=0.0), rec))
     assert strict["candidate"].value == 0.0
-    assert by_side(run(build("json_valid", allow_scalars=True), pair_record("42", "x")))["primary"].value == 1.0
+    assert (
+        by_side(run(build("json_valid", allow_scalars=True), pair_record("42", "x")))[
+            "primary"
+        ].value
+        == 1.0
+    )
 
 
 def test_json_valid_notes_a_token_limit_cut() -> None:
@@ -73,7 +78,10 @@ def _structured_request(schema: dict[str, object]) -> dict[str, object]:
     return {
         "model": "m",
         "messages": [{"role": "user", "content": "Extract the person."}],
-        "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": schema, "strict": True}},
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "p", "schema": schema, "strict": True},
+        },
     }
 
 
@@ -93,7 +101,11 @@ def test_json_schema_from_the_request() -> None:
 
 
 def test_json_schema_responses_api_format_and_fenced_documents() -> None:
-    request = {"model": "m", "input": "x", "text": {"format": {"type": "json_schema", "name": "p", "schema": SCHEMA}}}
+    request = {
+        "model": "m",
+        "input": "x",
+        "text": {"format": {"type": "json_schema", "name": "p", "schema": SCHEMA}},
+    }
     rec = pair_record('```json\n{"name": "Ada", "age": 1}\n```', "not json", request=request)
     scores = by_side(run(build("json_schema"), rec))
     assert scores["primary"].value == 1.0  # lenient: the fenced document is validated
@@ -111,7 +123,10 @@ def test_json_schema_from_options_and_file(tmp_path: Path) -> None:
     path = tmp_path / "person.yaml"
     path.write_text("type: object\nrequired: [name]\n")
     rec = pair_record('{"name": "x"}', '{"nom": "x"}')
-    for scorer in (build("json_schema", schema={"type": "object", "required": ["name"]}), build("json_schema", schema_file=str(path))):
+    for scorer in (
+        build("json_schema", schema={"type": "object", "required": ["name"]}),
+        build("json_schema", schema_file=str(path)),
+    ):
         scores = by_side(run(scorer, rec))
         assert scores["primary"].value == 1.0 and scores["candidate"].value == 0.0
         assert "configured schema" in scores["candidate"].explanation
@@ -127,11 +142,23 @@ def call(name: str, **arguments: object) -> dict[str, object]:
     return {"id": "c", "name": name, "arguments": json.dumps(arguments)}
 
 
-TOOLS_REQUEST = {"model": "m", "messages": [{"role": "user", "content": "weather?"}], "tools": [{"type": "function", "function": {"name": "get_weather"}}]}
+TOOLS_REQUEST = {
+    "model": "m",
+    "messages": [{"role": "user", "content": "weather?"}],
+    "tools": [{"type": "function", "function": {"name": "get_weather"}}],
+}
 
 
-def tools(primary: list[dict[str, object]] | None, candidate: list[dict[str, object]] | None) -> dict[str, object]:
-    return pair_record(None if primary else "text", None if candidate else "text", request=TOOLS_REQUEST, primary_tools=primary, candidate_tools=candidate)
+def tools(
+    primary: list[dict[str, object]] | None, candidate: list[dict[str, object]] | None
+) -> dict[str, object]:
+    return pair_record(
+        None if primary else "text",
+        None if candidate else "text",
+        request=TOOLS_REQUEST,
+        primary_tools=primary,
+        candidate_tools=candidate,
+    )
 
 
 def test_tool_calls_agree_regardless_of_key_order_and_number_format() -> None:
@@ -144,7 +171,9 @@ def test_tool_calls_agree_regardless_of_key_order_and_number_format() -> None:
 
 
 def test_tool_calls_argument_disagreement_is_partial_credit() -> None:
-    rec = tools([call("get_weather", city="Paris", days=3)], [call("get_weather", city="paris", days=3)])
+    rec = tools(
+        [call("get_weather", city="Paris", days=3)], [call("get_weather", city="paris", days=3)]
+    )
     s = one(run(build("tool_calls"), rec))
     # 0.5 for the name + 0.5 x (1 of 2 keys equal)
     assert s.value == pytest.approx(0.75) and s.label == "args_mismatch"
@@ -156,12 +185,22 @@ def test_tool_calls_argument_disagreement_is_partial_credit() -> None:
 
 
 def test_tool_calls_names_counts_and_invalid_arguments() -> None:
-    s = one(run(build("tool_calls"), tools([call("get_weather", city="Paris")], [call("get_time", city="Paris")])))
+    s = one(
+        run(
+            build("tool_calls"),
+            tools([call("get_weather", city="Paris")], [call("get_time", city="Paris")]),
+        )
+    )
     assert (s.value, s.label) == (0.0, "name_mismatch")
     s = one(run(build("tool_calls"), tools([call("a"), call("b")], [call("b")])))
     assert s.value == pytest.approx(0.5) and s.label == "count_mismatch"  # b matched, a missing
     # Parallel calls in another order still match.
-    s = one(run(build("tool_calls"), tools([call("a", x=1), call("b", y=2)], [call("b", y=2), call("a", x=1)])))
+    s = one(
+        run(
+            build("tool_calls"),
+            tools([call("a", x=1), call("b", y=2)], [call("b", y=2), call("a", x=1)]),
+        )
+    )
     assert s.value == 1.0
     bad = [{"id": "c", "name": "get_weather", "arguments": '{"city": "Par'}]
     s = one(run(build("tool_calls"), tools([call("get_weather", city="Paris")], bad)))

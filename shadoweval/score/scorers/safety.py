@@ -11,6 +11,7 @@ import asyncio
 import importlib
 import inspect
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -333,10 +334,19 @@ def secret_leak(ctx: ScorerContext) -> Scorer:
     kinds = set(settings.secrets)
     n = settings.system_prompt_min_words
 
+    # Production traffic repeats a handful of system prompts: their n-grams are kept.
+    grams_cache: OrderedDict[str, set[tuple[str, ...]]] = OrderedDict()
+
+    def system_grams_of(prompt: str) -> set[tuple[str, ...]]:
+        grams = grams_cache.get(prompt)
+        if grams is None:
+            grams = grams_cache[prompt] = _ngrams(_WORD.findall(prompt.casefold()), n)
+            if len(grams_cache) > 256:
+                grams_cache.popitem(last=False)
+        return grams
+
     def score(pair: Pair) -> Scores:
-        system_grams: set[tuple[str, ...]] = set()
-        if pair.system_prompt:
-            system_grams = _ngrams(_WORD.findall(pair.system_prompt.casefold()), n)
+        system_grams = system_grams_of(pair.system_prompt) if pair.system_prompt else set()
         out: Scores = []
         for side in SIDES:
             if (skip := unscored(pair, side, side=side)) is not None:

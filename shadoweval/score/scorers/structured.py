@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import orjson
 
+from shadoweval.config import ConfigError
 from shadoweval.score.base import (
     AnswerSide,
     Pair,
@@ -192,7 +193,7 @@ class _Validators:
         try:
             import jsonschema
         except ImportError as exc:  # the optional extra "score"
-            raise ValueError(
+            raise ConfigError(
                 "json_schema needs the jsonschema package: pip install 'shadoweval[score]'"
             ) from exc
         self._js = jsonschema

@@ -1,0 +1,134 @@
+"""Property tests of the protocol parsers (proxy/openai.py): whatever an upstream sends,
+``iter_sse`` and ``parse_answer`` never raise, and the outcome always makes a schema-valid,
+serialisable pair record. tests/fuzz/fuzz_openai.py drives the same functions with atheris."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import jsonschema
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shadoweval.config import Redaction
+from shadoweval.proxy.openai import (
+    MAX_REQUEST_DEPTH,
+    InvalidRequest,
+    iter_sse,
+    parse_answer,
+    parse_request,
+)
+from shadoweval.records import RequestInfo, build_pair, pair_schema
+from shadoweval.redaction import Redactor
+from shadoweval.types import Capture, Outcome
+from tests.fuzz.strategies import ROUTES, answer, captures, json_values, requests
+
+FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+VALIDATOR = jsonschema.Draft202012Validator(pair_schema())
+REDACTOR = Redactor(Redaction())
+INFO = RequestInfo("r1", 0.0, "chat", "/v1/chat/completions", None, None)
+
+
+def assert_valid(route: str, request: dict[str, Any], out: Outcome) -> None:
+    assert isinstance(out, Outcome)
+    record = build_pair(INFO, request, out, out, REDACTOR)
+    errors = list(VALIDATOR.iter_errors(json.loads(orjson.dumps(record))))
+    assert not errors, errors[0]
+
+
+@FUZZ
+@given(st.sampled_from(ROUTES), requests, captures())
+def test_parse_answer_never_raises_and_always_makes_a_valid_record(
+    route: Any, request: dict[str, Any], capture: Capture
+) -> None:
+    out = parse_answer(route, request, capture, upstream="u", role="candidate")
+    assert_valid(route, request, out)
+
+
+@FUZZ
+@given(st.binary(max_size=400))
+def test_iter_sse_never_raises_and_offsets_move_forward(data: bytes) -> None:
+    last = 0
+    for offset, payload in iter_sse(data):
+        assert isinstance(payload, bytes)
+        assert last < offset <= len(data)
+        last = offset
+
+
+@FUZZ
+@given(
+    st.lists(answer, max_size=6),
+    st.sampled_from([b"\n\n", b"\r\n\r\n", b"\r\r"]),
+    st.sampled_from([b"data: ", b"data:"]),
+)
+def test_iter_sse_returns_exactly_the_events_sent(
+    events: list[dict[str, Any]], sep: bytes, prefix: bytes
+) -> None:
+    payloads = [orjson.dumps(e) for e in events]
+    stream = b"".join(prefix + p + sep for p in payloads)
+    assert [p for _, p in iter_sse(stream)] == payloads
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_parse_request_raises_only_invalid_request(body: bytes) -> None:
+    try:
+        assert isinstance(parse_request(body), dict)
+    except InvalidRequest:
+        pass
+
+
+@FUZZ
+@given(json_values)
+def test_parse_request_accepts_any_json_object_it_can_write_again(value: Any) -> None:
+    body = orjson.dumps({"v": value})
+    assert parse_request(body) == {"v": value}
+
+
+@pytest.mark.parametrize("depth", [10, 200, 253, 254, 300, 1000, 5000])
+def test_deeply_nested_requests_are_refused_or_parsed_never_crash(depth: int) -> None:
+    """Up to MAX_REQUEST_DEPTH a request is mirrored and recorded; deeper it is refused
+    (InvalidRequest: counted, never mirrored), never an exception elsewhere."""
+    body = b'{"a":' * depth + b"1" + b"}" * depth
+    try:
+        request = parse_request(body)
+    except InvalidRequest:
+        assert depth > MAX_REQUEST_DEPTH
+        return
+    assert depth <= MAX_REQUEST_DEPTH
+    orjson.dumps(build_pair(INFO, request, _ok(), _ok(), REDACTOR))
+    orjson.dumps(request)  # what a candidate is sent
+
+
+def _ok() -> Outcome:
+    return Outcome(upstream="u", role="candidate", status=200, latency_s=0.1, stream=False)
+
+
+def _best_of(runs: int, fn: Any) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@pytest.mark.parametrize("sep", [b"\n\n", b"\r\n\r\n"])
+def test_sse_parsing_time_is_linear_in_the_stream(sep: bytes) -> None:
+    """Small events in a large capture (the usual shape of a long stream): 4x the events
+    must cost about 4x the time, not 16x."""
+    event = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}' + sep
+
+    def parse(n: int) -> None:
+        body = event * n
+        capture = Capture(
+            started=0.0, status=200, content_type="text/event-stream", body=bytearray(body)
+        )
+        parse_answer("chat", {"stream": True}, capture, upstream="u", role="candidate")
+
+    small, large = _best_of(3, lambda: parse(2_000)), _best_of(3, lambda: parse(8_000))
+    assert large < 8 * small, f"{small * 1e3:.1f} ms for 2k events, {large * 1e3:.1f} ms for 8k"
