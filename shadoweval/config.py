@@ -650,6 +650,8 @@ class Config(_Model):
         ] + self.probes_missing_credentials(only_enabled=True)
 
     def probes_missing_credentials(self, *, only_enabled: bool = False) -> list[str]:
+        """The probe baseline's ``api_key_env``, when unset (``serve`` checks it only when
+        background probes are enabled; ``shadoweval probe`` always)."""
         var = self.probes.baseline.api_key_env
         if (only_enabled and not self.probes.enabled) or not var or os.environ.get(var):
             return []

@@ -48,7 +48,7 @@ def run(opts: Options, stdout: TextIO | None = None, stderr: TextIO | None = Non
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
     cfg = load(opts.config)
-    missing = cfg.missing_credentials() + cfg.probes_missing_credentials()
+    missing = list(dict.fromkeys(cfg.missing_credentials() + cfg.probes_missing_credentials()))
     if missing:
         raise ConfigError("cannot probe:\n  " + "\n  ".join(missing))
     try:

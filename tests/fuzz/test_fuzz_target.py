@@ -14,10 +14,11 @@ TARGET = Path(__file__).with_name("fuzz_openai.py")
 REPO = TARGET.parents[2]
 
 
-def test_atheris_target_finds_no_crash_in_a_short_run() -> None:
+def test_atheris_target_finds_no_crash_in_a_short_run(tmp_path: Path) -> None:
     pytest.importorskip("atheris", reason="atheris has wheels for Linux x86_64 only")
+    limits = ["-runs=4000", "-max_total_time=30", "-rss_limit_mb=1024"]
     proc = subprocess.run(
-        [sys.executable, str(TARGET), "-runs=4000", "-max_total_time=30", "-rss_limit_mb=1024"],
+        [sys.executable, str(TARGET), *limits, f"-artifact_prefix={tmp_path}/"],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,

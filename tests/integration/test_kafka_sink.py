@@ -201,7 +201,7 @@ class FaultProxy:
         self.armed = False
         self.cut = 0
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
@@ -217,7 +217,7 @@ class FaultProxy:
     async def _serve(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
+        self._tasks.add(task)
         try:
             b_reader, b_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except OSError:
@@ -257,7 +257,7 @@ class FaultProxy:
             await asyncio.gather(*relays, return_exceptions=True)
             for writer in (c_writer, b_writer):
                 writer.close()
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
 
 
 # -- through the proxy ---------------------------------------------------------------------
@@ -436,6 +436,9 @@ async def test_kafka_outage_is_invisible_to_callers_and_recovers() -> None:
             aiohttp.ClientSession() as session,
         ):
 
+            async def written_reaches(target: float) -> None:
+                await until(lambda: sink_count(metrics, "written") == target, 10, "the acks")
+
             async def requests(count: int, tag: str, paced: bool = False) -> list[float]:
                 latencies = []
                 for i in range(count):
@@ -444,9 +447,7 @@ async def test_kafka_outage_is_invisible_to_callers_and_recovers() -> None:
                     assert status == 200, f"{tag} request {i} failed with {status}"
                     latencies.append(seconds)
                     if paced:  # Kafka up: the buffer never fills
-                        await until(
-                            lambda w=written: sink_count(metrics, "written") == w + 2, 10, "ack"
-                        )
+                        await written_reaches(written + 2)
                 return latencies
 
             await requests(1, "warm-up", paced=True)  # the producer is connected
