@@ -106,6 +106,9 @@ async def test_review_page_with_the_keyboard(
             async def current() -> Any:
                 return await page.evaluate("() => S.item && S.item.id")
 
+            async def moved_from(item_id: str) -> None:
+                await page.wait_for_function("id => !S.item || S.item.id !== id", arg=item_id)
+
             markup_seen = []
 
             async def check_markup_is_text() -> None:
@@ -123,6 +126,7 @@ async def test_review_page_with_the_keyboard(
             await check_markup_is_text()
             await page.keyboard.press("1")  # left is better
             await expect(progress).to_contain_text("You rated 1 of 3")
+            await moved_from(first)
             rated.append(first)
 
             second = await current()
@@ -134,6 +138,7 @@ async def test_review_page_with_the_keyboard(
             await expect(page.locator("#c-status")).to_contain_text("Rubric done")
             await page.keyboard.press("3")
             await expect(progress).to_contain_text("You rated 2 of 3")
+            await moved_from(second)
             rated.append(second)
 
             await page.reload()  # the progress lives on the server
