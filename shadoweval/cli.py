@@ -53,11 +53,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from shadoweval.demo import print_summary, run_demo
+    from shadoweval.demo import print_summary, run_demo, score_and_report
 
     _setup_logging("warning")
-    result = loop.run(run_demo(args.requests, Path(args.out)))
+    out = Path(args.out)
+    result = loop.run(run_demo(args.requests, out))
     print_summary(result)
+    html = loop.run(score_and_report(out))
+    if html is None:
+        print(
+            "\nTo score these pairs and see the report: pip install 'shadoweval[score,report]', "
+            "then run shadoweval demo again."
+        )
+    else:
+        print(f"\nScores: {out.with_name('scores.jsonl')}; HTML report: {html}")
     return 0
 
 

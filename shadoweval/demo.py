@@ -196,3 +196,32 @@ def print_summary(result: dict[str, Any]) -> None:
         "the control (the primary asked twice) is the noise floor; "
         "'cost' is relative to the primary on the same requests."
     )
+
+
+async def score_and_report(pairs: Path) -> Path | None:
+    """The rest of the loop on the demo's pairs: cheap scorers, then the report (terminal +
+    HTML). Needs the ``score`` and ``report`` extras; returns the HTML path, or None."""
+    try:
+        from shadoweval.config import parse_scorer
+        from shadoweval.report.command import Options
+        from shadoweval.report.command import run as report
+        from shadoweval.score.runner import run_scorer
+    except ImportError:
+        return None
+    scores = pairs.with_name("scores.jsonl")
+    await asyncio.to_thread(_fresh_file, scores)
+    await asyncio.to_thread(_fresh_file, scores.with_name("scores.jsonl.offsets"))
+    cfg = parse_scorer(
+        {
+            "source": {"kind": "file", "path": str(pairs)},
+            "sink": {"kind": "file", "path": str(scores)},
+            "admin": {"port": 0},
+        },
+        "demo",
+        environ={},
+    )
+    await run_scorer(cfg, once=True, install_signals=False)
+    html = pairs.with_name("report.html")
+    opts = Options(pairs=[str(pairs)], scores=[str(scores)], html_out=str(html), details=False)
+    await asyncio.to_thread(report, opts)
+    return html

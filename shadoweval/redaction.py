@@ -10,7 +10,11 @@ from shadoweval.config import Redaction
 
 # Order matters: card numbers before phone numbers, which could match parts of them.
 _BUILTIN: dict[str, str] = {
-    "email": r"(?<![\w.+-])[\w.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+",
+    # The local part may hold any RFC 5322 atext character ("*@x.io", "a{b}@x.io").
+    "email": (
+        r"(?<![\w.!#$%&'*+/=?^`{|}~-])[\w.!#$%&'*+/=?^`{|}~-]{1,64}"
+        r"@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+"
+    ),
     "credit_card": r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)",
     # +CC international numbers, (555) 123-4567 and 555-123-4567; bare digit runs are not phones.
     "phone": (
@@ -75,7 +79,7 @@ class Redactor:
             return
         for name in sorted(cfg.builtin, key=list(_BUILTIN).index):
             repl = f"[REDACTED:{name}]"
-            replacer = _card_replacer(repl) if name == "credit_card" else _constant(repl)
+            replacer = _REPLACERS.get(name, _constant)(repl)
             self._rules.append((_MAY_MATCH[name], re.compile(_BUILTIN[name]), replacer))
         for rule in cfg.custom:
             repl = rule.replacement if rule.replacement is not None else f"[REDACTED:{rule.name}]"
@@ -118,6 +122,24 @@ def _constant(repl: str) -> Callable[[re.Match[str]], str]:
 
 
 
+def _email_replacer(repl: str) -> Callable[[re.Match[str]], str]:
+    # "=", "'" and "/" are legal in an address but usually delimit it ("email=jo@x.io",
+    # "'jo@x.io'"): what precedes the last of them is kept, unless nothing would follow.
+    def sub(m: re.Match[str]) -> str:
+        text = m.group(0)
+        local = text[: text.index("@")]
+        cut = max(local.rfind("="), local.rfind("'"), local.rfind("/")) + 1
+        return text[:cut] + repl if 0 < cut < len(local) else repl
+
+    return sub
+
+
 def _card_replacer(repl: str) -> Callable[[re.Match[str]], str]:
     # Only Luhn-valid digit runs are cards; order ids and timestamps stay readable.
     return lambda m: repl if _luhn_ok(m.group(0)) else m.group(0)
+
+
+_REPLACERS: dict[str, Callable[[str], Callable[[re.Match[str]], str]]] = {
+    "email": _email_replacer,
+    "credit_card": _card_replacer,
+}

@@ -118,7 +118,10 @@ async def test_review_page_with_the_keyboard(
                     if "<script>" in (await box.text_content() or ""):
                         markup_seen.append(side)
                         assert await box.text_content() == XSS
-                        assert await page.locator(f"#{side}-text script, #{side}-text img").count() == 0
+                        assert (
+                            await page.locator(f"#{side}-text script, #{side}-text img").count()
+                            == 0
+                        )
                 assert await page.evaluate("() => window.__pwned") is None
 
             rated = []
