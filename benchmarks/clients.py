@@ -17,8 +17,11 @@ STREAM_BODY = {
 }
 
 
-async def _stream(session: aiohttp.ClientSession, url: str) -> tuple[float, list[float]]:
+async def _stream(
+    session: aiohttp.ClientSession, url: str, delay: float = 0.0
+) -> tuple[float, list[float]]:
     """Returns (TTFT, arrival times of each chunk relative to the request start)."""
+    await asyncio.sleep(delay)
     start = time.perf_counter()
     arrivals: list[float] = []
     async with session.post(url, json=STREAM_BODY) as resp:
@@ -28,14 +31,18 @@ async def _stream(session: aiohttp.ClientSession, url: str) -> tuple[float, list
     return (arrivals[0] if arrivals else float("nan")), arrivals
 
 
-async def streams(url: str, concurrency: int) -> dict[str, Any]:
-    """``concurrency`` simultaneous streams; gaps between chunks show relay delay."""
+async def streams(url: str, concurrency: int, ramp_s: float = 0.0) -> dict[str, Any]:
+    """``concurrency`` simultaneous streams; gaps between chunks show relay delay.
+
+    Starts are spread evenly over ``ramp_s`` (steady arrivals, as in production, rather
+    than one burst of connection set-ups that would measure the burst, not the relay)."""
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=120)
     ) as s:
+        starts = [ramp_s * i / concurrency for i in range(concurrency)]
         results = await asyncio.gather(
-            *(_stream(s, url) for _ in range(concurrency)), return_exceptions=True
+            *(_stream(s, url, d) for d in starts), return_exceptions=True
         )
     ok = [r for r in results if not isinstance(r, BaseException)]
     ttfts = sorted(r[0] for r in ok)

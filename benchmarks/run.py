@@ -106,9 +106,10 @@ def streaming(concurrency: int, seconds: float) -> dict[str, Any]:
         clients.STREAM_BODY["messages"] = [
             {"role": "user", "content": " ".join(f"w{i}" for i in range(words))}
         ]
-        direct = asyncio.run(streams(url(p), concurrency))
+        # Arrivals spread over one stream's life: `concurrency` in flight at steady state.
+        direct = asyncio.run(streams(url(p), concurrency, ramp_s=seconds))
         with h.shadoweval_proxy(url(p, ""), [url(c, "")]) as (sp, _, proc):
-            proxied = asyncio.run(streams(url(sp), concurrency))
+            proxied = asyncio.run(streams(url(sp), concurrency, ramp_s=seconds))
             rss = h.rss_bytes(proc.pid)
     for name, r in (("direct", direct), ("shadoweval", proxied)):
         res[name] = {

@@ -15,7 +15,9 @@ _BUILTIN: dict[str, str] = {
         r"(?<![\w.!#$%&'*+/=?^`{|}~-])[\w.!#$%&'*+/=?^`{|}~-]{1,64}"
         r"@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+"
     ),
-    "credit_card": r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)",
+    # A run of digit groups (single space or dash between them); the replacer finds the
+    # card-shaped, Luhn-valid numbers in it, so a neighbouring number cannot hide one.
+    "credit_card": r"(?<!\d)(?=[\d -]{13})\d+(?:[ -]\d+)*",
     # +CC international numbers, (555) 123-4567 and 555-123-4567; bare digit runs are not phones.
     "phone": (
         r"(?:(?<![\w+])\+\d{1,3}[\s.-]?\(?\d{1,4}\)?(?:[\s.-]?\d{2,4}){2,4}"
@@ -134,9 +136,41 @@ def _email_replacer(repl: str) -> Callable[[re.Match[str]], str]:
     return sub
 
 
+_DIGIT_GROUP = re.compile(r"\d+")
+
+
+def _card_shaped(lengths: tuple[int, ...]) -> bool:
+    """13-19 digits written as one group, in groups of four, or as Amex (4-6-5) and
+    Diners (4-6-4) print them."""
+    if not 13 <= sum(lengths) <= 19:
+        return False
+    if len(lengths) == 1 or lengths in ((4, 6, 5), (4, 6, 4)):
+        return True
+    return all(n == 4 for n in lengths[:-1]) and lengths[-1] <= 4
+
+
 def _card_replacer(repl: str) -> Callable[[re.Match[str]], str]:
-    # Only Luhn-valid digit runs are cards; order ids and timestamps stay readable.
-    return lambda m: repl if _luhn_ok(m.group(0)) else m.group(0)
+    # Only Luhn-valid card-shaped numbers are cards; order ids and timestamps stay readable.
+    def sub(m: re.Match[str]) -> str:
+        text = m.group(0)
+        spans = [g.span() for g in _DIGIT_GROUP.finditer(text)]
+        if len(spans) == 1 and not 13 <= len(text) <= 19:
+            return text  # the usual case: a number that is too short or too long
+        out: list[str] = []
+        kept = i = 0
+        while i < len(spans):
+            # The longest card starting at this group (at most 5 groups: 4-4-4-4-3).
+            for j in range(min(i + 4, len(spans) - 1), i - 1, -1):
+                lengths = tuple(end - start for start, end in spans[i : j + 1])
+                window = text[spans[i][0] : spans[j][1]]
+                if _card_shaped(lengths) and _luhn_ok(window):
+                    out += (text[kept : spans[i][0]], repl)
+                    kept, i = spans[j][1], j
+                    break
+            i += 1
+        return "".join(out) + text[kept:] if out else text
+
+    return sub
 
 
 _REPLACERS: dict[str, Callable[[str], Callable[[re.Match[str]], str]]] = {

@@ -16,7 +16,16 @@ import pytest
 import yaml
 
 import shadoweval
-from shadoweval.config import Config, parse
+from shadoweval.config import (
+    Config,
+    KafkaPairSource,
+    KafkaScoreSink,
+    KafkaSink,
+    ScorerConfig,
+    load,
+    load_scorer,
+    parse,
+)
 from tests.deploy.conftest import ROOT, load_script, tool
 
 CHART = ROOT / "helm" / "shadoweval"
@@ -135,21 +144,143 @@ def test_rendered_objects_are_valid_kubernetes(helm_env: dict[str, str], case: s
     assert_valid(text)
 
 
+def config_maps(docs: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    return {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
+
+
+def container(docs: list[dict[str, Any]], deployment: str) -> dict[str, Any]:
+    (pod,) = [
+        d["spec"]["template"]["spec"]
+        for d in docs
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == deployment
+    ]
+    (c,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    return {**c, "_volumes": volumes}
+
+
+def mounted_config(c: dict[str, Any], maps: dict[str, dict[str, str]], tmp: Path) -> Path:
+    """The file the container's --config names, from the ConfigMap mounted at its directory,
+    written to a copy of that directory under tmp (so the file loaders read it)."""
+    path = Path(c["args"][c["args"].index("--config") + 1])
+    (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == str(path.parent)]
+    data = maps[c["_volumes"][mount["name"]]["configMap"]["name"]]
+    assert path.name in data, f"{c['name']}: --config {path} is not in the mounted ConfigMap"
+    copy = tmp / c["name"] / path.name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text(data[path.name])
+    return copy
+
+
+def assert_files_mounted(c: dict[str, Any], *securities: Any) -> None:
+    """Every Kafka credential file a configuration names is on a volume of the container."""
+    mounts = [m["mountPath"] for m in c["volumeMounts"]]
+    for security in securities:
+        for name in ("sasl_password_file", "ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(security, name)
+            if path:
+                assert any(path.startswith(m.rstrip("/") + "/") for m in mounts), (
+                    f"{c['name']}: {name} {path} is on no volume (mounts: {mounts})"
+                )
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_rendered_configuration_is_valid_for_shadoweval(
-    helm_env: dict[str, str], case: str
+    helm_env: dict[str, str], case: str, tmp_path: Path
 ) -> None:
+    """Each process's configuration file, as its container would find it, loaded by that
+    process's own loader: the proxy's by load, the scorer's by load_scorer (a different
+    shape; both forbid unknown keys)."""
     docs = documents(template(helm_env, CHART, *values_args(case)))
-    (config_map,) = [
-        d for d in docs if d["metadata"]["name"] == "rel-shadoweval" and d["kind"] == "ConfigMap"
-    ]
-    cfg = parse(yaml.safe_load(config_map["data"]["shadoweval.yaml"]), case, environ={})
+    maps = config_maps(docs)
     sidecar = "sidecar" in case
+    if sidecar:
+        raw = maps["rel-shadoweval"]["shadoweval.yaml"]
+        (tmp_path / "shadoweval.yaml").write_text(raw)
+        cfg = load(tmp_path / "shadoweval.yaml", environ={})
+    else:
+        proxy = container(docs, "rel-shadoweval")
+        cfg = load(mounted_config(proxy, maps, tmp_path), environ={})
+        if isinstance(cfg.sink, KafkaSink):
+            assert_files_mounted(proxy, cfg.sink.security)
     assert cfg.listen.host == ("127.0.0.1" if sidecar else "0.0.0.0")
     assert (cfg.listen.port, cfg.admin.host, cfg.admin.port) == (8080, "0.0.0.0", 9464)
-    if "scorer.yaml" in config_map["data"]:
-        scorer = parse(yaml.safe_load(config_map["data"]["scorer.yaml"]), "scorer", environ={})
-        assert scorer.admin.host == "0.0.0.0" and scorer.sink == cfg.sink
+    assert "scorer.yaml" not in maps["rel-shadoweval"]
+
+    values = yaml.safe_load((CHART / "ci" / case).read_text()) if case else {}
+    scorer_enabled = bool(values.get("scorer", {}).get("enabled"))
+    assert ("rel-shadoweval-scorer" in maps) == scorer_enabled
+    if not scorer_enabled:
+        return
+    scorer = container(docs, "rel-shadoweval-scorer")
+    score_cfg = load_scorer(mounted_config(scorer, maps, tmp_path), environ={})
+    assert (score_cfg.admin.host, score_cfg.admin.port) == ("0.0.0.0", 9464)
+    # The scorer consumes the pairs topic the proxy produces to.
+    assert isinstance(cfg.sink, KafkaSink) and isinstance(score_cfg.source, KafkaPairSource)
+    assert score_cfg.source.bootstrap_servers == cfg.sink.bootstrap_servers
+    assert score_cfg.source.topic == cfg.sink.topic
+    assert score_cfg.source.security == cfg.sink.security
+    assert isinstance(score_cfg.sink, KafkaScoreSink)
+    assert_files_mounted(scorer, score_cfg.source.security, score_cfg.sink.security)
+
+
+def test_scorer_config_is_the_scorers_shape(helm_env: dict[str, str], tmp_path: Path) -> None:
+    docs = documents(template(helm_env, CHART, *values_args("scorer-values.yaml")))
+    scorer = container(docs, "rel-shadoweval-scorer")
+    cfg = load_scorer(mounted_config(scorer, config_maps(docs), tmp_path), environ={})
+    # scorer.config's own sections, and the proxy's sink as the source and sink's cluster.
+    assert [s.label for s in cfg.scorers.default] == ["exact", "normalized", "token_f1"]
+    assert cfg.judge.api_key_env == "JUDGE_API_KEY" and cfg.log_level == "warning"
+    assert isinstance(cfg.source, KafkaPairSource) and isinstance(cfg.sink, KafkaScoreSink)
+    assert cfg.source.group_id == "shadoweval-score-prod"
+    assert (cfg.source.topic, cfg.sink.topic) == ("shadoweval.pairs", "shadoweval.scores")
+    assert cfg.sink.bootstrap_servers == ["kafka-0.kafka:9093", "kafka-1.kafka:9093"]
+    assert cfg.sink.security.sasl_password_file == "/etc/kafka-credentials/password"
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in scorer["env"]}
+    assert env == {"JUDGE_API_KEY": {"name": "judge-credentials", "key": "api-key"}}
+
+    # A sink on another cluster keeps its own security; topics follow the proxy's sink.
+    docs = documents(
+        template(
+            helm_env,
+            CHART,
+            *values_args("scorer-values.yaml"),
+            "--set",
+            "config.sink.topic=team.pairs",
+            "--set",
+            "config.sink.scores_topic=team.scores",
+            "--set-json",
+            'scorer.config.sink={"kind": "kafka", "bootstrap_servers": ["other:9092"]}',
+        )
+    )
+    scorer = container(docs, "rel-shadoweval-scorer")
+    cfg = load_scorer(mounted_config(scorer, config_maps(docs), tmp_path), environ={})
+    assert isinstance(cfg.source, KafkaPairSource) and isinstance(cfg.sink, KafkaScoreSink)
+    assert (cfg.source.topic, cfg.sink.topic) == ("team.pairs", "team.scores")
+    assert cfg.sink.bootstrap_servers == ["other:9092"]
+    assert cfg.sink.security.protocol == "PLAINTEXT"
+    assert cfg.source.security.protocol == "SASL_SSL"
+
+
+def test_scorer_without_kafka_servers_fails_to_render(helm_env: dict[str, str]) -> None:
+    done = helm(
+        helm_env, "template", "rel", str(CHART), "--set", "scorer.enabled=true", check=False
+    )
+    assert done.returncode != 0
+    assert "scorer.config.source is Kafka but has no bootstrap_servers" in done.stderr
+    # A scorer's file source and sink need no servers (volumes from scorer.extraVolumes).
+    files = helm(
+        helm_env,
+        "template",
+        "rel",
+        str(CHART),
+        "--set",
+        "scorer.enabled=true",
+        "--set-json",
+        'scorer.config={"source": {"kind": "file", "path": "/data/pairs.jsonl"}, '
+        '"sink": {"kind": "file", "path": "/data/scores.jsonl"}}',
+    )
+    assert "path: /data/scores.jsonl" in files.stdout
 
 
 def pod_specs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -214,6 +345,10 @@ def test_candidate_credentials_come_from_secrets(helm_env: dict[str, str]) -> No
         ("image.pullPolicy=Sometimes", "pullPolicy"),
         ("prometheusRule.forDurations.scorerLag=soon", "scorerLag"),
         ("proxy.port=70000", "port"),
+        # The scorer's file is not the proxy's: proxy sections are not scorer keys.
+        ("scorer.config.primary.url=http://vllm:8000", "primary"),
+        ("scorer.config.source.kind=pulsar", "kind"),
+        ("scorer.config.admin.port=1", "admin"),
     ],
 )
 def test_values_schema_rejects_bad_values(
@@ -231,6 +366,17 @@ def test_values_schema_knows_every_config_section() -> None:
     assert sections == expected, (
         "a config section was added or removed: list it under properties.config.properties "
         "in helm/shadoweval/values.schema.json, or chart users cannot set it"
+    )
+
+
+def test_values_schema_knows_every_scorer_config_section() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    scorer = schema["properties"]["scorer"]["properties"]["config"]
+    assert scorer["additionalProperties"] is False
+    # admin is the chart's: it sets it from scorer.adminPort.
+    assert set(scorer["properties"]) == set(ScorerConfig.model_fields) - {"admin"}, (
+        "a scorer config section was added or removed: list it under "
+        "properties.scorer.properties.config.properties in helm/shadoweval/values.schema.json"
     )
 
 

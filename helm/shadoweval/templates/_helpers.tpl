@@ -85,12 +85,39 @@ open to the pod network for probes and Prometheus.
 {{- end }}
 
 {{/*
-The scorer's configuration file: config with scorer.config merged over it (the scorer reads
-the same sink, pricing and report settings), admin on scorer.adminPort.
+The scorer's configuration file (`shadoweval score --config`): scorer.config, which has the
+scorer's own shape (source, sink, scorers, ...; config/scorer.yaml), never the proxy's. A
+Kafka source and sink take what they leave unset from the proxy's Kafka sink in config.sink:
+bootstrap_servers (with its security, unless they name their own servers), the pairs topic
+(source) and scores_topic (sink). admin is set from scorer.adminPort.
 */}}
 {{- define "shadoweval.scorerConfigFile" -}}
-{{- $cfg := mergeOverwrite (deepCopy .Values.config) (deepCopy .Values.scorer.config) }}
-{{- $_ := unset $cfg "listen" }}
+{{- $cfg := deepCopy (.Values.scorer.config | default dict) }}
+{{- $proxySink := .Values.config.sink | default dict }}
+{{- $kafka := eq (toString $proxySink.kind) "kafka" }}
+{{- $topics := dict "source" "topic" "sink" "scores_topic" }}
+{{- range $section := list "source" "sink" }}
+{{- $s := index $cfg $section | default dict }}
+{{- if eq (toString $s.kind) "kafka" }}
+{{- if $kafka }}
+{{- /* The proxy's cluster, with its security settings; another cluster brings its own. */}}
+{{- if and (not (hasKey $s "bootstrap_servers")) $proxySink.bootstrap_servers }}
+{{- $_ := set $s "bootstrap_servers" (deepCopy $proxySink.bootstrap_servers) }}
+{{- if and (not (hasKey $s "security")) $proxySink.security }}
+{{- $_ := set $s "security" (deepCopy $proxySink.security) }}
+{{- end }}
+{{- end }}
+{{- $topic := index $proxySink (index $topics $section) }}
+{{- if and (not (hasKey $s "topic")) $topic }}
+{{- $_ := set $s "topic" $topic }}
+{{- end }}
+{{- end }}
+{{- if not $s.bootstrap_servers }}
+{{- fail (printf "scorer.config.%s is Kafka but has no bootstrap_servers: use a Kafka sink in config.sink (kind: kafka, bootstrap_servers; docs/kafka.md), whose servers the scorer then uses, or set scorer.config.%s.bootstrap_servers" $section $section) }}
+{{- end }}
+{{- end }}
+{{- $_ := set $cfg $section $s }}
+{{- end }}
 {{- $_ := set $cfg "admin" (dict "host" "0.0.0.0" "port" .Values.scorer.adminPort) }}
 {{- toYaml $cfg }}
 {{- end }}
