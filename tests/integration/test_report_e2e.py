@@ -96,8 +96,10 @@ def e2e_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Json, Path, in
             "equivalent": FakeUpstream(
                 model="cheap-model", latency=Latency.fixed(0.02), disagree_rate=0.03, seed=3
             ),
+            # 25x the primary: far past the 3x latency bound even when a loaded machine
+            # adds tens of milliseconds of queueing to the primary's side.
             "worse": FakeUpstream(
-                model="worse-model", latency=Latency.fixed(0.25), disagree_rate=0.4, seed=4
+                model="worse-model", latency=Latency.fixed(0.5), disagree_rate=0.4, seed=4
             ),
         }
         for fake in (primary, *candidates.values()):
@@ -105,7 +107,7 @@ def e2e_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Json, Path, in
         options = {
             "control": {"role": "control"},
             "equivalent": {"model": "cheap-model"},
-            "worse": {"model": "worse-model", "concurrency": 32, "queue_size": 1024},
+            "worse": {"model": "worse-model", "concurrency": 64, "queue_size": 1024},
         }
         pricing = {
             "models": {
@@ -152,7 +154,7 @@ def e2e_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Json, Path, in
         "    cost_max_ratio: 0.5\n"
         "    latency_quantile: 0.95\n"
         # Wide enough that a loaded machine's queueing cannot fail the equivalent
-        # candidate (same 20 ms as the primary), narrow enough for the 12.5x one to fail.
+        # candidate (same 20 ms as the primary), narrow enough for the 25x one to fail.
         "    latency_max_ratio: 3.0\n"
         "    failure_max_increase: 0.02\n"
         "    min_pairs: 100\n"
