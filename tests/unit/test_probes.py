@@ -244,6 +244,26 @@ def test_suites_are_relative_to_the_config_file(tmp_path: Path) -> None:
     assert cfg.probes.suites == [str(tmp_path / "conf" / "probes"), "/abs/x.yaml"]
 
 
+def test_builtin_names_the_shipped_suites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shadoweval.config import load
+    from shadoweval.probes import suite
+
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text("primary: {url: 'http://p'}\nprobes: {suites: [builtin, ./builtin]}\n")
+    # Not a path next to the config file (./builtin is one).
+    assert load(cfg_path, environ={}).probes.suites == ["builtin", str(tmp_path / "builtin")]
+    # A source checkout: config/probes; the same probes as naming the directory.
+    assert suite.builtin_suites() == SUITES.resolve()
+    assert load_suites(["builtin"]) == load_suites([str(SUITES)])
+    # An installed wheel: the package data (tests/deploy/test_dockerfile.py builds one).
+    package = tmp_path / "site-packages" / "shadoweval" / "probes"
+    monkeypatch.setattr(suite, "__file__", str(package / "suite.py"))
+    with pytest.raises(ConfigError, match="builtin: the shipped suites are not installed"):
+        suite.builtin_suites()
+    (package / "builtin").mkdir(parents=True)
+    assert suite.builtin_suites() == package / "builtin"
+
+
 def test_targets_default_to_candidates_and_keep_the_deployment_context() -> None:
     cfg = parse(
         {

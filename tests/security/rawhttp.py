@@ -1,0 +1,56 @@
+"""Raw-socket HTTP/1.1 for tests that send what no client library would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+from yarl import URL
+
+
+@dataclass
+class Reply:
+    data: bytes  # everything the server sent until it closed (or the timeout)
+    closed: bool  # the server closed the connection
+    seconds: float  # from the first byte sent until the connection closed / timeout
+
+    @property
+    def status(self) -> int | None:
+        parts = self.data.split(b" ", 2)
+        return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+
+
+async def exchange(url: str, *pieces: bytes, gap_s: float = 0.0, timeout_s: float = 5.0) -> Reply:
+    """Send ``pieces`` (``gap_s`` apart), then read until the server closes or ``timeout_s``."""
+    u = URL(url)
+    reader, writer = await asyncio.open_connection(u.host, u.port)
+    started = time.monotonic()
+    data = b""
+    closed = False
+    try:
+
+        async def send() -> None:
+            for i, piece in enumerate(pieces):
+                if i and gap_s:
+                    await asyncio.sleep(gap_s)
+                writer.write(piece)
+                await writer.drain()
+
+        sender = asyncio.create_task(send())
+        try:
+            async with asyncio.timeout(timeout_s):
+                while chunk := await reader.read(65536):
+                    data += chunk
+                closed = True
+        except TimeoutError:
+            pass
+        except ConnectionResetError:
+            closed = True
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await sender
+    finally:
+        writer.close()
+    return Reply(data, closed, time.monotonic() - started)
