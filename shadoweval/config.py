@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import (
@@ -720,28 +720,49 @@ def _apply_env(
     return raw
 
 
-def parse(raw: Any, source: str = "<config>", environ: Mapping[str, str] | None = None) -> Config:
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _read_yaml(path: Path, key: str | None = None) -> Any:
+    """A YAML file's content; errors name the file, and the key that pointed at it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        what = f"{key}: cannot read" if key else "cannot read config file"
+        raise ConfigError(f"{what} {path}: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key + ': ' if key else ''}{path} is not valid YAML: {exc}") from None
+
+
+def _validate(
+    model: type[_M],
+    raw: Any,
+    source: str,
+    environ: Mapping[str, str] | None,
+    prefix: str = ENV_PREFIX,
+    sections: Collection[str] | None = None,
+) -> _M:
+    """Environment overrides, then validation; every error names its key."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"invalid configuration in {source}: the top level must be a mapping")
-    raw = _apply_env(raw, os.environ if environ is None else environ)
+    raw = _apply_env(raw, os.environ if environ is None else environ, prefix, sections)
     try:
-        return Config.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, source)) from None
 
 
+def parse(raw: Any, source: str = "<config>", environ: Mapping[str, str] | None = None) -> Config:
+    return _validate(Config, raw, source, environ)
+
+
 def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    raw = _read_yaml(path)
     if isinstance(raw, dict) and raw.get("pricing_file") and "pricing" not in raw:
         raw["pricing"] = _load_pricing(path.parent / str(raw["pricing_file"]))
     probes = raw.get("probes") if isinstance(raw, dict) else None
@@ -757,12 +778,7 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
 
 
 def _load_pricing(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"pricing_file: cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"pricing_file: {path} is not valid YAML: {exc}") from None
+    return _read_yaml(path, "pricing_file")
 
 
 class ReportSettings(_Model):
@@ -779,12 +795,7 @@ def load_report_settings(
 ) -> ReportSettings:
     """A full proxy config (it has ``primary``) or a file with only the report's sections."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    raw = _read_yaml(path)
     if isinstance(raw, dict) and "primary" in raw:
         cfg = load(path, environ)
         return ReportSettings(report=cfg.report, pricing=cfg.pricing, redaction=cfg.redaction)
@@ -1211,28 +1222,14 @@ class ScorerConfig(_Model):
 def parse_scorer(
     raw: Any, source: str = "<scorer config>", environ: Mapping[str, str] | None = None
 ) -> ScorerConfig:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"invalid configuration in {source}: the top level must be a mapping")
-    env = os.environ if environ is None else environ
-    raw = _apply_env(raw, env, SCORE_ENV_PREFIX, ScorerConfig.model_fields)
-    try:
-        return ScorerConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from None
+    return _validate(
+        ScorerConfig, raw, source, environ, SCORE_ENV_PREFIX, ScorerConfig.model_fields
+    )
 
 
 def load_scorer(path: str | Path, environ: Mapping[str, str] | None = None) -> ScorerConfig:
     """The scorer's own config file (``shadoweval score --config``); see config/scorer.yaml."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    return parse_scorer(raw, str(path), environ)
+    return parse_scorer(_read_yaml(Path(path)), str(path), environ)
 
 
 # -- shadoweval review and shadoweval dataset: their own config file -------------------------
@@ -1358,23 +1355,8 @@ def load_review(
     path: str | Path | None = None, environ: Mapping[str, str] | None = None
 ) -> ReviewConfig:
     """The review config file (``--config``); without one, the defaults plus overrides."""
-    raw: Any = {}
-    source = "<defaults>"
-    if path is not None:
-        source = str(path)
-        try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"invalid configuration in {source}: the top level must be a mapping")
-    env = os.environ if environ is None else environ
-    raw = _apply_env(raw, env, REVIEW_ENV_PREFIX, ReviewConfig.model_fields)
-    try:
-        return ReviewConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from None
+    raw = _read_yaml(Path(path)) if path is not None else {}
+    source = str(path) if path is not None else "<defaults>"
+    return _validate(
+        ReviewConfig, raw, source, environ, REVIEW_ENV_PREFIX, ReviewConfig.model_fields
+    )

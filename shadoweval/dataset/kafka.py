@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import orjson
 
 from shadoweval.config import ConfigError, KafkaPairSource
-from shadoweval.score.consumer import client_options, require_aiokafka
+from shadoweval.kafka_client import client_options
+from shadoweval.score.consumer import require_aiokafka
 from shadoweval.types import Json
 
 

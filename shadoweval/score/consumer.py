@@ -27,7 +27,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from shadoweval.config import ConfigError, FilePairSource, KafkaPairSource, KafkaScoreSink
+from shadoweval.config import FilePairSource, KafkaPairSource
+from shadoweval.kafka_client import client_options
+from shadoweval.kafka_client import require_aiokafka as require_kafka
 from shadoweval.metrics import ScoreMetrics
 
 log = logging.getLogger(__name__)
@@ -279,46 +281,8 @@ class FileSource:
 # -- Kafka ------------------------------------------------------------------------------------
 
 
-def client_options(cfg: KafkaPairSource | KafkaScoreSink, key: str) -> dict[str, Any]:
-    """aiokafka connection and security arguments; ``key`` names the section in errors."""
-    from aiokafka.helpers import create_ssl_context
-
-    sec = cfg.security
-    opts: dict[str, Any] = {
-        "bootstrap_servers": cfg.bootstrap_servers,
-        "client_id": cfg.client_id,
-        "request_timeout_ms": cfg.request_timeout_ms,
-        "security_protocol": sec.protocol,
-    }
-    if sec.protocol in ("SSL", "SASL_SSL"):
-        try:
-            opts["ssl_context"] = create_ssl_context(
-                cafile=sec.ssl_cafile, certfile=sec.ssl_certfile, keyfile=sec.ssl_keyfile
-            )
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{key}.security: cannot load the TLS files: {exc}") from None
-    if sec.sasl_mechanism is not None:
-        assert sec.sasl_password_file is not None  # enforced by the config model
-        try:
-            password = Path(sec.sasl_password_file).read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise ConfigError(f"{key}.security.sasl_password_file: {exc.strerror}") from None
-        opts.update(
-            sasl_mechanism=sec.sasl_mechanism,
-            sasl_plain_username=sec.sasl_username,
-            sasl_plain_password=password,
-        )
-    return opts
-
-
 def require_aiokafka() -> Any:
-    try:
-        import aiokafka
-    except ImportError as exc:  # the optional extra "score" (or "kafka")
-        raise ConfigError(
-            "a Kafka source or sink needs aiokafka: pip install 'shadoweval[score]'"
-        ) from exc
-    return aiokafka
+    return require_kafka("score")
 
 
 class KafkaSource:

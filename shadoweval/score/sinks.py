@@ -16,7 +16,8 @@ import orjson
 from shadoweval.config import FileScoreSink as FileScoreSinkConfig
 from shadoweval.config import KafkaScoreSink as KafkaScoreSinkConfig
 from shadoweval.config import ScoreSinkConfig
-from shadoweval.score.consumer import client_options, require_aiokafka
+from shadoweval.kafka_client import client_options
+from shadoweval.score.consumer import require_aiokafka
 from shadoweval.types import Json
 
 _HEADERS = [("schema", b"shadoweval.score.v1"), ("content-type", b"application/json")]

@@ -22,6 +22,7 @@ import orjson
 
 from shadoweval.config import ConfigError
 from shadoweval.config import KafkaSink as KafkaSinkConfig
+from shadoweval.kafka_client import client_options
 from shadoweval.metrics import Metrics
 from shadoweval.types import Json
 
@@ -41,7 +42,6 @@ try:
         TopicAlreadyExistsError,
     )
     from aiokafka.errors import for_code as kafka_error_for_code
-    from aiokafka.helpers import create_ssl_context
 except ImportError as exc:  # aiokafka is the optional extra "kafka"
     raise ConfigError(
         "sink kind 'kafka' needs the aiokafka package: pip install 'shadoweval[kafka]'"
@@ -73,44 +73,6 @@ class _Item:
     key: bytes | None
     value: bytes
     headers: list[tuple[str, bytes]]
-
-
-def client_options(cfg: KafkaSinkConfig) -> dict[str, Any]:
-    """Connection and security keyword arguments shared by the producer and the admin client.
-
-    Reads the SASL password file; raises ConfigError naming the key if a file is unusable.
-    """
-    sec = cfg.security
-    opts: dict[str, Any] = {
-        "bootstrap_servers": cfg.bootstrap_servers,
-        "client_id": cfg.client_id,
-        "request_timeout_ms": cfg.request_timeout_ms,
-        "security_protocol": sec.protocol,
-    }
-    if sec.protocol in ("SSL", "SASL_SSL"):
-        try:
-            opts["ssl_context"] = create_ssl_context(
-                cafile=sec.ssl_cafile, certfile=sec.ssl_certfile, keyfile=sec.ssl_keyfile
-            )
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"sink.security: cannot load the TLS files: {exc}") from None
-    if sec.sasl_mechanism is not None:
-        assert sec.sasl_password_file is not None  # enforced by the config model
-        try:
-            password = Path(sec.sasl_password_file).read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise ConfigError(
-                f"sink.security.sasl_password_file: cannot read {sec.sasl_password_file}: "
-                f"{exc.strerror}"
-            ) from None
-        if not password:
-            raise ConfigError(
-                f"sink.security.sasl_password_file: {sec.sasl_password_file} is empty"
-            )
-        opts["sasl_mechanism"] = sec.sasl_mechanism
-        opts["sasl_plain_username"] = sec.sasl_username
-        opts["sasl_plain_password"] = password
-    return opts
 
 
 def resolve_compression(requested: str) -> str | None:
@@ -210,7 +172,7 @@ class KafkaSink:
 
     async def start(self) -> None:
         """Validates credentials and starts the drain task; never waits for Kafka."""
-        self._options = client_options(self._cfg)
+        self._options = client_options(self._cfg, "sink")
         compression = resolve_compression(self._cfg.compression)
         self._options.update(
             acks=self._cfg.acks,
@@ -474,7 +436,7 @@ async def ensure_topics(cfg: KafkaSinkConfig) -> list[str]:
     wanted = [cfg.topic, cfg.scores_topic]
     created: list[str] = []
     partitions: dict[str, int] = {}
-    admin = AIOKafkaAdminClient(**client_options(cfg))
+    admin = AIOKafkaAdminClient(**client_options(cfg, "sink"))
     try:
         await admin.start()
         # A full listing: a metadata request naming the topics could auto-create them.

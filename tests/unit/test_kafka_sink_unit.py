@@ -164,7 +164,7 @@ async def test_password_file_is_read_at_start_and_never_logged(
             "sasl_password_file": str(secret),
         }
     )
-    assert kafka_module.client_options(cfg)["sasl_plain_password"] == "s3cr3t-Pa55"
+    assert kafka_module.client_options(cfg, "sink")["sasl_plain_password"] == "s3cr3t-Pa55"
     caplog.set_level(logging.DEBUG)
     sink = KafkaSink(cfg, Metrics())
     await sink.start()
