@@ -123,7 +123,6 @@ def _constant(repl: str) -> Callable[[re.Match[str]], str]:
     return lambda _m: repl
 
 
-
 def _email_replacer(repl: str) -> Callable[[re.Match[str]], str]:
     # "=", "'" and "/" are legal in an address but usually delimit it ("email=jo@x.io",
     # "'jo@x.io'"): what precedes the last of them is kept, unless nothing would follow.

@@ -121,9 +121,7 @@ class ProxyServer:
             observe=recorder.outcome,
         )
         await self.dispatcher.start()
-        forwarder = Forwarder(
-            cfg.primary, cfg.limits, primary_pool, on_attempt=recorder.attempt_of
-        )
+        forwarder = Forwarder(cfg.primary, cfg.limits, primary_pool, on_attempt=recorder.attempt_of)
         handler = ProxyHandler(
             forwarder,
             self.dispatcher,
@@ -136,7 +134,8 @@ class ProxyServer:
         self._web_server = make_server(handler, cfg.limits, lambda r: refused[r].inc())
         self._runner = web.ServerRunner(self._web_server, shutdown_timeout=cfg.shutdown.grace_s)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, cfg.listen.host, cfg.listen.port)
+        # A deep accept queue: bursts of new connections queue rather than get refused.
+        site = web.TCPSite(self._runner, cfg.listen.host, cfg.listen.port, backlog=4096)
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.proxy_url = f"http://{host}:{port}"

@@ -95,7 +95,18 @@ class GuardedHandler(RequestHandler):
         count = self._request_count
         super().data_received(data)
         if self._request_count != count:
-            self._heads_parsed(self._request_count - count)
+            # Heads completed (the common case: one, body included). Kept inline and
+            # short: this runs for every request.
+            if self._timer is not None:
+                self._disarm()
+            messages = self._messages
+            if messages:
+                msg, payload = messages[-1]
+                if self._request_count - count > 1 or getattr(msg, "chunked", False):
+                    self._check_framing(self._request_count - count)
+                if not payload.is_eof():
+                    self._body = payload
+                    self._arm(self._guard.body_timeout_s)
         elif self._timer is None:
             if data and not (self._close or self._force_close or self._upgraded):
                 # Bytes but no complete head: start the head's clock.
@@ -103,20 +114,15 @@ class GuardedHandler(RequestHandler):
         elif self._body is not None and self._body.is_eof():
             self._disarm()
 
-    def _heads_parsed(self, new: int) -> None:
-        self._disarm()
+    def _check_framing(self, new: int) -> None:
+        """Refuse HTTP/1.0 requests with Transfer-Encoding among the ``new`` last ones
+        (this packet's: start() has not run since), as aiohttp refuses a parse error."""
         messages = self._messages
-        # This packet's requests are the newest in the queue: start() has not run since.
         for i in range(max(len(messages) - new, 0), len(messages)):
             msg, payload = messages[i]
-            if isinstance(msg, _ErrInfo):
-                continue
-            if msg.version < HttpVersion11 and msg.chunked:
+            if not isinstance(msg, _ErrInfo) and msg.chunked and msg.version < HttpVersion11:
                 exc = BadHttpMessage("Transfer-Encoding in an HTTP/1.0 request")
                 messages[i] = (_ErrInfo(status=400, exc=exc, message=exc.message), payload)
-        if messages and not messages[-1][1].is_eof():
-            self._body = messages[-1][1]
-            self._arm(self._guard.body_timeout_s)
 
     def _arm(self, delay: float) -> None:
         self._timer_count = self._request_count

@@ -413,6 +413,14 @@ class UpstreamPool:
                 conn.response = None
                 conn.close()
                 raise resp._error or UpstreamError("timeout", "timeout") from None
+            except asyncio.CancelledError:
+                # Cancelled by the caller's own deadline (candidates time the whole call):
+                # the exchange is abandoned, so the connection must not stay checked out,
+                # or `limit` such cancellations starve the pool for good (found by the
+                # soak test, tests/faults/test_candidate_faults.py).
+                conn.response = None
+                conn.close()
+                raise
             except UpstreamError as exc:
                 conn.response = None
                 conn.close()

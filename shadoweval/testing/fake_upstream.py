@@ -136,7 +136,7 @@ class FakeUpstream:
         """Serve on ``host:port``; HTTPS with ``ssl_context`` (TLS tests)."""
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port, ssl_context=ssl_context).start()
+        await web.TCPSite(self._runner, host, port, ssl_context=ssl_context, backlog=4096).start()
         addr = self._runner.addresses[0]
         scheme = "https" if ssl_context is not None else "http"
         self.url = f"{scheme}://{addr[0]}:{addr[1]}"

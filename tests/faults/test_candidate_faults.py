@@ -4,12 +4,14 @@ counted under its error type, and every shadow ends as a record (nothing lost)."
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 
 from shadoweval.testing import FakeUpstream, running_stack
 from tests.faults.helpers import ScriptedUpstream, call, sample, shadow_accounting, until
@@ -170,3 +172,40 @@ async def test_a_hanging_candidate_fills_only_its_own_queue() -> None:
     # On stop, the 3 still pending are counted as dropped at shutdown: the balance closes.
     assert sample(m, "shadoweval_shadow_dropped_total", upstream="bad", reason="shutdown") == 3
     assert shadow_accounting(m, "bad")["balance"] == 0
+
+
+class HangsFirst(FakeUpstream):
+    """Holds its first ``hangs`` requests for 2 s (past the candidate's timeout), then
+    answers normally, keeping its connections alive throughout."""
+
+    def __init__(self, hangs: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hangs = hangs
+
+    async def _handle(self, request: Any) -> Any:
+        if self.hangs > 0:
+            self.hangs -= 1
+            await request.read()
+            await asyncio.sleep(2.0)
+            return web.json_response({"error": {"message": "too late"}}, status=500)
+        return await super()._handle(request)
+
+
+async def test_a_candidate_that_timed_out_keeps_no_connection_slot() -> None:
+    """Found by the soak test: a shadow cancelled by its timeout while waiting for the
+    answer's head kept its pooled connection checked out; after `concurrency` such
+    timeouts the candidate was starved for good (every later shadow timed out waiting for
+    a connection, while the upstream itself was fine again)."""
+    fake = HangsFirst(hangs=2, model="c")
+    options = {"timeout_s": 0.5, "concurrency": 2, **ONE_TRY}
+    async with running_stack(
+        primary=ScriptedUpstream("ok"), candidates={"bad": fake}, candidate_options={"bad": options}
+    ) as stack:  # type: ignore[arg-type]
+        body = orjson.dumps({"model": "prod", "messages": [{"role": "user", "content": "hi"}]})
+        for _ in range(2):  # both hang: both slots time out
+            await call(stack.url, body)
+        await stack.memory.wait_for(2)
+        for _ in range(4):  # the upstream answers again: so must the shadows
+            await call(stack.url, body)
+        records = await stack.memory.wait_for(6)
+        assert [r["candidate"]["error_type"] for r in records] == ["timeout"] * 2 + [None] * 4
