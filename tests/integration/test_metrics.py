@@ -34,7 +34,9 @@ async def scrape(admin_url: str) -> dict[str, list[Any]]:
 
 def total(samples: dict[str, list[Any]], name: str, **labels: str) -> float:
     return sum(
-        s.value for s in samples.get(name, []) if all(s.labels.get(k) == v for k, v in labels.items())
+        s.value
+        for s in samples.get(name, [])
+        if all(s.labels.get(k) == v for k, v in labels.items())
     )
 
 
@@ -103,7 +105,10 @@ async def test_histograms_percentiles_and_cost_match_the_traffic() -> None:
     assert total(m, lat + "_count", role="candidate", upstream="cand-a") == n
     assert total(m, "shadoweval_requests_total", role="primary", outcome="ok") == n
     assert total(m, "shadoweval_pairs_total", upstream="cand-a") == n
-    assert total(m, "shadoweval_shadow_sampling_decisions_total", upstream="cand-a", decision="in") == n
+    assert (
+        total(m, "shadoweval_shadow_sampling_decisions_total", upstream="cand-a", decision="in")
+        == n
+    )
     assert total(m, "shadoweval_proxy_overhead_seconds_count", route="chat") == n
     assert total(m, "shadoweval_time_to_first_token_seconds_count", role="primary") == n // 3
 
@@ -119,7 +124,9 @@ async def test_histograms_percentiles_and_cost_match_the_traffic() -> None:
     # Cost equals tokens x price, in the records and in the counters.
     def expected(side: str, price_in: float, price_out: float) -> float:
         usage = [r[side]["usage"] for r in records]
-        return sum(u["input_tokens"] * price_in + u["output_tokens"] * price_out for u in usage) / 1e6
+        return (
+            sum(u["input_tokens"] * price_in + u["output_tokens"] * price_out for u in usage) / 1e6
+        )
 
     prod_cost = expected("primary", 2.5, 10.0)
     cand_cost = expected("candidate", 0.5, 1.5)
@@ -158,7 +165,9 @@ async def test_retries_and_error_types_are_counted_exactly() -> None:
     for attempt in ("1", "2", "3"):
         assert total(m, att, upstream="limited", attempt=attempt, outcome="http_429") == n
     assert total(m, "shadoweval_retries_total", upstream="limited", outcome="error") == 2 * n
-    assert total(m, "shadoweval_upstream_errors_total", upstream="limited", error_type="http_429") == n
+    assert (
+        total(m, "shadoweval_upstream_errors_total", upstream="limited", error_type="http_429") == n
+    )
     # flaky: the very first request fails once, then succeeds on its retry.
     assert total(m, att, upstream="flaky", attempt="1", outcome="http_5xx") == 1
     assert total(m, att, upstream="flaky", attempt="2", outcome="ok") == 1
@@ -194,8 +203,13 @@ async def test_primary_retry_is_off_by_default_and_opt_in() -> None:
     primary = FakeUpstream(model="prod-model", fail_first=1, error_status=503)
     retry = {"max_attempts": 2, "backoff_s": 0, "retry_on": ["http_5xx"]}
     overrides = {"primary": {"retry": retry}}
-    async with running_stack(primary=primary, overrides=overrides) as stack, aiohttp.ClientSession() as s:
-        async with s.post(stack.url + "/v1/chat/completions", json={"model": "m", "messages": []}) as r:
+    async with (
+        running_stack(primary=primary, overrides=overrides) as stack,
+        aiohttp.ClientSession() as s,
+    ):
+        async with s.post(
+            stack.url + "/v1/chat/completions", json={"model": "m", "messages": []}
+        ) as r:
             assert r.status == 200
         [rec] = await stack.memory.wait_for(1)
         assert rec["primary"]["attempts"] == 2

@@ -30,4 +30,6 @@ def test_retry_after_is_used_and_capped() -> None:
     policy = RetryPolicy(Retry(max_retry_after_s=10))
     assert policy.delay(1, "http_429", "7") == 7.0
     assert policy.delay(1, "http_429", "60") is None  # longer than we are willing to wait
-    assert RetryPolicy(Retry(respect_retry_after=False, backoff_s=0)).delay(1, "http_429", "7") == 0.0
+    assert (
+        RetryPolicy(Retry(respect_retry_after=False, backoff_s=0)).delay(1, "http_429", "7") == 0.0
+    )
