@@ -49,6 +49,20 @@ def _check_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _check_upstream_headers(value: dict[str, str]) -> dict[str, str]:
+    """Extra headers for a request shadoweval sends: valid lines, no credentials (those come
+    from api_key_env), no framing headers (the proxy computes those)."""
+    for key, val in value.items():
+        if key.lower() == "authorization":
+            raise ValueError(f"{key!r} cannot be set here (use api_key_env for credentials)")
+        if key.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"{key!r} cannot be set here (the proxy frames requests itself)")
+        problem = header_problem(key, val)
+        if problem is not None:
+            raise ValueError(problem)
+    return value
+
+
 def _check_name(value: str) -> str:
     if not _NAME_RE.match(value):
         raise ValueError(
@@ -181,18 +195,7 @@ class Candidate(_Model):
     _name = field_validator("name")(_check_name)
     _url = field_validator("url")(_check_url)
 
-    @field_validator("headers")
-    @classmethod
-    def _no_auth_header(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, val in value.items():
-            if key.lower() == "authorization":
-                raise ValueError(f"{key!r} cannot be set here (use api_key_env for credentials)")
-            if key.lower() in _RESERVED_HEADERS:
-                raise ValueError(f"{key!r} cannot be set here (the proxy frames requests itself)")
-            problem = header_problem(key, val)
-            if problem is not None:
-                raise ValueError(problem)
-        return value
+    _headers = field_validator("headers")(_check_upstream_headers)
 
     @model_validator(mode="after")
     def _auth_rules(self) -> Candidate:
@@ -466,8 +469,9 @@ class Tracing(_Model):
     @classmethod
     def _header_lines(cls, value: dict[str, str]) -> dict[str, str]:
         for key, val in value.items():
-            if not key or any(c in key + val for c in "\r\n"):
-                raise ValueError(f"header {key!r} is empty or contains a line break")
+            problem = header_problem(key, val)
+            if problem is not None:
+                raise ValueError(problem)
         return value
 
 
@@ -544,15 +548,7 @@ class ProbeBaseline(_Model):
     def _url(cls, value: str | None) -> str | None:
         return None if value is None else _check_url(value)
 
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, val in value.items():
-            if key.lower() in ("authorization", "host", "content-length"):
-                raise ValueError(f"{key!r} cannot be set here (use api_key_env for credentials)")
-            if any(c in key + val for c in "\r\n"):
-                raise ValueError(f"header {key!r} contains a line break")
-        return value
+    _headers = field_validator("headers")(_check_upstream_headers)
 
 
 class Probes(_Model):

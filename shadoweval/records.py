@@ -6,10 +6,13 @@ The JSON Schema lives next to this module in ``schemas/pair.v1.schema.json``.
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -100,3 +103,21 @@ def pair_schema() -> Json:
     text = resources.files("shadoweval").joinpath("schemas/pair.v1.schema.json").read_text()
     schema: Json = json.loads(text)
     return schema
+
+
+def iter_jsonl(paths: Iterable[str | Path], skipped: Counter[str]) -> Iterator[dict[str, Any]]:
+    """Objects from JSONL record files; bad lines are counted in ``skipped``, not raised."""
+    for path in paths:
+        with open(path, "rb") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    skipped["invalid JSON line"] += 1
+                    continue
+                if isinstance(obj, dict):
+                    yield obj
+                else:
+                    skipped["line is not a JSON object"] += 1

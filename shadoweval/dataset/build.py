@@ -20,7 +20,7 @@ import bisect
 import hashlib
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import orjson
 from shadoweval.config import DatasetSettings
 from shadoweval.dataset import dedup
 from shadoweval.dataset.inputs import Turn, dedup_text, input_chars, similarity, turns
+from shadoweval.records import iter_jsonl
 from shadoweval.redaction import Redactor
 from shadoweval.types import Json
 
@@ -107,23 +108,6 @@ def _answer(side: Any) -> Answer:
     )
 
 
-def _jsonl(paths: Iterable[str | Path], skipped: Counter[str]) -> Iterator[Json]:
-    for path in paths:
-        with open(path, "rb") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                try:
-                    obj = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    skipped["invalid JSON line"] += 1
-                    continue
-                if isinstance(obj, dict):
-                    yield obj
-                else:
-                    skipped["line is not a JSON object"] += 1
-
-
 def add_pair(requests: dict[str, Request], rec: Json, skipped: Counter[str]) -> None:
     """Fold one pair record into ``requests`` (keyed by request id)."""
     if rec.get("schema") != PAIR_SCHEMA:
@@ -190,10 +174,10 @@ def read_requests(
     requests: dict[str, Request] = {}
     for rec in records:
         add_pair(requests, rec, skipped)
-    for rec in _jsonl(pair_paths, skipped):
+    for rec in iter_jsonl(pair_paths, skipped):
         add_pair(requests, rec, skipped)
     wanted = set(safety_scorers)
-    for rec in _jsonl(score_paths, skipped):
+    for rec in iter_jsonl(score_paths, skipped):
         add_score(requests, rec, wanted)
     return list(requests.values())
 

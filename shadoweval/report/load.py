@@ -11,13 +11,15 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from shadoweval.records import iter_jsonl
 
 PAIR_SCHEMA = "shadoweval.pair.v1"
 SCORE_SCHEMA = "shadoweval.score.v1"
@@ -182,23 +184,6 @@ def _side(obj: Any, limit: int) -> SideRow:
         cost_usd=_float(obj.get("cost_usd")),
         text=snippet(text if isinstance(text, str) else None, limit),
     )
-
-
-def iter_jsonl(paths: Iterable[str | Path], skipped: Counter[str]) -> Iterator[dict[str, Any]]:
-    for path in paths:
-        with open(path, "rb") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                try:
-                    obj = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    skipped["invalid JSON line"] += 1
-                    continue
-                if isinstance(obj, dict):
-                    yield obj
-                else:
-                    skipped["line is not a JSON object"] += 1
 
 
 def load(

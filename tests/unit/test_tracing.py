@@ -25,7 +25,7 @@ BASE = {"primary": {"url": "http://x"}}
         ({"service_name": ""}, "tracing.service_name: String should have at least 1 character"),
         (
             {"headers": {"x-key": "a\r\nb"}},
-            "tracing.headers: header 'x-key' is empty or contains a line break",
+            "tracing.headers: header 'x-key' has a line break",
         ),
     ],
 )
