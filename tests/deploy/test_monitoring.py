@@ -179,7 +179,7 @@ def test_noise_floor_panels_read_the_control() -> None:
 
 def test_probe_panels_read_the_attack_success_rate() -> None:
     """Attack successes over the probes judged (errors and skipped ticks are no verdict), per
-    upstream and category, as the README's query."""
+    upstream and category, as the query in docs/probes.md."""
     quality = dashboards()["shadoweval-quality.json"]
     exprs = {p["title"]: " ".join(t["expr"] for t in p["targets"]) for p in panels(quality)}
     asr = exprs["Probe attack-success rate by category"]
