@@ -61,6 +61,19 @@ SUT_CORE = "0"
 LOAD_CORE = "1" if (os.cpu_count() or 1) > 1 else "0"
 
 
+def _many_files() -> None:
+    """10,000 requests in flight need 20,000+ sockets in the proxy: raise its limit as far
+    as this machine allows (root may lift the hard limit too)."""
+    import resource
+
+    for limit in (1 << 17, 1 << 16):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+            return
+        except (ValueError, OSError):
+            continue
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -219,7 +232,7 @@ def shadoweval_proxy(
         path = Path(tmp) / "config.json"  # JSON is YAML
         path.write_text(json.dumps(cfg))
         argv = pinned(SUT_CORE, [PYTHON, "-m", "shadoweval", "serve", "--config", str(path)])
-        with process(argv, "shadoweval", port) as proc:
+        with process(argv, "shadoweval", port, preexec_fn=_many_files) as proc:
             wait_port(admin)
             yield port, admin, proc
 

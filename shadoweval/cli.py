@@ -31,8 +31,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     missing = cfg.missing_credentials()
     if missing:
         raise ConfigError("cannot start:\n  " + "\n  ".join(missing))
+    _raise_fd_limit()
     loop.run(serve(cfg))
     return 0
+
+
+def _raise_fd_limit() -> None:
+    """Every in-flight request holds two sockets (caller and upstream) and each shadow one
+    more: lift the soft open-files limit to the hard one, as Go's runtime does."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
