@@ -63,6 +63,15 @@ def _check_upstream_headers(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def _regex_problem(pattern: str) -> str | None:
+    """Why ``pattern`` is not a usable regular expression, or None."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"not a valid regular expression: {exc}"
+    return None
+
+
 def _check_name(value: str) -> str:
     if not _NAME_RE.match(value):
         raise ValueError(
@@ -402,10 +411,9 @@ class CustomRedaction(_Model):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
+        problem = _regex_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 
@@ -1011,10 +1019,9 @@ class RefusalSettings(_Model):
     @classmethod
     def _compile(cls, value: list[str]) -> list[str]:
         for pattern in value:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from None
+            problem = _regex_problem(pattern)
+            if problem is not None:
+                raise ValueError(f"{pattern!r} is {problem}")
         return value
 
 
