@@ -180,6 +180,27 @@ class Primary(_Model):
         return self
 
 
+class CircuitBreaker(_Model):
+    """Stops shadowing a candidate that is down: after ``failures`` consecutive failed calls
+    (connect, timeout, 5xx, 429, after retries) its shadows are dropped for ``cooldown_s``,
+    then one trial call decides; each failed trial doubles the cooldown up to
+    ``max_cooldown_s``."""
+
+    enabled: bool = True
+    failures: int = Field(5, ge=1, le=10_000)
+    cooldown_s: float = Field(5.0, gt=0, le=86_400)
+    max_cooldown_s: float = Field(60.0, gt=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _cooldowns(self) -> CircuitBreaker:
+        if self.max_cooldown_s < self.cooldown_s:
+            raise ValueError(
+                f"max_cooldown_s ({self.max_cooldown_s:g}) must be at least cooldown_s "
+                f"({self.cooldown_s:g})"
+            )
+        return self
+
+
 class Candidate(_Model):
     """A model that receives sampled copies of the traffic; its answers never reach the caller."""
 
@@ -200,6 +221,7 @@ class Candidate(_Model):
     timeout_s: float = Field(120.0, gt=0)
     retry: Retry = Field(default_factory=Retry)
     tls: UpstreamTLS = Field(default_factory=UpstreamTLS)
+    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
 
     _name = field_validator("name")(_check_name)
     _url = field_validator("url")(_check_url)

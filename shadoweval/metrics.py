@@ -48,7 +48,15 @@ SINK_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 OTHER = "other"
 
 # Why the proxy port refused a request (shadoweval_refused_requests_total{reason}).
-REFUSED_REASONS = ("bad_request", "header_too_large", "header_timeout", "body_timeout")
+REFUSED_REASONS = (
+    "bad_request",
+    "header_too_large",
+    "body_too_large",
+    "header_timeout",
+    "body_timeout",
+)
+# Why a shadow was not sent (shadoweval_shadow_dropped_total{reason}).
+DROP_REASONS = ("queue_full", "rate_limit", "shutdown", "invalid_request", "circuit_open")
 
 
 class LabelCap:
@@ -159,6 +167,12 @@ class Metrics:
         self.in_flight = Gauge(
             "shadoweval_shadow_in_flight",
             "Shadow requests being sent or awaiting the primary's answer.",
+            ["upstream"],
+            registry=r,
+        )
+        self.circuit_open = Gauge(
+            "shadoweval_candidate_circuit_open",
+            "1 while a candidate's circuit breaker is open or half-open (its shadows dropped).",
             ["upstream"],
             registry=r,
         )
@@ -295,7 +309,8 @@ class Metrics:
             self.pairs.labels(upstream)
             for decision in ("in", "out"):
                 self.sampled.labels(upstream, decision)
-            for reason in ("queue_full", "rate_limit", "shutdown", "invalid_request"):
+            self.circuit_open.labels(upstream)
+            for reason in DROP_REASONS:
                 self.dropped.labels(upstream, reason)
 
     def init_probe(self, upstream: str, category: str) -> None:

@@ -17,9 +17,10 @@ from shadoweval.admin import bearer_auth
 from shadoweval.config import Config
 from shadoweval.metrics import REFUSED_REASONS, Metrics
 from shadoweval.pricing import PriceTable
-from shadoweval.proxy.app import ProxyHandler, make_server
+from shadoweval.proxy.app import ProxyHandler
 from shadoweval.proxy.candidate import CandidateClient
 from shadoweval.proxy.forward import Forwarder
+from shadoweval.proxy.http import HttpServer
 from shadoweval.proxy.shadow import ShadowDispatcher
 from shadoweval.proxy.upstream import UpstreamPool
 from shadoweval.redaction import Redactor
@@ -56,10 +57,10 @@ class ProxyServer:
         )
         self.sink = sink
         self.ready = False
-        self._runner: web.ServerRunner | None = None
+        self._listener: asyncio.Server | None = None
         self._admin: web.AppRunner | None = None
         self._pools: dict[str, UpstreamPool] = {}
-        self._web_server: web.Server | None = None
+        self._http: HttpServer | None = None
         self._heartbeat: Heartbeat | None = None
         self.dispatcher: ShadowDispatcher | None = None
         self.probes: ProbeScheduler | None = None
@@ -125,22 +126,20 @@ class ProxyServer:
         handler = ProxyHandler(
             forwarder,
             self.dispatcher,
-            cfg.limits,
             observe=recorder.primary,
             tracer=self.tracer,
             shadows_with_request=cfg.sampling.send_shadows == "with_request",
         )
         refused = {reason: m.refused.labels(reason) for reason in REFUSED_REASONS}
-        self._web_server = make_server(handler, cfg.limits, lambda r: refused[r].inc())
-        self._runner = web.ServerRunner(self._web_server, shutdown_timeout=cfg.shutdown.grace_s)
-        await self._runner.setup()
+        self._http = HttpServer(handler, cfg.limits, lambda r: refused[r].inc())
+        loop = asyncio.get_running_loop()
         # A deep accept queue: bursts of new connections queue rather than get refused.
-        site = web.TCPSite(self._runner, cfg.listen.host, cfg.listen.port, backlog=4096)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
+        self._listener = await loop.create_server(
+            self._http, cfg.listen.host, cfg.listen.port, backlog=4096
+        )
+        host, port = self._listener.sockets[0].getsockname()[:2]
         self.proxy_url = f"http://{host}:{port}"
 
-        loop = asyncio.get_running_loop()
         m.loop_tasks.set_function(lambda: len(asyncio.all_tasks(loop)))  # read when scraped
         self._admin = web.AppRunner(self._admin_app(admin_token), access_log=None)
         await self._admin.setup()
@@ -159,7 +158,7 @@ class ProxyServer:
         log.info("proxy on %s -> %s; admin on %s", self.proxy_url, cfg.primary.url, self.admin_url)
 
     def _connection_counts(self) -> dict[tuple[str, str], int]:
-        inbound = len(self._web_server.connections) if self._web_server else 0
+        inbound = len(self._http.connections) if self._http else 0
         counts = {("inbound", "callers"): inbound}
         for name, pool in self._pools.items():
             counts[("outbound", name)] = pool.open_connections
@@ -185,8 +184,10 @@ class ProxyServer:
         started = time.monotonic()
         self.ready = False
         self.metrics.ready.set(0)
-        if self._runner is not None:
-            await self._runner.cleanup()  # waits for in-flight requests up to grace_s
+        if self._listener is not None:
+            self._listener.close()  # no new connections
+        if self._http is not None:
+            await self._http.shutdown(self.cfg.shutdown.grace_s)  # in-flight ones finish
         if self.probes is not None:  # before the sink closes, so their records are flushed
             await self.probes.stop(self.cfg.shutdown.shadow_grace_s)
         if self.dispatcher is not None:

@@ -52,10 +52,10 @@ except ImportError as exc:  # the optional extra "tracing"
     ) from exc
 
 if TYPE_CHECKING:
-    from aiohttp import web
     from opentelemetry.trace import Span
 
     from shadoweval.proxy.candidate import CandidateClient
+    from shadoweval.proxy.http import Request
     from shadoweval.proxy.shadow import ShadowJob
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class Tracer:
         own = build_provider(cfg.tracing)
         return cls(own, cfg.primary, prices, owned=own)
 
-    def start(self, request: web.BaseRequest, route: Route | None, entered: float) -> RequestTrace:
+    def start(self, request: Request, route: Route | None, entered: float) -> RequestTrace:
         """The SERVER span, a child of the caller's traceparent/tracestate if valid; it starts
         when the handler was entered (``entered``: perf_counter) so it covers the body read.
         Attributes are set in ``finish``, off the caller's path (they cost as much as a span)."""

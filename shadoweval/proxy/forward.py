@@ -8,11 +8,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-import orjson
-from aiohttp import web
-from multidict import CIMultiDict
-
 from shadoweval.config import Limits, Primary
+from shadoweval.proxy.http import Request, Responder
 from shadoweval.proxy.openai import error_type_for_status
 from shadoweval.proxy.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from shadoweval.retry import RetryPolicy
@@ -59,17 +56,6 @@ def raw_end_to_end(
     return [(k, v) for k, v in items if k.lower() not in drop]
 
 
-def error_response(status: int, code: str, message: str) -> web.Response:
-    """An OpenAI-shaped error produced by shadoweval itself (marked by a header)."""
-    body = {"error": {"message": message, "type": "shadoweval_error", "code": code}}
-    return web.Response(
-        status=status,
-        body=orjson.dumps(body),
-        content_type="application/json",
-        headers={"x-shadoweval-error": code},
-    )
-
-
 def classify(exc: BaseException) -> tuple[ErrorType, str]:
     """Map a client-side exception to an error type and a short message."""
     if isinstance(exc, UpstreamError):
@@ -97,8 +83,9 @@ class Forwarder:
         self._timeout = cfg.timeout_s
 
     async def relay(
-        self, request: web.BaseRequest, body: bytes, trace: RequestTrace | None = None
-    ) -> tuple[web.StreamResponse, Capture]:
+        self, request: Request, out: Responder, trace: RequestTrace | None = None
+    ) -> Capture:
+        """Relay the primary's answer to ``out``; the capture is what the records see."""
         if trace is None:
             headers = raw_end_to_end(request.raw_headers)
         else:
@@ -113,7 +100,7 @@ class Forwarder:
             deadline = asyncio.get_running_loop().time() + self._timeout
             try:
                 upstream = await self._pool.request(
-                    method, target, headers, body, timeout_s=self._timeout
+                    method, target, headers, request.body, timeout_s=self._timeout
                 )
             except Exception as exc:  # every failure becomes a clear 502/504, never a hang
                 cap.error_type, cap.error = classify(exc)
@@ -121,7 +108,8 @@ class Forwarder:
                 if await self._retrying(cap, None):
                     continue
                 status = 504 if cap.error_type == "timeout" else 502
-                return error_response(status, f"primary_{cap.error_type}", cap.error), cap
+                out.send_error(status, f"primary_{cap.error_type}", cap.error)
+                return cap
             status = upstream.status or 502
             # Retries happen only here, before a single byte has gone to the caller.
             if self._retry.max_attempts > 1 and status >= 429:
@@ -138,20 +126,17 @@ class Forwarder:
             cap.status = status
             cap.content_type = upstream.header(b"content-type") or ""
             cap.content_encoding = upstream.header(b"content-encoding") or ""
-            out_headers = CIMultiDict(
-                (k.decode("latin-1"), v.decode("latin-1"))
-                for k, v in raw_end_to_end(upstream.raw_headers)
-            )
+            out_headers = raw_end_to_end(upstream.raw_headers)
             length = upstream.content_length
             if (
                 length is not None
                 and length <= _BUFFER_LIMIT
                 and "event-stream" not in cap.content_type
             ):
-                return await self._buffered(upstream, status, out_headers, cap, deadline)
-            return await self._streamed(
-                request, upstream, status, out_headers, length, cap, deadline
-            )
+                await self._buffered(upstream, out, status, out_headers, cap, deadline)
+            else:
+                await self._streamed(upstream, out, status, out_headers, length, cap, deadline)
+            return cap
         finally:
             upstream.release()
 
@@ -168,11 +153,12 @@ class Forwarder:
     async def _buffered(
         self,
         upstream: UpstreamResponse,
+        out: Responder,
         status: int,
-        headers: CIMultiDict[str],
+        headers: list[tuple[bytes, bytes]],
         cap: Capture,
         deadline: float,
-    ) -> tuple[web.StreamResponse, Capture]:
+    ) -> None:
         try:
             if upstream.complete:
                 data = await upstream.read()
@@ -183,29 +169,30 @@ class Forwarder:
             cap.error_type, cap.error = classify(exc)
             cap.latency_s = time.perf_counter() - cap.started
             status = 504 if cap.error_type == "timeout" else 502
-            return error_response(status, f"primary_{cap.error_type}", cap.error), cap
+            out.send_error(status, f"primary_{cap.error_type}", cap.error)
+            return
         cap.latency_s = time.perf_counter() - cap.started
         cap.body += data[: self._capture_max]
         cap.body_truncated = len(data) > self._capture_max
         cap.chunk_times.append((len(data), cap.latency_s))
-        resp = web.Response(status=status, headers=headers)
-        resp.body = data
-        return resp, cap
+        out.send(status, headers, data)
 
     async def _streamed(
         self,
-        request: web.BaseRequest,
         upstream: UpstreamResponse,
+        out: Responder,
         status: int,
-        headers: CIMultiDict[str],
+        headers: list[tuple[bytes, bytes]],
         length: int | None,
         cap: Capture,
         deadline: float,
-    ) -> tuple[web.StreamResponse, Capture]:
-        resp = web.StreamResponse(status=status, headers=headers)
-        if length is not None:
-            resp.content_length = length
-        await resp.prepare(request)
+    ) -> None:
+        try:
+            out.start(status, headers, length)
+        except ConnectionResetError:
+            cap.error_type, cap.error = "client_disconnected", "the caller went away"
+            cap.latency_s = time.perf_counter() - cap.started
+            return
         received = 0
         body, limit, times = cap.body, self._capture_max, cap.chunk_times
         try:
@@ -218,7 +205,7 @@ class Forwarder:
                         body += chunk[: limit - len(body)]
                     elif not cap.body_truncated:
                         cap.body_truncated = True
-                    await resp.write(chunk)
+                    await out.write(chunk)
         except ConnectionResetError:
             cap.error_type, cap.error = "client_disconnected", "the caller went away mid-answer"
         except TimeoutError:
@@ -227,9 +214,8 @@ class Forwarder:
             cap.error_type, cap.error = classify(exc)
         cap.latency_s = time.perf_counter() - cap.started
         if cap.error_type is None:
-            await resp.write_eof()
-        elif request.transport is not None:
+            out.finish()
+        else:
             # The primary broke off (or the caller left): end the caller's connection the
             # same way instead of pretending the answer was complete.
-            request.transport.close()
-        return resp, cap
+            out.abort()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
+from shadoweval.proxy.breaker import Breaker
 from shadoweval.proxy.candidate import CandidateClient
 from shadoweval.proxy.openai import InvalidRequest, parse_answer, parse_request
 from shadoweval.records import RequestInfo, build_pair
@@ -127,6 +128,11 @@ class _Lane:
         self.drop_rate = metrics.dropped.labels(name, "rate_limit")
         self.drop_shutdown = metrics.dropped.labels(name, "shutdown")
         self.drop_invalid = metrics.dropped.labels(name, "invalid_request")
+        self.drop_circuit = metrics.dropped.labels(name, "circuit_open")
+        breaker = client.cfg.circuit_breaker
+        self.breaker = (
+            Breaker(name, breaker, metrics.circuit_open.labels(name)) if breaker.enabled else None
+        )
         self.err_full = metrics.errors.labels(client.role, name, "dropped_queue_full")
         self.err_rate = metrics.errors.labels(client.role, name, "dropped_rate_limit")
         self.err_shutdown = metrics.errors.labels(client.role, name, "dropped_shutdown")
@@ -184,6 +190,9 @@ class ShadowDispatcher:
                 lane.sampled_out.inc()
                 continue
             lane.sampled_in.inc()
+            if lane.breaker is not None and not lane.breaker.allow():
+                lane.drop_circuit.inc()
+                continue
             if not self._sampler.take_budget():
                 lane.drop_rate.inc()
                 lane.err_rate.inc()
@@ -250,6 +259,10 @@ class ShadowDispatcher:
 
     async def _run(self, lane: _Lane, job: ShadowJob) -> None:
         client = lane.client
+        breaker = lane.breaker
+        if breaker is not None and not breaker.allow():  # queued before the circuit opened
+            lane.drop_circuit.inc()
+            return
         try:
             request = job.request()
         except InvalidRequest:
@@ -257,8 +270,21 @@ class ShadowDispatcher:
             self._metrics.errors.labels(client.role, client.name, "invalid_request").inc()
             return
         payload = client.transform(job.route, request)
+        ticket = None
+        if breaker is not None:
+            ticket = breaker.begin()
+            if ticket is None:  # half-open, and its one trial call is under way
+                lane.drop_circuit.inc()
+                return
         span = job.trace.shadow(client, job.info.request_id, payload) if job.trace else None
-        capture = await client.send(job.info.path, payload, job.caller_auth)
+        try:
+            capture = await client.send(job.info.path, payload, job.caller_auth)
+        except BaseException:
+            if breaker is not None and ticket is not None:
+                breaker.abort(ticket)
+            raise
+        if breaker is not None and ticket is not None:
+            breaker.end(ticket, capture.error_type)
         outcome = parse_answer(job.route, payload, capture, upstream=client.name, role=client.role)
         self.prices.annotate(outcome, payload.get("model"))
         if span is not None:

@@ -1,0 +1,512 @@
+"""The proxy port's HTTP/1.1 server: llhttp (via httptools) parsing straight into the
+request handler, with the limits, timeouts and framing rules a proxy in front of
+production needs. The admin port and every other server in the project use aiohttp; this
+one exists because aiohttp's server side was the largest cost of the primary path (about
+2,800 proxied req/s on one core against about 8,000 for the same relay on this protocol,
+docs/performance.md).
+
+- Framing: llhttp in strict mode refuses conflicting or repeated Content-Length, invalid
+  or non-final Transfer-Encoding, bare CR/LF, obs-fold and invalid field characters (400);
+  an HTTP/1.0 request with Transfer-Encoding is refused here (RFC 9112 §6.1). Upstream
+  requests are framed afresh anyway. After any refusal the connection closes.
+- Head limits (request line, one header field, number of headers, whole head): 431.
+  Body over ``max_body_bytes``: 413, decided from Content-Length before reading it.
+- Slowloris: a head must be complete within ``header_timeout_s`` of its first byte, a body
+  within ``body_timeout_s`` of its head; otherwise 408 and the connection closes. An idle
+  kept-alive connection is closed after ``idle_timeout_s``. Timers are armed only when a
+  packet leaves a head or body incomplete, which one-packet requests never do.
+- Pipelined requests are answered in order, one at a time; reading pauses while any wait.
+- Refused requests are counted by reason and logged in one line without their bytes; no
+  access log is kept (its request line would include query strings, and it costs every
+  request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+
+import httptools
+import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from shadoweval.config import Limits
+
+log = logging.getLogger(__name__)
+
+# Called with the reason of every refused request (a metric label from a closed set).
+RefusedHook = Callable[[str], None]
+
+_PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
+_NO_BODY = frozenset({204, 304})
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def error_body(code: str, message: str) -> bytes:
+    """The JSON of an OpenAI-shaped error produced by shadoweval itself."""
+    return orjson.dumps({"error": {"message": message, "type": "shadoweval_error", "code": code}})
+
+
+def error_headers(code: str) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", b"application/json"), (b"x-shadoweval-error", code.encode())]
+
+
+class Request:
+    """One complete caller request (its body read whole: bodies are bounded)."""
+
+    __slots__ = ("_headers", "body", "keep_alive", "method", "path", "raw_headers", "raw_path")
+
+    def __init__(
+        self,
+        method: str,
+        raw_path: str,
+        raw_headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        keep_alive: bool,
+    ) -> None:
+        self.method = method
+        self.raw_path = raw_path  # the target as sent, query included: forwarded as is
+        self.path = raw_path.partition("?")[0]  # undecoded: routes match what is forwarded
+        self.raw_headers = raw_headers
+        self.body = body
+        self.keep_alive = keep_alive
+        self._headers: CIMultiDictProxy[str] | None = None
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        """Decoded headers, built on first use (the relay itself needs only the raw ones)."""
+        if self._headers is None:
+            # As aiohttp decodes them: bytes that are not UTF-8 survive as surrogates.
+            self._headers = CIMultiDictProxy(
+                CIMultiDict(
+                    (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                    for k, v in self.raw_headers
+                )
+            )
+        return self._headers
+
+
+class Responder:
+    """Writes one answer on the caller's connection: ``send`` a whole one, or ``start``,
+    ``write`` chunks and ``finish`` (or ``abort``)."""
+
+    __slots__ = ("_chunked", "_conn", "_head_only", "_keep_alive", "finished", "started", "status")
+
+    def __init__(self, conn: HttpProtocol, request: Request) -> None:
+        self._conn = conn
+        self._head_only = request.method == "HEAD"
+        self._keep_alive = request.keep_alive
+        self._chunked = False
+        self.status = 0
+        self.started = False
+        self.finished = False
+
+    def _head(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None) -> bytes:
+        self.status = status
+        self.started = True
+        if self._conn.closing:
+            self._keep_alive = False
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, _PHRASES.get(status, b"Unknown"))]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        if status in _NO_BODY or status < 200:
+            pass
+        elif length is not None:
+            parts.append(b"content-length: %d\r\n" % length)
+        elif self._keep_alive:
+            # Chunked only for HTTP/1.1 callers: keep_alive is false for HTTP/1.0 ones
+            # unless they asked for it, and then they get a close-delimited body instead.
+            if self._conn.http11:
+                self._chunked = True
+                parts.append(b"transfer-encoding: chunked\r\n")
+            else:
+                self._keep_alive = False
+        if not self._keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def send(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """The whole answer in one write."""
+        head = self._head(status, headers, len(body))
+        transport = self._conn.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(head if self._head_only or status in _NO_BODY else head + body)
+        self._finish()
+
+    def send_error(self, status: int, code: str, message: str) -> None:
+        self.send(status, error_headers(code), error_body(code, message))
+
+    def start(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None) -> None:
+        """The head; the body follows through ``write``, framed by length, chunks or close."""
+        head = self._head(status, headers, length)
+        transport = self._conn.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the caller went away")
+        transport.write(head)
+
+    async def write(self, data: bytes) -> None:
+        transport = self._conn.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the caller went away")
+        if not data or self._head_only:
+            return
+        if self._chunked:
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            transport.write(data)
+        if self._conn.write_paused:
+            await self._conn.drain()
+
+    def finish(self) -> None:
+        if self._chunked and not self._head_only:
+            transport = self._conn.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(b"0\r\n\r\n")
+        self._finish()
+
+    def _finish(self) -> None:
+        self.finished = True
+        self._conn.answered(self._keep_alive)
+
+    def abort(self) -> None:
+        """End the connection mid-answer, so the caller cannot take a cut answer as whole."""
+        self.finished = True
+        self._conn.close()
+
+
+Handler = Callable[[Request, Responder], Awaitable[None]]
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.code, self.message = status, reason, code, message
+
+
+def _bad_request() -> _Refused:
+    return _Refused(400, "bad_request", "bad_request", "malformed or oversized request head")
+
+
+def _head_too_large() -> _Refused:
+    return _Refused(431, "header_too_large", "header_too_large", "request head too large")
+
+
+# Connection states: between requests, in a head, in a body.
+_IDLE, _HEAD, _BODY = 0, 1, 2
+
+
+class HttpServer:
+    """The protocol factory of the proxy port, and its connections (for draining)."""
+
+    def __init__(self, handler: Handler, limits: Limits, on_refused: RefusedHook | None) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.refused: RefusedHook = on_refused or (lambda _reason: None)
+        self.connections: set[HttpProtocol] = set()
+        self.closing = False
+        # Bytes a head may take before it is refused whatever its shape.
+        self.max_head_bytes = (
+            limits.max_request_line_bytes + limits.max_headers * (limits.max_header_bytes + 4) + 4
+        )
+
+    def __call__(self) -> HttpProtocol:
+        return HttpProtocol(self)
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Close idle connections now, the others after their answer; abort any left after
+        ``grace_s``. Call after the listening socket has stopped accepting."""
+        self.closing = True
+        for conn in list(self.connections):
+            conn.close_when_idle()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.close()
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One caller connection."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+        self._limits = server.limits
+        self._loop = asyncio.get_running_loop()
+        self._parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.http11 = True
+        self.closing = False  # close after the answer in progress
+        self.write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._queue: deque[Request | _Refused] = deque()
+        self._busy = False
+        self._reading = True
+        self._ignore_input = False  # after a refusal or an upgrade: nothing more is parsed
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_kind = _IDLE
+        self._last_active = 0.0
+        # the request being parsed
+        self._state = _IDLE
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._head_bytes = 0
+        self._expect = False
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's do not subclass
+        self._server.connections.add(self)
+        self._last_active = self._loop.time()
+        self._arm(self._limits.idle_timeout_s, self._idle_check)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.connections.discard(self)
+        self._disarm()
+        self._queue.clear()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(ConnectionResetError("the caller went away"))
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        self._drain = None
+
+    async def drain(self) -> None:
+        if self.transport is None:
+            raise ConnectionResetError("the caller went away")
+        if self._drain is None:
+            self._drain = self._loop.create_future()
+        await self._drain
+
+    def data_received(self, data: bytes) -> None:
+        if self._ignore_input:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            refusal = exc.__context__
+            self._refuse(refusal if isinstance(refusal, _Refused) else _bad_request())
+        except httptools.HttpParserUpgrade:
+            # The request is complete; the caller hoped to switch protocols. Answer it in
+            # HTTP/1.1 (RFC 9110 §7.8 lets a server ignore Upgrade) and then close.
+            self._ignore_input = True
+            self.closing = True
+        except httptools.HttpParserError:
+            self._refuse(_bad_request())
+        else:
+            state = self._state
+            if state == _HEAD:
+                self._head_bytes += len(data)
+                if self._head_bytes > self._server.max_head_bytes:
+                    self._refuse(_head_too_large())
+                elif self._timer is None or self._timer_kind != _HEAD:
+                    self._arm(self._limits.header_timeout_s, self._expired, _HEAD)
+            elif state == _BODY and (self._timer is None or self._timer_kind != _BODY):
+                self._arm(self._limits.body_timeout_s, self._expired, _BODY)
+
+    # -- httptools callbacks --------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._state = _HEAD
+        self._url = b""
+        self._headers = []
+        self._body = []
+        self._body_size = 0
+        self._head_bytes = 0
+        self._expect = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._limits.max_request_line_bytes:
+            raise _head_too_large()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        headers = self._headers
+        if len(headers) >= self._limits.max_headers or (
+            len(name) + len(value) > self._limits.max_header_bytes
+        ):
+            raise _head_too_large()
+        headers.append((name, value))
+        if len(name) in (6, 14):  # "expect", "content-length": checked only when they may be
+            lower = name.lower()
+            if lower == b"content-length":
+                if int(value) > self._limits.max_body_bytes:  # llhttp has checked the digits
+                    raise _Refused(
+                        413,
+                        "body_too_large",
+                        "request_too_large",
+                        f"request body exceeds {self._limits.max_body_bytes} bytes",
+                    )
+            elif lower == b"expect":
+                if value.lower() != b"100-continue":
+                    raise _Refused(417, "bad_request", "bad_request", "unsupported Expect")
+                self._expect = True
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        self.http11 = parser.get_http_version() == "1.1"
+        if not self.http11 and any(k.lower() == b"transfer-encoding" for k, _ in self._headers):
+            raise _bad_request()  # RFC 9112 §6.1: faulty framing
+        self._state = _BODY
+        if self._timer is not None and self._timer_kind == _HEAD:
+            self._disarm()
+        if self._expect and self.http11 and self.transport is not None:
+            self.transport.write(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self._limits.max_body_bytes:  # chunked: no length up front
+            raise _Refused(
+                413,
+                "body_too_large",
+                "request_too_large",
+                f"request body exceeds {self._limits.max_body_bytes} bytes",
+            )
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._state = _IDLE
+        if self._timer is not None and self._timer_kind != _IDLE:
+            self._disarm()
+        parser = self._parser
+        body = self._body
+        request = Request(
+            parser.get_method().decode("ascii", "replace"),
+            self._url.decode("utf-8", "surrogateescape"),
+            self._headers,
+            body[0] if len(body) == 1 else b"".join(body),
+            parser.should_keep_alive(),
+        )
+        self._enqueue(request)
+
+    # -- requests and answers -------------------------------------------------------------
+
+    def _enqueue(self, item: Request | _Refused) -> None:
+        self._queue.append(item)
+        if self._busy:
+            if self._reading and self.transport is not None:
+                self._reading = False  # pipelined: no more until the queue is answered
+                self.transport.pause_reading()
+            return
+        self._busy = True
+        self._loop.create_task(self._serve())
+
+    def _refuse(self, refusal: _Refused) -> None:
+        self._ignore_input = True
+        self._state = _IDLE
+        self._disarm()
+        self._enqueue(refusal)
+
+    async def _serve(self) -> None:
+        server = self._server
+        while self._queue:
+            item = self._queue.popleft()
+            if isinstance(item, _Refused):
+                self._answer_refusal(item)
+                return
+            responder = Responder(self, item)
+            try:
+                await server.handler(item, responder)
+            except Exception:
+                log.exception("internal error answering %s %s", item.method, item.path)
+                if not responder.started:
+                    responder.send_error(500, "internal_error", "shadoweval internal error")
+                elif not responder.finished:
+                    responder.abort()
+            if not responder.finished:
+                responder.abort()
+            if self.transport is None or self.transport.is_closing():
+                return
+        self._busy = False
+        if not self._reading and self.transport is not None:
+            self._reading = True
+            self.transport.resume_reading()
+
+    def _answer_refusal(self, refusal: _Refused) -> None:
+        self._server.refused(refusal.reason)
+        log.debug("refused a request (%s: %s)", refusal.reason, refusal.message)
+        self.closing = True
+        transport = self.transport
+        if transport is None:
+            return
+        body = error_body(refusal.code, refusal.message)
+        head = [b"HTTP/1.1 %d %s\r\n" % (refusal.status, _PHRASES.get(refusal.status, b""))]
+        head += (b"%s: %s\r\n" % kv for kv in error_headers(refusal.code))
+        head.append(b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+        transport.write(b"".join(head) + body)
+        transport.close()
+
+    def answered(self, keep_alive: bool) -> None:
+        """An answer was written whole; close unless the connection may serve another."""
+        self._last_active = self._loop.time()
+        if not keep_alive or self.closing or self._server.closing:
+            self.close()
+
+    def close_when_idle(self) -> None:
+        self.closing = True
+        if not self._busy and self._state == _IDLE:
+            self.close()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def _arm(self, delay: float, callback: Callable[[], None], kind: int = _IDLE) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_kind = kind
+        self._timer = self._loop.call_later(delay, callback)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_kind = _IDLE
+        # Back to the idle clock, which only ever closes a connection with nothing to do.
+        if self.transport is not None and not self._ignore_input:
+            self._timer = self._loop.call_later(self._limits.idle_timeout_s, self._idle_check)
+
+    def _idle_check(self) -> None:
+        """Runs every ``idle_timeout_s`` (not per request) and closes an idle connection."""
+        self._timer = None
+        if self.transport is None:
+            return
+        idle_for = self._loop.time() - self._last_active
+        if self._busy or self._state != _IDLE or idle_for < self._limits.idle_timeout_s:
+            self._arm(max(self._limits.idle_timeout_s - idle_for, 0.05), self._idle_check)
+            return
+        self.close()
+
+    def _expired(self) -> None:
+        self._timer = None
+        kind, self._timer_kind = self._timer_kind, _IDLE
+        if self.transport is None or self._ignore_input or self._state != kind:
+            return
+        if kind == _HEAD and self._busy:
+            # A pipelined head behind a running request: its clock restarts.
+            self._arm(self._limits.header_timeout_s, self._expired, _HEAD)
+            return
+        if kind == _HEAD:
+            refusal = _Refused(
+                408, "header_timeout", "header_timeout", "request head not received in time"
+            )
+        else:
+            refusal = _Refused(
+                408, "body_timeout", "body_timeout", "request body not received in time"
+            )
+        self._refuse(refusal)
