@@ -67,7 +67,8 @@ def build_pair(
     shared: dict[str, Any] | None = None,
 ) -> Json:
     """One record per candidate. Pass the same ``shared`` dict for every candidate of a
-    request: the redacted request and primary side are then computed once and shared."""
+    request: the redacted request, the primary side and the timestamp are then computed
+    once and shared."""
     shared = {} if shared is None else shared
     if "request" not in shared:
         try:
@@ -76,11 +77,14 @@ def build_pair(
             # Too deep to walk safely: keep the record, drop the body rather than leak it.
             shared["request"] = {"_unrecorded": "request body nested too deeply to redact"}
         shared["primary"] = _redacted_output(primary, redactor)
+        shared["ts"] = datetime.fromtimestamp(info.received_at, UTC).isoformat(
+            timespec="milliseconds"
+        )
     return {
         "schema": PAIR_SCHEMA,
         "pair_id": f"{info.request_id}:{candidate.upstream}",
         "request_id": info.request_id,
-        "ts": datetime.fromtimestamp(info.received_at, UTC).isoformat(timespec="milliseconds"),
+        "ts": shared["ts"],
         "source": info.source,
         "route": info.route,
         "path": info.path,

@@ -44,25 +44,55 @@ def _luhn_ok(candidate: str) -> bool:
     return total % 10 == 0
 
 
-_DIGITS = "0123456789"
+_DIGITS = b"0123456789"
 
 
 def _digits(text: str) -> int:
-    return sum(map(text.count, _DIGITS))
+    """ASCII digits in ``text``: one deletion pass over its UTF-8 bytes, where these bytes
+    stand only for themselves (ten ``str.count`` calls cost ~5x more)."""
+    data = text.encode("utf-8", "surrogatepass")
+    return len(data) - len(data.translate(None, _DIGITS))
 
 
-_KEY_PREFIXES = ("sk-", "AKIA", "gh", "xox", "AIza", "eyJ")
+# Where a rule's pattern begins with a look-behind, the regex engine tries it at every
+# position (~100-200 ns per character). These shorter patterns, without look-behinds, are
+# found by a fast scan for their first character; each matches inside any match of its rule,
+# so when it finds nothing the rule cannot match either.
+_CARD_RUN = re.compile(r"\d[\d -]{12}")
+_PHONE_GROUPS = re.compile(r"\d\d\d[\s.-]\d\d\d[\s.-]\d{4}")
+_IPV4_RUN = re.compile(r"\d\.\d{1,3}\.\d{1,3}\.\d")
+
+
+def _key_prefix(t: str) -> bool:
+    # GitHub tokens start with gh[pousr]_; "gh" alone is in every other English sentence.
+    return (
+        "sk-" in t
+        or "AKIA" in t
+        or ("gh" in t and "_" in t)
+        or "xox" in t
+        or "AIza" in t
+        or "eyJ" in t
+    )
+
+
+def _may_match_any(t: str, d: int) -> bool:
+    """The built-in rules' conditions below in one test: False for most text, which then
+    skips every built-in rule without a call per rule. (Credit cards and phone numbers need
+    more digits than IPv4 addresses.)"""
+    return d >= 4 or "@" in t or "earer" in t or "EARER" in t or _key_prefix(t)
+
 
 # Cheap necessary conditions (substring counts run in C): most text matches no rule, and a
 # regex scan costs ~100 ns per character, so a rule only runs when it could match.
 # Each gets the text and its digit count (counted once per text).
 _MAY_MATCH: dict[str, Callable[[str, int], bool]] = {
     "email": lambda t, d: "@" in t,
-    "credit_card": lambda t, d: d >= 13,
-    "phone": lambda t, d: d >= 9,
+    "credit_card": lambda t, d: d >= 13 and _CARD_RUN.search(t) is not None,
+    # "+CC ...", "(555) ..." or "555-123-4567".
+    "phone": lambda t, d: d >= 9 and ("+" in t or "(" in t or _PHONE_GROUPS.search(t) is not None),
     "bearer_token": lambda t, d: "earer" in t or "EARER" in t,
-    "api_key": lambda t, d: any(p in t for p in _KEY_PREFIXES),
-    "ipv4": lambda t, d: d >= 4 and t.count(".") >= 3,
+    "api_key": lambda t, d: _key_prefix(t),
+    "ipv4": lambda t, d: d >= 4 and t.count(".") >= 3 and _IPV4_RUN.search(t) is not None,
 }
 
 
@@ -77,6 +107,8 @@ class Redactor:
                 Callable[[re.Match[str]], str],
             ]
         ] = []
+        # The custom rules alone (they have no condition and always run).
+        self._custom: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = []
         if not cfg.enabled:
             return
         for name in sorted(cfg.builtin, key=list(_BUILTIN).index):
@@ -86,6 +118,7 @@ class Redactor:
         for rule in cfg.custom:
             repl = rule.replacement if rule.replacement is not None else f"[REDACTED:{rule.name}]"
             self._rules.append((None, re.compile(rule.pattern), _constant(repl)))
+            self._custom.append((re.compile(rule.pattern), _constant(repl)))
 
     @property
     def active(self) -> bool:
@@ -95,15 +128,16 @@ class Redactor:
         if len(value) < 5:  # shorter than the shortest thing any built-in rule matches
             return self._custom_only(value)
         digits = _digits(value)
+        if not _may_match_any(value, digits):
+            return self._custom_only(value)
         for may_match, pattern, repl in self._rules:
             if may_match is None or may_match(value, digits):
                 value = pattern.sub(repl, value)
         return value
 
     def _custom_only(self, value: str) -> str:
-        for may_match, pattern, repl in self._rules:
-            if may_match is None:
-                value = pattern.sub(repl, value)
+        for pattern, repl in self._custom:
+            value = pattern.sub(repl, value)
         return value
 
     def json(self, value: Any) -> Any:

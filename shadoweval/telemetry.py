@@ -9,6 +9,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from prometheus_client import Counter
+
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.proxy.candidate import CandidateClient
@@ -33,6 +35,7 @@ class Recorder:
         self._prices = prices
         self._overhead = {r: metrics.overhead.labels(r) for r in _ROUTES}
         self._series: dict[tuple[str, str, str, str], _Series] = {}
+        self._attempts: dict[tuple[str, str, int, str], Counter] = {}
 
     def primary(
         self,
@@ -81,7 +84,11 @@ class Recorder:
     ) -> None:
         n = attempt if attempt is not None else cap.attempts
         error = cap.error_type or (error_type_for_status(cap.status) if cap.status else None)
-        self._m.attempts.labels(role, upstream, str(n), error or "ok").inc()
+        key = (role, upstream, n, error or "ok")
+        child = self._attempts.get(key)
+        if child is None:
+            child = self._attempts[key] = self._m.attempts.labels(role, upstream, str(n), key[3])
+        child.inc()
         if n > 1:
             self._m.retries.labels(role, upstream, "error" if error else "ok").inc()
 

@@ -43,7 +43,7 @@ class ProxyHandler:
         route = ROUTES.get(request.path) if request.method == "POST" else None
         trace = self._tracer.start(request, route, entered) if self._tracer is not None else None
         job = None
-        if route and self._with_request:
+        if route and self._with_request and self._dispatcher.accepting:
             job = self._dispatcher.offer(route, request.path, request.headers, body, trace)
         capture = await self._forwarder.relay(request, out, trace)
         if job is not None:
@@ -67,7 +67,7 @@ class ProxyHandler:
         trace: RequestTrace | None,
         status: int,
     ) -> None:
-        if route and not self._with_request:
+        if route and not self._with_request and self._dispatcher.accepting:
             job = self._dispatcher.offer(route, request.path, request.headers, body, trace)
             if job is not None:
                 job.primary_done(capture)

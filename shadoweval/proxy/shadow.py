@@ -228,6 +228,11 @@ class ShadowDispatcher:
         auth = headers.get("Authorization") if self._keeps_caller_auth else None
         return ShadowJob(info, route, body, auth, trace)
 
+    @property
+    def accepting(self) -> bool:
+        """Whether ``offer`` may queue anything (callers skip building its arguments)."""
+        return bool(self._lanes) and not self._closing
+
     # -- the candidates' side --------------------------------------------------------
 
     async def start(self) -> None:

@@ -180,6 +180,9 @@ class UpstreamResponse:
             self._headers_future.set_exception(error)
             self._headers_future.exception()  # retrieved: raised to whoever awaits it
 
+    def _timed_out(self) -> None:
+        self._fail(UpstreamError("timeout", "upstream timed out before answering"))
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -404,15 +407,18 @@ class UpstreamPool:
             conn.transport.write(data)
             try:
                 if not resp._headers_future.done():
-                    async with asyncio.timeout(timeout_s):
+                    # A timer that fails the exchange: cheaper than an asyncio.timeout
+                    # context (which reschedules and cancels a task), on every request.
+                    timer = None
+                    if timeout_s is not None:
+                        timer = asyncio.get_running_loop().call_later(timeout_s, resp._timed_out)
+                    try:
                         await resp._headers_future
+                    finally:
+                        if timer is not None:
+                            timer.cancel()
                 elif resp._error is not None:
                     raise resp._error
-            except TimeoutError:
-                resp._fail(UpstreamError("timeout", "upstream timed out before answering"))
-                conn.response = None
-                conn.close()
-                raise resp._error or UpstreamError("timeout", "timeout") from None
             except asyncio.CancelledError:
                 # Cancelled by the caller's own deadline (candidates time the whole call):
                 # the exchange is abandoned, so the connection must not stay checked out,
