@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import harness as h
+import uvloop
 from clients import held, pct, streams
 
 RESULTS = Path(__file__).parent / "results"
@@ -107,9 +108,9 @@ def streaming(concurrency: int, seconds: float) -> dict[str, Any]:
             {"role": "user", "content": " ".join(f"w{i}" for i in range(words))}
         ]
         # Arrivals spread over one stream's life: `concurrency` in flight at steady state.
-        direct = asyncio.run(streams(url(p), concurrency, ramp_s=seconds))
+        direct = uvloop.run(streams(url(p), concurrency, ramp_s=seconds))
         with h.shadoweval_proxy(url(p, ""), [url(c, "")]) as (sp, _, proc):
-            proxied = asyncio.run(streams(url(sp), concurrency, ramp_s=seconds))
+            proxied = uvloop.run(streams(url(sp), concurrency, ramp_s=seconds))
             rss = h.rss_bytes(proc.pid)
     for name, r in (("direct", direct), ("shadoweval", proxied)):
         res[name] = {
@@ -320,7 +321,9 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="short runs, one repetition")
     parser.add_argument("--only", default="", help="comma-separated scenarios")
-    parser.add_argument("--out", default=str(RESULTS / "latest"))
+    parser.add_argument(
+        "--out", help="results path without suffix (default: results/latest, or quick)"
+    )
     args = parser.parse_args()
     q = args.quick
     repeat = 1 if q else 3
@@ -336,18 +339,26 @@ def main() -> int:
     only = [s for s in args.only.split(",") if s]
     results: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
                                "quick": q, "scenarios": {}}  # fmt: skip
+    out = Path(args.out or RESULTS / ("quick" if q else "latest"))
+    if only and out.with_suffix(".json").exists():
+        # A partial run replaces its scenarios' figures and keeps the others'.
+        previous = json.loads(out.with_suffix(".json").read_text())
+        if previous.get("quick") == q:
+            results["scenarios"] = previous.get("scenarios", {})
     for name, fn in scenarios.items():
         if only and name not in only:
             continue
         print(f"== {name}", file=sys.stderr, flush=True)
+        started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        load = os.getloadavg()[0]
         try:
             results["scenarios"][name] = fn()
+            results["scenarios"][name].update(started=started, load_average_at_start=load)
         except Exception as exc:  # one broken scenario must not lose the others' figures
             results["scenarios"][name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
         print(
             json.dumps(results["scenarios"][name], default=str)[:600], file=sys.stderr, flush=True
         )
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     out.with_suffix(".md").write_text(markdown(results))
