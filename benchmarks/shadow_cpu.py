@@ -38,25 +38,23 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import harness as h
 import orjson
 from multidict import CIMultiDict
 
-sys.path.insert(0, str(Path(__file__).parent))
-import harness as h  # noqa: E402
-
-from shadoweval import loop  # noqa: E402
-from shadoweval.config import Candidate, FileSink, Limits, Pricing, Redaction, Sampling  # noqa: E402
-from shadoweval.metrics import Metrics  # noqa: E402
-from shadoweval.pricing import PriceTable  # noqa: E402
-from shadoweval.proxy.candidate import CandidateClient  # noqa: E402
-from shadoweval.proxy.openai import parse_answer, parse_request  # noqa: E402
-from shadoweval.proxy.shadow import ShadowDispatcher  # noqa: E402
-from shadoweval.records import RequestInfo, build_pair  # noqa: E402
-from shadoweval.redaction import Redactor  # noqa: E402
-from shadoweval.sampling import Sampler  # noqa: E402
-from shadoweval.sinks.file import FileSink as FileSinkImpl  # noqa: E402
-from shadoweval.telemetry import Recorder  # noqa: E402
-from shadoweval.types import Capture, Json  # noqa: E402
+from shadoweval import loop
+from shadoweval.config import Candidate, FileSink, Limits, Pricing, Redaction, Sampling
+from shadoweval.metrics import Metrics
+from shadoweval.pricing import PriceTable
+from shadoweval.proxy.candidate import CandidateClient
+from shadoweval.proxy.openai import parse_answer, parse_request
+from shadoweval.proxy.shadow import ShadowDispatcher
+from shadoweval.records import RequestInfo, build_pair
+from shadoweval.redaction import Redactor
+from shadoweval.sampling import Sampler
+from shadoweval.sinks.file import FileSink as FileSinkImpl
+from shadoweval.telemetry import Recorder
+from shadoweval.types import Capture, Json
 
 RESULTS = Path(__file__).parent / "results"
 PATH = "/v1/chat/completions"
@@ -337,7 +335,10 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ordered = sorted(runs, key=lambda r: r["cpu_us_per_shadow"])
     case = dict(ordered[len(ordered) // 2])
     case["runs"] = len(runs)
-    case["cpu_us_per_shadow_range"] = [ordered[0]["cpu_us_per_shadow"], ordered[-1]["cpu_us_per_shadow"]]
+    case["cpu_us_per_shadow_range"] = [
+        ordered[0]["cpu_us_per_shadow"],
+        ordered[-1]["cpu_us_per_shadow"],
+    ]
     case["cpu_us_per_shadow_median"] = statistics.median(r["cpu_us_per_shadow"] for r in runs)
     return case
 

@@ -303,7 +303,8 @@ def drops() -> Panel:
     return timeseries(
         "Shadow drops",
         "Shadows dropped before being sent: queue_full (candidate too slow), rate_limit "
-        "(sampling.max_per_second), shutdown, invalid_request.",
+        "(sampling.max_per_second), shutdown, invalid_request, circuit_open (candidate "
+        "down: its circuit breaker is open).",
         "ops",
         [
             target(

@@ -117,8 +117,9 @@ class Redactor:
             self._rules.append((_MAY_MATCH[name], re.compile(_BUILTIN[name]), replacer))
         for rule in cfg.custom:
             repl = rule.replacement if rule.replacement is not None else f"[REDACTED:{rule.name}]"
-            self._rules.append((None, re.compile(rule.pattern), _constant(repl)))
-            self._custom.append((re.compile(rule.pattern), _constant(repl)))
+            custom = (re.compile(rule.pattern), _constant(repl))
+            self._rules.append((None, *custom))
+            self._custom.append(custom)
 
     @property
     def active(self) -> bool:
@@ -126,10 +127,10 @@ class Redactor:
 
     def text(self, value: str) -> str:
         if len(value) < 5:  # shorter than the shortest thing any built-in rule matches
-            return self._custom_only(value)
+            return self._custom_only(value) if self._custom else value
         digits = _digits(value)
         if not _may_match_any(value, digits):
-            return self._custom_only(value)
+            return self._custom_only(value) if self._custom else value
         for may_match, pattern, repl in self._rules:
             if may_match is None or may_match(value, digits):
                 value = pattern.sub(repl, value)

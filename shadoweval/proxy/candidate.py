@@ -143,7 +143,7 @@ class CandidateClient:
         cap = Capture(started=time.perf_counter())
         retry_after = None
         try:
-            async with asyncio.timeout(self._timeout):
+            with _Deadline(self._timeout):
                 resp = await self.pool.request("POST", path, headers, data)
                 try:
                     cap.status = resp.status
@@ -167,6 +167,42 @@ class CandidateClient:
             cap.error_type, cap.error = classify(exc)
         cap.latency_s = time.perf_counter() - cap.started
         return cap, retry_after
+
+
+class _Deadline:
+    """``asyncio.timeout`` as a plain ``with`` block, for a third of its CPU on every shadow
+    attempt: a loop timer that cancels the task, and on the way out the same test, telling
+    that cancellation (TimeoutError) from any other (re-raised), without a coroutine each
+    way and a reschedule."""
+
+    __slots__ = ("_cancelling", "_delay", "_expired", "_handle", "_task")
+
+    def __init__(self, delay: float) -> None:
+        self._delay = delay
+        self._expired = False
+
+    def __enter__(self) -> None:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a deadline needs a task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._handle = asyncio.get_running_loop().call_later(self._delay, self._expire)
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._task.cancel()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        self._handle.cancel()
+        if (
+            self._expired
+            and self._task.uncancel() <= self._cancelling
+            and exc_type is asyncio.CancelledError
+        ):
+            raise TimeoutError from exc
 
 
 def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:

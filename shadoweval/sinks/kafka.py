@@ -33,6 +33,7 @@ try:
     from aiokafka.errors import (
         CorruptRecordException,
         InvalidTimestampError,
+        KafkaConnectionError,
         KafkaError,
         KafkaTimeoutError,
         MessageSizeTooLargeError,
@@ -108,6 +109,8 @@ class KafkaSink:
         self._drops_logged_at = time.monotonic()
         self._warned_at = -_LOG_EVERY_S
         self._failing = False
+        # Set when the producer's metadata refresh reached no broker at all (see _watch).
+        self._unreachable = False
         self._written = metrics.sink_records.labels(self.name, "written")
         self._dropped = metrics.sink_records.labels(self.name, "dropped")
         self._failed = metrics.sink_records.labels(self.name, "failed")
@@ -220,6 +223,8 @@ class KafkaSink:
     async def _connect(self) -> bool:
         producer = AIOKafkaProducer(**self._options)
         self._producer = producer  # set first, so close() can stop a half-started producer
+        self._unreachable = False
+        self._watch(producer)
         try:
             # With idempotence, start() also waits for a producer id: bound it.
             async with asyncio.timeout(self._cfg.request_timeout_ms / 1000):
@@ -236,6 +241,31 @@ class KafkaSink:
             return False
         log.info("kafka sink: connected to %s", ",".join(self._cfg.bootstrap_servers))
         return True
+
+    def _watch(self, producer: Any) -> None:
+        """Notice at once when a connected producer can reach no broker.
+
+        When the broker goes away, aiokafka's sender asks for a metadata refresh on every
+        pass while a partition's leader is unknown, without any pause: thousands of failed
+        connects (and two ERROR log lines each) a second, on the proxy's event loop, until
+        the sink gives up on the producer. A failed refresh (no broker answered) now marks
+        the producer unreachable, so the drain loop closes it within one poll and reconnects
+        with backoff, and the refresh pauses for a poll interval so it cannot spin meanwhile.
+        """
+        client = getattr(producer, "client", None)
+        update = getattr(client, "_metadata_update", None)
+        if update is None:  # another aiokafka: fall back to the stall limits alone
+            return
+
+        async def metadata_update(*args: Any, **kwargs: Any) -> Any:
+            ok = await update(*args, **kwargs)
+            if self._producer is producer:
+                self._unreachable = not ok
+            if not ok:
+                await asyncio.sleep(_POLL_S)
+            return ok
+
+        client._metadata_update = metadata_update
 
     async def _send_chunk(self) -> bool:
         """Hands one chunk of the buffer to the producer and waits for Kafka's acks.
@@ -275,6 +305,9 @@ class KafkaSink:
             now = time.monotonic()
             if done:
                 progress = now
+            elif self._unreachable:
+                error = error or KafkaConnectionError("no broker reachable (metadata refresh)")
+                break
             elif now - progress >= self._stall_limit(producer):
                 error = error or KafkaTimeoutError(f"no acknowledgement for {now - progress:.0f}s")
                 break

@@ -19,7 +19,7 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from shadoweval.metrics import Metrics
+from shadoweval.metrics import DROP_REASONS, Metrics
 from shadoweval.testing import FakeUpstream
 
 Behaviour = Literal["ok", "ok_stream", "sse_reset", "sse_close", "http_503", "garbage"]
@@ -151,7 +151,7 @@ def shadow_accounting(metrics: Metrics, candidate: str) -> dict[str, float]:
     pairs = sample(metrics, "shadoweval_pairs_total", upstream=candidate)
     dropped = sum(
         sample(metrics, "shadoweval_shadow_dropped_total", upstream=candidate, reason=reason)
-        for reason in ("queue_full", "rate_limit", "shutdown", "invalid_request")
+        for reason in DROP_REASONS
     )
     role = "control" if candidate.startswith("control") else "candidate"
     internal = sample(

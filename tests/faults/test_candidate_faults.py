@@ -209,3 +209,70 @@ async def test_a_candidate_that_timed_out_keeps_no_connection_slot() -> None:
             await call(stack.url, body)
         records = await stack.memory.wait_for(6)
         assert [r["candidate"]["error_type"] for r in records] == ["timeout"] * 2 + [None] * 4
+
+
+async def test_a_refusing_candidate_trips_its_circuit_and_recovers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After `failures` refused calls the circuit opens: shadows are dropped at offer time
+    (counted `circuit_open`, nothing sent), the caller still gets the primary's bytes; once
+    the candidate listens again, the trial call after the cooldown closes it."""
+    port = free_port()
+    breaker = {"failures": 3, "cooldown_s": 2.0, "max_cooldown_s": 2.0}
+    url = f"http://127.0.0.1:{port}"
+    bad = {"name": "bad", "url": url, "circuit_breaker": breaker, **ONE_TRY}
+    primary = ScriptedUpstream("ok_stream")
+    revived = FakeUpstream(model="back")
+    caplog.set_level("INFO", logger="shadoweval.proxy.breaker")
+    try:
+        async with running_stack(
+            primary=primary, candidates={}, overrides={"candidates": [bad]}
+        ) as stack:  # type: ignore[arg-type]
+            m = stack.proxy.metrics
+            direct = await call(primary.url, BODY)
+
+            def circuit() -> float:
+                return sample(m, "shadoweval_candidate_circuit_open", upstream="bad")
+
+            def dropped() -> float:
+                return sample(
+                    m, "shadoweval_shadow_dropped_total", upstream="bad", reason="circuit_open"
+                )
+
+            async def proxied(requests: int) -> None:
+                for _ in range(requests):  # one at a time, each shadow settled before the next
+                    started = time.monotonic()
+                    assert await call(stack.url, BODY) == direct
+                    assert time.monotonic() - started < 1.0, "the caller waited for a candidate"
+                    await until(lambda: shadow_accounting(m, "bad")["balance"] == 0)
+
+            assert circuit() == 0
+            await proxied(3)
+            errors = [r["candidate"]["error_type"] for r in stack.memory.records]
+            assert errors == ["connect"] * 3
+            assert circuit() == 1
+
+            opened = time.monotonic()
+            await proxied(10)
+            assert time.monotonic() - opened < 2.0, "too slow for the cooldown: test is void"
+            assert dropped() == 10
+            assert len(stack.memory.records) == 3  # nothing sent, nothing recorded
+
+            await revived.start(port=port)  # the candidate is back
+            await asyncio.sleep(max(0.0, opened + 2.05 - time.monotonic()))
+            await proxied(5)  # the first is the trial; it closes the circuit
+            errors = [r["candidate"]["error_type"] for r in stack.memory.records]
+            assert errors == ["connect"] * 3 + [None] * 5
+            assert circuit() == 0 and dropped() == 10
+            assert len(revived.received) == 5
+            assert shadow_accounting(m, "bad") == {
+                "sampled": 18,
+                "pairs": 8,
+                "dropped": 10,
+                "internal": 0,
+                "balance": 0,
+            }
+    finally:
+        await revived.stop()
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if "circuit" in r.getMessage()]
+    assert [level for level, _ in lines] == ["WARNING", "INFO"], lines
