@@ -68,9 +68,7 @@ async def _stream(url: str, delay: float = 0.0) -> tuple[float, list[float]]:
     ).encode() + body
     loop = asyncio.get_running_loop()
     start = time.perf_counter()
-    transport, reader = await loop.create_connection(
-        lambda: _StreamReader(start), u.host, u.port
-    )
+    transport, reader = await loop.create_connection(lambda: _StreamReader(start), u.host, u.port)
     transport.write(request)
     try:
         await asyncio.wait_for(reader.done, 120)

@@ -258,6 +258,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body_size = 0
         self._head_bytes = 0
         self._expect = False
+        self._has_body = False
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -327,6 +328,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body_size = 0
         self._head_bytes = 0
         self._expect = False
+        self._has_body = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -340,9 +342,12 @@ class HttpProtocol(asyncio.Protocol):
         ):
             raise _head_too_large()
         headers.append((name, value))
-        if len(name) in (6, 14):  # "expect", "content-length": checked only when they may be
+        if len(name) in (6, 14, 17):  # "expect", "content-length", "transfer-encoding"
             lower = name.lower()
-            if lower == b"content-length":
+            if lower == b"transfer-encoding":
+                self._has_body = True
+            elif lower == b"content-length":
+                self._has_body = value != b"0"
                 if int(value) > self._limits.max_body_bytes:  # llhttp has checked the digits
                     raise _Refused(
                         413,
@@ -360,6 +365,10 @@ class HttpProtocol(asyncio.Protocol):
         self.http11 = parser.get_http_version() == "1.1"
         if not self.http11 and any(k.lower() == b"transfer-encoding" for k, _ in self._headers):
             raise _bad_request()  # RFC 9112 §6.1: faulty framing
+        if self._has_body and parser.should_upgrade():
+            # llhttp hands the bytes after an upgrade request's head to the new protocol,
+            # so its body would be lost: refused rather than forwarded empty.
+            raise _Refused(400, "bad_request", "bad_request", "protocol upgrade with a body")
         self._state = _BODY
         if self._timer is not None and self._timer_kind == _HEAD:
             self._disarm()
