@@ -36,6 +36,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_shadow_worker(args: argparse.Namespace) -> int:
+    from shadoweval.proxy.worker import run_worker
+
+    return run_worker(args.fd)
+
+
 def _raise_fd_limit() -> None:
     """Every in-flight request holds two sockets (caller and upstream) and each shadow one
     more: lift the soft open-files limit to the hard one, as Go's runtime does."""
@@ -293,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the shadow proxy")
     p.add_argument("--config", "-c", required=True, help="YAML config file")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("shadow-worker", help=argparse.SUPPRESS)  # started by `serve`
+    p.add_argument("--fd", type=int, required=True)
+    p.set_defaults(func=cmd_shadow_worker)
 
     p = sub.add_parser("check-config", help="validate a config file and exit")
     p.add_argument("config", help="YAML config file")

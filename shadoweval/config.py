@@ -472,6 +472,17 @@ class MetricsConfig(_Model):
     loop_lag_interval_s: float = Field(0.25, gt=0)
 
 
+class ShadowWorker(_Model):
+    # Shadows (candidates, pairing, redaction, the sink, probes) in a child process at a
+    # lower priority, so their CPU never sits in the callers' latency tail.
+    enabled: bool = False
+    # Added to the worker's nice value: the kernel gives the proxy's relay the CPU first.
+    nice: int = Field(10, ge=0, le=19)
+    # Handed-over requests waiting for the worker beyond this are dropped and counted.
+    max_pending_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024)
+    start_timeout_s: float = Field(30.0, gt=0)
+
+
 class Shutdown(_Model):
     grace_s: float = Field(30.0, ge=0)
     shadow_grace_s: float = Field(5.0, ge=0)
@@ -650,6 +661,7 @@ class Config(_Model):
     pricing_file: str | None = None
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     probes: Probes = Field(default_factory=Probes)
+    shadow_worker: ShadowWorker = Field(default_factory=ShadowWorker)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -659,6 +671,20 @@ class Config(_Model):
             if cand.name in seen:
                 raise ValueError(f"upstream name {cand.name!r} is used twice")
             seen.add(cand.name)
+        return self
+
+    @model_validator(mode="after")
+    def _worker_mode(self) -> Config:
+        if self.shadow_worker.enabled and self.sampling.send_shadows == "with_request":
+            raise ValueError(
+                "shadow_worker.enabled: the worker receives requests after the primary's "
+                "answer; it cannot be combined with sampling.send_shadows: with_request"
+            )
+        if self.shadow_worker.enabled and isinstance(self.sink, MemorySink):
+            raise ValueError(
+                "shadow_worker.enabled: a memory sink would live in the worker process, "
+                "out of reach; use a file or Kafka sink"
+            )
         return self
 
     @model_validator(mode="after")

@@ -56,7 +56,14 @@ REFUSED_REASONS = (
     "body_timeout",
 )
 # Why a shadow was not sent (shadoweval_shadow_dropped_total{reason}).
-DROP_REASONS = ("queue_full", "rate_limit", "shutdown", "invalid_request", "circuit_open")
+DROP_REASONS = (
+    "queue_full",
+    "rate_limit",
+    "shutdown",
+    "invalid_request",
+    "circuit_open",
+    "worker_unavailable",
+)
 
 
 class LabelCap:

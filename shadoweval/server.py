@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
 
 from shadoweval import sinks
 from shadoweval.admin import admin_token as resolve_admin_token
@@ -24,6 +26,7 @@ from shadoweval.proxy.forward import Forwarder
 from shadoweval.proxy.http import HttpServer
 from shadoweval.proxy.shadow import ShadowDispatcher
 from shadoweval.proxy.upstream import UpstreamPool
+from shadoweval.proxy.worker import ShadowWorker, merge_families
 from shadoweval.redaction import Redactor
 from shadoweval.sampling import Sampler
 from shadoweval.telemetry import Heartbeat, Recorder
@@ -64,6 +67,7 @@ class ProxyServer:
         self._http: HttpServer | None = None
         self._heartbeat: Heartbeat | None = None
         self.dispatcher: ShadowDispatcher | None = None
+        self.worker: ShadowWorker | None = None
         self.probes: ProbeScheduler | None = None
         self.proxy_url = ""
         self.admin_url = ""
@@ -87,15 +91,6 @@ class ProxyServer:
         m.init_upstream("primary", cfg.primary.name)
         for cand in cfg.candidates:
             m.init_upstream(cand.role, cand.name)
-        if self.sink is None:
-            self.sink = sinks.build(cfg.sink, m)
-        if cfg.probes.enabled:
-            # Suites are loaded now, so a bad one is a ConfigError before any port is bound.
-            from shadoweval.probes.scheduler import ProbeScheduler
-
-            self.probes = ProbeScheduler.from_config(cfg, self.sink, m)
-        await self.sink.start()
-
         recorder = Recorder(m, cfg.primary.name, prices)
         primary_pool = UpstreamPool(
             cfg.primary.url,
@@ -104,29 +99,16 @@ class ProxyServer:
             ssl_context=primary_tls,
         )
         self._pools[cfg.primary.name] = primary_pool
-        clients = []
-        for cand in cfg.candidates:
-            client = CandidateClient(
-                cand, cfg.limits.capture_max_bytes, on_attempt=recorder.attempt
-            )
-            self._pools[cand.name] = client.pool
-            clients.append(client)
-        self.dispatcher = ShadowDispatcher(
-            clients,
-            Sampler(cfg.sampling),
-            self.sink,
-            Redactor(cfg.redaction),
-            m,
-            primary_name=cfg.primary.name,
-            primary_timeout_s=cfg.primary.timeout_s,
-            prices=prices,
-            observe=recorder.outcome,
-        )
-        await self.dispatcher.start()
+        if cfg.shadow_worker.enabled:
+            self.worker = ShadowWorker(cfg, m)
+            await self.worker.start()  # candidates, sink and probes live in the worker
+        else:
+            await self._start_shadows(recorder, prices)
         forwarder = Forwarder(cfg.primary, cfg.limits, primary_pool, on_attempt=recorder.attempt_of)
         handler = ProxyHandler(
             forwarder,
             self.dispatcher,
+            worker=self.worker,
             observe=recorder.primary,
             tracer=self.tracer,
             shadows_with_request=cfg.sampling.send_shadows == "with_request",
@@ -158,6 +140,37 @@ class ProxyServer:
         m.ready.set(1)
         log.info("proxy on %s -> %s; admin on %s", self.proxy_url, cfg.primary.url, self.admin_url)
 
+    async def _start_shadows(self, recorder: Recorder, prices: PriceTable) -> None:
+        """Candidates, sink and probes in this process (no shadow worker)."""
+        cfg, m = self.cfg, self.metrics
+        if self.sink is None:
+            self.sink = sinks.build(cfg.sink, m)
+        if cfg.probes.enabled:
+            # Suites are loaded now, so a bad one is a ConfigError before any port is bound.
+            from shadoweval.probes.scheduler import ProbeScheduler
+
+            self.probes = ProbeScheduler.from_config(cfg, self.sink, m)
+        await self.sink.start()
+        clients = []
+        for cand in cfg.candidates:
+            client = CandidateClient(
+                cand, cfg.limits.capture_max_bytes, on_attempt=recorder.attempt
+            )
+            self._pools[cand.name] = client.pool
+            clients.append(client)
+        self.dispatcher = ShadowDispatcher(
+            clients,
+            Sampler(cfg.sampling),
+            self.sink,
+            Redactor(cfg.redaction),
+            m,
+            primary_name=cfg.primary.name,
+            primary_timeout_s=cfg.primary.timeout_s,
+            prices=prices,
+            observe=recorder.outcome,
+        )
+        await self.dispatcher.start()
+
     def _connection_counts(self) -> dict[tuple[str, str], int]:
         inbound = len(self._http.connections) if self._http else 0
         counts = {("inbound", "callers"): inbound}
@@ -177,8 +190,20 @@ class ProxyServer:
         app = web.Application(middlewares=[bearer_auth(token)] if token else [])
         app.router.add_get("/healthz", healthz)
         app.router.add_get("/readyz", readyz)
-        app.router.add_get("/metrics", make_aiohttp_handler(self.metrics.registry))
+        if self.worker is None:
+            app.router.add_get("/metrics", make_aiohttp_handler(self.metrics.registry))
+        else:
+            app.router.add_get("/metrics", self._merged_metrics)
         return app
+
+    async def _merged_metrics(self, request: web.Request) -> web.Response:
+        """This process's metrics and the shadow worker's, as one exposition."""
+        assert self.worker is not None
+        ours = self.metrics.registry.collect()
+        families = merge_families(ours, await self.worker.families())
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        body = encoder(_Families(families))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight primaries, give shadows a bounded time, flush."""
@@ -193,6 +218,8 @@ class ProxyServer:
             await self.probes.stop(self.cfg.shutdown.shadow_grace_s)
         if self.dispatcher is not None:
             await self.dispatcher.close(self.cfg.shutdown.shadow_grace_s)
+        if self.worker is not None:  # it flushes its own sink and logs its own counts
+            await self.worker.close(self.cfg.shutdown.shadow_grace_s)
         if self.sink is not None:
             await self.sink.close(self.cfg.shutdown.grace_s)
         if self.tracer is not None:
@@ -207,6 +234,16 @@ class ProxyServer:
         # dropped, failed or spilled by the sink: the final counts show nothing went missing.
         totals = " ".join(f"{k}={v:g}" for k, v in self.metrics.totals().items())
         log.info("stopped in %.2fs; final counts: %s", time.monotonic() - started, totals)
+
+
+class _Families:
+    """What the exposition encoders read: anything with ``collect()``."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
 
 
 async def serve(cfg: Config) -> None:

@@ -12,6 +12,7 @@ from shadoweval.proxy.forward import Forwarder
 from shadoweval.proxy.http import Request, Responder
 from shadoweval.proxy.openai import ROUTES
 from shadoweval.proxy.shadow import ShadowDispatcher, ShadowJob
+from shadoweval.proxy.worker import ShadowWorker
 from shadoweval.types import Capture, Route
 
 if TYPE_CHECKING:  # imported only when tracing is on (it loads OpenTelemetry)
@@ -25,7 +26,8 @@ class ProxyHandler:
     def __init__(
         self,
         forwarder: Forwarder,
-        dispatcher: ShadowDispatcher,
+        dispatcher: ShadowDispatcher | None,
+        worker: ShadowWorker | None = None,
         observe: PrimaryObserver | None = None,
         tracer: Tracer | None = None,
         shadows_with_request: bool = False,
@@ -34,6 +36,7 @@ class ProxyHandler:
         self._with_request = shadows_with_request
         self._tracer = tracer
         self._dispatcher = dispatcher
+        self._worker = worker
         self._observe = observe
         self._loop = asyncio.get_running_loop()
 
@@ -43,8 +46,9 @@ class ProxyHandler:
         route = ROUTES.get(request.path) if request.method == "POST" else None
         trace = self._tracer.start(request, route, entered) if self._tracer is not None else None
         job = None
-        if route and self._with_request and self._dispatcher.accepting:
-            job = self._dispatcher.offer(route, request.path, request.headers, body, trace)
+        dispatcher = self._dispatcher
+        if route and self._with_request and dispatcher is not None and dispatcher.accepting:
+            job = dispatcher.offer(route, request.path, request.headers, body, trace)
         capture = await self._forwarder.relay(request, out, trace)
         if job is not None:
             job.primary_done(capture)
@@ -67,10 +71,14 @@ class ProxyHandler:
         trace: RequestTrace | None,
         status: int,
     ) -> None:
-        if route and not self._with_request and self._dispatcher.accepting:
-            job = self._dispatcher.offer(route, request.path, request.headers, body, trace)
-            if job is not None:
-                job.primary_done(capture)
+        if route and not self._with_request:
+            dispatcher = self._dispatcher
+            if dispatcher is not None and dispatcher.accepting:
+                job = dispatcher.offer(route, request.path, request.headers, body, trace)
+                if job is not None:
+                    job.primary_done(capture)
+            elif self._worker is not None and self._worker.accepting:
+                self._worker.send(route, request, capture)
         if trace is not None:
             trace.finish(capture, body, job, status)
         if self._observe is not None:

@@ -1,0 +1,406 @@
+"""The shadow worker: the shadow dispatcher, candidates and sink in a child process at a
+lower scheduling priority (``shadow_worker.enabled``).
+
+In one process, every shadow's CPU (sending, parsing, pairing, redaction, the sink) runs
+on the loop that relays the callers' answers, so it shows in their latency tail, and a
+misbehaving candidate or a dead Kafka costs the primary path CPU. With the worker, the
+proxy process only relays, measures the primary and hands each finished request to the
+worker in one buffered write; the kernel's scheduler then gives the relay the CPU first.
+
+Both ends are in this module. The channel is a private socket pair between the proxy and
+the child it started, carrying length-prefixed pickles (never anything from the network:
+the proxy builds every frame). The proxy's ``/metrics`` merges the worker's families with
+its own, so the exposition is the same as in one process. If the worker dies, the proxy
+keeps relaying, counts the shadows it cannot hand over, and starts a new worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import itertools
+import logging
+import os
+import pickle
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from multidict import CIMultiDict
+from prometheus_client.metrics_core import Metric
+
+from shadoweval.config import Config
+from shadoweval.metrics import Metrics
+from shadoweval.proxy.http import Request
+from shadoweval.types import Capture, Route
+
+log = logging.getLogger(__name__)
+
+_LEN = struct.Struct("!I")
+
+
+def _frame(message: tuple[Any, ...]) -> bytes:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LEN.pack(len(data)) + data
+
+
+class _Channel(asyncio.Protocol):
+    """Length-prefixed messages over a stream socket, in both directions."""
+
+    def __init__(self, on_message: Any, on_lost: Any) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._on_message = on_message
+        self._on_lost = on_lost
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's do not subclass
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buffer
+        buf += data
+        start = 0
+        while len(buf) - start >= 4:
+            (size,) = _LEN.unpack_from(buf, start)
+            if len(buf) - start - 4 < size:
+                break
+            message = pickle.loads(buf[start + 4 : start + 4 + size])
+            start += 4 + size
+            self._on_message(message)
+        if start:
+            del buf[:start]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._on_lost()
+
+
+# -- the proxy's side -------------------------------------------------------------------
+
+
+class ShadowWorker:
+    """The proxy's handle on its worker process."""
+
+    def __init__(self, cfg: Config, metrics: Metrics) -> None:
+        self._cfg = cfg
+        self._wcfg = cfg.shadow_worker
+        self._metrics = metrics
+        self._proc: asyncio.subprocess.Process | None = None
+        self._channel: _Channel | None = None
+        self._pending: list[bytes] = []
+        self._flush_scheduled = False
+        self._replies: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        self._ready: asyncio.Future[None] | None = None
+        self._closing = False
+        self._restarts = 0
+        self._restart_task: asyncio.Task[None] | None = None
+        self._lost = [metrics.dropped.labels(c.name, "worker_unavailable") for c in cfg.candidates]
+
+    @property
+    def accepting(self) -> bool:
+        return bool(self._cfg.candidates) and not self._closing
+
+    async def start(self) -> None:
+        """Start the worker and wait until it is ready (a ConfigError-like failure of the
+        worker, such as a candidate's missing certificate, fails the proxy's start too)."""
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        fd = theirs.fileno()
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shadoweval", "shadow-worker", "--fd", str(fd), pass_fds=(fd,)
+        )
+        theirs.close()
+        self._ready = loop.create_future()
+        _, self._channel = await loop.create_unix_connection(
+            lambda: _Channel(self._on_message, self._on_lost), sock=ours
+        )
+        assert self._channel.transport is not None
+        self._channel.transport.write(_frame(("config", self._cfg.model_dump(mode="json"))))
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), self._wcfg.start_timeout_s)
+        except TimeoutError:
+            await self._kill()
+            raise RuntimeError(
+                f"the shadow worker did not start within {self._wcfg.start_timeout_s}s"
+            ) from None
+
+    def send(self, route: Route, request: Request, capture: Capture) -> None:
+        """Hand over one finished request (called off the caller's path, after the answer).
+        Frames are written once per loop iteration, so a busy proxy makes few writes."""
+        channel = self._channel
+        transport = channel.transport if channel is not None else None
+        if transport is None or self._ready is None or not self._ready.done():
+            self._count_lost()
+            return
+        if transport.get_write_buffer_size() > self._wcfg.max_pending_bytes:
+            # The worker is not keeping up (starved of CPU by the proxy's own traffic):
+            # shed shadows, never the proxy's memory.
+            self._count_lost()
+            return
+        frame = (route, request.path, request.raw_headers, request.body, capture)
+        self._pending.append(_frame(("offer", frame)))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, []
+        channel = self._channel
+        if channel is not None and channel.transport is not None:
+            channel.transport.write(b"".join(pending))
+
+    def _count_lost(self) -> None:
+        for counter in self._lost:
+            counter.inc()
+
+    async def families(self, timeout_s: float = 2.0) -> list[Metric]:
+        """The worker's metric families, for the proxy's /metrics (empty if it is down)."""
+        channel = self._channel
+        if channel is None or channel.transport is None:
+            return []
+        rid = next(self._ids)
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._replies[rid] = reply
+        channel.transport.write(_frame(("metrics", rid)))
+        try:
+            return list(await asyncio.wait_for(reply, timeout_s))
+        except TimeoutError:
+            log.warning("the shadow worker did not answer a metrics request in %.1fs", timeout_s)
+            return []
+        finally:
+            self._replies.pop(rid, None)
+
+    def _on_message(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "metrics":
+            reply = self._replies.get(message[1])
+            if reply is not None and not reply.done():
+                reply.set_result(message[2])
+        elif kind == "ready" and self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
+        elif kind == "failed" and self._ready is not None and not self._ready.done():
+            self._ready.set_exception(
+                RuntimeError(f"the shadow worker failed to start: {message[1]}")
+            )
+
+    def _on_lost(self) -> None:
+        self._channel = None
+        for reply in self._replies.values():
+            if not reply.done():
+                reply.set_result([])
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(RuntimeError("the shadow worker exited while starting"))
+            return
+        if not self._closing:
+            code = self._proc.returncode if self._proc is not None else None
+            log.error("the shadow worker exited (code %s); starting a new one", code)
+            self._restart_task = asyncio.get_running_loop().create_task(self._restart())
+
+    async def _restart(self) -> None:
+        self._restarts += 1
+        await asyncio.sleep(min(2.0 ** min(self._restarts, 5), 30.0))
+        if self._closing:
+            return
+        try:
+            await self.start()
+        except Exception as exc:
+            log.error("could not restart the shadow worker: %s", exc)
+            if not self._closing:
+                self._restart_task = asyncio.get_running_loop().create_task(self._restart())
+
+    async def close(self, grace_s: float) -> None:
+        """The worker finishes its shadows within ``grace_s``, flushes its sink and exits."""
+        self._closing = True
+        if self._restart_task is not None:
+            self._restart_task.cancel()
+        self._flush()
+        channel = self._channel
+        if channel is not None and channel.transport is not None:
+            channel.transport.write(_frame(("close", grace_s)))
+        proc = self._proc
+        if proc is None:
+            return
+        # The worker's own sink may need its full grace to flush after the shadows.
+        try:
+            await asyncio.wait_for(proc.wait(), grace_s + self._cfg.shutdown.grace_s + 5.0)
+        except TimeoutError:
+            log.error("the shadow worker did not stop in time; killing it")
+            await self._kill()
+        if channel is not None and channel.transport is not None:
+            channel.transport.close()
+
+    async def _kill(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._proc.wait(), 5)
+
+
+# Facts about one process that do not add up: the proxy process's are shown.
+_FIRST_ONLY = frozenset({"process_start_time_seconds", "process_max_fds", "python_info"})
+
+
+def merge_families(*groups: Iterable[Metric]) -> list[Metric]:
+    """One exposition from several processes' families: samples with the same name and
+    labels are added (counters, histogram buckets and gauges alike: each series is
+    written by one process, the other's is zero; memory, CPU and open files become the
+    total of both processes)."""
+    merged: dict[str, Metric] = {}
+    index: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], int]] = {}
+    for n, families in enumerate(groups):
+        for family in families:
+            if n and family.name in _FIRST_ONLY:
+                continue
+            into = merged.get(family.name)
+            if into is None:
+                into = merged[family.name] = copy.copy(family)
+                into.samples = list(family.samples)
+                index[family.name] = {
+                    (s.name, tuple(sorted(s.labels.items()))): i for i, s in enumerate(into.samples)
+                }
+                continue
+            positions = index[family.name]
+            for s in family.samples:
+                key = (s.name, tuple(sorted(s.labels.items())))
+                i = positions.get(key)
+                if i is None:
+                    positions[key] = len(into.samples)
+                    into.samples.append(s)
+                else:
+                    old = into.samples[i]
+                    into.samples[i] = old._replace(value=old.value + s.value)
+    return list(merged.values())
+
+
+# -- the worker's side ------------------------------------------------------------------
+
+
+def run_worker(fd: int) -> int:
+    """``shadoweval shadow-worker --fd N``: started by the proxy, never by hand."""
+    from shadoweval import loop as event_loop
+
+    return event_loop.run(_worker_main(fd))
+
+
+async def _worker_main(fd: int) -> int:
+    from shadoweval import sinks
+    from shadoweval.pricing import PriceTable
+    from shadoweval.proxy.candidate import CandidateClient
+    from shadoweval.proxy.shadow import ShadowDispatcher
+    from shadoweval.redaction import Redactor
+    from shadoweval.sampling import Sampler
+    from shadoweval.telemetry import Heartbeat, Recorder
+
+    # SIGINT/SIGTERM go to the whole process group (a terminal, a container runtime): the
+    # proxy decides when this worker stops, after its in-flight requests.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    loop = asyncio.get_running_loop()
+    messages: asyncio.Queue[tuple[Any, ...] | None] = asyncio.Queue()
+    sock = socket.socket(fileno=fd)
+    _, channel = await loop.create_unix_connection(
+        lambda: _Channel(messages.put_nowait, lambda: messages.put_nowait(None)), sock=sock
+    )
+
+    def reply(message: tuple[Any, ...]) -> None:
+        if channel.transport is not None:
+            channel.transport.write(_frame(message))
+
+    first = await messages.get()
+    if first is None or first[0] != "config":
+        return 2
+    cfg = Config.model_validate(first[1])
+    logging.basicConfig(
+        level=cfg.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s[shadow-worker]: %(message)s",
+        stream=sys.stderr,
+    )
+    with contextlib.suppress(OSError):
+        os.nice(cfg.shadow_worker.nice)
+    try:
+        known = tuple(c.model for c in cfg.candidates if c.model)
+        m = Metrics(model_label_limit=cfg.metrics.model_label_limit, known_models=known)
+        for cand in cfg.candidates:
+            m.init_upstream(cand.role, cand.name)
+        prices = PriceTable(cfg.pricing)
+        sink = sinks.build(cfg.sink, m)
+        probes = None
+        if cfg.probes.enabled:
+            from shadoweval.probes.scheduler import ProbeScheduler
+
+            probes = ProbeScheduler.from_config(cfg, sink, m)
+        await sink.start()
+        recorder = Recorder(m, cfg.primary.name, prices)
+        clients = [
+            CandidateClient(c, cfg.limits.capture_max_bytes, on_attempt=recorder.attempt)
+            for c in cfg.candidates
+        ]
+        dispatcher = ShadowDispatcher(
+            clients,
+            Sampler(cfg.sampling),
+            sink,
+            Redactor(cfg.redaction),
+            m,
+            primary_name=cfg.primary.name,
+            primary_timeout_s=cfg.primary.timeout_s,
+            prices=prices,
+            observe=recorder.outcome,
+        )
+        await dispatcher.start()
+    except Exception as exc:
+        reply(("failed", f"{type(exc).__name__}: {exc}"))
+        return 1
+    m.loop_tasks.set_function(lambda: len(asyncio.all_tasks(loop)))
+    roles: dict[str, str] = {c.name: c.role for c in cfg.candidates}
+
+    def connections() -> dict[tuple[str, str], int]:
+        return {("outbound", c.name): c.pool.open_connections for c in clients}
+
+    heartbeat = Heartbeat(m, cfg.metrics.loop_lag_interval_s, prices, roles, connections)
+    heartbeat.start()
+    if probes is not None:
+        probes.start()
+    reply(("ready",))
+
+    grace = cfg.shutdown.shadow_grace_s
+    while True:
+        message = await messages.get()
+        if message is None:  # the proxy is gone: finish what is queued, then stop
+            break
+        kind = message[0]
+        if kind == "offer":
+            route, path, raw_headers, body, capture = message[1]
+            headers = CIMultiDict(
+                (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                for k, v in raw_headers
+            )
+            job = dispatcher.offer(route, path, headers, body)
+            if job is not None:
+                job.primary_done(capture)
+        elif kind == "metrics":
+            reply(("metrics", message[1], list(m.registry.collect())))
+        elif kind == "close":
+            grace = message[1]
+            break
+
+    started = time.monotonic()
+    if probes is not None:
+        await probes.stop(grace)
+    await dispatcher.close(grace)
+    await sink.close(cfg.shutdown.grace_s)
+    await heartbeat.stop()
+    for client in clients:
+        await client.pool.close()
+    totals = " ".join(f"{k}={v:g}" for k, v in m.totals().items())
+    log.info("stopped in %.2fs; final counts: %s", time.monotonic() - started, totals)
+    if channel.transport is not None:
+        channel.transport.close()
+    return 0

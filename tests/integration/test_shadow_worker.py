@@ -1,0 +1,144 @@
+"""The shadow worker (``shadow_worker.enabled``): candidates, pairing and the sink in a
+child process. The caller sees the same answers, the records are the same, /metrics is one
+exposition, and a dead worker costs shadows only — never a primary answer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from shadoweval.config import ConfigError, parse
+from shadoweval.records import iter_jsonl
+from shadoweval.testing import running_stack
+
+MESSAGES: Any = [{"role": "user", "content": "hello worker"}]
+
+
+def overrides(tmp_path: Path) -> dict[str, Any]:
+    return {
+        "shadow_worker": {"enabled": True},
+        "sink": {"kind": "file", "path": str(tmp_path / "pairs.jsonl")},
+    }
+
+
+def client(url: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-test", max_retries=0)
+
+
+async def scrape(admin_url: str) -> str:
+    async with aiohttp.ClientSession() as s, s.get(f"{admin_url}/metrics") as resp:
+        assert resp.status == 200
+        return await resp.text()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total
+
+
+async def test_pairs_and_metrics_come_from_the_worker(tmp_path: Path) -> None:
+    async with running_stack(overrides=overrides(tmp_path)) as stack:
+        worker = stack.proxy.worker
+        assert worker is not None and stack.proxy.dispatcher is None
+        c = client(stack.url)
+        answers = [
+            await c.chat.completions.create(model="prod-model", messages=MESSAGES) for _ in range(5)
+        ]
+        assert all(a.choices[0].message.content == "Echo: hello worker" for a in answers)
+        for _ in range(50):  # the worker pairs asynchronously
+            text = await scrape(stack.proxy.admin_url)
+            if sample(text, "shadoweval_pairs_total", upstream="cand-a") == 5:
+                break
+            await asyncio.sleep(0.1)
+        # One exposition: every family once, the primary's series from the proxy process
+        # and the candidate's from the worker.
+        names = [f.name for f in text_string_to_metric_families(text)]
+        assert len(names) == len(set(names))
+        assert sample(text, "shadoweval_pairs_total", upstream="cand-a") == 5
+        assert (
+            sample(text, "shadoweval_requests_total", role="primary", upstream="prod", outcome="ok")
+            == 5
+        )
+        assert sample(text, "shadoweval_requests_total", role="candidate", upstream="cand-a") == 5
+        assert sample(text, "shadoweval_ready") == 1
+        # Per-process facts are the proxy's, not a sum.
+        assert sample(text, "process_start_time_seconds") < 2 * 10**10
+        # The worker runs at a lower priority than the proxy.
+        assert worker._proc is not None
+        nice = os.getpriority(os.PRIO_PROCESS, worker._proc.pid)
+        assert nice >= os.getpriority(os.PRIO_PROCESS, 0) + 10
+    records = list(iter_jsonl([tmp_path / "pairs.jsonl"], Counter()))
+    assert len(records) == 5
+    for r in records:
+        assert r["primary"]["output_text"] == "Echo: hello worker"
+        assert r["candidate"]["upstream"] == "cand-a"
+        assert r["request"]["messages"] == MESSAGES
+
+
+async def test_a_dead_worker_costs_shadows_only_and_is_replaced(tmp_path: Path) -> None:
+    async with running_stack(overrides=overrides(tmp_path)) as stack:
+        worker = stack.proxy.worker
+        assert worker is not None and worker._proc is not None
+        first_pid = worker._proc.pid
+        c = client(stack.url)
+        await c.chat.completions.create(model="prod-model", messages=MESSAGES)
+        os.kill(first_pid, signal.SIGKILL)
+        await asyncio.sleep(0.2)
+        # The caller never notices.
+        for _ in range(3):
+            answer = await c.chat.completions.create(model="prod-model", messages=MESSAGES)
+            assert answer.choices[0].message.content == "Echo: hello worker"
+        dropped = stack.proxy.metrics.registry.get_sample_value(
+            "shadoweval_shadow_dropped_total",
+            {"upstream": "cand-a", "reason": "worker_unavailable"},
+        )
+        assert dropped == 3
+        # A new worker takes over (after a short back-off) and shadows flow again.
+        for _ in range(100):
+            if worker._proc.pid != first_pid and worker._ready is not None and worker._ready.done():
+                break
+            await asyncio.sleep(0.1)
+        assert worker._proc.pid != first_pid
+        await c.chat.completions.create(model="prod-model", messages=MESSAGES)
+        for _ in range(50):
+            text = await scrape(stack.proxy.admin_url)
+            if sample(text, "shadoweval_pairs_total", upstream="cand-a") == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert sample(text, "shadoweval_pairs_total", upstream="cand-a") == 1
+    # The first record was written by the first worker before it was killed, or lost with
+    # it (a SIGKILL loses its buffer); the last is always there.
+    contents = list(iter_jsonl([tmp_path / "pairs.jsonl"], Counter()))
+    assert 1 <= len(contents) <= 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"sampling": {"send_shadows": "with_request"}}, "sampling.send_shadows"),
+        ({"sink": {"kind": "memory"}}, "memory sink"),
+    ],
+)
+def test_worker_config_errors_name_the_key(extra: dict[str, Any], message: str) -> None:
+    raw: dict[str, Any] = {
+        "primary": {"name": "p", "url": "http://127.0.0.1:1"},
+        "shadow_worker": {"enabled": True},
+        "sink": {"kind": "file", "path": "pairs.jsonl"},
+        **extra,
+    }
+    with pytest.raises(ConfigError) as err:
+        parse(raw, environ={})
+    assert "shadow_worker.enabled" in str(err.value) and message in str(err.value)
