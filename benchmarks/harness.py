@@ -94,10 +94,20 @@ def pinned(core: str, argv: list[str]) -> list[str]:
 
 
 def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    """Resident memory of a process and its children (the shadow worker, when enabled)."""
+    total = 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return total
+    return total + sum(rss_bytes(int(c)) for c in children)
+
+
+# Config merged into every shadoweval under test (run.py --worker).
+SHADOWEVAL_EXTRA: dict[str, Any] = {}
 
 
 @dataclass
@@ -227,7 +237,7 @@ def shadoweval_proxy(
             "sink": {"kind": "file", "path": f"{tmp}/pairs.jsonl", "buffer_records": 100000},
             "log_level": "warning",
         }
-        for key, value in (extra or {}).items():
+        for key, value in {**SHADOWEVAL_EXTRA, **(extra or {})}.items():
             cfg[key] = value
         path = Path(tmp) / "config.json"  # JSON is YAML
         path.write_text(json.dumps(cfg))

@@ -294,7 +294,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"Run {results['started']} on {m['cpu']}, {m['cores']} cores, Python {m['python']}, {m['nginx']}; "
         f"load average at start {m['load_avg_at_start'][0]:.2f}. Proxies pinned to core {h.SUT_CORE}, "
-        f"upstreams and load generators to core {h.LOAD_CORE}.",
+        f"upstreams and load generators to core {h.LOAD_CORE}."
+        + (" shadoweval with the shadow worker (same core)." if results.get("worker") else ""),
         "",
         "| scenario | figure | measured | target | met |",
         "|---|---|---|---|---|",
@@ -322,9 +323,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="short runs, one repetition")
     parser.add_argument("--only", default="", help="comma-separated scenarios")
     parser.add_argument(
+        "--worker", action="store_true", help="shadoweval with shadow_worker.enabled"
+    )
+    parser.add_argument(
         "--out", help="results path without suffix (default: results/latest, or quick)"
     )
     args = parser.parse_args()
+    if args.worker:
+        h.SHADOWEVAL_EXTRA["shadow_worker"] = {"enabled": True}
     q = args.quick
     repeat = 1 if q else 3
     scenarios: dict[str, Callable[[], dict[str, Any]]] = {
@@ -338,8 +344,9 @@ def main() -> int:
     }
     only = [s for s in args.only.split(",") if s]
     results: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
-                               "quick": q, "scenarios": {}}  # fmt: skip
-    out = Path(args.out or RESULTS / ("quick" if q else "latest"))
+                               "quick": q, "worker": args.worker, "scenarios": {}}  # fmt: skip
+    name = ("quick" if q else "latest") + ("-worker" if args.worker else "")
+    out = Path(args.out or RESULTS / name)
     if only and out.with_suffix(".json").exists():
         # A partial run replaces its scenarios' figures and keeps the others'.
         previous = json.loads(out.with_suffix(".json").read_text())

@@ -1,7 +1,9 @@
+import re
+
 import pytest
 
 from shadoweval.config import CustomRedaction, Redaction
-from shadoweval.redaction import Redactor
+from shadoweval.redaction import _BUILTIN, _MAY_MATCH, Redactor, _digits, _may_match_any
 
 R = Redactor(Redaction())
 
@@ -42,3 +44,35 @@ def test_disabled_redactor_is_identity() -> None:
     red = Redactor(Redaction(enabled=False))
     assert not red.active
     assert red.text("jane@example.com") == "jane@example.com"
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("x jo@x.io", "email"),
+        ("é 4111 1111 1111 1111", "credit_card"),
+        ("378282246310005", "credit_card"),
+        ("3056 930902 5904", "credit_card"),
+        ("+1 555 123 4567", "phone"),
+        ("(555)123-4567", "phone"),
+        ("555.123.4567", "phone"),
+        ("555 123 4567", "phone"),
+        ("bearer abcdefgh", "bearer_token"),
+        ("xoxb-1234567890", "api_key"),
+        ("AIza" + "b" * 35, "api_key"),
+        ("eyJabcdefghij.abcdefghij.abcdefghij", "api_key"),
+        ("1.2.3.4", "ipv4"),
+        ("at 255.255.255.255 now", "ipv4"),
+    ],
+)
+def test_cheap_checks_never_skip_a_match(text: str, kind: str) -> None:
+    # The checks only let a rule's regex be skipped: each must hold wherever it matches.
+    assert re.search(_BUILTIN[kind], text)
+    digits = _digits(text)
+    assert _MAY_MATCH[kind](text, digits)
+    assert _may_match_any(text, digits)
+
+
+def test_digit_count_is_ascii_only() -> None:
+    # Fullwidth and Arabic-Indic digits are not counted; lone surrogates do not raise.
+    assert _digits("\uff11\uff123\ud8004 \u0663x9") == 3
