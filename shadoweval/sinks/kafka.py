@@ -252,7 +252,7 @@ class KafkaSink:
         the producer unreachable, so the drain loop closes it within one poll and reconnects
         with backoff, and the refresh pauses for a poll interval so it cannot spin meanwhile.
         """
-        client = getattr(producer, "client", None)
+        client: Any = getattr(producer, "client", None)
         update = getattr(client, "_metadata_update", None)
         if update is None:  # another aiokafka: fall back to the stall limits alone
             return

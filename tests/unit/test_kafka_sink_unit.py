@@ -314,3 +314,36 @@ def test_kafka_init_reports_an_unreachable_broker(
     )
     assert main(["kafka", "init", "--config", str(path)]) == 1
     assert f"kafka init: Kafka at {UNREACHABLE}" in capsys.readouterr().err
+
+
+async def test_a_metadata_refresh_that_reaches_no_broker_marks_the_producer_unreachable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiokafka retries a failed refresh without pause while a leader is unknown: the sink
+    wraps it so that a failure flags the producer (the drain loop then closes it) and the
+    next refresh waits a poll interval instead of spinning."""
+    monkeypatch.setattr(kafka_module, "_POLL_S", 0.05)
+    answers = [False, False, True]
+
+    class Client:
+        async def _metadata_update(self, cluster: object, topics: object) -> bool:
+            return answers.pop(0)
+
+    class Producer:
+        client = Client()
+
+    sink = KafkaSink(sink_config(), Metrics())
+    producer = Producer()
+    sink._producer = producer
+    sink._watch(producer)
+    started = time.monotonic()
+    assert await producer.client._metadata_update(None, set()) is False
+    assert sink._unreachable
+    assert await producer.client._metadata_update(None, set()) is False
+    assert time.monotonic() - started >= 0.1  # paused after each failure
+    assert await producer.client._metadata_update(None, set()) is True
+    assert not sink._unreachable  # reachable again: the producer is kept
+    sink._producer = None  # a producer the sink has let go never flags the current one
+    answers.append(False)
+    await producer.client._metadata_update(None, set())
+    assert not sink._unreachable
