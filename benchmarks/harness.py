@@ -257,6 +257,26 @@ def fake_upstream(*args: str) -> Iterator[int]:
         yield port
 
 
+def shadow_counts(admin_port: int) -> dict[str, float]:
+    """What became of the shadows so far, from the proxy's /metrics: pairs recorded and
+    shadows dropped (by reason), so a throughput figure says how much was mirrored."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {"pairs": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "shadoweval_pairs_total":
+                out["pairs"] += sample.value
+            elif sample.name == "shadoweval_shadow_dropped_total" and sample.value:
+                key = f"dropped_{sample.labels['reason']}"
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
 def vegeta(url: str, rate: int, duration_s: float, body: str = REQUEST_BODY) -> dict[str, Any]:
     """Open-loop fixed-rate load: requests leave on schedule whatever the server does, so a
     slow server cannot hide its latency (no coordinated omission)."""

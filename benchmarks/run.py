@@ -46,16 +46,19 @@ def fixed_rate(rate: int, duration: float, repeat: int) -> dict[str, Any]:
         cands = [url(c1, ""), url(c2, "")]
         with (
             h.nginx_proxy(p, [c1, c2]) as np_,
-            h.shadoweval_proxy(url(p, ""), cands) as (sp, _, proc),
+            h.shadoweval_proxy(url(p, ""), cands) as (sp, admin, proc),
         ):
             h.vegeta(url(sp), rate // 2, 2)  # warm connection pools
             h.vegeta(url(np_), rate // 2, 2)
+            before = h.shadow_counts(admin)
             for _ in range(repeat):
                 # Interleaved so slow drifts of the machine hit all three alike.
                 out["direct"].append(h.vegeta(url(p), rate, duration))
                 out["nginx_mirror"].append(h.vegeta(url(np_), rate, duration))
                 out["shadoweval"].append(h.vegeta(url(sp), rate, duration))
             rss = h.rss_bytes(proc.pid)
+            time.sleep(2)  # let queued shadows finish
+            shadows = _delta(h.shadow_counts(admin), before)
     res: dict[str, Any] = {"rate": rate, "duration_s": duration, "repeat": repeat, "runs": out}
     for name in ("nginx_mirror", "shadoweval"):
         added50 = [r["p50_ms"] - d["p50_ms"] for r, d in zip(out[name], out["direct"], strict=True)]
@@ -74,7 +77,13 @@ def fixed_rate(rate: int, duration: float, repeat: int) -> dict[str, Any]:
     nginx99 = max(res["nginx_mirror"]["added_p99_ms"], 1e-3)
     res["p99_added_vs_nginx"] = res["shadoweval"]["added_p99_ms"] / nginx99
     res["shadoweval_rss_mb"] = rss / 1e6
+    sent = sum(r["requests"] for r in out["shadoweval"]) * len(cands)
+    res["shadows"] = {"expected": sent, **shadows}
     return res
+
+
+def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items()}
 
 
 def saturation(duration: int, repeat: int) -> dict[str, Any]:
@@ -86,8 +95,15 @@ def saturation(duration: int, repeat: int) -> dict[str, Any]:
             res["nginx_mirror1_rps"] = [h.wrk(url(mirror), duration) for _ in range(repeat)]
         with h.shadoweval_proxy(url(p, ""), []) as (sp, _, _proc):
             res["shadoweval_plain_rps"] = [h.wrk(url(sp), duration) for _ in range(repeat)]
-        with h.shadoweval_proxy(url(p, ""), [url(c1, "")]) as (sp, _, _proc):
+        with h.shadoweval_proxy(url(p, ""), [url(c1, "")]) as (sp, admin, _proc):
             res["shadoweval_mirror1_rps"] = [h.wrk(url(sp), duration) for _ in range(repeat)]
+            time.sleep(2)
+            # Under saturation the proxy sheds shadows before it slows the primary: how many
+            # of the requests were mirrored is part of the figure.
+            counts = h.shadow_counts(admin)
+            served = sum(res["shadoweval_mirror1_rps"]) * duration
+            res["shadoweval_mirror1_shadows"] = {"requests": served, **counts}
+            res["mirrored_share"] = counts["pairs"] / served if served else 0.0
     med = {k: statistics.median(v) for k, v in res.items() if k.endswith("_rps")}
     res["median_rps"] = med
     res["plain_ratio"] = med["shadoweval_plain_rps"] / med["nginx_plain_rps"]
@@ -312,6 +328,21 @@ def markdown(results: dict[str, Any]) -> str:
         met = value <= target if op == "<=" else value >= target
         lines.append(
             f"| {scenario} | {figure} | {value:.3g} | {op} {target:g} | {'yes' if met else '**no**'} |"
+        )
+    fixed = results["scenarios"].get("fixed_rate", {}).get("shadows")
+    sat = results["scenarios"].get("saturation", {})
+    if fixed or "mirrored_share" in sat:
+        lines.append("")
+    if fixed:
+        dropped = ", ".join(f"{k} {v:g}" for k, v in fixed.items() if k.startswith("dropped"))
+        lines.append(
+            f"Shadows at the fixed rate: {fixed['expected']:g} sent to the candidates, "
+            f"{fixed['pairs']:g} recorded as pairs" + (f", {dropped}" if dropped else "") + "."
+        )
+    if "mirrored_share" in sat:
+        lines.append(
+            f"Saturation with one candidate: {100 * sat['mirrored_share']:.0f}% of the requests "
+            "served were mirrored (the rest shed, counted)."
         )
     return "\n".join(lines) + "\n"
 

@@ -476,7 +476,9 @@ class ShadowWorker(_Model):
     # Shadows (candidates, pairing, redaction, the sink, probes) in a child process at a
     # lower priority, so their CPU never sits in the callers' latency tail.
     enabled: bool = False
-    # Added to the worker's nice value: the kernel gives the proxy's relay the CPU first.
+    # idle: the worker runs only on CPU time the proxy leaves (Linux SCHED_IDLE, preempted
+    # at once when the proxy wakes); normal: an ordinary process, `nice` lower.
+    scheduling: Literal["idle", "normal"] = "idle"
     nice: int = Field(10, ge=0, le=19)
     # Handed-over requests waiting for the worker beyond this are dropped and counted.
     max_pending_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024)

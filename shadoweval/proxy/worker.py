@@ -323,7 +323,9 @@ async def _worker_main(fd: int) -> int:
         format="%(asctime)s %(levelname)s %(name)s[shadow-worker]: %(message)s",
         stream=sys.stderr,
     )
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, AttributeError):  # SCHED_IDLE: Linux only
+        if cfg.shadow_worker.scheduling == "idle":
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         os.nice(cfg.shadow_worker.nice)
     try:
         known = tuple(c.model for c in cfg.candidates if c.model)
