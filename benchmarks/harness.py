@@ -192,8 +192,9 @@ def nginx_upstreams(n: int) -> Iterator[list[int]]:
 
 
 @contextlib.contextmanager
-def nginx_proxy(primary: int, mirrors: list[int]) -> Iterator[int]:
-    """nginx as the system under test: proxy_pass to the primary, `mirror` to each candidate."""
+def nginx_proxy(primary: int, mirrors: list[int], streaming: bool = False) -> Iterator[int]:
+    """nginx as the system under test: proxy_pass to the primary, `mirror` to each candidate
+    (``streaming``: unbuffered, each upstream chunk passed on as it arrives, as for SSE)."""
     port = free_port()
     ups = [f"  upstream primary {{ server 127.0.0.1:{primary}; keepalive 512; }}"]
     mirror_lines, mirror_locations = [], []
@@ -209,6 +210,7 @@ def nginx_proxy(primary: int, mirrors: list[int]) -> Iterator[int]:
         + f"""
   server {{ listen 127.0.0.1:{port} reuseport backlog=4096;
     location / {{ {" ".join(mirror_lines)} mirror_request_body on;
+      {"proxy_buffering off;" if streaming else ""}
       proxy_http_version 1.1; proxy_set_header Connection ""; proxy_pass http://primary; }}
 {chr(10).join(mirror_locations)}
   }}"""

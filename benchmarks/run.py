@@ -125,10 +125,14 @@ def streaming(concurrency: int, seconds: float) -> dict[str, Any]:
         ]
         # Arrivals spread over one stream's life: `concurrency` in flight at steady state.
         direct = uvloop.run(streams(url(p), concurrency, ramp_s=seconds))
+        # nginx on the same core, unbuffered, mirroring to the same candidate: the floor of
+        # what relaying this many chunks costs on this machine.
+        with h.nginx_proxy(p, [c], streaming=True) as np_:
+            nginx = uvloop.run(streams(url(np_), concurrency, ramp_s=seconds))
         with h.shadoweval_proxy(url(p, ""), [url(c, "")]) as (sp, _, proc):
             proxied = uvloop.run(streams(url(sp), concurrency, ramp_s=seconds))
             rss = h.rss_bytes(proc.pid)
-    for name, r in (("direct", direct), ("shadoweval", proxied)):
+    for name, r in (("direct", direct), ("nginx_mirror", nginx), ("shadoweval", proxied)):
         res[name] = {
             "errors": r["errors"],
             "chunks": r["chunks"],
@@ -139,6 +143,8 @@ def streaming(concurrency: int, seconds: float) -> dict[str, Any]:
         }
     res["added_ttft_p99_ms"] = res["shadoweval"]["ttft_p99_ms"] - res["direct"]["ttft_p99_ms"]
     res["added_gap_p99_ms"] = res["shadoweval"]["gap_p99_ms"] - res["direct"]["gap_p99_ms"]
+    for key in ("ttft_p99_ms", "gap_p99_ms"):
+        res[f"nginx_added_{key}"] = res["nginx_mirror"][key] - res["direct"][key]
     res["shadoweval_rss_mb"] = rss / 1e6
     return res
 
@@ -331,8 +337,15 @@ def markdown(results: dict[str, Any]) -> str:
         )
     fixed = results["scenarios"].get("fixed_rate", {}).get("shadows")
     sat = results["scenarios"].get("saturation", {})
-    if fixed or "mirrored_share" in sat:
+    stream = results["scenarios"].get("streaming", {})
+    if fixed or "mirrored_share" in sat or "nginx_added_gap_p99_ms" in stream:
         lines.append("")
+    if "nginx_added_gap_p99_ms" in stream:
+        lines.append(
+            "Streaming, nginx mirror on the same core for reference: added TTFT P99 "
+            f"{stream['nginx_added_ttft_p99_ms']:.3g} ms, chunk relay delay P99 "
+            f"{stream['nginx_added_gap_p99_ms']:.3g} ms."
+        )
     if fixed:
         dropped = ", ".join(f"{k} {v:g}" for k, v in fixed.items() if k.startswith("dropped"))
         lines.append(
@@ -340,9 +353,10 @@ def markdown(results: dict[str, Any]) -> str:
             f"{fixed['pairs']:g} recorded as pairs" + (f", {dropped}" if dropped else "") + "."
         )
     if "mirrored_share" in sat:
+        share = min(sat["mirrored_share"], 1.0)  # requests are estimated from the rate
         lines.append(
-            f"Saturation with one candidate: {100 * sat['mirrored_share']:.0f}% of the requests "
-            "served were mirrored (the rest shed, counted)."
+            f"Saturation with one candidate: {100 * share:.0f}% of the requests served were "
+            "mirrored" + (" (the rest shed and counted)." if share < 0.99 else ".")
         )
     return "\n".join(lines) + "\n"
 

@@ -304,17 +304,35 @@ async def _worker_main(fd: int) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     loop = asyncio.get_running_loop()
-    messages: asyncio.Queue[tuple[Any, ...] | None] = asyncio.Queue()
+    first_message: asyncio.Future[tuple[Any, ...] | None] = loop.create_future()
+    stop: asyncio.Future[float | None] = loop.create_future()
+    handlers: dict[str, Any] = {}
+
+    def on_message(message: tuple[Any, ...]) -> None:
+        # Handled as it is read (offer is synchronous and bounded by the candidates'
+        # queues), so nothing piles up in this process between reads.
+        if not first_message.done():
+            first_message.set_result(message)
+        elif message[0] == "close":
+            if not stop.done():
+                stop.set_result(message[1])
+        elif (handler := handlers.get(message[0])) is not None:
+            handler(message)
+
+    def on_lost() -> None:  # the proxy is gone: finish what is queued, then stop
+        if not first_message.done():
+            first_message.set_result(None)
+        if not stop.done():
+            stop.set_result(None)
+
     sock = socket.socket(fileno=fd)
-    _, channel = await loop.create_unix_connection(
-        lambda: _Channel(messages.put_nowait, lambda: messages.put_nowait(None)), sock=sock
-    )
+    _, channel = await loop.create_unix_connection(lambda: _Channel(on_message, on_lost), sock=sock)
 
     def reply(message: tuple[Any, ...]) -> None:
         if channel.transport is not None:
             channel.transport.write(_frame(message))
 
-    first = await messages.get()
+    first = await first_message
     if first is None or first[0] != "config":
         return 2
     cfg = Config.model_validate(first[1])
@@ -372,26 +390,21 @@ async def _worker_main(fd: int) -> int:
         probes.start()
     reply(("ready",))
 
-    grace = cfg.shutdown.shadow_grace_s
-    while True:
-        message = await messages.get()
-        if message is None:  # the proxy is gone: finish what is queued, then stop
-            break
-        kind = message[0]
-        if kind == "offer":
-            route, path, raw_headers, body, capture = message[1]
-            headers = CIMultiDict(
-                (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-                for k, v in raw_headers
-            )
-            job = dispatcher.offer(route, path, headers, body)
-            if job is not None:
-                job.primary_done(capture)
-        elif kind == "metrics":
-            reply(("metrics", message[1], list(m.registry.collect())))
-        elif kind == "close":
-            grace = message[1]
-            break
+    def offer(message: tuple[Any, ...]) -> None:
+        route, path, raw_headers, body, capture = message[1]
+        headers = CIMultiDict(
+            (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+            for k, v in raw_headers
+        )
+        job = dispatcher.offer(route, path, headers, body)
+        if job is not None:
+            job.primary_done(capture)
+
+    handlers["offer"] = offer
+    handlers["metrics"] = lambda message: reply(("metrics", message[1], list(m.registry.collect())))
+    grace = await stop
+    if grace is None:
+        grace = cfg.shutdown.shadow_grace_s
 
     started = time.monotonic()
     if probes is not None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+import pytest
 
 from shadoweval.testing import FakeUpstream, Latency, running_stack
 
@@ -33,7 +34,8 @@ async def test_stop_flushes_the_file_sink(tmp_path: Path) -> None:
     assert {orjson.loads(x)["candidate"]["upstream"] for x in lines} == {"a", "b"}
 
 
-async def test_sigterm_drains_in_flight_and_exits_zero(tmp_path: Path) -> None:
+@pytest.mark.parametrize("worker", [False, True], ids=["one-process", "shadow-worker"])
+async def test_sigterm_drains_in_flight_and_exits_zero(tmp_path: Path, worker: bool) -> None:
     primary = FakeUpstream(model="prod", latency=Latency.fixed(1.0))
     cand = FakeUpstream(model="cand", latency=Latency.fixed(0.2))
     await primary.start()
@@ -43,6 +45,7 @@ async def test_sigterm_drains_in_flight_and_exits_zero(tmp_path: Path) -> None:
     cfg.write_text(
         f"listen: {{port: 0}}\nadmin: {{port: 0}}\nprimary: {{url: '{primary.url}'}}\n"
         f"candidates: [{{name: c, url: '{cand.url}'}}]\nsink: {{kind: file, path: '{pairs}'}}\n"
+        f"shadow_worker: {{enabled: {str(worker).lower()}}}\n"
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "shadoweval", "serve", "--config", str(cfg),
