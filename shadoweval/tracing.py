@@ -223,7 +223,69 @@ class Tracer:
             await asyncio.to_thread(self._owned.shutdown)
 
 
-class RequestTrace:
+class TraceLink:
+    """What the shadow side needs of a request's trace: its id, and shadow spans linked to
+    its SERVER span. A :class:`RequestTrace` in one process; a :class:`LinkedTrace` in
+    the shadow worker, rebuilt from the span context the proxy sent."""
+
+    __slots__ = ()
+    _tracer: Tracer
+    _route: Route | None
+
+    @property
+    def context(self) -> trace.SpanContext:
+        raise NotImplementedError
+
+    @property
+    def trace_id(self) -> str:
+        """Hex trace id of the SERVER span (the caller's trace when it sent traceparent)."""
+        return trace.format_trace_id(self.context.trace_id)
+
+    def shadow(self, client: CandidateClient, request_id: str, payload: Json) -> ShadowSpan:
+        """A CLIENT span for one shadow call: a new trace (the shadow outlives the caller's
+        request and is not part of what the caller waited for), linked to the SERVER span."""
+        operation = OPERATIONS[self._route or "chat"]  # only understood routes are mirrored
+        attrs: dict[str, str | int] = {
+            **_server_attrs(client.cfg.url),
+            "gen_ai.operation.name": operation,
+            "shadoweval.upstream": client.name,
+            "shadoweval.role": client.role,
+            "shadoweval.request_id": request_id,
+        }
+        model = _model(payload)
+        if model is not None:
+            attrs["gen_ai.request.model"] = model
+        anchor = _now()
+        span = self._tracer.tracer.start_span(
+            operation if model is None else f"{operation} {model}",
+            Context(),  # a root: never a child of whatever context the worker task holds
+            SpanKind.CLIENT,
+            attrs,
+            links=[Link(self.context)],
+            start_time=anchor[0],
+        )
+        return ShadowSpan(span, anchor)
+
+
+class LinkedTrace(TraceLink):
+    """A request's trace as the shadow worker knows it: the SERVER span's context only."""
+
+    __slots__ = ("_context", "_route", "_tracer")
+
+    def __init__(self, tracer: Tracer, link: tuple[int, int, int], route: Route) -> None:
+        self._tracer = tracer
+        self._route = route
+        trace_id, span_id, flags = link
+        self._context = trace.SpanContext(
+            trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags)
+        )
+
+    @property
+    def context(self) -> trace.SpanContext:
+        return self._context
+
+
+class RequestTrace(TraceLink):
     """The spans of one caller request; created on the hot path only when tracing is on."""
 
     __slots__ = ("_client", "_client_anchor", "_method", "_path", "_route", "_server", "_tracer")
@@ -243,10 +305,10 @@ class RequestTrace:
     def context(self) -> trace.SpanContext:
         return self._server.get_span_context()
 
-    @property
-    def trace_id(self) -> str:
-        """Hex trace id of the SERVER span (the caller's trace when it sent traceparent)."""
-        return trace.format_trace_id(self.context.trace_id)
+    def link(self) -> tuple[int, int, int]:
+        """The SERVER span's context as plain numbers, for the shadow worker."""
+        ctx = self.context
+        return ctx.trace_id, ctx.span_id, int(ctx.trace_flags)
 
     def primary_call(self) -> dict[str, str]:
         """Start the primary's CLIENT span; returns its traceparent (and the caller's
@@ -328,31 +390,6 @@ class RequestTrace:
             span.set_attribute("gen_ai.request.model", model)
             span.update_name(f"{OPERATIONS[route]} {model}")
         _describe(span, outcome)
-
-    def shadow(self, client: CandidateClient, request_id: str, payload: Json) -> ShadowSpan:
-        """A CLIENT span for one shadow call: a new trace (the shadow outlives the caller's
-        request and is not part of what the caller waited for), linked to the SERVER span."""
-        operation = OPERATIONS[self._route or "chat"]  # only understood routes are mirrored
-        attrs: dict[str, str | int] = {
-            **_server_attrs(client.cfg.url),
-            "gen_ai.operation.name": operation,
-            "shadoweval.upstream": client.name,
-            "shadoweval.role": client.role,
-            "shadoweval.request_id": request_id,
-        }
-        model = _model(payload)
-        if model is not None:
-            attrs["gen_ai.request.model"] = model
-        anchor = _now()
-        span = self._tracer.tracer.start_span(
-            operation if model is None else f"{operation} {model}",
-            Context(),  # a root: never a child of whatever context the worker task holds
-            SpanKind.CLIENT,
-            attrs,
-            links=[Link(self.context)],
-            start_time=anchor[0],
-        )
-        return ShadowSpan(span, anchor)
 
 
 class ShadowSpan:

@@ -78,7 +78,7 @@ class ProxyHandler:
                 if job is not None:
                     job.primary_done(capture)
             elif self._worker is not None and self._worker.accepting:
-                self._worker.send(route, request, capture)
+                self._worker.send(route, request, capture, trace)
         if trace is not None:
             trace.finish(capture, body, job, status)
         if self._observe is not None:

@@ -29,7 +29,7 @@ from shadoweval.sinks import Sink
 from shadoweval.types import Capture, Json, Outcome, Route
 
 if TYPE_CHECKING:  # imported only when tracing is on (it loads OpenTelemetry)
-    from shadoweval.tracing import RequestTrace
+    from shadoweval.tracing import TraceLink
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class ShadowJob:
         route: Route,
         body: bytes,
         caller_auth: str | None,
-        trace: RequestTrace | None = None,
+        trace: TraceLink | None = None,
     ) -> None:
         self.info = info
         self.route = route
@@ -174,7 +174,7 @@ class ShadowDispatcher:
         path: str,
         headers: Mapping[str, str],
         body: bytes,
-        trace: RequestTrace | None = None,
+        trace: TraceLink | None = None,
     ) -> ShadowJob | None:
         """Sample and enqueue; returns the job to complete with the primary's capture."""
         if self._closing or not self._lanes:
@@ -214,7 +214,7 @@ class ShadowDispatcher:
         headers: Mapping[str, str],
         key: bytes | None,
         body: bytes,
-        trace: RequestTrace | None,
+        trace: TraceLink | None,
     ) -> ShadowJob:
         info = RequestInfo(
             request_id=self._ids.next(),

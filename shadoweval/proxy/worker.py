@@ -29,7 +29,7 @@ import struct
 import sys
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDict
 from prometheus_client.metrics_core import Metric
@@ -38,6 +38,9 @@ from shadoweval.config import Config
 from shadoweval.metrics import Metrics
 from shadoweval.proxy.http import Request
 from shadoweval.types import Capture, Route
+
+if TYPE_CHECKING:  # imported only when tracing is on (it loads OpenTelemetry)
+    from shadoweval.tracing import RequestTrace, Tracer
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +134,9 @@ class ShadowWorker:
                 f"the shadow worker did not start within {self._wcfg.start_timeout_s}s"
             ) from None
 
-    def send(self, route: Route, request: Request, capture: Capture) -> None:
+    def send(
+        self, route: Route, request: Request, capture: Capture, trace: RequestTrace | None
+    ) -> None:
         """Hand over one finished request (called off the caller's path, after the answer).
         Frames are written once per loop iteration, so a busy proxy makes few writes."""
         channel = self._channel
@@ -144,7 +149,8 @@ class ShadowWorker:
             # shed shadows, never the proxy's memory.
             self._count_lost()
             return
-        frame = (route, request.path, request.raw_headers, request.body, capture)
+        link = trace.link() if trace is not None else None
+        frame = (route, request.path, request.raw_headers, request.body, capture, link)
         self._pending.append(_frame(("offer", frame)))
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -375,6 +381,11 @@ async def _worker_main(fd: int) -> int:
             observe=recorder.outcome,
         )
         await dispatcher.start()
+        tracer: Tracer | None = None
+        if cfg.tracing.enabled:
+            from shadoweval.tracing import LinkedTrace, Tracer
+
+            tracer = Tracer.build(cfg, prices)
     except Exception as exc:
         reply(("failed", f"{type(exc).__name__}: {exc}"))
         return 1
@@ -391,12 +402,13 @@ async def _worker_main(fd: int) -> int:
     reply(("ready",))
 
     def offer(message: tuple[Any, ...]) -> None:
-        route, path, raw_headers, body, capture = message[1]
+        route, path, raw_headers, body, capture, link = message[1]
         headers = CIMultiDict(
             (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
             for k, v in raw_headers
         )
-        job = dispatcher.offer(route, path, headers, body)
+        trace = LinkedTrace(tracer, link, route) if tracer is not None and link else None
+        job = dispatcher.offer(route, path, headers, body, trace)
         if job is not None:
             job.primary_done(capture)
 
@@ -412,6 +424,8 @@ async def _worker_main(fd: int) -> int:
     await dispatcher.close(grace)
     await sink.close(cfg.shutdown.grace_s)
     await heartbeat.stop()
+    if tracer is not None:  # after the shadows, so their spans are exported too
+        await tracer.close()
     for client in clients:
         await client.pool.close()
     totals = " ".join(f"{k}={v:g}" for k, v in m.totals().items())

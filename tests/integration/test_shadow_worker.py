@@ -142,3 +142,57 @@ def test_worker_config_errors_name_the_key(extra: dict[str, Any], message: str) 
     with pytest.raises(ConfigError) as err:
         parse(raw, environ={})
     assert "shadow_worker.enabled" in str(err.value) and message in str(err.value)
+
+
+async def test_shadow_spans_come_from_the_worker_linked_to_the_request(tmp_path: Path) -> None:
+    """The worker exports its shadow spans itself (OTLP/http, to a collector stand-in here);
+    each links to the SERVER span the proxy process started, and the record's trace_id is
+    that span's."""
+    pytest.importorskip("opentelemetry.sdk")
+    from aiohttp import web
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exported: list[Any] = []
+
+    async def collect(request: web.Request) -> web.Response:
+        message = ExportTraceServiceRequest()
+        message.ParseFromString(await request.read())
+        for resource_spans in message.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                exported.extend(scope_spans.spans)
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", collect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    parent_spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(parent_spans))
+    tracing = {"enabled": True, "otlp_endpoint": f"http://127.0.0.1:{port}"}
+    try:
+        async with running_stack(
+            overrides={**overrides(tmp_path), "tracing": tracing}, tracer_provider=provider
+        ) as stack:
+            await client(stack.url).chat.completions.create(model="prod-model", messages=MESSAGES)
+            await asyncio.sleep(0.5)
+        # Stopping the stack stopped the worker, which flushed its exporter.
+        [server] = [s for s in parent_spans.get_finished_spans() if s.kind.name == "SERVER"]
+        assert server.context is not None
+        [shadow] = exported
+        assert [link.trace_id for link in shadow.links] == [server.context.trace_id.to_bytes(16)]
+        assert [link.span_id for link in shadow.links] == [server.context.span_id.to_bytes(8)]
+        attrs = {a.key: a.value.string_value for a in shadow.attributes}
+        assert attrs["shadoweval.upstream"] == "cand-a"
+        [record] = list(iter_jsonl([tmp_path / "pairs.jsonl"], Counter()))
+        assert record["trace_id"] == f"{server.context.trace_id:032x}"
+    finally:
+        await runner.cleanup()
