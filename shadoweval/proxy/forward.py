@@ -132,6 +132,7 @@ class Forwarder:
                 length is not None
                 and length <= _BUFFER_LIMIT
                 and "event-stream" not in cap.content_type
+                and method != "HEAD"  # no body, but the length of the one GET would have
             ):
                 await self._buffered(upstream, out, status, out_headers, cap, deadline)
             else:

@@ -142,3 +142,18 @@ async def test_http10_streams_are_delimited_by_close() -> None:
         assert b"transfer-encoding" not in head_part.lower()  # HTTP/1.0 has no chunking
         assert b"connection: close" in head_part.lower()
         assert rest.rstrip().endswith(b"data: [DONE]")
+
+
+async def test_head_keeps_the_upstreams_length_and_sends_no_body() -> None:
+    async with running_stack() as stack:
+        get = await exchange(
+            stack.url, b"GET /v1/models HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n"
+        )
+        head = await exchange(
+            stack.url, b"HEAD /v1/models HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n"
+        )
+        _, _, get_body = get.data.partition(b"\r\n\r\n")
+        head_head, _, head_body = head.data.partition(b"\r\n\r\n")
+        assert get.status == head.status == 200
+        assert b"content-length: %d" % len(get_body) in head_head.lower()
+        assert head_body == b""

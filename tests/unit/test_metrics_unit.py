@@ -1,3 +1,5 @@
+from typing import Any
+
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -78,3 +80,41 @@ def test_price_lookup_prefers_exact_then_longest_prefix_and_cached_price() -> No
     )
     assert table.cost("llama-3", usage) is None
     assert table.cost("gpt-4o", None) is None
+
+
+def test_merged_families_add_series_and_keep_per_process_facts_from_the_first() -> None:
+    """The proxy's /metrics with the shadow worker: one exposition from two registries."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from shadoweval.proxy.worker import merge_families
+
+    def registry(pairs: float, depth: float, started: float) -> CollectorRegistry:
+        r = CollectorRegistry()
+        Counter("pairs", "p", ["upstream"], registry=r).labels("a").inc(pairs)
+        Gauge("depth", "d", ["upstream"], registry=r).labels("a").set(depth)
+        Gauge("process_start_time_seconds", "s", registry=r).set(started)
+        Histogram("lat", "l", buckets=(1.0,), registry=r).observe(0.5)
+        return r
+
+    proxy, worker = registry(0, 0, 100.0), registry(7, 3, 200.0)
+    only_in_worker = Counter("only", "o", registry=worker)
+    only_in_worker.inc(2)
+
+    class Families:
+        def collect(self) -> list[Any]:
+            return merge_families(proxy.collect(), worker.collect())
+
+    text = generate_latest(Families()).decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+    assert samples[("pairs_total", (("upstream", "a"),))] == 7
+    assert samples[("depth", (("upstream", "a"),))] == 3
+    assert samples[("lat_count", ())] == 2
+    assert samples[("lat_bucket", (("le", "1.0"),))] == 2
+    assert samples[("only_total", ())] == 2
+    assert samples[("process_start_time_seconds", ())] == 100.0  # the proxy's, not a sum
+    assert text.count("# TYPE pairs_total counter") + text.count("# TYPE pairs counter") == 1
