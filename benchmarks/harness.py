@@ -93,17 +93,19 @@ def pinned(core: str, argv: list[str]) -> list[str]:
     return ["taskset", "-c", core, *argv] if shutil.which("taskset") else argv
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process and its children (the shadow worker, when enabled)."""
+def rss_bytes(pid: int, field: str = "Rss") -> int:
+    """Resident memory of a process and its children (the shadow worker, when enabled).
+    ``field="Pss"``: each shared page divided among the processes sharing it, so a worker
+    forked from the proxy is not counted twice (closest to what a pod's cgroup charges)."""
     total = 0
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith(f"{field}:"):
                 total += int(line.split()[1]) * 1024
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return total
-    return total + sum(rss_bytes(int(c)) for c in children)
+    return total + sum(rss_bytes(int(c), field) for c in children)
 
 
 # Config merged into every shadoweval under test (run.py --worker).

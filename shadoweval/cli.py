@@ -32,7 +32,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if missing:
         raise ConfigError("cannot start:\n  " + "\n  ".join(missing))
     _raise_fd_limit()
-    loop.run(serve(cfg))
+    forked = None
+    if cfg.shadow_worker.enabled:
+        from shadoweval.proxy.worker import fork_worker
+
+        forked = fork_worker()  # before the event loop: it shares this process's pages
+    loop.run(serve(cfg, forked))
     return 0
 
 

@@ -26,7 +26,7 @@ from shadoweval.proxy.forward import Forwarder
 from shadoweval.proxy.http import HttpServer
 from shadoweval.proxy.shadow import ShadowDispatcher
 from shadoweval.proxy.upstream import UpstreamPool
-from shadoweval.proxy.worker import ShadowWorker, merge_families
+from shadoweval.proxy.worker import ForkedWorker, ShadowWorker, merge_families
 from shadoweval.redaction import Redactor
 from shadoweval.sampling import Sampler
 from shadoweval.telemetry import Heartbeat, Recorder
@@ -50,6 +50,7 @@ class ProxyServer:
         metrics: Metrics | None = None,
         sink: sinks.Sink | None = None,
         tracer_provider: TracerProvider | None = None,
+        forked_worker: ForkedWorker | None = None,
     ) -> None:
         """``tracer_provider`` replaces the OTLP one when ``tracing.enabled`` (tests)."""
         self.cfg = cfg
@@ -68,6 +69,7 @@ class ProxyServer:
         self._heartbeat: Heartbeat | None = None
         self.dispatcher: ShadowDispatcher | None = None
         self.worker: ShadowWorker | None = None
+        self._forked_worker = forked_worker
         self.probes: ProbeScheduler | None = None
         self.proxy_url = ""
         self.admin_url = ""
@@ -100,7 +102,7 @@ class ProxyServer:
         )
         self._pools[cfg.primary.name] = primary_pool
         if cfg.shadow_worker.enabled:
-            self.worker = ShadowWorker(cfg, m)
+            self.worker = ShadowWorker(cfg, m, self._forked_worker)
             await self.worker.start()  # candidates, sink and probes live in the worker
         else:
             await self._start_shadows(recorder, prices)
@@ -246,8 +248,8 @@ class _Families:
         return self._families
 
 
-async def serve(cfg: Config) -> None:
-    server = ProxyServer(cfg)
+async def serve(cfg: Config, forked_worker: ForkedWorker | None = None) -> None:
+    server = ProxyServer(cfg, forked_worker=forked_worker)
     await server.start()
     # Everything built so far lives as long as the process: moved out of the collector's
     # reach, it is no longer scanned by every full collection (tens of ms on the loop).

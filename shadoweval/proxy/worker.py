@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import gc
 import itertools
 import logging
 import os
@@ -89,11 +90,14 @@ class _Channel(asyncio.Protocol):
 class ShadowWorker:
     """The proxy's handle on its worker process."""
 
-    def __init__(self, cfg: Config, metrics: Metrics) -> None:
+    def __init__(self, cfg: Config, metrics: Metrics, forked: ForkedWorker | None = None) -> None:
+        """``forked``: a worker :func:`fork_worker` started before the event loop (it
+        shares the proxy's memory pages); replacements are started afresh."""
         self._cfg = cfg
         self._wcfg = cfg.shadow_worker
         self._metrics = metrics
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: asyncio.subprocess.Process | ForkedWorker | None = None
+        self._forked = forked
         self._channel: _Channel | None = None
         self._pending: list[bytes] = []
         self._flush_scheduled = False
@@ -113,13 +117,16 @@ class ShadowWorker:
         """Start the worker and wait until it is ready (a ConfigError-like failure of the
         worker, such as a candidate's missing certificate, fails the proxy's start too)."""
         loop = asyncio.get_running_loop()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-        fd = theirs.fileno()
-        self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "shadoweval", "shadow-worker", "--fd", str(fd), pass_fds=(fd,)
-        )
-        theirs.close()
+        if self._forked is not None:
+            self._proc, ours = self._forked, self._forked.sock
+            self._forked = None
+        else:
+            ours, theirs = _socket_pair()
+            fd = theirs.fileno()
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "shadoweval", "shadow-worker", "--fd", str(fd), pass_fds=(fd,)
+            )
+            theirs.close()
         self._ready = loop.create_future()
         _, self._channel = await loop.create_unix_connection(
             lambda: _Channel(self._on_message, self._on_lost), sock=ours
@@ -254,6 +261,63 @@ class ShadowWorker:
 _FIRST_ONLY = frozenset({"process_start_time_seconds", "process_max_fds", "python_info"})
 
 
+def _socket_pair() -> tuple[socket.socket, socket.socket]:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    return ours, theirs
+
+
+class ForkedWorker:
+    """A worker forked from the proxy before its event loop started (the same interface as
+    the asyncio process of a spawned one: ``pid``, ``returncode``, ``wait``, ``kill``)."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+        self._code: int | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        if self._code is None:
+            with contextlib.suppress(ChildProcessError):
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid:
+                    self._code = os.waitstatus_to_exitcode(status)
+        return self._code
+
+    async def wait(self) -> int:
+        while self.returncode is None:
+            await asyncio.sleep(0.05)
+        assert self._code is not None
+        return self._code
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def fork_worker() -> ForkedWorker | None:
+    """Fork the shadow worker now, before any event loop or thread exists: the child shares
+    every module and object the proxy has loaded (copy-on-write; frozen out of the garbage
+    collector's reach first, so collections do not copy them), instead of loading its own.
+    None where fork is not available; the proxy then starts the worker afresh."""
+    if not hasattr(os, "fork"):  # pragma: no cover - not on Windows
+        return None
+    gc.collect()
+    gc.freeze()
+    ours, theirs = _socket_pair()
+    pid = os.fork()
+    if pid == 0:  # the worker: never returns into the proxy's code
+        code = 1
+        try:
+            ours.close()
+            code = run_worker(theirs.detach())
+        finally:
+            os._exit(code)
+    theirs.close()
+    return ForkedWorker(pid, ours)
+
+
 def merge_families(*groups: Iterable[Metric]) -> list[Metric]:
     """One exposition from several processes' families: samples with the same name and
     labels are added (counters, histogram buckets and gauges alike: each series is
@@ -346,6 +410,7 @@ async def _worker_main(fd: int) -> int:
         level=cfg.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s[shadow-worker]: %(message)s",
         stream=sys.stderr,
+        force=True,  # a forked worker inherits the proxy's handlers
     )
     with contextlib.suppress(OSError, AttributeError):  # SCHED_IDLE: Linux only
         if cfg.shadow_worker.scheduling == "idle":
