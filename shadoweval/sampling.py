@@ -50,6 +50,11 @@ class Sampler:
         self._rng = rng or random.Random()
         self._bucket = TokenBucket(cfg.max_per_second) if cfg.max_per_second else None
 
+    @property
+    def keyed(self) -> bool:
+        """Whether decisions depend on the request (callers may skip building its headers)."""
+        return self._by_body or self._header is not None
+
     def key(self, headers: Mapping[str, str], body: bytes) -> bytes | None:
         """The stable sampling key of a request, or None when sampling is random."""
         if self._by_body:

@@ -175,12 +175,15 @@ class ShadowDispatcher:
         headers: Mapping[str, str],
         body: bytes,
         trace: TraceLink | None = None,
+        mirrored: bool = False,
     ) -> ShadowJob | None:
-        """Sample and enqueue; returns the job to complete with the primary's capture."""
+        """Sample and enqueue; returns the job to complete with the primary's capture.
+        ``mirrored``: the global sampling decision was already taken (the shadow worker's
+        proxy takes it, so unsampled requests never cross to the worker)."""
         if self._closing or not self._lanes:
             return None
         key = self._sampler.key(headers, body)
-        if not self._sampler.mirrored(key):
+        if not mirrored and not self._sampler.mirrored(key):
             for lane in self._lanes:
                 lane.sampled_out.inc()
             return None

@@ -38,6 +38,7 @@ from prometheus_client.metrics_core import Metric
 from shadoweval.config import Config
 from shadoweval.metrics import Metrics
 from shadoweval.proxy.http import Request
+from shadoweval.sampling import Sampler
 from shadoweval.types import Capture, Route
 
 if TYPE_CHECKING:  # imported only when tracing is on (it loads OpenTelemetry)
@@ -107,7 +108,13 @@ class ShadowWorker:
         self._closing = False
         self._restarts = 0
         self._restart_task: asyncio.Task[None] | None = None
-        self._lost = [metrics.dropped.labels(c.name, "worker_unavailable") for c in cfg.candidates]
+        # The global sampling decision is taken here, so only mirrored requests cross.
+        self._sampler = Sampler(cfg.sampling)
+        self._candidates = [
+            (c.name, c.sample_rate, metrics.dropped.labels(c.name, "worker_unavailable"))
+            for c in cfg.candidates
+        ]
+        self._sampled_out = [metrics.sampled.labels(c.name, "out") for c in cfg.candidates]
 
     @property
     def accepting(self) -> bool:
@@ -146,15 +153,25 @@ class ShadowWorker:
     ) -> None:
         """Hand over one finished request (called off the caller's path, after the answer).
         Frames are written once per loop iteration, so a busy proxy makes few writes."""
+        sampler = self._sampler
+        key = sampler.key(request.headers, request.body) if sampler.keyed else None
+        if not sampler.mirrored(key):
+            for counter in self._sampled_out:
+                counter.inc()
+            return
         channel = self._channel
         transport = channel.transport if channel is not None else None
-        if transport is None or self._ready is None or not self._ready.done():
-            self._count_lost()
-            return
-        if transport.get_write_buffer_size() > self._wcfg.max_pending_bytes:
-            # The worker is not keeping up (starved of CPU by the proxy's own traffic):
-            # shed shadows, never the proxy's memory.
-            self._count_lost()
+        if (
+            transport is None
+            or self._ready is None
+            or not self._ready.done()
+            # Not keeping up (starved of CPU by the proxy's own traffic): shed shadows,
+            # never the proxy's memory.
+            or transport.get_write_buffer_size() > self._wcfg.max_pending_bytes
+        ):
+            for name, rate, lost in self._candidates:
+                if sampler.candidate_in(key, name, rate):
+                    lost.inc()
             return
         link = trace.link() if trace is not None else None
         frame = (route, request.path, request.raw_headers, request.body, capture, link)
@@ -169,10 +186,6 @@ class ShadowWorker:
         channel = self._channel
         if channel is not None and channel.transport is not None:
             channel.transport.write(b"".join(pending))
-
-    def _count_lost(self) -> None:
-        for counter in self._lost:
-            counter.inc()
 
     async def families(self, timeout_s: float = 2.0) -> list[Metric]:
         """The worker's metric families, for the proxy's /metrics (empty if it is down)."""
@@ -473,7 +486,7 @@ async def _worker_main(fd: int) -> int:
             for k, v in raw_headers
         )
         trace = LinkedTrace(tracer, link, route) if tracer is not None and link else None
-        job = dispatcher.offer(route, path, headers, body, trace)
+        job = dispatcher.offer(route, path, headers, body, trace, mirrored=True)
         if job is not None:
             job.primary_done(capture)
 

@@ -16,8 +16,9 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shadoweval.config import ConfigError, parse
+from shadoweval.config import ConfigError, Sampling, parse
 from shadoweval.records import iter_jsonl
+from shadoweval.sampling import Sampler
 from shadoweval.testing import running_stack
 
 MESSAGES: Any = [{"role": "user", "content": "hello worker"}]
@@ -125,6 +126,32 @@ async def test_a_dead_worker_costs_shadows_only_and_is_replaced(tmp_path: Path) 
     assert 1 <= len(contents) <= 2
 
 
+async def test_sampling_is_decided_once_and_only_mirrored_requests_cross(tmp_path: Path) -> None:
+    """The proxy takes the global decision (the worker never draws again) and counts the
+    requests it keeps; a keyed decision gives the same pairs as in one process."""
+    sampling = {"rate": 0.5, "key": "header:x-user"}
+    users = [f"user-{i}" for i in range(40)]
+    expected = [u for u in users if Sampler(Sampling(**sampling)).mirrored(u.encode())]
+    assert 5 < len(expected) < 35  # the check below means something
+    async with running_stack(overrides={**overrides(tmp_path), "sampling": sampling}) as stack:
+        c = client(stack.url)
+        for user in users:
+            await c.chat.completions.create(
+                model="prod-model", messages=MESSAGES, extra_headers={"x-user": user}
+            )
+        for _ in range(50):
+            text = await scrape(stack.proxy.admin_url)
+            if sample(text, "shadoweval_pairs_total") >= len(expected):
+                break
+            await asyncio.sleep(0.1)
+        assert sample(text, "shadoweval_pairs_total") == len(expected)
+        assert sample(text, "shadoweval_shadow_sampling_decisions_total", decision="in") == len(
+            expected
+        )
+        out = sample(text, "shadoweval_shadow_sampling_decisions_total", decision="out")
+        assert out == len(users) - len(expected)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -196,3 +223,25 @@ async def test_shadow_spans_come_from_the_worker_linked_to_the_request(tmp_path:
         assert record["trace_id"] == f"{server.context.trace_id:032x}"
     finally:
         await runner.cleanup()
+
+
+async def test_random_sampling_is_not_applied_twice(tmp_path: Path) -> None:
+    """Unkeyed, the proxy's draw decides alone: the worker drawing again would mirror about
+    a quarter at rate 0.5 instead of half (bounds: +-4.2 standard deviations)."""
+    sampling = {"rate": 0.5}
+    n = 200
+    async with running_stack(overrides={**overrides(tmp_path), "sampling": sampling}) as stack:
+        async with aiohttp.ClientSession() as s:
+            body = {"model": "prod-model", "messages": MESSAGES}
+            for _ in range(n):
+                async with s.post(f"{stack.url}/v1/chat/completions", json=body) as resp:
+                    assert resp.status == 200
+        for _ in range(50):
+            text = await scrape(stack.proxy.admin_url)
+            decided = sample(text, "shadoweval_shadow_sampling_decisions_total")
+            if decided >= n:
+                break
+            await asyncio.sleep(0.1)
+        assert decided == n  # every request decided once, in one process or the other
+        pairs = sample(text, "shadoweval_pairs_total")
+        assert 70 <= pairs <= 130, pairs
