@@ -108,6 +108,17 @@ def rss_bytes(pid: int, field: str = "Rss") -> int:
     return total + sum(rss_bytes(int(c), field) for c in children)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and its live children."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(c)) for c in children)
+
+
 # Config merged into every shadoweval under test (run.py --worker).
 SHADOWEVAL_EXTRA: dict[str, Any] = {}
 
@@ -194,7 +205,9 @@ def nginx_upstreams(n: int) -> Iterator[list[int]]:
 
 
 @contextlib.contextmanager
-def nginx_proxy(primary: int, mirrors: list[int], streaming: bool = False) -> Iterator[int]:
+def nginx_proxy(
+    primary: int, mirrors: list[int], streaming: bool = False, pid: list[int] | None = None
+) -> Iterator[int]:
     """nginx as the system under test: proxy_pass to the primary, `mirror` to each candidate
     (``streaming``: unbuffered, each upstream chunk passed on as it arrives, as for SSE)."""
     port = free_port()
@@ -219,7 +232,11 @@ def nginx_proxy(primary: int, mirrors: list[int], streaming: bool = False) -> It
     )
     with tempfile.TemporaryDirectory(prefix="bench-nginx-") as tmp:
         conf = nginx_conf(Path(tmp), servers)
-        with process(pinned(SUT_CORE, ["nginx", "-c", str(conf), "-p", tmp]), "nginx-proxy", port):
+        with process(
+            pinned(SUT_CORE, ["nginx", "-c", str(conf), "-p", tmp]), "nginx-proxy", port
+        ) as proc:
+            if pid is not None:  # for CPU accounting (master and worker)
+                pid.append(proc.pid)
             yield port
 
 

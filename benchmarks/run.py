@@ -127,10 +127,16 @@ def streaming(concurrency: int, seconds: float) -> dict[str, Any]:
         direct = uvloop.run(streams(url(p), concurrency, ramp_s=seconds))
         # nginx on the same core, unbuffered, mirroring to the same candidate: the floor of
         # what relaying this many chunks costs on this machine.
-        with h.nginx_proxy(p, [c], streaming=True) as np_:
+        cpu: dict[str, float] = {}
+        pid: list[int] = []
+        with h.nginx_proxy(p, [c], streaming=True, pid=pid) as np_:
+            before = h.cpu_seconds(pid[0])
             nginx = uvloop.run(streams(url(np_), concurrency, ramp_s=seconds))
+            cpu["nginx_mirror"] = h.cpu_seconds(pid[0]) - before
         with h.shadoweval_proxy(url(p, ""), [url(c, "")]) as (sp, _, proc):
+            before = h.cpu_seconds(proc.pid)
             proxied = uvloop.run(streams(url(sp), concurrency, ramp_s=seconds))
+            cpu["shadoweval"] = h.cpu_seconds(proc.pid) - before
             rss = h.rss_bytes(proc.pid)
     for name, r in (("direct", direct), ("nginx_mirror", nginx), ("shadoweval", proxied)):
         res[name] = {
@@ -145,6 +151,10 @@ def streaming(concurrency: int, seconds: float) -> dict[str, Any]:
     res["added_gap_p99_ms"] = res["shadoweval"]["gap_p99_ms"] - res["direct"]["gap_p99_ms"]
     for key in ("ttft_p99_ms", "gap_p99_ms"):
         res[f"nginx_added_{key}"] = res["nginx_mirror"][key] - res["direct"][key]
+    # The relay's cost where the kernel dominates: CPU per chunk delivered (mirror included).
+    for name, r in (("nginx_mirror", nginx), ("shadoweval", proxied)):
+        res[name]["cpu_s"] = cpu[name]
+        res[name]["cpu_us_per_chunk"] = 1e6 * cpu[name] / max(r["chunks"], 1)
     res["shadoweval_rss_mb"] = rss / 1e6
     return res
 
@@ -353,7 +363,9 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             "Streaming, nginx mirror on the same core for reference: added TTFT P99 "
             f"{stream['nginx_added_ttft_p99_ms']:.3g} ms, chunk relay delay P99 "
-            f"{stream['nginx_added_gap_p99_ms']:.3g} ms."
+            f"{stream['nginx_added_gap_p99_ms']:.3g} ms. CPU per chunk delivered: nginx "
+            f"{stream['nginx_mirror'].get('cpu_us_per_chunk', float('nan')):.0f} µs, "
+            f"shadoweval {stream['shadoweval'].get('cpu_us_per_chunk', float('nan')):.0f} µs."
         )
     if fixed:
         dropped = ", ".join(f"{k} {v:g}" for k, v in fixed.items() if k.startswith("dropped"))
