@@ -304,7 +304,8 @@ def drops() -> Panel:
         "Shadow drops",
         "Shadows dropped before being sent: queue_full (candidate too slow), rate_limit "
         "(sampling.max_per_second), shutdown, invalid_request, circuit_open (candidate "
-        "down: its circuit breaker is open).",
+        "down: its circuit breaker is open), worker_unavailable (the shadow worker is "
+        "restarting or cannot keep up).",
         "ops",
         [
             target(

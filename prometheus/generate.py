@@ -190,7 +190,7 @@ def _safety_flags() -> Alert:
 def _shadow_drops() -> Alert:
     dropped = (
         f"sum by ({BY}, upstream, reason) (rate(shadoweval_shadow_dropped_total"
-        '{reason=~"queue_full|rate_limit"}[10m]))'
+        '{reason=~"queue_full|rate_limit|circuit_open|worker_unavailable"}[10m]))'
     )
     sampled = (
         f"sum by ({BY}, upstream) "

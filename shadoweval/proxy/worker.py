@@ -111,7 +111,13 @@ class ShadowWorker:
         # The global sampling decision is taken here, so only mirrored requests cross.
         self._sampler = Sampler(cfg.sampling)
         self._candidates = [
-            (c.name, c.sample_rate, metrics.dropped.labels(c.name, "worker_unavailable"))
+            (
+                c.name,
+                c.sample_rate,
+                metrics.sampled.labels(c.name, "in"),
+                metrics.sampled.labels(c.name, "out"),
+                metrics.dropped.labels(c.name, "worker_unavailable"),
+            )
             for c in cfg.candidates
         ]
         self._sampled_out = [metrics.sampled.labels(c.name, "out") for c in cfg.candidates]
@@ -169,9 +175,13 @@ class ShadowWorker:
             # never the proxy's memory.
             or transport.get_write_buffer_size() > self._wcfg.max_pending_bytes
         ):
-            for name, rate, lost in self._candidates:
+            # Counted as the dispatcher would have: sampled for a candidate, then dropped.
+            for name, rate, sampled_in, sampled_out, lost in self._candidates:
                 if sampler.candidate_in(key, name, rate):
+                    sampled_in.inc()
                     lost.inc()
+                else:
+                    sampled_out.inc()
             return
         link = trace.link() if trace is not None else None
         frame = (route, request.path, request.raw_headers, request.body, capture, link)

@@ -107,6 +107,12 @@ async def test_a_dead_worker_costs_shadows_only_and_is_replaced(tmp_path: Path) 
             {"upstream": "cand-a", "reason": "worker_unavailable"},
         )
         assert dropped == 3
+        # Counted as the dispatcher would have: sampled for the candidate, then dropped (the
+        # drop-ratio alert divides one by the other).
+        sampled_in = stack.proxy.metrics.registry.get_sample_value(
+            "shadoweval_shadow_sampling_decisions_total", {"upstream": "cand-a", "decision": "in"}
+        )
+        assert sampled_in == 3
         # A new worker takes over (after a short back-off) and shadows flow again.
         for _ in range(100):
             if worker._proc.pid != first_pid and worker._ready is not None and worker._ready.done():
