@@ -21,14 +21,11 @@ from shadoweval.config import Config
 from shadoweval.metrics import REFUSED_REASONS, Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.proxy.app import ProxyHandler
-from shadoweval.proxy.candidate import CandidateClient
 from shadoweval.proxy.forward import Forwarder
 from shadoweval.proxy.http import HttpServer
 from shadoweval.proxy.shadow import ShadowDispatcher
 from shadoweval.proxy.upstream import UpstreamPool
 from shadoweval.proxy.worker import ForkedWorker, ShadowWorker, merge_families
-from shadoweval.redaction import Redactor
-from shadoweval.sampling import Sampler
 from shadoweval.telemetry import Heartbeat, Recorder
 from shadoweval.tls import client_context
 
@@ -153,24 +150,11 @@ class ProxyServer:
 
             self.probes = ProbeScheduler.from_config(cfg, self.sink, m)
         await self.sink.start()
-        clients = []
-        for cand in cfg.candidates:
-            client = CandidateClient(
-                cand, cfg.limits.capture_max_bytes, on_attempt=recorder.attempt
-            )
-            self._pools[cand.name] = client.pool
-            clients.append(client)
-        self.dispatcher = ShadowDispatcher(
-            clients,
-            Sampler(cfg.sampling),
-            self.sink,
-            Redactor(cfg.redaction),
-            m,
-            primary_name=cfg.primary.name,
-            primary_timeout_s=cfg.primary.timeout_s,
-            prices=prices,
-            observe=recorder.outcome,
+        self.dispatcher = ShadowDispatcher.from_config(
+            cfg, self.sink, m, prices, on_attempt=recorder.attempt, observe=recorder.outcome
         )
+        for client in self.dispatcher.clients:
+            self._pools[client.name] = client.pool
         await self.dispatcher.start()
 
     def _connection_counts(self) -> dict[tuple[str, str], int]:

@@ -54,6 +54,17 @@ def error_headers(code: str) -> list[tuple[bytes, bytes]]:
     return [(b"content-type", b"application/json"), (b"x-shadoweval-error", code.encode())]
 
 
+def decode_headers(raw: list[tuple[bytes, bytes]]) -> CIMultiDictProxy[str]:
+    """Raw header pairs as a case-insensitive mapping, decoded as aiohttp decodes them:
+    bytes that are not UTF-8 survive as surrogates (the sampling key hashes them back)."""
+    return CIMultiDictProxy(
+        CIMultiDict(
+            (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+            for k, v in raw
+        )
+    )
+
+
 class Request:
     """One complete caller request (its body read whole: bodies are bounded)."""
 
@@ -79,13 +90,7 @@ class Request:
     def headers(self) -> CIMultiDictProxy[str]:
         """Decoded headers, built on first use (the relay itself needs only the raw ones)."""
         if self._headers is None:
-            # As aiohttp decodes them: bytes that are not UTF-8 survive as surrogates.
-            self._headers = CIMultiDictProxy(
-                CIMultiDict(
-                    (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-                    for k, v in self.raw_headers
-                )
-            )
+            self._headers = decode_headers(self.raw_headers)
         return self._headers
 
 

@@ -17,10 +17,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from shadoweval.config import Config
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.proxy.breaker import Breaker
-from shadoweval.proxy.candidate import CandidateClient
+from shadoweval.proxy.candidate import AttemptHook, CandidateClient
 from shadoweval.proxy.openai import InvalidRequest, parse_answer, parse_request
 from shadoweval.records import RequestInfo, build_pair
 from shadoweval.redaction import Redactor
@@ -165,6 +166,38 @@ class ShadowDispatcher:
         self._keeps_caller_auth = any(c.cfg.forward_caller_auth for c in clients)
         self._closing = False
         self._ids = RequestIds()
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: Config,
+        sink: Sink,
+        metrics: Metrics,
+        prices: PriceTable,
+        on_attempt: AttemptHook | None = None,
+        observe: ObserveFn | None = None,
+    ) -> ShadowDispatcher:
+        """The candidates' clients and their dispatcher, as the proxy or its shadow worker
+        runs them."""
+        clients = [
+            CandidateClient(c, cfg.limits.capture_max_bytes, on_attempt=on_attempt)
+            for c in cfg.candidates
+        ]
+        return cls(
+            clients,
+            Sampler(cfg.sampling),
+            sink,
+            Redactor(cfg.redaction),
+            metrics,
+            primary_name=cfg.primary.name,
+            primary_timeout_s=cfg.primary.timeout_s,
+            prices=prices,
+            observe=observe,
+        )
+
+    @property
+    def clients(self) -> list[CandidateClient]:
+        return [lane.client for lane in self._lanes]
 
     # -- called on the hot path -------------------------------------------------------
 

@@ -32,12 +32,11 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from multidict import CIMultiDict
 from prometheus_client.metrics_core import Metric
 
 from shadoweval.config import Config
 from shadoweval.metrics import Metrics
-from shadoweval.proxy.http import Request
+from shadoweval.proxy.http import Request, decode_headers
 from shadoweval.sampling import Sampler
 from shadoweval.types import Capture, Route
 
@@ -96,7 +95,6 @@ class ShadowWorker:
         shares the proxy's memory pages); replacements are started afresh."""
         self._cfg = cfg
         self._wcfg = cfg.shadow_worker
-        self._metrics = metrics
         self._proc: asyncio.subprocess.Process | ForkedWorker | None = None
         self._forked = forked
         self._channel: _Channel | None = None
@@ -386,10 +384,7 @@ def run_worker(fd: int) -> int:
 async def _worker_main(fd: int) -> int:
     from shadoweval import sinks
     from shadoweval.pricing import PriceTable
-    from shadoweval.proxy.candidate import CandidateClient
     from shadoweval.proxy.shadow import ShadowDispatcher
-    from shadoweval.redaction import Redactor
-    from shadoweval.sampling import Sampler
     from shadoweval.telemetry import Heartbeat, Recorder
 
     # SIGINT/SIGTERM go to the whole process group (a terminal, a container runtime): the
@@ -453,21 +448,10 @@ async def _worker_main(fd: int) -> int:
             probes = ProbeScheduler.from_config(cfg, sink, m)
         await sink.start()
         recorder = Recorder(m, cfg.primary.name, prices)
-        clients = [
-            CandidateClient(c, cfg.limits.capture_max_bytes, on_attempt=recorder.attempt)
-            for c in cfg.candidates
-        ]
-        dispatcher = ShadowDispatcher(
-            clients,
-            Sampler(cfg.sampling),
-            sink,
-            Redactor(cfg.redaction),
-            m,
-            primary_name=cfg.primary.name,
-            primary_timeout_s=cfg.primary.timeout_s,
-            prices=prices,
-            observe=recorder.outcome,
+        dispatcher = ShadowDispatcher.from_config(
+            cfg, sink, m, prices, on_attempt=recorder.attempt, observe=recorder.outcome
         )
+        clients = dispatcher.clients
         await dispatcher.start()
         tracer: Tracer | None = None
         if cfg.tracing.enabled:
@@ -491,10 +475,7 @@ async def _worker_main(fd: int) -> int:
 
     def offer(message: tuple[Any, ...]) -> None:
         route, path, raw_headers, body, capture, link = message[1]
-        headers = CIMultiDict(
-            (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-            for k, v in raw_headers
-        )
+        headers = decode_headers(raw_headers)
         trace = LinkedTrace(tracer, link, route) if tracer is not None and link else None
         job = dispatcher.offer(route, path, headers, body, trace, mirrored=True)
         if job is not None:
