@@ -32,12 +32,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if missing:
         raise ConfigError("cannot start:\n  " + "\n  ".join(missing))
     _raise_fd_limit()
-    forked = None
+    forked, relays = None, None
     if cfg.shadow_worker.enabled:
+        from shadoweval.proxy.relays import fork_relays
         from shadoweval.proxy.worker import fork_worker
 
-        forked = fork_worker()  # before the event loop: it shares this process's pages
-    loop.run(serve(cfg, forked))
+        # Before the event loop: the children share this process's pages.
+        forked = fork_worker()
+        inherited = [forked.sock] if forked is not None else []
+        relays = fork_relays(cfg.listen.processes - 1, inherited)
+    loop.run(serve(cfg, forked, relays))
     return 0
 
 
@@ -45,6 +49,13 @@ def cmd_shadow_worker(args: argparse.Namespace) -> int:
     from shadoweval.proxy.worker import run_worker
 
     return run_worker(args.fd)
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    from shadoweval.proxy.relays import run_relay
+
+    _raise_fd_limit()
+    return run_relay(args.fd)
 
 
 def _raise_fd_limit() -> None:
@@ -308,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("shadow-worker", help=argparse.SUPPRESS)  # started by `serve`
     p.add_argument("--fd", type=int, required=True)
     p.set_defaults(func=cmd_shadow_worker)
+
+    p = sub.add_parser("relay", help=argparse.SUPPRESS)  # started by `serve` (listen.processes)
+    p.add_argument("--fd", type=int, required=True)
+    p.set_defaults(func=cmd_relay)
 
     p = sub.add_parser("check-config", help="validate a config file and exit")
     p.add_argument("config", help="YAML config file")

@@ -83,6 +83,9 @@ def _check_name(value: str) -> str:
 class Listen(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    # Relay processes on the proxy port (SO_REUSEPORT: the kernel spreads connections over
+    # them). One per core given to the pod; more than one needs the shadow worker.
+    processes: int = Field(1, ge=1, le=64)
 
 
 class AdminListen(_Model):
@@ -681,6 +684,12 @@ class Config(_Model):
             raise ValueError(
                 "shadow_worker.enabled: the worker receives requests after the primary's "
                 "answer; it cannot be combined with sampling.send_shadows: with_request"
+            )
+        if self.listen.processes > 1 and not self.shadow_worker.enabled:
+            raise ValueError(
+                "listen.processes: more than one relay process needs shadow_worker.enabled: "
+                "true, so every process's shadows reach one set of candidates, sampling "
+                "budgets and sink"
             )
         if self.shadow_worker.enabled and isinstance(self.sink, MemorySink):
             raise ValueError(

@@ -21,11 +21,13 @@ from shadoweval.config import Config
 from shadoweval.metrics import REFUSED_REASONS, Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.proxy.app import ProxyHandler
+from shadoweval.proxy.children import ForkedProcess, Parent, merge_families
 from shadoweval.proxy.forward import Forwarder
 from shadoweval.proxy.http import HttpServer
+from shadoweval.proxy.relays import LeaderLink, Relays
 from shadoweval.proxy.shadow import ShadowDispatcher
 from shadoweval.proxy.upstream import UpstreamPool
-from shadoweval.proxy.worker import ForkedWorker, ShadowWorker, merge_families
+from shadoweval.proxy.worker import Handoff, ShadowWorker
 from shadoweval.telemetry import Heartbeat, Recorder
 from shadoweval.tls import client_context
 
@@ -47,9 +49,14 @@ class ProxyServer:
         metrics: Metrics | None = None,
         sink: sinks.Sink | None = None,
         tracer_provider: TracerProvider | None = None,
-        forked_worker: ForkedWorker | None = None,
+        forked_worker: ForkedProcess | None = None,
+        forked_relays: list[ForkedProcess] | None = None,
+        relay: Parent | None = None,
     ) -> None:
-        """``tracer_provider`` replaces the OTLP one when ``tracing.enabled`` (tests)."""
+        """``tracer_provider`` replaces the OTLP one when ``tracing.enabled`` (tests).
+        ``forked_*``: children ``serve`` forked before the event loop. ``relay``: this is
+        an extra relay process (``listen.processes``) on its channel to the leader: no
+        admin port, and its shadows go to the leader."""
         self.cfg = cfg
         self._tracer_provider = tracer_provider
         self.tracer: Tracer | None = None
@@ -64,9 +71,13 @@ class ProxyServer:
         self._pools: dict[str, UpstreamPool] = {}
         self._http: HttpServer | None = None
         self._heartbeat: Heartbeat | None = None
+        self._handoff: Handoff | None = None
         self.dispatcher: ShadowDispatcher | None = None
         self.worker: ShadowWorker | None = None
         self._forked_worker = forked_worker
+        self.relays: Relays | None = None
+        self._forked_relays = forked_relays
+        self._relay = relay
         self.probes: ProbeScheduler | None = None
         self.proxy_url = ""
         self.admin_url = ""
@@ -98,16 +109,20 @@ class ProxyServer:
             ssl_context=primary_tls,
         )
         self._pools[cfg.primary.name] = primary_pool
-        if cfg.shadow_worker.enabled:
-            self.worker = ShadowWorker(cfg, m, self._forked_worker)
+        handoff: Handoff | None = None
+        if self._relay is not None:
+            handoff = LeaderLink(cfg, m, self._relay)
+        elif cfg.shadow_worker.enabled:
+            handoff = self.worker = ShadowWorker(cfg, m, self._forked_worker)
             await self.worker.start()  # candidates, sink and probes live in the worker
         else:
             await self._start_shadows(recorder, prices)
+        self._handoff = handoff
         forwarder = Forwarder(cfg.primary, cfg.limits, primary_pool, on_attempt=recorder.attempt_of)
         handler = ProxyHandler(
             forwarder,
             self.dispatcher,
-            worker=self.worker,
+            worker=handoff,
             observe=recorder.primary,
             tracer=self.tracer,
             shadows_with_request=cfg.sampling.send_shadows == "with_request",
@@ -116,19 +131,29 @@ class ProxyServer:
         self._http = HttpServer(handler, cfg.limits, lambda r: refused[r].inc())
         loop = asyncio.get_running_loop()
         # A deep accept queue: bursts of new connections queue rather than get refused.
+        # Several processes: each its own socket on the port; the kernel spreads connections.
         self._listener = await loop.create_server(
-            self._http, cfg.listen.host, cfg.listen.port, backlog=4096
+            self._http,
+            cfg.listen.host,
+            cfg.listen.port,
+            backlog=4096,
+            reuse_port=cfg.listen.processes > 1 or None,
         )
         host, port = self._listener.sockets[0].getsockname()[:2]
         self.proxy_url = f"http://{host}:{port}"
-
         m.loop_tasks.set_function(lambda: len(asyncio.all_tasks(loop)))  # read when scraped
-        self._admin = web.AppRunner(self._admin_app(admin_token), access_log=None)
-        await self._admin.setup()
-        await web.TCPSite(self._admin, cfg.admin.host, cfg.admin.port).start()
-        host, port = self._admin.addresses[0][:2]
-        self.admin_url = f"http://{host}:{port}"
-        roles = {cfg.primary.name: "primary", **{c.name: c.role for c in cfg.candidates}}
+        # Fixed hourly costs are counted once, by the leader.
+        roles: dict[str, str] = {}
+        if self._relay is None:
+            if self.worker is not None and cfg.listen.processes > 1:
+                self.relays = Relays(cfg, self.worker, self._forked_relays)
+                await self.relays.start(port)
+            self._admin = web.AppRunner(self._admin_app(admin_token), access_log=None)
+            await self._admin.setup()
+            await web.TCPSite(self._admin, cfg.admin.host, cfg.admin.port).start()
+            host, port = self._admin.addresses[0][:2]
+            self.admin_url = f"http://{host}:{port}"
+            roles = {cfg.primary.name: "primary", **{c.name: c.role for c in cfg.candidates}}
         self._heartbeat = Heartbeat(
             m, cfg.metrics.loop_lag_interval_s, prices, roles, self._connection_counts
         )
@@ -136,7 +161,8 @@ class ProxyServer:
         if self.probes is not None:
             self.probes.start()  # own connections; never through the proxy port
         self.ready = True
-        m.ready.set(1)
+        if self._relay is None:  # the leader's readiness is the pod's
+            m.ready.set(1)
         log.info("proxy on %s -> %s; admin on %s", self.proxy_url, cfg.primary.url, self.admin_url)
 
     async def _start_shadows(self, recorder: Recorder, prices: PriceTable) -> None:
@@ -176,17 +202,18 @@ class ProxyServer:
         app = web.Application(middlewares=[bearer_auth(token)] if token else [])
         app.router.add_get("/healthz", healthz)
         app.router.add_get("/readyz", readyz)
-        if self.worker is None:
+        if self.worker is None and self.relays is None:
             app.router.add_get("/metrics", make_aiohttp_handler(self.metrics.registry))
         else:
             app.router.add_get("/metrics", self._merged_metrics)
         return app
 
     async def _merged_metrics(self, request: web.Request) -> web.Response:
-        """This process's metrics and the shadow worker's, as one exposition."""
+        """This process's metrics, the relays' and the shadow worker's, as one exposition."""
         assert self.worker is not None
-        ours = self.metrics.registry.collect()
-        families = merge_families(ours, await self.worker.families())
+        relays = self.relays.families() if self.relays is not None else asyncio.sleep(0, [])
+        theirs, worker = await asyncio.gather(relays, self.worker.families())
+        families = merge_families(self.metrics.registry.collect(), *theirs, worker)
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         body = encoder(_Families(families))
         return web.Response(body=body, headers={"Content-Type": content_type})
@@ -198,14 +225,18 @@ class ProxyServer:
         self.metrics.ready.set(0)
         if self._listener is not None:
             self._listener.close()  # no new connections
+        if self.relays is not None:
+            self.relays.tell_close(self.cfg.shutdown.grace_s)  # they drain alongside
         if self._http is not None:
             await self._http.shutdown(self.cfg.shutdown.grace_s)  # in-flight ones finish
+        if self.relays is not None:  # their last shadows pass through here to the worker
+            await self.relays.wait_closed(self.cfg.shutdown.grace_s)
         if self.probes is not None:  # before the sink closes, so their records are flushed
             await self.probes.stop(self.cfg.shutdown.shadow_grace_s)
         if self.dispatcher is not None:
             await self.dispatcher.close(self.cfg.shutdown.shadow_grace_s)
-        if self.worker is not None:  # it flushes its own sink and logs its own counts
-            await self.worker.close(self.cfg.shutdown.shadow_grace_s)
+        if self._handoff is not None:  # the worker flushes its own sink, logs its own counts
+            await self._handoff.close(self.cfg.shutdown.shadow_grace_s)
         if self.sink is not None:
             await self.sink.close(self.cfg.shutdown.grace_s)
         if self.tracer is not None:
@@ -232,8 +263,12 @@ class _Families:
         return self._families
 
 
-async def serve(cfg: Config, forked_worker: ForkedWorker | None = None) -> None:
-    server = ProxyServer(cfg, forked_worker=forked_worker)
+async def serve(
+    cfg: Config,
+    forked_worker: ForkedProcess | None = None,
+    forked_relays: list[ForkedProcess] | None = None,
+) -> None:
+    server = ProxyServer(cfg, forked_worker=forked_worker, forked_relays=forked_relays)
     await server.start()
     # Everything built so far lives as long as the process: moved out of the collector's
     # reach, it is no longer scanned by every full collection (tens of ms on the loop).

@@ -12,7 +12,7 @@ from shadoweval.proxy.forward import Forwarder
 from shadoweval.proxy.http import Request, Responder
 from shadoweval.proxy.openai import ROUTES
 from shadoweval.proxy.shadow import ShadowDispatcher, ShadowJob
-from shadoweval.proxy.worker import ShadowWorker
+from shadoweval.proxy.worker import Handoff
 from shadoweval.types import Capture, Route
 
 if TYPE_CHECKING:  # imported only when tracing is on (it loads OpenTelemetry)
@@ -27,7 +27,7 @@ class ProxyHandler:
         self,
         forwarder: Forwarder,
         dispatcher: ShadowDispatcher | None,
-        worker: ShadowWorker | None = None,
+        worker: Handoff | None = None,
         observe: PrimaryObserver | None = None,
         tracer: Tracer | None = None,
         shadows_with_request: bool = False,

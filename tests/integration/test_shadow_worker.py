@@ -78,8 +78,8 @@ async def test_pairs_and_metrics_come_from_the_worker(tmp_path: Path) -> None:
         # Per-process facts are the proxy's, not a sum.
         assert sample(text, "process_start_time_seconds") < 2 * 10**10
         # The worker runs at a lower priority than the proxy.
-        assert worker._proc is not None
-        nice = os.getpriority(os.PRIO_PROCESS, worker._proc.pid)
+        assert worker.process.pid is not None
+        nice = os.getpriority(os.PRIO_PROCESS, worker.process.pid)
         assert nice >= os.getpriority(os.PRIO_PROCESS, 0) + 10
     records = list(iter_jsonl([tmp_path / "pairs.jsonl"], Counter()))
     assert len(records) == 5
@@ -92,8 +92,8 @@ async def test_pairs_and_metrics_come_from_the_worker(tmp_path: Path) -> None:
 async def test_a_dead_worker_costs_shadows_only_and_is_replaced(tmp_path: Path) -> None:
     async with running_stack(overrides=overrides(tmp_path)) as stack:
         worker = stack.proxy.worker
-        assert worker is not None and worker._proc is not None
-        first_pid = worker._proc.pid
+        assert worker is not None and worker.process.pid is not None
+        first_pid = worker.process.pid
         c = client(stack.url)
         await c.chat.completions.create(model="prod-model", messages=MESSAGES)
         os.kill(first_pid, signal.SIGKILL)
@@ -115,10 +115,10 @@ async def test_a_dead_worker_costs_shadows_only_and_is_replaced(tmp_path: Path) 
         assert sampled_in == 3
         # A new worker takes over (after a short back-off) and shadows flow again.
         for _ in range(100):
-            if worker._proc.pid != first_pid and worker._ready is not None and worker._ready.done():
+            if worker.process.pid != first_pid and worker.process.ready:
                 break
             await asyncio.sleep(0.1)
-        assert worker._proc.pid != first_pid
+        assert worker.process.pid != first_pid
         await c.chat.completions.create(model="prod-model", messages=MESSAGES)
         for _ in range(50):
             text = await scrape(stack.proxy.admin_url)
@@ -242,10 +242,12 @@ async def test_random_sampling_is_not_applied_twice(tmp_path: Path) -> None:
             for _ in range(n):
                 async with s.post(f"{stack.url}/v1/chat/completions", json=body) as resp:
                     assert resp.status == 200
-        for _ in range(50):
+        for _ in range(200):
             text = await scrape(stack.proxy.admin_url)
             decided = sample(text, "shadoweval_shadow_sampling_decisions_total")
-            if decided >= n:
+            mirrored = sample(text, "shadoweval_shadow_sampling_decisions_total", decision="in")
+            # Decided when offered; paired once the candidate has answered.
+            if decided >= n and sample(text, "shadoweval_pairs_total") >= mirrored:
                 break
             await asyncio.sleep(0.1)
         assert decided == n  # every request decided once, in one process or the other

@@ -87,7 +87,7 @@ def test_merged_families_add_series_and_keep_per_process_facts_from_the_first() 
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from shadoweval.proxy.worker import merge_families
+    from shadoweval.proxy.children import merge_families
 
     def registry(pairs: float, depth: float, started: float) -> CollectorRegistry:
         r = CollectorRegistry()

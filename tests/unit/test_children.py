@@ -1,0 +1,51 @@
+"""The channel between the proxy and its children, and a relay's frames passed on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shadoweval.config import parse
+from shadoweval.metrics import Metrics
+from shadoweval.proxy.children import OFFER, Channel, frame, unframe
+from shadoweval.proxy.worker import ShadowWorker
+from shadoweval.types import Capture
+
+
+async def test_frames_split_anywhere_come_out_whole_and_offers_unopened() -> None:
+    messages: list[tuple[Any, ...]] = []
+    offers: list[bytes] = []
+    channel = Channel(messages.append, lambda: None, offers.append)
+    offer = frame(("offer", ("chat", b"x" * 300)), OFFER)
+    stream = frame(("metrics", 1)) + offer + frame(("ready",)) + offer
+    for i in range(len(stream)):  # one byte at a time: the worst split
+        channel.data_received(stream[i : i + 1])
+    assert messages == [("metrics", 1), ("ready",)]
+    assert offers == [offer, offer]
+    assert unframe(offers[0]) == ("offer", ("chat", b"x" * 300))
+    # Without an offer handler, offers are messages like any other.
+    plain: list[tuple[Any, ...]] = []
+    Channel(plain.append, lambda: None).data_received(stream)
+    assert [m[0] for m in plain] == ["metrics", "offer", "ready", "offer"]
+
+
+async def test_a_relays_offer_the_worker_cannot_take_is_counted_as_lost() -> None:
+    cfg = parse(
+        {
+            "primary": {"url": "http://p"},
+            "candidates": [{"name": "a", "url": "http://a"}, {"name": "b", "url": "http://b"}],
+            "shadow_worker": {"enabled": True},
+            "listen": {"processes": 2},
+        }
+    )
+    m = Metrics()
+    worker = ShadowWorker(cfg, m)  # never started: its channel is down
+    capture = Capture(started=0.0)
+    offer = ("chat", "/v1/chat/completions", [(b"host", b"h")], b"{}", capture, None)
+    worker.forward(frame(("offer", offer), OFFER))
+    for name in ("a", "b"):
+        labels = {"upstream": name, "reason": "worker_unavailable"}
+        assert m.registry.get_sample_value("shadoweval_shadow_dropped_total", labels) == 1
+        labels = {"upstream": name, "decision": "in"}
+        assert (
+            m.registry.get_sample_value("shadoweval_shadow_sampling_decisions_total", labels) == 1
+        )
