@@ -161,11 +161,11 @@ def process(argv: list[str], name: str, port: int | None = None, **kw: Any) -> I
         proc.stop()
 
 
-def nginx_conf(workdir: Path, servers: str) -> Path:
+def nginx_conf(workdir: Path, servers: str, workers: int = 1) -> Path:
     conf = workdir / "nginx.conf"
     conf.write_text(
         f"""
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 pid {workdir}/nginx.pid;
 error_log {workdir}/error.log warn;
@@ -187,7 +187,7 @@ http {{
 
 
 @contextlib.contextmanager
-def nginx_upstreams(n: int) -> Iterator[list[int]]:
+def nginx_upstreams(n: int, cores: str = LOAD_CORE, workers: int = 1) -> Iterator[list[int]]:
     """``n`` nginx servers answering every request with CHAT_BODY (``return 200``)."""
     ports = [free_port() for _ in range(n)]
     body = CHAT_BODY.replace("'", "\\'")
@@ -197,19 +197,25 @@ def nginx_upstreams(n: int) -> Iterator[list[int]]:
         for p in ports
     )
     with tempfile.TemporaryDirectory(prefix="bench-upstream-") as tmp:
-        conf = nginx_conf(Path(tmp), servers)
+        conf = nginx_conf(Path(tmp), servers, workers)
         with process(
-            pinned(LOAD_CORE, ["nginx", "-c", str(conf), "-p", tmp]), "nginx-upstream", ports[-1]
+            pinned(cores, ["nginx", "-c", str(conf), "-p", tmp]), "nginx-upstream", ports[-1]
         ):
             yield ports
 
 
 @contextlib.contextmanager
 def nginx_proxy(
-    primary: int, mirrors: list[int], streaming: bool = False, pid: list[int] | None = None
+    primary: int,
+    mirrors: list[int],
+    streaming: bool = False,
+    pid: list[int] | None = None,
+    workers: int = 1,
+    cores: str = SUT_CORE,
 ) -> Iterator[int]:
     """nginx as the system under test: proxy_pass to the primary, `mirror` to each candidate
-    (``streaming``: unbuffered, each upstream chunk passed on as it arrives, as for SSE)."""
+    (``streaming``: unbuffered, each upstream chunk passed on as it arrives, as for SSE;
+    ``workers``: worker processes, sharing the port with reuseport)."""
     port = free_port()
     ups = [f"  upstream primary {{ server 127.0.0.1:{primary}; keepalive 512; }}"]
     mirror_lines, mirror_locations = [], []
@@ -231,9 +237,9 @@ def nginx_proxy(
   }}"""
     )
     with tempfile.TemporaryDirectory(prefix="bench-nginx-") as tmp:
-        conf = nginx_conf(Path(tmp), servers)
+        conf = nginx_conf(Path(tmp), servers, workers)
         with process(
-            pinned(SUT_CORE, ["nginx", "-c", str(conf), "-p", tmp]), "nginx-proxy", port
+            pinned(cores, ["nginx", "-c", str(conf), "-p", tmp]), "nginx-proxy", port
         ) as proc:
             if pid is not None:  # for CPU accounting (master and worker)
                 pid.append(proc.pid)
@@ -242,9 +248,14 @@ def nginx_proxy(
 
 @contextlib.contextmanager
 def shadoweval_proxy(
-    primary_url: str, candidate_urls: list[str], extra: dict[str, Any] | None = None
+    primary_url: str,
+    candidate_urls: list[str],
+    extra: dict[str, Any] | None = None,
+    processes: int = 1,
+    cores: str = SUT_CORE,
 ) -> Iterator[tuple[int, int, Proc]]:
-    """``shadoweval serve`` pinned to the system-under-test core; yields (port, admin port, proc)."""
+    """``shadoweval serve`` pinned to the system-under-test core; yields (port, admin port, proc).
+    ``processes``: relay processes on the port (``listen.processes``, with the worker)."""
     port, admin = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="bench-shadoweval-") as tmp:
         cfg: dict[str, Any] = {
@@ -260,9 +271,12 @@ def shadoweval_proxy(
         }
         for key, value in {**SHADOWEVAL_EXTRA, **(extra or {})}.items():
             cfg[key] = value
+        if processes > 1:
+            cfg["listen"]["processes"] = processes
+            cfg["shadow_worker"] = {**cfg.get("shadow_worker", {}), "enabled": True}
         path = Path(tmp) / "config.json"  # JSON is YAML
         path.write_text(json.dumps(cfg))
-        argv = pinned(SUT_CORE, [PYTHON, "-m", "shadoweval", "serve", "--config", str(path)])
+        argv = pinned(cores, [PYTHON, "-m", "shadoweval", "serve", "--config", str(path)])
         with process(argv, "shadoweval", port, preexec_fn=_many_files) as proc:
             wait_port(admin)
             yield port, admin, proc
@@ -337,13 +351,15 @@ wrk.body = [[%s]]
 """
 
 
-def wrk(url: str, duration_s: int, connections: int = 64) -> float:
+def wrk(
+    url: str, duration_s: int, connections: int = 64, cores: str = LOAD_CORE, threads: int = 1
+) -> float:
     """Saturating closed-loop load; returns requests per second."""
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         script = Path(tmp) / "post.lua"
         script.write_text(WRK_LUA % REQUEST_BODY)
         out = subprocess.run(
-            pinned(LOAD_CORE, ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "-s", str(script), url]),
+            pinned(cores, ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "-s", str(script), url]),
             capture_output=True, check=True, text=True,
         )  # fmt: skip
     for line in out.stdout.splitlines():

@@ -228,6 +228,7 @@ def test_rendered_configuration_is_valid_for_shadoweval(
     assert "scorer.yaml" not in maps["rel-shadoweval"]
 
     values = yaml.safe_load((CHART / "ci" / case).read_text()) if case else {}
+    assert cfg.listen.processes == values.get("proxy", {}).get("processes", 1)
     scorer_enabled = bool(values.get("scorer", {}).get("enabled"))
     assert ("rel-shadoweval-scorer" in maps) == scorer_enabled
     if not scorer_enabled:
@@ -365,6 +366,7 @@ def test_candidate_credentials_come_from_secrets(helm_env: dict[str, str]) -> No
         ("image.pullPolicy=Sometimes", "pullPolicy"),
         ("prometheusRule.forDurations.scorerLag=soon", "scorerLag"),
         ("proxy.port=70000", "port"),
+        ("proxy.processes=0", "processes"),
         # The scorer's file is not the proxy's: proxy sections are not scorer keys.
         ("scorer.config.primary.url=http://vllm:8000", "primary"),
         ("scorer.config.source.kind=pulsar", "kind"),

@@ -72,14 +72,15 @@ The image reference: the digest when set, else the tag (default: the chart's app
 {{- end }}
 
 {{/*
-The proxy configuration file: the config block with listen and admin set by the chart. A
+The proxy configuration file: the config block with listen (port, processes) and admin set
+by the chart. A
 sidecar listens on localhost only (the application is in the same pod); the admin port is
 open to the pod network for probes and Prometheus.
 */}}
 {{- define "shadoweval.configFile" -}}
 {{- $cfg := deepCopy .Values.config }}
 {{- $host := ternary "127.0.0.1" "0.0.0.0" (eq .Values.mode "sidecar") }}
-{{- $_ := set $cfg "listen" (dict "host" $host "port" .Values.proxy.port) }}
+{{- $_ := set $cfg "listen" (dict "host" $host "port" .Values.proxy.port "processes" .Values.proxy.processes) }}
 {{- $_ := set $cfg "admin" (dict "host" "0.0.0.0" "port" .Values.proxy.adminPort) }}
 {{- toYaml $cfg }}
 {{- end }}
