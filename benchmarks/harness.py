@@ -119,8 +119,10 @@ def cpu_seconds(pid: int) -> float:
     return own + sum(cpu_seconds(int(c)) for c in children)
 
 
-# Config merged into every shadoweval under test (run.py --worker).
+# Config merged into every shadoweval under test (run.py --worker), and its relay
+# processes when not given (run.py --processes).
 SHADOWEVAL_EXTRA: dict[str, Any] = {}
+PROCESSES = 1
 
 
 @dataclass
@@ -251,7 +253,7 @@ def shadoweval_proxy(
     primary_url: str,
     candidate_urls: list[str],
     extra: dict[str, Any] | None = None,
-    processes: int = 1,
+    processes: int | None = None,
     cores: str = SUT_CORE,
 ) -> Iterator[tuple[int, int, Proc]]:
     """``shadoweval serve`` pinned to the system-under-test core; yields (port, admin port, proc).
@@ -271,6 +273,7 @@ def shadoweval_proxy(
         }
         for key, value in {**SHADOWEVAL_EXTRA, **(extra or {})}.items():
             cfg[key] = value
+        processes = processes or PROCESSES
         if processes > 1:
             cfg["listen"]["processes"] = processes
             cfg["shadow_worker"] = {**cfg.get("shadow_worker", {}), "enabled": True}

@@ -392,11 +392,19 @@ def main() -> int:
         "--worker", action="store_true", help="shadoweval with shadow_worker.enabled"
     )
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="relay processes (listen.processes, with the worker), all on the same core",
+    )
+    parser.add_argument(
         "--out", help="results path without suffix (default: results/latest, or quick)"
     )
     args = parser.parse_args()
+    args.worker = args.worker or args.processes > 1
     if args.worker:
         h.SHADOWEVAL_EXTRA["shadow_worker"] = {"enabled": True}
+    h.PROCESSES = args.processes
     q = args.quick
     repeat = 1 if q else 3
     scenarios: dict[str, Callable[[], dict[str, Any]]] = {
@@ -410,8 +418,10 @@ def main() -> int:
     }
     only = [s for s in args.only.split(",") if s]
     results: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
-                               "quick": q, "worker": args.worker, "scenarios": {}}  # fmt: skip
+                               "quick": q, "worker": args.worker, "processes": args.processes,
+                               "scenarios": {}}  # fmt: skip
     name = ("quick" if q else "latest") + ("-worker" if args.worker else "")
+    name += f"-processes{args.processes}" if args.processes > 1 else ""
     out = Path(args.out or RESULTS / name)
     if only and out.with_suffix(".json").exists():
         # A partial run replaces its scenarios' figures and keeps the others'.

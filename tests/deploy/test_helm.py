@@ -367,6 +367,8 @@ def test_candidate_credentials_come_from_secrets(helm_env: dict[str, str]) -> No
         ("prometheusRule.forDurations.scorerLag=soon", "scorerLag"),
         ("proxy.port=70000", "port"),
         ("proxy.processes=0", "processes"),
+        # Several relay processes hand their shadows to the one worker.
+        ("proxy.processes=2,config.shadow_worker.enabled=false", "shadow_worker"),
         # The scorer's file is not the proxy's: proxy sections are not scorer keys.
         ("scorer.config.primary.url=http://vllm:8000", "primary"),
         ("scorer.config.source.kind=pulsar", "kind"),
