@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -28,6 +29,9 @@ ERROR_TYPES: tuple[str, ...] = get_args(ErrorType)
 
 Json = dict[str, Any]
 
+# Chunk timings kept per call (enough for TTFT and the inter-token gaps of long answers).
+MAX_CHUNK_TIMES = 4096
+
 
 @dataclass(slots=True)
 class Capture:
@@ -50,6 +54,18 @@ class Capture:
     error_type: ErrorType | None = None
     error: str | None = None
     attempts: int = 1
+    received: int = 0  # body bytes, whole (body keeps a bounded copy)
+
+    def keep(self, chunk: bytes, limit: int) -> None:
+        """Account for one body chunk as it arrives: its timing, and a copy up to ``limit``."""
+        self.received += len(chunk)
+        if len(self.chunk_times) < MAX_CHUNK_TIMES:
+            self.chunk_times.append((self.received, time.perf_counter() - self.started))
+        room = limit - len(self.body)
+        if room > 0:
+            self.body += chunk[:room]
+        if len(chunk) > room:
+            self.body_truncated = True
 
 
 @dataclass(slots=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -21,8 +22,6 @@ from shadoweval.proxy.upstream import UpstreamPool
 from shadoweval.retry import RetryPolicy
 from shadoweval.tls import client_context
 from shadoweval.types import Capture, Json, Route
-
-MAX_CHUNK_TIMES = 4096
 
 # Called after every attempt: (client, attempt number, capture, will_retry).
 AttemptHook = Callable[["CandidateClient", int, Capture, bool], None]
@@ -150,16 +149,7 @@ class CandidateClient:
                     cap.content_type = resp.header(b"content-type") or ""
                     cap.content_encoding = resp.header(b"content-encoding") or ""
                     retry_after = resp.header(b"retry-after")
-                    received = 0
-                    async for chunk in resp.chunks():
-                        received += len(chunk)
-                        if len(cap.chunk_times) < MAX_CHUNK_TIMES:
-                            cap.chunk_times.append((received, time.perf_counter() - cap.started))
-                        room = self._capture_max - len(cap.body)
-                        if room > 0:
-                            cap.body += chunk[:room]
-                        if len(chunk) > room:
-                            cap.body_truncated = True
+                    await resp.relay_to(functools.partial(cap.keep, limit=self._capture_max))
                 finally:
                     resp.release()
             cap.error_type = error_type_for_status(resp.status or 0)

@@ -38,7 +38,6 @@ HOP_BY_HOP = frozenset(
 )
 _HOP_BY_HOP_BYTES = frozenset(h.encode() for h in HOP_BY_HOP)
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
-MAX_CHUNK_TIMES = 4096
 # Answers up to this size with a known length are read whole and written in one go;
 # anything else (SSE, chunked, large) is relayed as it arrives.
 _BUFFER_LIMIT = 256 * 1024
@@ -194,19 +193,15 @@ class Forwarder:
             cap.error_type, cap.error = "client_disconnected", "the caller went away"
             cap.latency_s = time.perf_counter() - cap.started
             return
-        received = 0
-        body, limit, times = cap.body, self._capture_max, cap.chunk_times
+        keep, limit, write = cap.keep, self._capture_max, out.write_nowait
+
+        def relay(chunk: bytes) -> bool:  # called by the upstream connection, per chunk
+            keep(chunk, limit)
+            return write(chunk)
+
         try:
             async with asyncio.timeout_at(deadline):
-                async for chunk in upstream.chunks():
-                    received += len(chunk)
-                    if len(times) < MAX_CHUNK_TIMES:
-                        times.append((received, time.perf_counter() - cap.started))
-                    if len(body) < limit:
-                        body += chunk[: limit - len(body)]
-                    elif not cap.body_truncated:
-                        cap.body_truncated = True
-                    await out.write(chunk)
+                await upstream.relay_to(relay, out.drain)
         except ConnectionResetError:
             cap.error_type, cap.error = "client_disconnected", "the caller went away mid-answer"
         except TimeoutError:

@@ -154,17 +154,23 @@ class Responder:
         transport.write(head)
 
     async def write(self, data: bytes) -> None:
+        if not self.write_nowait(data):
+            await self._conn.drain()
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Write now; False when the caller reads slower than we write (then ``drain``)."""
         transport = self._conn.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the caller went away")
-        if not data or self._head_only:
-            return
-        if self._chunked:
-            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
-        else:
-            transport.write(data)
-        if self._conn.write_paused:
-            await self._conn.drain()
+        if data and not self._head_only:
+            if self._chunked:
+                transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+            else:
+                transport.write(data)
+        return not self._conn.write_paused
+
+    async def drain(self) -> None:
+        await self._conn.drain()
 
     def finish(self) -> None:
         if self._chunked and not self._head_only:

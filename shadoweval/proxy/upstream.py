@@ -13,7 +13,7 @@ import contextlib
 import ssl as ssl_module
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import cast
 
 import httptools
@@ -21,10 +21,9 @@ from yarl import URL
 
 from shadoweval.types import ErrorType
 
-# Pause reading from the upstream while this much body is waiting for the consumer, so a
-# slow caller cannot make the proxy buffer a whole stream.
+# Pause reading from the upstream while this much body is waiting for a consumer not yet
+# attached (a slow caller pauses it through relay_to), so no stream is buffered whole.
 HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
 
 
 class UpstreamError(Exception):
@@ -130,7 +129,7 @@ class _Connection(asyncio.Protocol):
 
 
 class UpstreamResponse:
-    """Status and headers as soon as they arrive; the body as an async iterator of chunks."""
+    """Status and headers as soon as they arrive; the body handed over chunk by chunk."""
 
     def __init__(self, conn: _Connection, head: bool) -> None:
         self._conn = conn
@@ -145,6 +144,10 @@ class UpstreamResponse:
         self._paused = False
         self._error: UpstreamError | None = None
         self._waiter: asyncio.Future[None] | None = None
+        # Set while relay_to waits: chunks go straight from the connection's callback.
+        self._consume: Callable[[bytes], bool | None] | None = None
+        self._consume_paused = False  # it said its reader is slow: wait for drain
+        self._consume_error: BaseException | None = None
         self._headers_future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # -- fed by the connection ------------------------------------------------------------
@@ -157,12 +160,29 @@ class UpstreamResponse:
             self._headers_future.set_result(None)
 
     def _feed(self, data: bytes) -> None:
+        consume = self._consume
+        if consume is not None:
+            try:
+                if consume(data) is False:  # its reader is slow
+                    self._consume = None
+                    self._consume_paused = True
+                    self._pause()
+                    self._wake()
+            except Exception as exc:  # the consumer's failure, raised in its task
+                self._consume = None
+                self._consume_error = exc
+                self._wake()
+            return
         self._chunks.append(data)
         self._buffered += len(data)
-        if self._buffered > HIGH_WATER and not self._paused and self._conn.transport is not None:
+        if self._buffered > HIGH_WATER:
+            self._pause()
+        self._wake()
+
+    def _pause(self) -> None:
+        if not self._paused and self._conn.transport is not None:
             self._paused = True
             self._conn.transport.pause_reading()
-        self._wake()
 
     def _finish(self) -> None:
         self.complete = True
@@ -213,21 +233,40 @@ class UpstreamResponse:
         finally:
             self._waiter = None
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Body chunks as they arrive; raises UpstreamError when the exchange breaks."""
+    async def relay_to(
+        self,
+        consume: Callable[[bytes], bool | None],
+        drain: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Hand each body chunk to ``consume`` as it arrives, from the connection's own
+        callback: no task wake-up per chunk, as ``chunks()`` needs. ``consume`` returning
+        False means its reader is slow: reading pauses until ``drain()`` returns. Raises
+        UpstreamError when the exchange breaks, and whatever ``consume`` raised."""
         while True:
             while self._chunks:
                 chunk = self._chunks.popleft()
                 self._buffered -= len(chunk)
-                if self._paused and self._buffered < LOW_WATER and self._conn.transport is not None:
-                    self._paused = False
-                    self._conn.transport.resume_reading()
-                yield chunk
+                if consume(chunk) is False and drain is not None:
+                    await drain()
+            if self._consume_error is not None:
+                raise self._consume_error
             if self._error is not None:
                 raise self._error
+            if self._consume_paused:
+                self._consume_paused = False
+                if drain is not None:
+                    await drain()
+                continue  # chunks may have come in meanwhile
+            if self._paused and self._conn.transport is not None:
+                self._paused = False  # also before the connection goes back to the pool
+                self._conn.transport.resume_reading()
             if self.complete:
                 return
-            await self._wait()
+            self._consume = consume
+            try:
+                await self._wait()
+            finally:
+                self._consume = None
 
     async def read(self) -> bytes:
         if self.complete and self._error is None:  # common: the whole answer came at once
@@ -235,7 +274,9 @@ class UpstreamResponse:
             self._chunks.clear()
             self._buffered = 0
             return data
-        return b"".join([c async for c in self.chunks()])
+        parts: list[bytes] = []
+        await self.relay_to(parts.append)
+        return b"".join(parts)
 
     def release(self) -> None:
         """Give the connection back to the pool when the exchange ended cleanly."""
