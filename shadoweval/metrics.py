@@ -254,6 +254,12 @@ class Metrics:
         )
         for reason in REFUSED_REASONS:
             self.refused.labels(reason)
+        self.restarts = Counter(
+            "shadoweval_process_restarts",
+            "Child processes of the proxy (shadow worker, relays) that died and were replaced.",
+            ["process"],
+            registry=r,
+        )
         self.loop_tasks = Gauge(
             "shadoweval_event_loop_tasks",
             "asyncio tasks alive in the proxy's event loop (bounded under steady load).",

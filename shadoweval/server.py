@@ -146,7 +146,7 @@ class ProxyServer:
         roles: dict[str, str] = {}
         if self._relay is None:
             if self.worker is not None and cfg.listen.processes > 1:
-                self.relays = Relays(cfg, self.worker, self._forked_relays)
+                self.relays = Relays(cfg, self.worker, m, self._forked_relays)
                 await self.relays.start(port)
             self._admin = web.AppRunner(self._admin_app(admin_token), access_log=None)
             await self._admin.setup()

@@ -164,13 +164,16 @@ class Child:
         start_timeout_s: float,
         forked: ForkedProcess | None = None,
         on_offer: Callable[[bytes], None] | None = None,
+        on_death: Callable[[], None] | None = None,
     ) -> None:
+        """``on_death``: called when the child dies unasked (it is then replaced)."""
         self.name = name
         self._command = command
         self._config = config
         self._start_timeout_s = start_timeout_s
         self._forked = forked
         self._on_offer = on_offer
+        self._on_death = on_death
         self._proc: asyncio.subprocess.Process | ForkedProcess | None = None
         self.channel: Channel | None = None
         self._replies: dict[int, asyncio.Future[Any]] = {}
@@ -255,6 +258,8 @@ class Child:
         if not self.closing:
             code = self._proc.returncode if self._proc is not None else None
             log.error("the %s exited (code %s); starting a new one", self.name, code)
+            if self._on_death is not None:
+                self._on_death()
             self._restart_task = asyncio.get_running_loop().create_task(self._restart())
 
     async def _restart(self) -> None:

@@ -59,10 +59,15 @@ class Relays:
     """The leader's handles on the other relay processes."""
 
     def __init__(
-        self, cfg: Config, worker: ShadowWorker, forked: list[ForkedProcess] | None = None
+        self,
+        cfg: Config,
+        worker: ShadowWorker,
+        metrics: Metrics,
+        forked: list[ForkedProcess] | None = None,
     ) -> None:
         self._cfg = cfg
         self._worker = worker
+        self._died = metrics.restarts.labels("relay").inc
         self._forked = list(forked or ())
         self.children: list[Child] = []
 
@@ -80,6 +85,7 @@ class Relays:
                     cfg.shadow_worker.start_timeout_s,
                     self._forked[i] if i < len(self._forked) else None,
                     on_offer=self._worker.forward,
+                    on_death=self._died,
                 )
             )
         await asyncio.gather(*(child.start() for child in self.children))

@@ -150,6 +150,7 @@ class ShadowWorker(Handoff):
             cfg.model_dump(mode="json"),
             cfg.shadow_worker.start_timeout_s,
             forked,
+            on_death=metrics.restarts.labels("shadow_worker").inc,
         )
 
     def _channel(self) -> Channel | None:

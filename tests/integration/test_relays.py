@@ -155,6 +155,9 @@ async def test_relay_processes_share_the_port_report_as_one_and_drain(tmp_path: 
         assert b"relay" in Path(f"/proc/{fresh}/cmdline").read_bytes().split(b"\0")
         where = await batch(40, [leader, relays[1], fresh])
         assert where[fresh] > 0, where
+        text = await scrape(admin)
+        assert sample(text, "shadoweval_process_restarts_total", process="relay") == 1
+        assert sample(text, "shadoweval_process_restarts_total", process="shadow_worker") == 0
 
         # SIGTERM reaches the leader alone; every process answers what it holds.
         calls = [

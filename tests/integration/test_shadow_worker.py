@@ -119,6 +119,10 @@ async def test_a_dead_worker_costs_shadows_only_and_is_replaced(tmp_path: Path) 
                 break
             await asyncio.sleep(0.1)
         assert worker.process.pid != first_pid
+        restarts = stack.proxy.metrics.registry.get_sample_value(
+            "shadoweval_process_restarts_total", {"process": "shadow_worker"}
+        )
+        assert restarts == 1
         await c.chat.completions.create(model="prod-model", messages=MESSAGES)
         for _ in range(50):
             text = await scrape(stack.proxy.admin_url)
