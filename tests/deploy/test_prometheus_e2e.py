@@ -272,11 +272,12 @@ async def check_p99(prom: Prometheus, measured: list[float]) -> None:
     panel_p99 = float(series["value"][1])
     client_p99 = measured[int(0.99 * len(measured)) - 1]
     # The client's clock includes the proxy and the client itself, the histogram only the
-    # upstream: a few milliseconds apart. Near a boundary that can be the next bucket, so
-    # the bucket of the measured value +-5% is the resolution allowed.
+    # upstream: a few milliseconds apart, more on a loaded machine, and only ever later.
+    # So the bucket of the measured value +-5% is the resolution allowed, and one bucket
+    # below it (the client's tail pushed across an edge the upstream's did not cross).
     i = bisect.bisect_left(LATENCY_BUCKETS, client_p99 * 0.95)
     j = bisect.bisect_left(LATENCY_BUCKETS, client_p99 * 1.05)
-    low, high = LATENCY_BUCKETS[i - 1], LATENCY_BUCKETS[j]
+    low, high = LATENCY_BUCKETS[max(i - 2, 0)], LATENCY_BUCKETS[j]
     assert low <= panel_p99 <= high, (
         f"panel P99 {panel_p99:.4f}s, measured {client_p99:.4f}s in ({low}, {high}]"
     )
