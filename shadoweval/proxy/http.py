@@ -208,6 +208,9 @@ def _head_too_large() -> _Refused:
 
 # Connection states: between requests, in a head, in a body.
 _IDLE, _HEAD, _BODY = 0, 1, 2
+# At shutdown, a connection accepted but not yet sent anything gets this long for its
+# request (it was opened to send one, and may be a packet away) before it is closed.
+FIRST_REQUEST_GRACE_S = 1.0
 
 
 class HttpServer:
@@ -261,6 +264,7 @@ class HttpProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_kind = _IDLE
         self._last_active = 0.0
+        self._received = False  # any bytes yet
         # the request being parsed
         self._state = _IDLE
         self._url = b""
@@ -304,6 +308,7 @@ class HttpProtocol(asyncio.Protocol):
         await self._drain
 
     def data_received(self, data: bytes) -> None:
+        self._received = True
         if self._ignore_input:
             return
         try:
@@ -477,6 +482,14 @@ class HttpProtocol(asyncio.Protocol):
 
     def close_when_idle(self) -> None:
         self.closing = True
+        if self._busy or self._state != _IDLE:
+            return  # closed once its answer is written
+        if not self._received:
+            self._loop.call_later(FIRST_REQUEST_GRACE_S, self._close_if_idle)
+            return
+        self.close()  # between keep-alive requests: as every server does at shutdown
+
+    def _close_if_idle(self) -> None:
         if not self._busy and self._state == _IDLE:
             self.close()
 

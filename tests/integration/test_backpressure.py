@@ -33,14 +33,20 @@ async def test_a_slow_caller_pauses_the_primary_and_gets_every_byte() -> None:
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n%b" % (len(REQUEST), REQUEST),
         )
-        await asyncio.sleep(1.0)  # the caller reads nothing; the primary has sent its all
-        # The relay has stopped reading the primary, and holds far less than the answer.
+        # The caller reads nothing: the relay stops reading the primary, and holds far
+        # less than the answer.
+        pool = stack.proxy._pools["prod"]
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if pool._all and not all(c.transport and c.transport.is_reading() for c in pool._all):
+                break
+        [upstream] = pool._all
+        assert upstream.transport is not None and not upstream.transport.is_reading()
+        await asyncio.sleep(0.3)  # nothing more arrives once paused
         [caller] = stack.proxy._http.connections  # type: ignore[union-attr]
         assert caller.transport is not None
         held = caller.transport.get_write_buffer_size()
         assert held < 2 * 1024 * 1024, held
-        [upstream] = stack.proxy._pools["prod"]._all
-        assert upstream.transport is not None and not upstream.transport.is_reading()
 
         raw = bytearray()
         while True:

@@ -9,6 +9,7 @@ import signal
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -54,14 +55,16 @@ def accepted(pid: int, port: int, state: str = "01") -> int:
             continue
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
-    count = 0
+    # By inode: /proc/net/tcp is read in pieces, not as a snapshot, and can list a socket
+    # twice while connections come and go.
+    found = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
             local, inode = fields[1], fields[9]
             if int(local.rsplit(":", 1)[1], 16) == port and fields[3] == state and inode in inodes:
-                count += 1
-    return count
+                found.add(inode)
+    return len(found)
 
 
 async def wait_for(predicate: object, what: str, timeout_s: float = 20.0) -> None:
@@ -74,7 +77,7 @@ async def wait_for(predicate: object, what: str, timeout_s: float = 20.0) -> Non
 
 
 async def test_relay_processes_share_the_port_report_as_one_and_drain(tmp_path: Path) -> None:
-    primary = FakeUpstream(model="prod", latency=Latency.fixed(0.6))
+    primary = FakeUpstream(model="prod", latency=Latency.fixed(1.5))
     cand = FakeUpstream(model="cand", latency=Latency.fixed(0.05))
     await primary.start()
     await cand.start()
@@ -107,17 +110,33 @@ async def test_relay_processes_share_the_port_report_as_one_and_drain(tmp_path: 
         leader = proc.pid
         relays = relays_of(leader)
         assert len(relays) == 2, relays
-        c = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-test", max_retries=0)
 
-        async def batch(n: int, pids: list[int]) -> dict[int, int]:
-            """n concurrent requests, one connection each; where they were accepted."""
+        def client() -> openai.AsyncOpenAI:
+            # A client per phase, closed after it, so no idle keep-alive connection of an
+            # earlier phase is counted (or lands on a killed relay).
+            return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-test", max_retries=0)
+
+        async def in_flight(
+            c: openai.AsyncOpenAI, n: int, pids: list[int]
+        ) -> tuple[list[Any], dict[int, int]]:
+            """n concurrent requests, one connection each, once all are accepted (they
+            wait on the 1.5 s primary); and which process accepted how many."""
             calls = [
                 asyncio.create_task(c.chat.completions.create(model="m", messages=MESSAGES))
                 for _ in range(n)
             ]
-            await asyncio.sleep(0.3)  # all are waiting on the 0.6 s primary
-            where = {pid: accepted(pid, port) for pid in pids}
-            answers = await asyncio.gather(*calls)
+            where: dict[int, int] = {}
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+                where = {pid: accepted(pid, port) for pid in pids}
+                if sum(where.values()) >= n:
+                    break
+            return calls, where
+
+        async def batch(n: int, pids: list[int]) -> dict[int, int]:
+            async with client() as c:
+                calls, where = await in_flight(c, n, pids)
+                answers = await asyncio.gather(*calls)
             assert all(a.choices[0].message.content == "Echo: hello relays" for a in answers)
             return where
 
@@ -142,9 +161,10 @@ async def test_relay_processes_share_the_port_report_as_one_and_drain(tmp_path: 
         # at once, and a replacement joins.
         os.kill(relays[0], signal.SIGKILL)
         await asyncio.sleep(0.2)
-        for _ in range(10):
-            answer = await c.chat.completions.create(model="m", messages=MESSAGES)
-            assert answer.choices[0].message.content == "Echo: hello relays"
+        async with client() as c:
+            for _ in range(10):
+                answer = await c.chat.completions.create(model="m", messages=MESSAGES)
+                assert answer.choices[0].message.content == "Echo: hello relays"
 
         def replaced() -> bool:
             fresh = set(relays_of(leader)) - set(relays)
@@ -160,13 +180,11 @@ async def test_relay_processes_share_the_port_report_as_one_and_drain(tmp_path: 
         assert sample(text, "shadoweval_process_restarts_total", process="shadow_worker") == 0
 
         # SIGTERM reaches the leader alone; every process answers what it holds.
-        calls = [
-            asyncio.create_task(c.chat.completions.create(model="m", messages=MESSAGES))
-            for _ in range(20)
-        ]
-        await asyncio.sleep(0.3)
-        proc.send_signal(signal.SIGTERM)
-        answers = await asyncio.gather(*calls)
+        async with client() as c:
+            calls, where = await in_flight(c, 20, [leader, relays[1], fresh])
+            assert sum(where.values()) == 20, where
+            proc.send_signal(signal.SIGTERM)
+            answers = await asyncio.gather(*calls)
         assert len(answers) == 20
         assert await asyncio.wait_for(proc.wait(), 30) == 0
         await wait_for(lambda: not children_of(leader), "the children to exit", 10)

@@ -157,3 +157,32 @@ async def test_head_keeps_the_upstreams_length_and_sends_no_body() -> None:
         assert get.status == head.status == 200
         assert b"content-length: %d" % len(get_body) in head_head.lower()
         assert head_body == b""
+
+
+async def test_shutdown_waits_briefly_for_a_fresh_connections_first_request() -> None:
+    """A caller that connected just before SIGTERM and sends its request a moment later is
+    answered; an idle keep-alive connection is closed at once."""
+    async with running_stack() as stack:
+        u = URL(stack.url)
+        assert u.host is not None and u.port is not None
+        fresh_r, fresh_w = await asyncio.open_connection(u.host, u.port)
+        used_r, used_w = await asyncio.open_connection(u.host, u.port)
+        used_w.write(request("first"))
+        head = await asyncio.wait_for(used_r.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        length = int(re.findall(rb"(?i)content-length: (\d+)", head)[0])
+        await used_r.readexactly(length)
+        server = stack.proxy._http
+        assert server is not None and len(server.connections) == 2
+        stopping = asyncio.create_task(server.shutdown(10))
+        # The keep-alive connection, idle between requests, is closed now ...
+        assert await asyncio.wait_for(used_r.read(), 2) == b""
+        # ... the fresh one gets its answer, then is closed.
+        await asyncio.sleep(0.2)
+        fresh_w.write(request("late"))
+        reply = await asyncio.wait_for(fresh_r.read(), 5)
+        assert statuses(reply) == [200] and b"Echo: late" in reply
+        await asyncio.wait_for(stopping, 5)
+        assert not server.connections
+        for w in (fresh_w, used_w):
+            w.close()
