@@ -181,12 +181,12 @@ class ShadowWorker(Handoff):
         await self.process.wait_closed(grace_s + self._cfg.shutdown.grace_s + 5.0)
 
 
-def fork_worker(inherited: list[Any] | None = None) -> ForkedProcess | None:
+def fork_worker() -> ForkedProcess | None:
     """Fork the shadow worker before the event loop starts (it then shares the proxy's
     pages). None where fork is not available; the proxy then starts the worker afresh."""
     if not hasattr(os, "fork"):  # pragma: no cover - not on Windows
         return None
-    return fork_child(run_worker, inherited or ())
+    return fork_child(run_worker)
 
 
 # -- the worker's side ------------------------------------------------------------------

@@ -34,6 +34,14 @@ async def test_stop_flushes_the_file_sink(tmp_path: Path) -> None:
     assert {orjson.loads(x)["candidate"]["upstream"] for x in lines} == {"a", "b"}
 
 
+async def start_serve(config: Path) -> asyncio.subprocess.Process:
+    """``shadoweval serve`` as a real process, its log on a pipe."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shadoweval", "serve", "--config", str(config),
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("worker", [False, True], ids=["one-process", "shadow-worker"])
 async def test_sigterm_drains_in_flight_and_exits_zero(tmp_path: Path, worker: bool) -> None:
     primary = FakeUpstream(model="prod", latency=Latency.fixed(1.0))
@@ -47,10 +55,7 @@ async def test_sigterm_drains_in_flight_and_exits_zero(tmp_path: Path, worker: b
         f"candidates: [{{name: c, url: '{cand.url}'}}]\nsink: {{kind: file, path: '{pairs}'}}\n"
         f"shadow_worker: {{enabled: {str(worker).lower()}}}\n"
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shadoweval", "serve", "--config", str(cfg),
-        stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    proc = await start_serve(cfg)
     try:
         assert proc.stderr is not None
         url = None

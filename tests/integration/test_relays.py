@@ -18,6 +18,7 @@ from shadoweval.config import ConfigError, parse
 from shadoweval.records import iter_jsonl
 from shadoweval.testing import FakeUpstream, Latency
 
+from .test_lifecycle import start_serve
 from .test_shadow_worker import sample, scrape
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -89,10 +90,7 @@ async def test_relay_processes_share_the_port_report_as_one_and_drain(tmp_path: 
         f"candidates: [{{name: c, url: '{cand.url}'}}]\nsink: {{kind: file, path: '{pairs}'}}\n"
         "shadow_worker: {enabled: true}\n"
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shadoweval", "serve", "--config", str(cfg),
-        stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    proc = await start_serve(cfg)
     log: list[str] = []
 
     async def read_log() -> None:
