@@ -17,7 +17,6 @@ it and nginx. Results: results/floor.json and results/floor.md.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import statistics
@@ -147,16 +146,13 @@ def main() -> int:
     res["bare_relay_vs_nginx"] = med["bare_relay"] / med["nginx"]
     res["shadoweval_vs_nginx"] = med["shadoweval"] / med["nginx"]
     res["shadoweval_vs_bare_relay"] = med["shadoweval"] / med["bare_relay"]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "floor.json").write_text(json.dumps(res, indent=2) + "\n")
     md = (
         f"Run {res['started']}, one core each (load average {res['load_average_at_start']:.2f}).\n\n"
         f"- one loopback `send()` of 100 bytes: {res['loopback_send_cpu_us']:.1f} µs of CPU\n\n"
         "| system under test | req/s (median of 3) | vs nginx |\n|---|---|---|\n"
         + "".join(f"| {k} | {med[k]:,.0f} | {med[k] / med['nginx']:.2f}x |\n" for k in rps)
     )
-    (RESULTS / "floor.md").write_text(md)
-    print(md)
+    h.write_results(RESULTS / "floor", res, md)
     return 0
 
 

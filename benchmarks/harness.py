@@ -74,6 +74,15 @@ def _many_files() -> None:
             continue
 
 
+def write_results(out: Path, data: Any, md: str, *, sort_keys: bool = False) -> None:
+    """``out``.json and ``out``.md (the table the docs quote), and the table on stdout."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=2, default=str, sort_keys=sort_keys) + "\n"
+    out.with_suffix(".json").write_text(text)
+    out.with_suffix(".md").write_text(md)
+    print(md)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

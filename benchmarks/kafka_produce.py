@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import harness
 import orjson
 
 from shadoweval import loop
@@ -233,10 +234,7 @@ def main() -> None:
         },
         "cases": cases,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "kafka_produce.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "kafka_produce.md").write_text(markdown(result))
-    print(markdown(result))
+    harness.write_results(args.out / "kafka_produce", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -442,10 +442,7 @@ def main() -> int:
         print(
             json.dumps(results["scenarios"][name], default=str)[:600], file=sys.stderr, flush=True
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    out.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
+    h.write_results(out, results, markdown(results))
     return 0
 
 

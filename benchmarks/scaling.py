@@ -12,7 +12,6 @@ mean anything. Results: results/scaling.json and results/scaling.md.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -59,8 +58,6 @@ def main() -> int:
     res["two_vs_one"] = {
         who: med[f"{who} x2"] / med[f"{who} x1"] for who in ("nginx", "shadoweval")
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scaling.json").write_text(json.dumps(res, indent=2) + "\n")
     md = (
         f"Run {res['started']} on cores {cores}, shared by the proxy, the upstream and wrk "
         f"(load average {res['load_average_at_start']:.2f}).\n\n"
@@ -73,8 +70,7 @@ def main() -> int:
         + f"\n2 processes vs 1: nginx {res['two_vs_one']['nginx']:.2f}x, "
         f"shadoweval {res['two_vs_one']['shadoweval']:.2f}x\n"
     )
-    (RESULTS / "scaling.md").write_text(md)
-    print(md)
+    h.write_results(RESULTS / "scaling", res, md)
     return 0
 
 

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import harness
 import orjson
 
 from shadoweval.config import ScorerSpec, parse_scorer
@@ -280,10 +281,7 @@ def main() -> None:
         "load_after": " ".join(f"{x:.1f}" for x in os.getloadavg()),
         "args": vars(args),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scorers.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    (RESULTS / "scorers.md").write_text(_markdown(results))
-    print(f"wrote {RESULTS / 'scorers.json'} and scorers.md")
+    harness.write_results(RESULTS / "scorers", results, _markdown(results), sort_keys=True)
 
 
 if __name__ == "__main__":

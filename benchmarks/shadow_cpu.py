@@ -429,10 +429,7 @@ def main() -> None:
         "cases": cases,
         "stages": stage_rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "shadow_cpu.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "shadow_cpu.md").write_text(markdown(result))
-    print(markdown(result))
+    h.write_results(args.out / "shadow_cpu", result, markdown(result))
 
 
 if __name__ == "__main__":
