@@ -73,7 +73,12 @@ def _raise_fd_limit() -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from shadoweval.proxy.loops import self_loops
+
     cfg = load(args.config)
+    loops = self_loops(cfg)
+    if loops:
+        raise ConfigError("; ".join(loops))
     for warning in cfg.missing_credentials():
         print(f"warning: {warning}", file=sys.stderr)
     names = ", ".join(f"{c.name} ({c.role})" for c in cfg.candidates) or "none"

@@ -280,6 +280,10 @@ class Limits(_Model):
     body_timeout_s: float = Field(60.0, gt=0)
     # A kept-alive connection that sends no request for this long is closed.
     idle_timeout_s: float = Field(75.0, gt=0)
+    # Caller connections open at once; over it a new one is closed at once and counted
+    # (refused{too_many_connections}). 0: derived from the open-files limit, leaving room
+    # for the upstream sockets each in-flight request also holds.
+    max_connections: int = Field(0, ge=0)
 
 
 class FileSink(_Model):

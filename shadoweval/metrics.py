@@ -8,6 +8,7 @@ names reported by upstreams go through :class:`LabelCap` so they cannot grow unb
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -54,6 +55,9 @@ REFUSED_REASONS = (
     "body_too_large",
     "header_timeout",
     "body_timeout",
+    "bad_target",
+    "loop",
+    "too_many_connections",
 )
 # Why a shadow was not sent (shadoweval_shadow_dropped_total{reason}).
 DROP_REASONS = (
@@ -189,6 +193,20 @@ class Metrics:
             ["upstream"],
             registry=r,
         )
+        self.capture_truncated = Counter(
+            "shadoweval_capture_truncated",
+            "Answers whose recorded copy was cut at limits.capture_max_bytes (a candidate's is "
+            "then no longer read); a capture limit, not an upstream error.",
+            ["role", "upstream"],
+            registry=r,
+        )
+        self.stale_connections = Counter(
+            "shadoweval_upstream_stale_connections",
+            "Reused keep-alive connections closed before an answer; resent only when the "
+            "method is idempotent (resent=true), else failed to the retry policy.",
+            ["role", "upstream", "resent"],
+            registry=r,
+        )
         self.tokens = Counter(
             "shadoweval_tokens",
             "Tokens by direction (input, output, cached_input).",
@@ -312,10 +330,19 @@ class Metrics:
             "sink_spilled": total("shadoweval_sink_records_total", outcome="spilled"),
         }
 
+    def stale_hook(self, role: str, upstream: str) -> Callable[[bool], None]:
+        """Counts an upstream pool's stale keep-alive connections (``UpstreamPool.on_stale``)."""
+        resent = self.stale_connections.labels(role, upstream, "true")
+        failed = self.stale_connections.labels(role, upstream, "false")
+        return lambda again: (resent if again else failed).inc()
+
     def init_upstream(self, role: str, upstream: str) -> None:
         """Create the zero-valued series of an upstream so rates exist before traffic."""
         for error_type in ERROR_TYPES:
             self.errors.labels(role, upstream, error_type)
+        self.capture_truncated.labels(role, upstream)
+        for resent in ("true", "false"):
+            self.stale_connections.labels(role, upstream, resent)
         if role != "primary":
             self.queue_depth.labels(upstream)
             self.in_flight.labels(upstream)

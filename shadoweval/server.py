@@ -17,13 +17,14 @@ from prometheus_client.metrics_core import Metric
 from shadoweval import sinks
 from shadoweval.admin import admin_token as resolve_admin_token
 from shadoweval.admin import bearer_auth
-from shadoweval.config import Config
+from shadoweval.config import Config, ConfigError
 from shadoweval.metrics import REFUSED_REASONS, Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.proxy.app import ProxyHandler
 from shadoweval.proxy.children import ForkedProcess, Parent, merge_families
 from shadoweval.proxy.forward import Forwarder
-from shadoweval.proxy.http import HttpServer
+from shadoweval.proxy.http import HttpServer, max_connections
+from shadoweval.proxy.loops import hop_header, hop_id, self_loops
 from shadoweval.proxy.relays import LeaderLink, Relays
 from shadoweval.proxy.shadow import ShadowDispatcher
 from shadoweval.proxy.upstream import UpstreamPool
@@ -89,6 +90,9 @@ class ProxyServer:
         # Secrets and certificates are loaded first: a missing one is a ConfigError before
         # anything starts (and never an admin port left open).
         admin_token = resolve_admin_token(cfg.admin)
+        loops = self_loops(cfg)
+        if loops:
+            raise ConfigError("; ".join(loops))
         primary_tls = client_context(cfg.primary.tls, cfg.primary.url, "primary")
         for cand in cfg.candidates:
             client_context(cand.tls, cand.url, f"candidates[{cand.name}]")
@@ -107,6 +111,7 @@ class ProxyServer:
             limit=cfg.primary.max_connections,
             connect_timeout_s=cfg.primary.connect_timeout_s,
             ssl_context=primary_tls,
+            on_stale=m.stale_hook("primary", cfg.primary.name),
         )
         self._pools[cfg.primary.name] = primary_pool
         handoff: Handoff | None = None
@@ -118,7 +123,13 @@ class ProxyServer:
         else:
             await self._start_shadows(recorder, prices)
         self._handoff = handoff
-        forwarder = Forwarder(cfg.primary, cfg.limits, primary_pool, on_attempt=recorder.attempt_of)
+        forwarder = Forwarder(
+            cfg.primary,
+            cfg.limits,
+            primary_pool,
+            on_attempt=recorder.attempt_of,
+            hop=hop_header(cfg.listen),
+        )
         handler = ProxyHandler(
             forwarder,
             self.dispatcher,
@@ -128,7 +139,13 @@ class ProxyServer:
             shadows_with_request=cfg.sampling.send_shadows == "with_request",
         )
         refused = {reason: m.refused.labels(reason) for reason in REFUSED_REASONS}
-        self._http = HttpServer(handler, cfg.limits, lambda r: refused[r].inc())
+        self._http = HttpServer(
+            handler,
+            cfg.limits,
+            lambda r: refused[r].inc(),
+            max_connections=max_connections(cfg),
+            hop_id=hop_id(cfg.listen),
+        )
         loop = asyncio.get_running_loop()
         # A deep accept queue: bursts of new connections queue rather than get refused.
         # Several processes: each its own socket on the port; the kernel spreads connections.

@@ -98,6 +98,8 @@ class Recorder:
         s = self._series.get(labels)
         if s is None:
             s = self._series[labels] = _Series(m, labels)
+        if out.capture_truncated:
+            m.capture_truncated.labels(out.role, out.upstream).inc()
         if out.error_type:
             s.failed.inc()
             s.failed_duration.observe(out.latency_s)

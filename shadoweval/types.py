@@ -31,6 +31,10 @@ Json = dict[str, Any]
 
 # Chunk timings kept per call (enough for TTFT and the inter-token gaps of long answers).
 MAX_CHUNK_TIMES = 4096
+# Once the copy is full, the last bytes of the body are kept too: a stream's final events
+# (usage, finish reason) and a JSON answer's closing usage object are there.
+TAIL_BYTES = 64 * 1024
+DEFAULT_CAPTURE_LIMIT = 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -45,8 +49,11 @@ class Capture:
     content_type: str = ""
     content_encoding: str = ""
     body: bytearray = field(default_factory=bytearray)
-    # The caller got every byte; only this copy is bounded.
+    # The caller got every byte; only this copy is bounded (by ``limit``, which also bounds
+    # the decoded size of a compressed body). A cut copy is a capture limit, not a failure.
     body_truncated: bool = False
+    limit: int = DEFAULT_CAPTURE_LIMIT
+    tail: bytearray = field(default_factory=bytearray)  # the last TAIL_BYTES past the copy
     # (bytes received so far, seconds since `started`) after each chunk, bounded; lets the
     # parser find the time to first token without timing anything on the hot path.
     chunk_times: list[tuple[int, float]] = field(default_factory=list)
@@ -56,16 +63,20 @@ class Capture:
     attempts: int = 1
     received: int = 0  # body bytes, whole (body keeps a bounded copy)
 
-    def keep(self, chunk: bytes, limit: int) -> None:
+    def keep(self, chunk: bytes) -> None:
         """Account for one body chunk as it arrives: its timing, and a copy up to ``limit``."""
         self.received += len(chunk)
         if len(self.chunk_times) < MAX_CHUNK_TIMES:
             self.chunk_times.append((self.received, time.perf_counter() - self.started))
-        room = limit - len(self.body)
+        room = self.limit - len(self.body)
         if room > 0:
             self.body += chunk[:room]
         if len(chunk) > room:
             self.body_truncated = True
+            tail = self.tail
+            tail += chunk[max(room, 0, len(chunk) - TAIL_BYTES) :]
+            if len(tail) > TAIL_BYTES:
+                del tail[: len(tail) - TAIL_BYTES]
 
 
 @dataclass(slots=True)
@@ -102,6 +113,9 @@ class Outcome:
     error_type: ErrorType | None = None
     error: str | None = None
     truncated: bool = False
+    # The recorded copy was cut by limits.capture_max_bytes (the answer itself was whole
+    # as far as it was read): a capture limit, never an upstream failure.
+    capture_truncated: bool = False
     attempts: int = 1
     cost_usd: float | None = None
     extra: Json = field(default_factory=dict)
@@ -122,6 +136,7 @@ class Outcome:
             "tool_calls": self.tool_calls,
             "usage": None if self.usage is None else self.usage.as_dict(),
             "truncated": self.truncated,
+            **({"capture_truncated": True} if self.capture_truncated else {}),
             "attempts": self.attempts,
             "cost_usd": self.cost_usd,
             **({"extra": self.extra} if self.extra else {}),

@@ -1,12 +1,13 @@
 """One candidate upstream: how its request is built (model rewrite, parameter overrides,
-system prompt, its own credentials) and sent, with a bounded read of the answer."""
+system prompt, its own credentials) and sent, with a bounded read of the answer: reading
+stops at ``limits.capture_max_bytes`` and the connection is closed, so a candidate that
+sends a gigabyte costs what a megabyte costs (nobody waits for the rest of its answer)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import copy
-import functools
 import os
 import time
 from collections.abc import Callable
@@ -25,6 +26,10 @@ from shadoweval.types import Capture, Json, Route
 
 # Called after every attempt: (client, attempt number, capture, will_retry).
 AttemptHook = Callable[["CandidateClient", int, Capture, bool], None]
+
+
+class _CaptureFull(Exception):
+    """The answer outgrew the capture limit: stop reading it."""
 
 
 def _with_system_prompt(route: Route, request: Json, prompt: str, mode: str) -> None:
@@ -56,6 +61,9 @@ class CandidateClient:
         cfg: Candidate,
         capture_max: int,
         on_attempt: AttemptHook | None = None,
+        *,
+        hop: tuple[bytes, bytes] | None = None,
+        on_stale: Callable[[bool], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self._retry = RetryPolicy(cfg.retry)
@@ -68,6 +76,7 @@ class CandidateClient:
             limit=cfg.concurrency,
             connect_timeout_s=cfg.connect_timeout_s,
             ssl_context=client_context(cfg.tls, cfg.url, f"candidates[{cfg.name}]"),
+            on_stale=on_stale,
         )
         self._capture_max = capture_max
         self._timeout = cfg.timeout_s
@@ -83,6 +92,8 @@ class CandidateClient:
             self._raw_headers = _raw(headers)
         except ValueError as exc:
             raise ConfigError(f"candidates[{cfg.name}]: {exc}") from None
+        self._hop = [hop] if hop is not None else []  # the loop marker (proxy/loops.py)
+        self._raw_headers += self._hop
 
     async def close(self) -> None:
         await self.pool.close()
@@ -114,7 +125,7 @@ class CandidateClient:
             # The caller's value passed the proxy's HTTP parser; checked again here because
             # it is written into a request of ours (sent without it if it is not clean).
             with contextlib.suppress(ValueError):
-                return _raw(self.headers_for(_as_latin1(caller_auth)))
+                return _raw(self.headers_for(_as_latin1(caller_auth))) + self._hop
         return self._raw_headers
 
     async def send(self, path: str, payload: Json, caller_auth: str | None = None) -> Capture:
@@ -139,8 +150,14 @@ class CandidateClient:
     async def _attempt(
         self, path: str, data: bytes, headers: list[tuple[bytes, bytes]]
     ) -> tuple[Capture, str | None]:
-        cap = Capture(started=time.perf_counter())
+        cap = Capture(started=time.perf_counter(), limit=self._capture_max)
         retry_after = None
+
+        def keep(chunk: bytes) -> None:
+            cap.keep(chunk)
+            if cap.body_truncated:
+                raise _CaptureFull
+
         try:
             with _Deadline(self._timeout):
                 resp = await self.pool.request("POST", path, headers, data)
@@ -149,7 +166,9 @@ class CandidateClient:
                     cap.content_type = resp.header(b"content-type") or ""
                     cap.content_encoding = resp.header(b"content-encoding") or ""
                     retry_after = resp.header(b"retry-after")
-                    await resp.relay_to(functools.partial(cap.keep, limit=self._capture_max))
+                    # At the limit release() closes the connection: the exchange is unfinished.
+                    with contextlib.suppress(_CaptureFull):
+                        await resp.relay_to(keep)
                 finally:
                     resp.release()
             cap.error_type = error_type_for_status(resp.status or 0)

@@ -73,11 +73,13 @@ class Forwarder:
         limits: Limits,
         pool: UpstreamPool,
         on_attempt: Callable[[str, str, Capture, int], None] | None = None,
+        hop: tuple[bytes, bytes] | None = None,
     ) -> None:
         self._name = cfg.name
         self._retry = RetryPolicy(cfg.retry)
         self._on_attempt = on_attempt
         self._pool = pool
+        self._hop = hop  # the loop marker every request carries (proxy/loops.py)
         self._capture_max = limits.capture_max_bytes
         self._timeout = cfg.timeout_s
 
@@ -91,11 +93,13 @@ class Forwarder:
             # The one header tracing changes: traceparent becomes the primary call's span.
             headers = raw_end_to_end(request.raw_headers, _TRACE_HEADERS)
             headers.extend((k.encode(), v.encode()) for k, v in trace.primary_call().items())
+        if self._hop is not None:
+            headers.append(self._hop)
         method, target = request.method, request.raw_path
         attempt = 0
         while True:
             attempt += 1
-            cap = Capture(started=time.perf_counter(), attempts=attempt)
+            cap = Capture(started=time.perf_counter(), attempts=attempt, limit=self._capture_max)
             deadline = asyncio.get_running_loop().time() + self._timeout
             try:
                 upstream = await self._pool.request(
@@ -172,10 +176,8 @@ class Forwarder:
             out.send_error(status, f"primary_{cap.error_type}", cap.error)
             return
         cap.latency_s = time.perf_counter() - cap.started
-        cap.body += data[: self._capture_max]
-        cap.body_truncated = len(data) > self._capture_max
-        cap.chunk_times.append((len(data), cap.latency_s))
-        out.send(status, headers, data)
+        cap.keep(data)
+        out.send(status, headers, data, upstream.reason)
 
     async def _streamed(
         self,
@@ -188,15 +190,15 @@ class Forwarder:
         deadline: float,
     ) -> None:
         try:
-            out.start(status, headers, length)
+            out.start(status, headers, length, upstream.reason)
         except ConnectionResetError:
             cap.error_type, cap.error = "client_disconnected", "the caller went away"
             cap.latency_s = time.perf_counter() - cap.started
             return
-        keep, limit, write = cap.keep, self._capture_max, out.write_nowait
+        keep, write = cap.keep, out.write_nowait
 
         def relay(chunk: bytes) -> bool:  # called by the upstream connection, per chunk
-            keep(chunk, limit)
+            keep(chunk)
             return write(chunk)
 
         try:

@@ -15,6 +15,16 @@ docs/performance.md).
   within ``body_timeout_s`` of its head; otherwise 408 and the connection closes. An idle
   kept-alive connection is closed after ``idle_timeout_s``. Timers are armed only when a
   packet leaves a head or body incomplete, which one-packet requests never do.
+- Request targets: origin-form only (absolute-form, ``CONNECT``, ``OPTIONS *`` and a
+  request line without an HTTP version are refused with 400); a path with a dot-segment
+  (``.``/``..``, also percent-encoded or behind a backslash) is refused, so a request
+  cannot leave the primary's base path behind a front that resolves them.
+- Loops: a request carrying this proxy's own hop marker (``x-shadoweval-hop``, added to
+  everything the proxy sends) is refused with 508 (``proxy/loops.py``).
+- Connections: over ``max_connections`` a new connection is closed at once, counted and
+  logged at most every 10 s; a connection gets ``header_timeout_s`` for its first byte
+  (then it is closed, without an answer or a count), so silent connections cannot hold
+  descriptors for ``idle_timeout_s``.
 - Pipelined requests are answered in order, one at a time; reading pauses while any wait.
 - Refused requests are counted by reason and logged in one line without their bytes; no
   access log is kept (its request line would include query strings, and it costs every
@@ -25,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 from collections import deque
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -33,7 +44,7 @@ import httptools
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from shadoweval.config import Limits
+from shadoweval.config import Config, Limits
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +52,10 @@ log = logging.getLogger(__name__)
 RefusedHook = Callable[[str], None]
 
 _PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
+_HTTP_VERSIONS = frozenset({"1.0", "1.1"})
+_HOP_HEADER = b"x-shadoweval-hop"
+# How often a flood of connections over the limit is logged (each one is counted).
+_FLOOD_LOG_INTERVAL_S = 10.0
 _NO_BODY = frozenset({204, 304})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -109,12 +124,20 @@ class Responder:
         self.started = False
         self.finished = False
 
-    def _head(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None) -> bytes:
+    def _head(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        length: int | None,
+        reason: bytes | None,
+    ) -> bytes:
         self.status = status
         self.started = True
         if self._conn.closing:
             self._keep_alive = False
-        parts = [b"HTTP/1.1 %d %s\r\n" % (status, _PHRASES.get(status, b"Unknown"))]
+        if reason is None:
+            reason = _PHRASES.get(status, b"Unknown")
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
         if status in _NO_BODY or status < 200:
@@ -131,12 +154,22 @@ class Responder:
                 self._keep_alive = False
         if not self._keep_alive:
             parts.append(b"connection: close\r\n")
+        elif not self._conn.http11:
+            # An HTTP/1.0 caller that asked to keep the connection must be told it is kept,
+            # or it waits for a close that never comes (RFC 9112 Appendix C.2.2).
+            parts.append(b"connection: keep-alive\r\n")
         parts.append(b"\r\n")
         return b"".join(parts)
 
-    def send(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        """The whole answer in one write."""
-        head = self._head(status, headers, len(body))
+    def send(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        reason: bytes | None = None,
+    ) -> None:
+        """The whole answer in one write; ``reason`` is the upstream's phrase, as sent."""
+        head = self._head(status, headers, len(body), reason)
         transport = self._conn.transport
         if transport is not None and not transport.is_closing():
             transport.write(head if self._head_only or status in _NO_BODY else head + body)
@@ -145,9 +178,15 @@ class Responder:
     def send_error(self, status: int, code: str, message: str) -> None:
         self.send(status, error_headers(code), error_body(code, message))
 
-    def start(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None) -> None:
+    def start(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        length: int | None,
+        reason: bytes | None = None,
+    ) -> None:
         """The head; the body follows through ``write``, framed by length, chunks or close."""
-        head = self._head(status, headers, length)
+        head = self._head(status, headers, length, reason)
         transport = self._conn.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the caller went away")
@@ -206,6 +245,27 @@ def _head_too_large() -> _Refused:
     return _Refused(431, "header_too_large", "header_too_large", "request head too large")
 
 
+def _bad_target(message: str) -> _Refused:
+    return _Refused(400, "bad_target", "bad_request", message)
+
+
+def target_problem(method: bytes, target: bytes) -> str | None:
+    """Why a request target may not be forwarded, or None: only origin-form targets whose
+    path has no dot-segment (RFC 3986 §5.2.4), percent-encoded or behind a backslash,
+    so what the primary sees stays under its base path whatever resolves the path."""
+    if method == b"CONNECT":
+        return "CONNECT is not proxied"
+    if not target.startswith(b"/"):
+        return "only origin-form request targets (/path?query) are accepted"
+    path = target.partition(b"?")[0]
+    if b"." in path or b"%" in path or b"\\" in path:  # the common path has none: no work
+        unified = path.lower().replace(b"%2e", b".").replace(b"%2f", b"/").replace(b"%5c", b"/")
+        segments = unified.replace(b"\\", b"/").split(b"/")
+        if b"." in segments or b".." in segments:
+            return "dot-segments in the request path are refused"
+    return None
+
+
 # Connection states: between requests, in a head, in a body.
 _IDLE, _HEAD, _BODY = 0, 1, 2
 # At shutdown, a connection accepted but not yet sent anything gets this long for its
@@ -213,15 +273,40 @@ _IDLE, _HEAD, _BODY = 0, 1, 2
 FIRST_REQUEST_GRACE_S = 1.0
 
 
+def max_connections(cfg: Config) -> int:
+    """``limits.max_connections``, or what the open-files limit leaves: each caller
+    connection in flight also holds a primary connection, and the candidates' pools, the
+    admin port, the sink and the worker's channel need descriptors of their own."""
+    if cfg.limits.max_connections:
+        return cfg.limits.max_connections
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    reserved = 64 + sum(c.concurrency for c in cfg.candidates)
+    return max(16, (soft - reserved) // 2)
+
+
 class HttpServer:
     """The protocol factory of the proxy port, and its connections (for draining)."""
 
-    def __init__(self, handler: Handler, limits: Limits, on_refused: RefusedHook | None) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        limits: Limits,
+        on_refused: RefusedHook | None,
+        *,
+        max_connections: int = 0,
+        hop_id: bytes = b"",
+    ) -> None:
         self.handler = handler
         self.limits = limits
         self.refused: RefusedHook = on_refused or (lambda _reason: None)
         self.connections: set[HttpProtocol] = set()
         self.closing = False
+        self.max_connections = max_connections or 1 << 62  # 0: no limit of our own
+        self.hop_id = hop_id  # this proxy's loop marker; empty: not checked
+        self._flood_logged_at: float | None = None
+        self._flood_unlogged = 0
         # Bytes a head may take before it is refused whatever its shape.
         self.max_head_bytes = (
             limits.max_request_line_bytes + limits.max_headers * (limits.max_header_bytes + 4) + 4
@@ -229,6 +314,20 @@ class HttpServer:
 
     def __call__(self) -> HttpProtocol:
         return HttpProtocol(self)
+
+    def over_limit(self, now: float) -> None:
+        """A connection over ``max_connections`` was closed: count it, log now and then."""
+        self.refused("too_many_connections")
+        self._flood_unlogged += 1
+        last = self._flood_logged_at
+        if last is None or now - last >= _FLOOD_LOG_INTERVAL_S:
+            log.warning(
+                "%d connection(s) closed at once: %d open, limits.max_connections is %d",
+                self._flood_unlogged,
+                len(self.connections),
+                self.max_connections,
+            )
+            self._flood_logged_at, self._flood_unlogged = now, 0
 
     async def shutdown(self, grace_s: float) -> None:
         """Close idle connections now, the others after their answer; abort any left after
@@ -278,10 +377,20 @@ class HttpProtocol(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        server = self._server
+        if len(server.connections) >= server.max_connections:
+            # Closed before any timer or parser work: the descriptor is back at once, so
+            # a flood cannot starve callers already connected or the admin port.
+            self._ignore_input = True
+            transport.abort()  # type: ignore[attr-defined]
+            server.over_limit(self._loop.time())
+            return
         self.transport = transport  # type: ignore[assignment]  # uvloop's do not subclass
-        self._server.connections.add(self)
+        server.connections.add(self)
         self._last_active = self._loop.time()
-        self._arm(self._limits.idle_timeout_s, self._idle_check)
+        # Its first byte is due within header_timeout_s, like the rest of a head: a
+        # connection that sends nothing must not hold a descriptor for idle_timeout_s.
+        self._arm(self._limits.header_timeout_s, self._first_byte_check)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
@@ -303,6 +412,10 @@ class HttpProtocol(asyncio.Protocol):
     async def drain(self) -> None:
         if self.transport is None:
             raise ConnectionResetError("the caller went away")
+        if not self.write_paused:
+            # The buffer drained between the pause and this call (resume_writing ran
+            # already): waiting would stall until a resume that never comes.
+            return
         if self._drain is None:
             self._drain = self._loop.create_future()
         await self._drain
@@ -358,9 +471,15 @@ class HttpProtocol(asyncio.Protocol):
         ):
             raise _head_too_large()
         headers.append((name, value))
-        if len(name) in (6, 14, 17):  # "expect", "content-length", "transfer-encoding"
+        # "expect", "content-length", "x-shadoweval-hop", "transfer-encoding"
+        if len(name) in (6, 14, 16, 17):
             lower = name.lower()
-            if lower == b"transfer-encoding":
+            if lower == _HOP_HEADER:
+                if self._server.hop_id and self._server.hop_id in value:
+                    raise _Refused(
+                        508, "loop", "loop_detected", "the request came back to this proxy"
+                    )
+            elif lower == b"transfer-encoding":
                 self._has_body = True
             elif lower == b"content-length":
                 self._has_body = value != b"0"
@@ -378,7 +497,13 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self._parser
-        self.http11 = parser.get_http_version() == "1.1"
+        version = parser.get_http_version()
+        if version not in _HTTP_VERSIONS:  # "GET /" alone parses as HTTP/0.9
+            raise _bad_target("the request line has no HTTP version")
+        problem = target_problem(parser.get_method(), self._url)
+        if problem is not None:
+            raise _bad_target(problem)
+        self.http11 = version == "1.1"
         if not self.http11 and any(k.lower() == b"transfer-encoding" for k, _ in self._headers):
             raise _bad_request()  # RFC 9112 §6.1: faulty framing
         if self._has_body and parser.should_upgrade():
@@ -488,6 +613,15 @@ class HttpProtocol(asyncio.Protocol):
             self._loop.call_later(FIRST_REQUEST_GRACE_S, self._close_if_idle)
             return
         self.close()  # between keep-alive requests: as every server does at shutdown
+
+    def _first_byte_check(self) -> None:
+        self._timer = None
+        if self.transport is None:
+            return
+        if self._received:
+            self._idle_check()  # it spoke: from now on the idle clock
+            return
+        self.close()  # not counted as refused: no request was ever begun (a preconnect)
 
     def _close_if_idle(self) -> None:
         if not self._busy and self._state == _IDLE:

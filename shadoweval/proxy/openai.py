@@ -107,16 +107,59 @@ def _next_blank_line(data: bytes, start: int) -> tuple[int, int]:
     return best
 
 
-def _decode_body(capture: Capture) -> bytes:
+def _decode_body(capture: Capture) -> tuple[bytes, bool]:
+    """The body as text bytes, and whether decoding stopped at the capture limit: a
+    compressed body inflates to at most ``capture.limit`` bytes (a gzip bomb costs what a
+    plain answer of that size costs, whatever its ratio)."""
     body = bytes(capture.body)
     enc = capture.content_encoding.lower()
     if enc in ("gzip", "x-gzip", "deflate"):
         wbits = 47 if enc != "deflate" else 15  # 47: auto-detect gzip/zlib headers
+        inflate = zlib.decompressobj(wbits)
         try:
-            return zlib.decompressobj(wbits).decompress(body, 64 * 1024 * 1024)
+            out = inflate.decompress(body, capture.limit)
         except zlib.error:
-            return b""
-    return body
+            return b"", False
+        return out, bool(inflate.unconsumed_tail)
+    return body, False
+
+
+def _leading_model(body: bytes) -> str | None:
+    """The model of a JSON answer cut by the capture limit (it comes first)."""
+    at = body.find(b'"model"', 0, 4096)
+    if at == -1:
+        return None
+    start = body.find(b'"', body.find(b":", at) + 1)
+    end = body.find(b'"', start + 1)
+    if start == -1 or end == -1:
+        return None
+    try:
+        return _str(orjson.loads(body[start : end + 1]))
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _tail_events(tail: bytes) -> bytes:
+    """The whole SSE events of a tail that starts somewhere inside one."""
+    starts = [i + len(sep) for sep in _BLANK_LINES if (i := tail.find(sep)) != -1]
+    return tail[min(starts) :] if starts else b""
+
+
+def _closing_usage(tail: bytes) -> Usage | None:
+    """The usage object of a JSON answer from its last bytes (it closes the answer)."""
+    at = tail.rfind(b'"usage"')
+    start = tail.find(b"{", at) if at != -1 else -1
+    if start == -1:
+        return None
+    depth = 0
+    for end in range(start, len(tail)):
+        depth += {123: 1, 125: -1}.get(tail[end], 0)  # { and }
+        if depth == 0:
+            try:
+                return _usage(orjson.loads(tail[start : end + 1]))
+            except orjson.JSONDecodeError:
+                return None
+    return None
 
 
 def _time_at(capture: Capture, offset: int) -> float | None:
@@ -348,7 +391,10 @@ def parse_answer(
         return out
     if out.error_type is None:
         out.error_type = error_type_for_status(capture.status)
-    body = _decode_body(capture)
+    body, decode_cut = _decode_body(capture)
+    # The copy ends at the capture limit: what is missing is ours, not the upstream's.
+    cut = out.capture_truncated = capture.body_truncated or decode_cut
+    out.truncated = out.truncated or cut
     acc = _Accumulator()
     is_sse = "text/event-stream" in capture.content_type.lower()
     problem: str | None = None
@@ -357,7 +403,14 @@ def parse_answer(
         return out
     if is_sse:
         problem = _parse_stream(route, body, acc)
-        if not acc.done and out.error_type is None and route != "embeddings":
+        if cut:
+            problem = None  # the last event of the copy is cut in two
+            if capture.tail and not decode_cut:
+                end = _Accumulator()  # the final events: usage, finish reason, [DONE]
+                _parse_stream(route, _tail_events(bytes(capture.tail)), end)
+                acc.usage = end.usage or acc.usage
+                acc.finish_reason = end.finish_reason or acc.finish_reason
+        elif not acc.done and out.error_type is None and route != "embeddings":
             # No [DONE] / response.completed: the stream was cut short.
             out.error_type = "truncated_stream"
             out.truncated = True
@@ -366,10 +419,14 @@ def parse_answer(
             obj = orjson.loads(body)
         except orjson.JSONDecodeError:
             obj = None
-        if not isinstance(obj, dict):
-            problem = "answer is not a JSON object"
-        else:
+        if isinstance(obj, dict):
             _parse_json_answer(route, obj, acc)
+        elif cut:
+            acc.model = _leading_model(body)
+            if capture.tail and not decode_cut:
+                acc.usage = _closing_usage(bytes(capture.tail))
+        else:
+            problem = "answer is not a JSON object"
     if problem and out.error_type is None:
         out.error_type = "invalid_response"
         out.error = problem

@@ -22,6 +22,7 @@ from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.proxy.breaker import Breaker
 from shadoweval.proxy.candidate import AttemptHook, CandidateClient
+from shadoweval.proxy.loops import hop_header
 from shadoweval.proxy.openai import InvalidRequest, parse_answer, parse_request
 from shadoweval.records import RequestInfo, build_pair
 from shadoweval.redaction import Redactor
@@ -179,8 +180,15 @@ class ShadowDispatcher:
     ) -> ShadowDispatcher:
         """The candidates' clients and their dispatcher, as the proxy or its shadow worker
         runs them."""
+        hop = hop_header(cfg.listen)
         clients = [
-            CandidateClient(c, cfg.limits.capture_max_bytes, on_attempt=on_attempt)
+            CandidateClient(
+                c,
+                cfg.limits.capture_max_bytes,
+                on_attempt=on_attempt,
+                hop=hop,
+                on_stale=metrics.stale_hook(c.role, c.name),
+            )
             for c in cfg.candidates
         ]
         return cls(

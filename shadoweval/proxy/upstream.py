@@ -21,6 +21,13 @@ from yarl import URL
 
 from shadoweval.types import ErrorType
 
+# Methods a client may repeat on a fresh connection when a kept-alive one turns out to be
+# stale (RFC 9110 §9.2.2, as aiohttp's client): a POST to a model is a billed generation.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+# Idle connections are dropped this long before the server's own Keep-Alive timeout, so a
+# request is not written onto a connection the server is closing.
+_KEEPALIVE_MARGIN_S = 1.0
+
 # Pause reading from the upstream while this much body is waiting for a consumer not yet
 # attached (a slow caller pauses it through relay_to), so no stream is buffered whole.
 HIGH_WATER = 256 * 1024
@@ -45,6 +52,7 @@ class _Connection(asyncio.Protocol):
         self.reusable = False
         self.idle_since = 0.0
         self.used = False  # served at least one exchange (a stale keep-alive is possible)
+        self.keepalive_s = pool._keepalive  # lowered by the server's Keep-Alive: timeout=N
         self.response: UpstreamResponse | None = None
         self._header_name = b""
 
@@ -96,9 +104,22 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks ------------------------------------------------------------
 
+    def on_status(self, reason: bytes) -> None:
+        assert self.response is not None
+        self.response.reason += reason  # relayed as sent (llhttp has checked its bytes)
+
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self.response is not None
         self.response.raw_headers.append((name, value))
+        if len(name) == 10 and name.lower() == b"keep-alive":
+            self._keepalive_hint(value)
+
+    def _keepalive_hint(self, value: bytes) -> None:
+        for param in value.split(b","):
+            key, _, number = param.strip().partition(b"=")
+            if key.lower() == b"timeout" and number.strip().isdigit():
+                hinted = int(number.strip()) - _KEEPALIVE_MARGIN_S
+                self.keepalive_s = max(0.0, min(self._pool._keepalive, hinted))
 
     def on_headers_complete(self) -> None:
         resp = self.response
@@ -106,6 +127,7 @@ class _Connection(asyncio.Protocol):
         code = self.parser.get_status_code()
         if 100 <= code < 200:  # an interim answer (we never send Expect); the real one follows
             resp.raw_headers.clear()
+            resp.reason = b""
             return
         resp.status = code
         resp.keep_alive = self.parser.should_keep_alive()
@@ -135,6 +157,7 @@ class UpstreamResponse:
         self._conn = conn
         self._head = head
         self.status: int | None = None
+        self.reason = b""  # the reason phrase as the upstream sent it (may be empty)
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.keep_alive = False
         self.complete = False
@@ -307,6 +330,7 @@ class UpstreamPool:
         connect_timeout_s: float = 10.0,
         keepalive_s: float = 60.0,
         ssl_context: ssl_module.SSLContext | None = None,
+        on_stale: Callable[[bool], None] | None = None,
     ) -> None:
         parsed = URL(url)
         assert parsed.host is not None
@@ -320,6 +344,8 @@ class UpstreamPool:
             self._ssl = ssl_module.create_default_context()
         self._connect_timeout = connect_timeout_s
         self._keepalive = keepalive_s
+        # Called with whether the request is repeated when a reused connection was stale.
+        self._on_stale = on_stale
         self._idle: deque[_Connection] = deque()
         self._all: set[_Connection] = set()
         self._limit = limit
@@ -360,7 +386,7 @@ class UpstreamPool:
             now = time.monotonic()
             while self._idle:
                 conn = self._idle.pop()  # most recently used: the least likely to be stale
-                if not conn.closed and now - conn.idle_since < self._keepalive:
+                if not conn.closed and now - conn.idle_since < conn.keepalive_s:
                     return conn
                 conn.close()
             if not self._full():
@@ -438,6 +464,7 @@ class UpstreamPool:
         prepended. ``headers`` must not contain Host, Content-Length or Transfer-Encoding.
         """
         data = self.encode_request(method, target, headers, body)
+        idempotent = method in IDEMPOTENT_METHODS
         for attempt in (1, 2):
             conn = await self._acquire()
             reused = conn.used
@@ -471,10 +498,15 @@ class UpstreamPool:
             except UpstreamError as exc:
                 conn.response = None
                 conn.close()
-                # A kept-alive connection the server had already closed: nothing was
-                # processed, so one retry on a fresh connection is safe.
+                # A kept-alive connection closed without an answer: the server may have
+                # closed it idle (nothing processed) or processed the request and died.
+                # Only a request safe to repeat is sent again; anything else is the
+                # caller's retry policy's to decide.
                 if reused and attempt == 1 and exc.kind == "truncated_stream":
-                    continue
+                    if self._on_stale is not None:
+                        self._on_stale(idempotent)
+                    if idempotent:
+                        continue
                 raise
             return resp
         raise AssertionError("unreachable")

@@ -177,12 +177,20 @@ async def test_a_body_sent_slowly_is_cut_at_body_timeout() -> None:
         assert reply.status == 200
 
 
-async def test_an_idle_connection_is_closed_after_idle_timeout() -> None:
-    async with running_stack(overrides=SLOW) as stack:
-        reply = await exchange(stack.url, b"", timeout_s=5)
+async def test_a_silent_connection_is_closed_after_header_timeout_not_idle_timeout() -> None:
+    # idle_timeout_s is far beyond the exchange's patience: only header_timeout_s can close it.
+    limits = {"limits": {"header_timeout_s": 0.3, "idle_timeout_s": 3600.0}}
+    async with running_stack(overrides=limits) as stack:
+        reply = await exchange(stack.url, b"", timeout_s=60)
         assert reply.closed and reply.data == b""
-        assert 0.9 < reply.seconds < 3.0, reply.seconds
         # Not a slow head: nothing was sent, so nothing is counted as refused.
+        assert refused(stack, "header_timeout") == 0
+
+
+async def test_a_kept_alive_connection_is_closed_after_idle_timeout() -> None:
+    async with running_stack(overrides=SLOW) as stack:
+        reply = await exchange(stack.url, HEAD + CL + b"\r\n" + BODY, timeout_s=30)
+        assert reply.status == 200 and reply.closed
         assert refused(stack, "header_timeout") == 0
 
 
