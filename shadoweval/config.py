@@ -270,6 +270,9 @@ class Limits(_Model):
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     # Bounded copy of each answer kept for the pair record; the caller always gets all bytes.
     capture_max_bytes: int = Field(1024 * 1024, ge=1024)
+    # A pair record's JSON at most (its longest strings are shortened, the record marked);
+    # with the Kafka sink also at most its max_request_size.
+    max_record_bytes: int = Field(4 * 1024 * 1024, ge=16 * 1024)
     # The request head, as the proxy port's HTTP parser enforces it (over a limit: 400/431).
     max_request_line_bytes: int = Field(8190, ge=256)
     max_header_bytes: int = Field(8190, ge=256, description="one header field")

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from shadoweval.config import Config
 from shadoweval.redaction import Redactor
 from shadoweval.types import Json, Outcome
 
@@ -96,6 +97,58 @@ def build_pair(
         "primary": shared["primary"],
         "candidate": _redacted_output(candidate, redactor),
     }
+
+
+# What a cut string ends with, so a reader sees the record was shortened and where.
+TRUNCATED_MARK = "…[truncated by shadoweval: record over limits.max_record_bytes]"
+
+
+def fit(record: Json, max_bytes: int) -> Json:
+    """The record, or a copy whose longest strings are shortened until its JSON fits in
+    ``max_bytes``, marked ``record_truncated`` with the size it had. A sink never writes a
+    record whole over its limit (nor refuses it whole, as Kafka does past
+    ``max_request_size``). The common record is returned as it is, after one serialisation."""
+    data = orjson.dumps(record)
+    if len(data) <= max_bytes:
+        return record
+    fresh: Json = orjson.loads(data)  # a private copy: shared parts stay untouched
+    fresh["record_truncated"] = {"original_bytes": len(data)}
+    excess = len(data) - max_bytes + len(TRUNCATED_MARK.encode()) * 8 + 64
+    for _ in range(8):
+        leaves = sorted(_strings(fresh), key=lambda leaf: -len(leaf[0][leaf[1]]))
+        for parent, key in leaves:
+            if excess <= 0:
+                break
+            text: str = parent[key]
+            keep = max(0, len(text) - excess)
+            parent[key] = text[:keep] + TRUNCATED_MARK
+            excess -= len(text.encode()) - len(parent[key].encode())
+        size = len(orjson.dumps(fresh))
+        if size <= max_bytes or not leaves:
+            return fresh
+        excess = size - max_bytes + 64  # escapes and multi-byte text: once more
+    return fresh
+
+
+def record_limit(cfg: Config) -> int:
+    """The largest record the configured sink takes: limits.max_record_bytes, and for the
+    Kafka sink its max_request_size less room for the message's own framing."""
+    limit = cfg.limits.max_record_bytes
+    if cfg.sink.kind == "kafka":
+        size = cfg.sink.max_request_size
+        limit = min(limit, max(size - 1024, size // 2))
+    return limit
+
+
+def _strings(node: Any) -> Iterator[tuple[Any, Any]]:
+    """(container, key) of every string longer than the mark, for shortening in place."""
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for key, value in items:
+        if isinstance(value, str):
+            if len(value) > 2 * len(TRUNCATED_MARK):
+                yield node, key
+        elif isinstance(value, dict | list):
+            yield from _strings(value)
 
 
 def dumps(record: Json) -> bytes:

@@ -24,7 +24,7 @@ from shadoweval.proxy.breaker import Breaker
 from shadoweval.proxy.candidate import AttemptHook, CandidateClient
 from shadoweval.proxy.loops import hop_header
 from shadoweval.proxy.openai import InvalidRequest, parse_answer, parse_request
-from shadoweval.records import RequestInfo, build_pair
+from shadoweval.records import RequestInfo, build_pair, fit, record_limit
 from shadoweval.redaction import Redactor
 from shadoweval.sampling import Sampler
 from shadoweval.sinks import Sink
@@ -153,8 +153,10 @@ class ShadowDispatcher:
         primary_timeout_s: float,
         prices: PriceTable,
         observe: ObserveFn | None = None,
+        max_record_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.prices = prices
+        self._max_record = max_record_bytes
         self._lanes = [_Lane(c, metrics) for c in clients]
         self._sampler = sampler
         self._sink = sink
@@ -201,6 +203,7 @@ class ShadowDispatcher:
             primary_timeout_s=cfg.primary.timeout_s,
             prices=prices,
             observe=observe,
+            max_record_bytes=record_limit(cfg),
         )
 
     @property
@@ -354,7 +357,7 @@ class ShadowDispatcher:
         record = build_pair(
             job.info, job.request(), primary, candidate, self._redactor, job.record_parts
         )
-        self._sink.put(record, job.info.request_id.encode())
+        self._sink.put(fit(record, self._max_record), job.info.request_id.encode())
         lane.pairs.inc()
 
     # -- lifecycle ---------------------------------------------------------------------
