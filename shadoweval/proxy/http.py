@@ -45,6 +45,7 @@ import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from shadoweval.config import Config, Limits
+from shadoweval.proxy.loops import HOP_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,6 @@ RefusedHook = Callable[[str], None]
 
 _PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
 _HTTP_VERSIONS = frozenset({"1.0", "1.1"})
-_HOP_HEADER = b"x-shadoweval-hop"
 # How often a flood of connections over the limit is logged (each one is counted).
 _FLOOD_LOG_INTERVAL_S = 10.0
 _NO_BODY = frozenset({204, 304})
@@ -474,7 +474,7 @@ class HttpProtocol(asyncio.Protocol):
         # "expect", "content-length", "x-shadoweval-hop", "transfer-encoding"
         if len(name) in (6, 14, 16, 17):
             lower = name.lower()
-            if lower == _HOP_HEADER:
+            if lower == HOP_HEADER:
                 if self._server.hop_id and self._server.hop_id in value:
                     raise _Refused(
                         508, "loop", "loop_detected", "the request came back to this proxy"
