@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -324,6 +325,14 @@ async def test_a_metadata_refresh_that_reaches_no_broker_marks_the_producer_unre
     next refresh waits a poll interval instead of spinning."""
     monkeypatch.setattr(kafka_module, "_POLL_S", 0.05)
     answers = [False, False, True]
+    pauses: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float) -> None:  # the pause itself, not the wall clock
+        pauses.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr(kafka_module.asyncio, "sleep", sleep)
 
     class Client:
         async def _metadata_update(self, cluster: object, topics: object) -> bool:
@@ -336,12 +345,12 @@ async def test_a_metadata_refresh_that_reaches_no_broker_marks_the_producer_unre
     producer = Producer()
     sink._producer = producer
     sink._watch(producer)
-    started = time.monotonic()
     assert await producer.client._metadata_update(None, set()) is False
     assert sink._unreachable
     assert await producer.client._metadata_update(None, set()) is False
-    assert time.monotonic() - started >= 0.1  # paused after each failure
+    assert pauses == [0.05, 0.05]  # paused a poll interval after each failure
     assert await producer.client._metadata_update(None, set()) is True
+    assert pauses == [0.05, 0.05]  # and not after a success
     assert not sink._unreachable  # reachable again: the producer is kept
     sink._producer = None  # a producer the sink has let go never flags the current one
     answers.append(False)
