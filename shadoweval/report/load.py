@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from shadoweval.records import iter_jsonl
+from shadoweval.score.registry import ScorerInfo, info_of
 
 PAIR_SCHEMA = "shadoweval.pair.v1"
 SCORE_SCHEMA = "shadoweval.score.v1"
@@ -59,6 +60,11 @@ class PairRow:
     prompt: str
     primary: SideRow
     candidate: SideRow
+    # Requests that are not independent share a cluster: the hashed sampling key (a
+    # session or user when sampling.key names one), a probe's base probe. None = itself.
+    cluster: str | None = None
+    # Probe records only: the record's ``probe`` object (id, base_id, category, verdicts).
+    probe: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -74,6 +80,8 @@ class Dataset:
     # (pair_id, scorer, side) -> score
     scores: dict[tuple[str, str, str], ScoreRow] = field(default_factory=dict)
     skipped: Counter[str] = field(default_factory=Counter)
+    # scorer -> what it is, from its score records (else the registry, else the default)
+    scorer_info: dict[str, ScorerInfo] = field(default_factory=dict)
     pair_files: list[str] = field(default_factory=list)
     score_files: list[str] = field(default_factory=list)
 
@@ -201,6 +209,10 @@ def load(
             continue
         try:
             ts = datetime.fromisoformat(str(rec["ts"])).timestamp()
+            probe = rec.get("probe") if isinstance(rec.get("probe"), dict) else None
+            cluster = rec.get("sampling_key")
+            if probe is not None and isinstance(probe.get("base_id"), str):
+                cluster = "probe:" + probe["base_id"]
             row = PairRow(
                 pair_id=str(rec["pair_id"]),
                 request_id=str(rec["request_id"]),
@@ -211,6 +223,8 @@ def load(
                 prompt=snippet(prompt_text(rec.get("request")), snippet_chars),
                 primary=_side(rec["primary"], snippet_chars),
                 candidate=_side(rec["candidate"], snippet_chars),
+                cluster=cluster if isinstance(cluster, str) and cluster else None,
+                probe=probe,
             )
         except (KeyError, TypeError, ValueError):
             ds.skipped["malformed pair record"] += 1
@@ -239,6 +253,11 @@ def load(
         if value is not None and not 0.0 <= value <= 1.0:
             ds.skipped["score value outside [0, 1]"] += 1
             continue
+        if scorer not in ds.scorer_info or "scorer_info" in rec:
+            declared = rec.get("scorer_info")
+            ds.scorer_info[scorer] = (
+                ScorerInfo.from_dict(declared) if declared is not None else info_of(scorer)
+            )
         label = rec.get("label")
         ds.scores[(pair_id, scorer, side)] = ScoreRow(
             value=value,

@@ -31,6 +31,7 @@ from shadoweval.config import ReviewSettings
 from shadoweval.redaction import Redactor
 from shadoweval.review.store import Comparison, Letter, Rating, Store
 from shadoweval.score.record import score_id
+from shadoweval.score.registry import DEFAULT_INFO, PREFERENCE, SAFETY_FLAG, ScorerInfo
 from shadoweval.score.sinks import ScoreSink
 from shadoweval.types import Json
 
@@ -40,6 +41,12 @@ HUMAN_PAIRWISE = "human_pairwise"
 HUMAN_RUBRIC = "human_rubric"
 HUMAN_SAFETY = "human_safety"
 LABEL_VALUES = {"win": 1.0, "tie": 0.5, "loss": 0.0}
+
+
+def _info(scorer: str) -> ScorerInfo:
+    if scorer.startswith(HUMAN_PAIRWISE):
+        return PREFERENCE
+    return SAFETY_FLAG if scorer == HUMAN_SAFETY else DEFAULT_INFO
 
 
 def _iso(when: datetime) -> str:
@@ -70,6 +77,7 @@ def _record(
         "role": pair["role"],
         "primary_upstream": pair.get("primary_upstream"),
         "scorer": scorer,
+        "scorer_info": _info(scorer).as_dict(),
         "side": side,
         "value": value,
         "label": label,

@@ -13,6 +13,7 @@ from functools import cache
 from importlib import resources
 
 from shadoweval.score.base import Pair, Score
+from shadoweval.score.registry import DEFAULT_INFO, ScorerInfo
 from shadoweval.types import Json
 
 SCORE_SCHEMA = "shadoweval.score.v1"
@@ -23,7 +24,9 @@ def score_id(pair_id: str, scorer: str, side: str) -> str:
     return f"{pair_id}:{scorer}:{side}"
 
 
-def build_score(pair: Pair, scorer: str, score: Score, scored_at: str) -> Json:
+def build_score(
+    pair: Pair, scorer: str, score: Score, scored_at: str, info: ScorerInfo = DEFAULT_INFO
+) -> Json:
     rec = pair.record
     candidate = pair.candidate
     source = rec.get("source")
@@ -41,6 +44,7 @@ def build_score(pair: Pair, scorer: str, score: Score, scored_at: str) -> Json:
         "role": "control" if candidate.get("role") == "control" else "candidate",
         "primary_upstream": pair.primary.get("upstream"),
         "scorer": scorer,
+        "scorer_info": info.as_dict(),
         "side": score.side,
         "value": score.value,
         "label": score.label,

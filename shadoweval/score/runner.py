@@ -340,7 +340,7 @@ class ScoreRunner:
         source = pair.record.get("source")
         source = source if source in _SOURCES else "traffic"
         for score in scores:
-            out.append(build_score(pair, built.name, score, scored_at))
+            out.append(build_score(pair, built.name, score, scored_at, built.info))
             flag = built.family == "safety" and score.value == 1.0
             if score.value is not None:
                 self._child(m.score, upstream, role, built.name, score.side).observe(score.value)

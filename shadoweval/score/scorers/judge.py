@@ -29,7 +29,7 @@ from shadoweval.score.base import (
     unscored,
 )
 from shadoweval.score.http import Endpoint, EndpointError
-from shadoweval.score.registry import scorer
+from shadoweval.score.registry import PREFERENCE, scorer
 from shadoweval.types import Json
 
 T = TypeVar("T")
@@ -319,7 +319,7 @@ def judge_single(ctx: ScorerContext, *, rubric: str | None = None) -> Scorer:
     return score
 
 
-@scorer("judge_pairwise", default_rate=_judge_rate, family="judge")
+@scorer("judge_pairwise", default_rate=_judge_rate, family="judge", info=PREFERENCE)
 def judge_pairwise(ctx: ScorerContext, *, rubric: str | None = None) -> Scorer:
     """Which answer is better? Asked twice, the candidate first as B then as A. The
     candidate wins (1) or loses (0) only when both orders agree; otherwise it is a tie (0.5),
