@@ -70,12 +70,20 @@ def bootstrap(
     confidence: float = 0.95,
     resamples: int = 2000,
     seed: int = 0,
+    clusters: Sequence[Hashable] | None = None,
 ) -> list[Estimate]:
     """Percentile bootstrap of ``statistic`` over aligned (paired) samples.
 
     All samples are resampled with the same indices, so pairing is kept: pass the candidate's
     and the primary's values of the same requests. ``statistic`` receives arrays of shape
     (B, n) and returns (B,) or (B, k); one :class:`Estimate` per output column.
+
+    ``clusters`` (a label per element) makes it a cluster bootstrap: whole clusters are
+    drawn with replacement, so requests of one session (or variants of one probe) move
+    together and the interval is as wide as their correlation makes it. It is carried out by
+    weighting each element by how often its cluster was drawn, rescaled so that a row's mean
+    is the weighted mean: valid for statistics built from means (means, differences and
+    ratios of means), not for quantiles.
     """
     arrays = [np.asarray(s, dtype=np.float64) for s in samples]
     n = len(arrays[0])
@@ -84,7 +92,9 @@ def bootstrap(
     point = np.atleast_1d(np.asarray(statistic(*(a[None, :] for a in arrays)), dtype=np.float64))
     point = point.reshape(-1)
     k = point.size
-    if n < 2:
+    labels = cluster_index(clusters, n)
+    units = n if labels is None else int(labels.max()) + 1
+    if n < 2 or units < 2:
         return [Estimate(float(v), math.nan, math.nan, n) for v in point]
     rng = np.random.default_rng(seed)
     chunk = max(1, min(resamples, _MAX_ELEMENTS // n))
@@ -92,8 +102,16 @@ def bootstrap(
     done = 0
     while done < resamples:
         size = min(chunk, resamples - done)
-        idx = rng.integers(0, n, size=(size, n), dtype=np.int32 if n < 2**31 else np.int64)
-        out = np.asarray(statistic(*(a[idx] for a in arrays)), dtype=np.float64)
+        if labels is None:
+            idx = rng.integers(0, n, size=(size, n), dtype=np.int32 if n < 2**31 else np.int64)
+            out = np.asarray(statistic(*(a[idx] for a in arrays)), dtype=np.float64)
+        else:
+            draws = rng.integers(0, units, size=(size, units))
+            counts = np.zeros((size, units), dtype=np.float64)
+            np.add.at(counts, (np.arange(size)[:, None], draws), 1.0)
+            w = counts[:, labels]
+            w *= n / w.sum(axis=1, keepdims=True)
+            out = np.asarray(statistic(*(a[None, :] * w for a in arrays)), dtype=np.float64)
         parts.append(out.reshape(size, k))
         done += size
     dist = np.concatenate(parts, axis=0)
@@ -105,6 +123,21 @@ def bootstrap(
         lo = np.nanpercentile(dist, tail, axis=0)
         hi = np.nanpercentile(dist, 100 - tail, axis=0)
     return [Estimate(float(point[j]), float(lo[j]), float(hi[j]), n) for j in range(k)]
+
+
+def cluster_index(clusters: Sequence[Hashable] | None, n: int) -> NDArray[np.intp] | None:
+    """Cluster labels -> 0..C-1 per element; None when every element is its own cluster
+    (no labels, or all distinct: the ordinary bootstrap). ``None`` labels are singletons."""
+    if clusters is None:
+        return None
+    if len(clusters) != n:
+        raise ValueError("clusters must label every element")
+    ids: dict[Hashable, int] = {}
+    out = np.empty(n, dtype=np.intp)
+    for i, c in enumerate(clusters):
+        key = ("\0single", i) if c is None else c
+        out[i] = ids.setdefault(key, len(ids))
+    return None if len(ids) == n else out
 
 
 def _mean(a: Array) -> NDArray[np.float64]:

@@ -1,0 +1,82 @@
+"""The statistical validation suite: one command regenerates every table of docs/report.md's
+"Validity" section.
+
+    .venv/bin/python benchmarks/validity/run.py            # full (a few minutes per module)
+    .venv/bin/python benchmarks/validity/run.py --quick    # smoke run, same tables, fewer runs
+    .venv/bin/python benchmarks/validity/run.py --only verdict,alarm
+
+Every module in this folder with a ``run(quick: bool) -> list[Table]`` function is a part;
+a table is ``{"name", "target", "columns", "rows"}``. Results go to
+``benchmarks/results/validity.json`` and ``validity.md`` (quick runs to ``validity-quick.*``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE.parent / "results"
+
+
+def parts() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules([str(HERE)]) if m.name not in ("run",))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [f"# Validity ({'quick' if results['quick'] else 'full'} run)", ""]
+    for part, tables in results["parts"].items():
+        for t in tables:
+            lines += [f"## {part}: {t['name']}", "", f"Target: {t['target']}", ""]
+            lines.append("| " + " | ".join(t["columns"]) + " |")
+            lines.append("|" + "---|" * len(t["columns"]))
+            lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in t["rows"]]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer simulated runs (a smoke test)")
+    ap.add_argument("--only", default="", help="comma-separated parts, e.g. verdict,alarm")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(HERE.parent.parent))
+    wanted = [p for p in args.only.split(",") if p] or parts()
+    unknown = sorted(set(wanted) - set(parts()))
+    if unknown:
+        print(f"unknown part(s): {', '.join(unknown)} (have: {', '.join(parts())})")
+        return 2
+    name = "validity-quick" if args.quick else "validity"
+    out_json = RESULTS / f"{name}.json"
+    results: dict[str, Any] = {"quick": args.quick, "parts": {}, "seconds": {}}
+    if args.only and out_json.exists():  # --only refreshes those parts, keeps the others
+        previous = json.loads(out_json.read_text())
+        results["parts"].update(previous.get("parts", {}))
+        results["seconds"].update(previous.get("seconds", {}))
+    for part in wanted:
+        module = importlib.import_module(f"benchmarks.validity.{part}")
+        start = time.perf_counter()
+        results["parts"][part] = module.run(args.quick)
+        results["seconds"][part] = round(time.perf_counter() - start, 1)
+        print(f"{part}: {results['seconds'][part]} s", flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    out_json.write_text(json.dumps(results, indent=1) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown(results) + "\n")
+    print(f"wrote {out_json} and {name}.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
