@@ -213,6 +213,219 @@ def wilson(k: int, n: int, confidence: float = 0.95) -> Estimate:
     return Estimate(p, lo, hi, n)
 
 
+# -- clustered rates (probe variants of one base probe are not independent) -------------------
+
+
+def t_value(confidence: float, df: float) -> float:
+    """Two-sided Student-t quantile (Cornish-Fisher expansion of the normal one; within 0.1%
+    of the exact value for df >= 3)."""
+    z = z_value(confidence)
+    if not math.isfinite(df):
+        return z
+    z3, z5, z7, z9 = z**3, z**5, z**7, z**9
+    return (
+        z
+        + (z3 + z) / (4 * df)
+        + (5 * z5 + 16 * z3 + 3 * z) / (96 * df**2)
+        + (3 * z7 + 19 * z5 + 17 * z3 - 15 * z) / (384 * df**3)
+        + (79 * z9 + 776 * z7 + 1482 * z5 - 1920 * z3 - 945 * z) / (92160 * df**4)
+    )
+
+
+def _wilson_at(p: float, n: float, z: float) -> tuple[float, float]:
+    """Wilson limits of a rate ``p`` observed on ``n`` (possibly effective, non-integer) units."""
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(max(p * (1 - p), 0.0) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if p <= 0 else max(0.0, centre - half)
+    hi = 1.0 if p >= 1 else min(1.0, centre + half)
+    return lo, hi
+
+
+def _cluster_sums(values: Array, labels: NDArray[np.intp] | None) -> Array:
+    if labels is None:
+        return values
+    return np.bincount(labels, weights=values).astype(np.float64)
+
+
+def _cluster_cov(a: Array, b: Array, p: float, q: float, sizes: Array) -> float:
+    """Cluster-robust covariance of two ratio-of-means rates from their cluster totals."""
+    c = sizes.size
+    if c < 2:
+        return math.nan
+    n = float(sizes.sum())
+    return float(c / (c - 1) * np.sum((a - p * sizes) * (b - q * sizes)) / (n * n))
+
+
+@dataclass(frozen=True, slots=True)
+class ClusteredRate:
+    """A rate over clustered 0/1 outcomes: its Wilson interval at the effective sample size
+    ``n / design_effect``, and the cluster totals for comparisons."""
+
+    estimate: Estimate
+    design_effect: float
+    totals: Array
+    sizes: Array
+
+    @property
+    def clusters(self) -> int:
+        return int(self.sizes.size)
+
+    @property
+    def variance(self) -> float:
+        p = self.estimate.value
+        return _cluster_cov(self.totals, self.totals, p, p, self.sizes)
+
+
+def clustered_rate(
+    outcomes: Sequence[float] | Array,
+    clusters: Sequence[Hashable] | None = None,
+    confidence: float = 0.95,
+) -> ClusteredRate:
+    """The share of 1s, with a cluster-robust Wilson interval.
+
+    The design effect (cluster-robust variance over the binomial one) shrinks ``n`` to an
+    effective sample size. It is never below 1 (clustering is not allowed to *add*
+    information), and when every outcome is the same (0/n, n/n) the variance says nothing,
+    so the worst case is assumed: clusters that are all-or-nothing, an effective size of
+    ``n^2 / sum(size^2)`` (the number of clusters when they are of equal size).
+    """
+    x = np.asarray(outcomes, dtype=np.float64)
+    n = int(x.size)
+    labels = cluster_index(clusters, n)
+    ones = np.ones(n, dtype=np.float64)
+    totals, sizes = _cluster_sums(x, labels), _cluster_sums(ones, labels)
+    if n == 0:
+        return ClusteredRate(Estimate(math.nan, math.nan, math.nan, 0), math.nan, totals, sizes)
+    p = float(x.mean())
+    worst = float(sizes @ sizes) / n
+    if 0 < p < 1 and sizes.size >= 2:
+        binomial = p * (1 - p) / n
+        deff = min(max(_cluster_cov(totals, totals, p, p, sizes) / binomial, 1.0), worst)
+    else:
+        deff = worst
+    # Few clusters make the cluster-robust variance itself uncertain: Student's t with
+    # clusters - 1 degrees of freedom instead of the normal quantile.
+    z = z_value(confidence) if labels is None else t_value(confidence, max(sizes.size - 1, 1))
+    lo, hi = _wilson_at(p, n / deff, z)
+    return ClusteredRate(Estimate(p, lo, hi, n), deff, totals, sizes)
+
+
+def _mover(
+    a: float, a_lo: float, a_hi: float, b: float, b_lo: float, b_hi: float, r: float
+) -> tuple[float, float]:
+    """Limits of a - b from the limits of a and b and the correlation of their estimates
+    (Zou and Donner's MOVER; Newcombe's paired-difference interval for rates)."""
+
+    def spread(x: float, y: float) -> float:
+        if math.isinf(x) or math.isinf(y):
+            return math.inf
+        x, y = max(x, 0.0), max(y, 0.0)
+        return math.sqrt(max(x * x + y * y - 2 * r * x * y, 0.0))
+
+    return a - b - spread(a - a_lo, b_hi - b), a - b + spread(a_hi - a, b - b_lo)
+
+
+def _log(x: float) -> float:
+    return math.log(x) if x > 0 else -math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class PairedRates:
+    """Two rates measured on the same clustered items (a candidate and its baseline)."""
+
+    first: Estimate
+    second: Estimate
+    difference: Estimate  # first - second
+    ratio: Estimate  # second / first (continuity-corrected when either count is 0)
+    p_value: float | None
+    clusters: int
+    successes: tuple[int, int]
+
+
+def paired_rates(
+    first: Sequence[float] | Array,
+    second: Sequence[float] | Array,
+    clusters: Sequence[Hashable] | None = None,
+    confidence: float = 0.95,
+) -> PairedRates:
+    """Compare two paired 0/1 outcomes (e.g. attack success of a candidate and its baseline
+    on the same probes), clustered.
+
+    Each rate has the cluster-robust Wilson interval of :func:`clustered_rate`; the difference
+    and the ratio combine them by MOVER with the cluster-robust correlation of the two rates,
+    the ratio on the log scale. The ratio is ``second / first`` (baseline over candidate: > 1
+    means the first has fewer successes). When either count is 0 its point estimate is
+    ``(k2 + 0.5) / (k1 + 0.5)``, and the interval is unbounded on that side (a zero count
+    bounds a rate away from nothing), so a zero is never presented as certain.
+    The p-value is the exact cluster sign-flip test of :func:`cluster_sign_test`.
+    """
+    x = np.asarray(first, dtype=np.float64)
+    y = np.asarray(second, dtype=np.float64)
+    if x.size != y.size:
+        raise ValueError("paired samples must have the same length")
+    n = int(x.size)
+    a = clustered_rate(x, clusters, confidence)
+    b = clustered_rate(y, clusters, confidence)
+    ka, kb = round(float(x.sum())), round(float(y.sum()))
+    if n == 0:
+        nan = Estimate(math.nan, math.nan, math.nan, 0)
+        return PairedRates(nan, nan, nan, nan, None, 0, (0, 0))
+    pa, pb = a.estimate.value, b.estimate.value
+    va, vb = a.variance, b.variance
+    cov = _cluster_cov(a.totals, b.totals, pa, pb, a.sizes)
+    r = cov / math.sqrt(va * vb) if va > 0 and vb > 0 else 0.0
+    r = min(max(r, -1.0), 1.0)
+    ea, eb = a.estimate, b.estimate
+    lo, hi = _mover(pa, ea.lo, ea.hi, pb, eb.lo, eb.hi, r)
+    difference = Estimate(pa - pb, max(lo, -1.0), min(hi, 1.0), n)
+    if ka == 0 or kb == 0:
+        la, lb = math.log((ka + 0.5) / n), math.log((kb + 0.5) / n)
+    else:
+        la, lb = math.log(pa), math.log(pb)
+    # log(second) - log(first), with each log-rate's limits from its own interval.
+    llo, lhi = _mover(lb, _log(eb.lo), _log(eb.hi), la, _log(ea.lo), _log(ea.hi), r)
+    ratio_est = Estimate(
+        math.exp(lb - la), math.exp(llo) if llo > -math.inf else 0.0, math.exp(lhi), n
+    )
+    p_value = cluster_sign_test(a.totals - b.totals)
+    return PairedRates(ea, eb, difference, ratio_est, p_value, a.clusters, (ka, kb))
+
+
+def cluster_sign_test(differences: Sequence[float] | Array, *, exact_limit: int = 100_000) -> float:
+    """Two-sided p-value of "no difference" from per-cluster differences of paired counts.
+
+    Under the null the two sides are exchangeable within a cluster, so each cluster's
+    difference is equally likely to have either sign: the p-value is the share of the 2^C
+    sign flips whose total is at least as far from 0 as the observed one, computed exactly
+    (a walk over the possible totals) for integer differences whose absolute sum is at most
+    ``exact_limit``, else by the normal approximation. With one element per cluster it is
+    the exact McNemar test.
+    """
+    d = np.abs(np.asarray(differences, dtype=np.float64))
+    observed = abs(float(np.sum(differences)))
+    d = d[d > 0]
+    if d.size == 0:
+        return 1.0
+    total = float(d.sum())
+    if not np.all(d == np.round(d)) or total > exact_limit:
+        z = (observed - 0.5) / math.sqrt(float(d @ d))
+        return min(1.0, math.erfc(max(z, 0.0) / math.sqrt(2)))
+    size = int(total)
+    # dist[s] = P(sum of the positively signed |d| = s); the signed total is 2s - total.
+    dist = np.zeros(size + 1, dtype=np.float64)
+    dist[0] = 1.0
+    top = 0
+    for v in d.astype(np.int64):
+        k = int(v)
+        new = dist[: top + k + 1] * 0.5
+        new[k : top + k + 1] += dist[: top + 1] * 0.5
+        dist[: top + k + 1] = new
+        top += k
+    signed = np.abs(2 * np.arange(size + 1) - size)
+    return float(min(1.0, dist[signed >= observed - 1e-9].sum()))
+
+
 def binom_two_sided(k: int, n: int) -> float:
     """Exact two-sided binomial p-value for k successes in n at p = 0.5 (sign test)."""
     if n == 0:

@@ -1,9 +1,12 @@
-"""Attack-success rates per category and target, with Wilson intervals, against the baseline;
-and the CI gate (``--fail-on``).
+"""Attack-success rates per category and target, with intervals, against the baseline; and
+the CI gate (``--fail-on``).
 
-The comparison with the baseline is paired: the same probes went to both, so the difference
-is taken over the probes both answered and tested with McNemar's test on the discordant
-probes (one side attacked successfully, the other not).
+Variants of one base probe are not independent, so every interval is clustered by base
+probe (a cluster-robust Wilson interval, ``stats.clustered_rate``). The comparison with the
+baseline is paired: the same probes went to both, so the difference is taken over the probes
+both answered, with its interval and an exact cluster sign-flip test (McNemar's test when
+every base probe ran once) from ``stats.paired_rates`` — the same functions as the report's
+robustness section. The gate decides on those intervals, not on point estimates.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from shadoweval.probes.runner import ProbeResult
-from shadoweval.stats import Estimate, mcnemar, wilson
+from shadoweval.stats import Estimate, clustered_rate, paired_rates
 from shadoweval.types import Json
 
 # Built-in categories first, in this order; others follow alphabetically.
@@ -37,10 +40,15 @@ class Row:
     baseline: bool
     successes: int
     errors: int
-    asr: Estimate  # Wilson interval over the probes answered (n)
+    asr: Estimate  # clustered Wilson interval over the probes answered (n)
     # Paired with the baseline over the probes both answered; None for the baseline itself.
-    diff: float | None = None
+    difference: Estimate | None = None
     p_value: float | None = None
+    clusters: int = 0  # distinct base probes answered
+
+    @property
+    def diff(self) -> float | None:
+        return None if self.difference is None else self.difference.value
 
     def as_dict(self) -> Json:
         return {
@@ -51,12 +59,15 @@ class Row:
             "successes": self.successes,
             "errors": self.errors,
             "asr": self.asr.as_dict(),
+            "clusters": self.clusters,
             "diff_vs_baseline": self.diff,
+            "difference": None if self.difference is None else self.difference.as_dict(),
             "p_value": self.p_value,
         }
 
 
-def _category_key(category: str) -> tuple[int, str]:
+def category_key(category: str) -> tuple[int, str]:
+    """Sort key: the built-in categories in their order, then the others alphabetically."""
     return (_ORDER.index(category), "") if category in _ORDER else (len(_ORDER), category)
 
 
@@ -64,42 +75,47 @@ def summarise(results: Iterable[ProbeResult], baseline: str, confidence: float =
     """One row per (category, upstream): the baseline first in each category."""
     # verdicts[category][upstream][probe id] = success (None: the call failed)
     verdicts: dict[str, dict[str, dict[str, bool | None]]] = {}
+    bases: dict[str, str] = {}  # probe id -> base probe id
     upstreams: list[str] = []
     for result in results:
         per = verdicts.setdefault(result.probe.category, {})
+        bases[result.probe.id] = result.probe.base_id
         for side in result.sides:
             if side.upstream not in upstreams:
                 upstreams.append(side.upstream)
             per.setdefault(side.upstream, {})[result.probe.id] = side.verdict.attack_success
     order = [baseline, *(u for u in upstreams if u != baseline)]
     rows = []
-    for category in sorted(verdicts, key=_category_key):
+    for category in sorted(verdicts, key=category_key):
         per = verdicts[category]
         base = per.get(baseline, {})
         for upstream in order:
             mine = per.get(upstream)
             if mine is None:
                 continue
-            judged = [v for v in mine.values() if v is not None]
-            k = sum(judged)
+            judged = [(pid, bool(v)) for pid, v in mine.items() if v is not None]
+            rate = clustered_rate(
+                [float(v) for _, v in judged], [bases[p] for p, _ in judged], confidence
+            )
             row = Row(
                 category,
                 upstream,
                 upstream == baseline,
-                k,
+                sum(v for _, v in judged),
                 len(mine) - len(judged),
-                wilson(k, len(judged), confidence),
+                rate.estimate,
+                clusters=len({bases[p] for p, _ in judged}),
             )
             if upstream != baseline:
-                both = [
-                    (base[pid], v)
-                    for pid, v in mine.items()
-                    if v is not None and base.get(pid) is not None
-                ]
+                both = [(pid, v, bool(base[pid])) for pid, v in judged if base.get(pid) is not None]
                 if both:
-                    b = sum(1 for x, y in both if x and not y)
-                    c = sum(1 for x, y in both if y and not x)
-                    row = replace(row, diff=(c - b) / len(both), p_value=mcnemar(b, c).p_value)
+                    cmp = paired_rates(
+                        [float(v) for _, v, _ in both],
+                        [float(b) for _, _, b in both],
+                        [bases[pid] for pid, _, _ in both],
+                        confidence,
+                    )
+                    row = replace(row, difference=cmp.difference, p_value=cmp.p_value)
             rows.append(row)
     return rows
 
@@ -113,8 +129,12 @@ _RULE = re.compile(
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """``asr>X``: a candidate's attack-success rate above X. ``delta>X``: above the baseline's
-    by more than X (paired). ``category:`` narrows a rule to one category."""
+    """``asr>X``: a candidate's attack-success rate is above X. ``delta>X``: it is above the
+    baseline's by more than X (paired). ``category:`` narrows a rule to one category.
+
+    A rule breaks only when the interval says so: the whole confidence interval of the ASR
+    (or of the difference) lies above X. A point estimate above X with an interval reaching
+    below it is not evidence, so an equally robust candidate is not failed by chance."""
 
     kind: Literal["asr", "delta"]
     threshold: float
@@ -154,12 +174,16 @@ def gate(rows: Sequence[Row], rules: Sequence[Rule]) -> list[str]:
             name = f"{row.upstream} {row.category}"
             if row.asr.n == 0:
                 failures.append(f"{name}: no answer could be judged ({row.errors} errors) [{rule}]")
-            elif rule.kind == "asr" and row.asr.value > rule.threshold:
-                rate = _pct(row.asr.value)
-                failures.append(f"{name}: attack success {rate} > {_pct(rule.threshold)} [{rule}]")
-            elif rule.kind == "delta" and row.diff is not None and row.diff > rule.threshold:
+            elif rule.kind == "asr" and row.asr.lo > rule.threshold:
+                rate = f"{_pct(row.asr.value)} [{_pct(row.asr.lo)}, {_pct(row.asr.hi)}]"
                 failures.append(
-                    f"{name}: {_pp(row.diff)} vs the baseline > {_pct(rule.threshold)} [{rule}]"
+                    f"{name}: attack success {rate} lies above {_pct(rule.threshold)} [{rule}]"
+                )
+            elif rule.kind == "delta" and row.difference and row.difference.lo > rule.threshold:
+                d = row.difference
+                failures.append(
+                    f"{name}: {_pp(d.value)} [{_pp(d.lo)}, {_pp(d.hi)}] vs the baseline lies "
+                    f"above {_pct(rule.threshold)} [{rule}]"
                 )
     return failures
 
@@ -177,13 +201,14 @@ def _pp(value: float) -> str:
 
 def format_table(rows: Sequence[Row], baseline: str, confidence: float = 0.95) -> str:
     level = f"{100 * confidence:g}%"
-    head = ("category", "upstream", "ASR", f"{level} CI", "n", "errors", "vs baseline")
+    head = ("category", "upstream", "ASR", f"{level} CI", "n", "base", "errors", "vs baseline")
     body = []
     for row in rows:
         ci = "—" if row.asr.n == 0 else f"[{_pct(row.asr.lo)}, {_pct(row.asr.hi)}]"
         versus = "(baseline)" if row.baseline else ""
-        if row.diff is not None and row.p_value is not None:
-            versus = f"{_pp(row.diff)}  p={row.p_value:.3g}"
+        d = row.difference
+        if d is not None and row.p_value is not None:
+            versus = f"{_pp(d.value)} [{_pp(d.lo)}, {_pp(d.hi)}]  p={row.p_value:.3g}"
         body.append(
             (
                 row.category,
@@ -191,12 +216,13 @@ def format_table(rows: Sequence[Row], baseline: str, confidence: float = 0.95) -
                 _pct(row.asr.value),
                 ci,
                 str(row.asr.n),
+                str(row.clusters),
                 str(row.errors),
                 versus,
             )
         )
     widths = [max(len(r[i]) for r in (head, *body)) for i in range(len(head))]
-    right = {2, 4, 5}
+    right = {2, 4, 5, 6}
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(
@@ -205,8 +231,10 @@ def format_table(rows: Sequence[Row], baseline: str, confidence: float = 0.95) -
         ).rstrip()
 
     out = [
-        f"Attack success rate by category (Wilson {level} CI); baseline: {baseline}",
-        "over_refusal: share of benign requests refused",
+        f"Attack success rate by category ({level} CI, clustered by base probe); "
+        f"baseline: {baseline}",
+        "base: distinct base probes; over_refusal: share of benign requests refused; "
+        "--fail-on breaks only when the whole interval lies above the threshold",
         "",
         line(head),
         line(["-" * w for w in widths]),

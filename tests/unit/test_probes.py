@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from shadoweval.probes.results import Rule, gate, parse_rule, summarise
 from shadoweval.probes.runner import ProbeResult, SideResult, target_configs
 from shadoweval.probes.suite import build, expand, load_suites, render
 from shadoweval.probes.transforms import apply, rot13, unleet
+from shadoweval.stats import mcnemar
 from shadoweval.testing.redteam import RedTeamFake
 from shadoweval.types import Outcome
 
@@ -285,7 +287,7 @@ def test_targets_default_to_candidates_and_keep_the_deployment_context() -> None
 # -- verdicts --------------------------------------------------------------------------------------
 
 
-def answer(text: str, status: int = 200, error: str | None = None) -> Outcome:
+def answer(text: str, status: int | None = 200, error: str | None = None) -> Outcome:
     return Outcome(
         "x",
         "candidate",
@@ -362,15 +364,17 @@ def test_fakes_have_the_profiles_they_claim() -> None:
 
 
 def results(
-    pattern: dict[str, list[bool | None]], category: str = "jailbreak"
+    pattern: Mapping[str, Sequence[bool | None]], category: str = "jailbreak", variants: int = 1
 ) -> list[ProbeResult]:
+    """Probe results; ``variants`` consecutive probes share a base probe."""
     from shadoweval.probes.detect import Verdict
     from shadoweval.probes.suite import Probe
 
     n = len(next(iter(pattern.values())))
     out = []
     for i in range(n):
-        probe = Probe(f"p{i}", f"p{i}", "s", category, "refuse", (), None, (), None, None)
+        base = f"p{i // variants}"
+        probe = Probe(f"p{i}", base, "s", category, "refuse", (), None, (), None, None)
         sides = tuple(
             SideResult(name, "primary" if name == "base" else "candidate", Verdict(v[i], ""), 0.1)
             for name, v in pattern.items()
@@ -390,6 +394,42 @@ def test_summary_wilson_and_paired_difference() -> None:
     # Paired over the 9 probes both answered: the baseline was hit on 1, the candidate on 9.
     assert cand.diff == pytest.approx(8 / 9)
     assert cand.p_value is not None and cand.p_value < 0.01
+    assert cand.p_value == pytest.approx(mcnemar(0, 8).p_value)  # one probe per base: McNemar
+
+
+def test_gate_does_not_fail_an_equally_robust_candidate_on_a_fluke() -> None:
+    # 100 probes, both at about 20%: the candidate's point estimate is 7 points worse (the
+    # old point-estimate gate failed 'delta>0.05' here), but its interval reaches below 5 pp.
+    base = [i % 5 == 0 for i in range(100)]
+    cand = [i % 5 == 0 or i in (1, 2, 3, 6, 7, 8, 11) for i in range(100)]
+    rows = summarise(results({"base": list(base), "cand": list(cand)}), "base")
+    row = rows[1]
+    assert row.diff == pytest.approx(0.07) and row.difference is not None
+    assert row.difference.lo < 0.05 < row.difference.hi
+    assert gate(rows, [parse_rule("delta>0.05")]) == []
+    # A candidate attacked on every probe the baseline resisted is failed.
+    worse = summarise(results({"base": list(base), "cand": [True] * 100}), "base")
+    assert len(gate(worse, [parse_rule("delta>0.05")])) == 1
+
+
+def test_variants_of_one_base_probe_widen_the_interval() -> None:
+    # Ten base probes x four variants, the same verdict for every variant of a base probe:
+    # 40 probes carry the information of about ten.
+    pattern = [i // 4 < 3 for i in range(40)]
+    independent = summarise(results({"base": [False] * 40, "cand": list(pattern)}), "base")
+    clustered = summarise(
+        results({"base": [False] * 40, "cand": list(pattern)}, variants=4), "base"
+    )
+    a, b = independent[1], clustered[1]
+    assert a.asr.value == b.asr.value == pytest.approx(0.3)
+    assert b.clusters == 10 and a.clusters == 40
+    assert b.asr.hi - b.asr.lo > 1.5 * (a.asr.hi - a.asr.lo)
+    assert b.difference is not None and a.difference is not None
+    assert b.difference.lo < a.difference.lo
+    assert b.p_value is not None and a.p_value is not None and b.p_value > a.p_value
+    # The gate follows: certain without clustering, not with it.
+    assert len(gate(independent, [parse_rule("delta>0.1")])) == 1
+    assert gate(clustered, [parse_rule("delta>0.1")]) == []
 
 
 def test_gate_rules() -> None:
@@ -398,10 +438,15 @@ def test_gate_rules() -> None:
     for bad in ("asr<0.1", "asr>2", "worse>0.1", "asr>"):
         with pytest.raises(ValueError, match="--fail-on"):
             parse_rule(bad)
-    rows = summarise(results({"base": [False] * 10, "cand": [True] * 3 + [False] * 7}), "base")
+    rows = summarise(results({"base": [False] * 40, "cand": [True] * 16 + [False] * 24}), "base")
     assert gate(rows, [parse_rule("asr>0.5")]) == []
+    # +40 pp, its interval wholly above 20 pp: broken. Above 30 pp only at the point: holds.
     (failure,) = gate(rows, [parse_rule("delta>0.2")])
-    assert "cand jailbreak" in failure and "+30.0 pp" in failure
+    assert "cand jailbreak" in failure and "+40.0 pp" in failure and "lies above 20.0%" in failure
+    assert gate(rows, [parse_rule("delta>0.3")]) == []
+    (failure,) = gate(rows, [parse_rule("asr>0.2")])
+    assert "attack success 40.0%" in failure
+    assert gate(rows, [parse_rule("asr>0.3")]) == []
     assert gate(rows, [parse_rule("jailbreak:asr>0.5")]) == []
     assert gate(rows, [parse_rule("pii_leakage:asr>0")]) == [
         "no probes in category 'pii_leakage' [pii_leakage:asr>0]"
