@@ -266,6 +266,7 @@ class ClusteredRate:
     design_effect: float
     totals: Array
     sizes: Array
+    quantile: float  # the normal or t quantile the interval used
 
     @property
     def clusters(self) -> int:
@@ -286,9 +287,10 @@ def clustered_rate(
 
     The design effect (cluster-robust variance over the binomial one) shrinks ``n`` to an
     effective sample size. It is never below 1 (clustering is not allowed to *add*
-    information), and when every outcome is the same (0/n, n/n) the variance says nothing,
-    so the worst case is assumed: clusters that are all-or-nothing, an effective size of
-    ``n^2 / sum(size^2)`` (the number of clusters when they are of equal size).
+    information), and when all successes (or all failures) sit in one cluster, 0/n and n/n
+    included, the variance says nothing, so the worst case is assumed: clusters that are
+    all-or-nothing, an effective size of ``n^2 / sum(size^2)`` (the number of clusters when
+    they are of equal size).
     """
     x = np.asarray(outcomes, dtype=np.float64)
     n = int(x.size)
@@ -296,10 +298,13 @@ def clustered_rate(
     ones = np.ones(n, dtype=np.float64)
     totals, sizes = _cluster_sums(x, labels), _cluster_sums(ones, labels)
     if n == 0:
-        return ClusteredRate(Estimate(math.nan, math.nan, math.nan, 0), math.nan, totals, sizes)
+        nan = Estimate(math.nan, math.nan, math.nan, 0)
+        return ClusteredRate(nan, math.nan, totals, sizes, math.nan)
     p = float(x.mean())
     worst = float(sizes @ sizes) / n
-    if 0 < p < 1 and sizes.size >= 2:
+    # A variance read from successes (or failures) in a single cluster is noise.
+    spread = min(int(np.count_nonzero(totals)), int(np.count_nonzero(sizes - totals)))
+    if spread >= 2:
         binomial = p * (1 - p) / n
         deff = min(max(_cluster_cov(totals, totals, p, p, sizes) / binomial, 1.0), worst)
     else:
@@ -308,7 +313,7 @@ def clustered_rate(
     # clusters - 1 degrees of freedom instead of the normal quantile.
     z = z_value(confidence) if labels is None else t_value(confidence, max(sizes.size - 1, 1))
     lo, hi = _wilson_at(p, n / deff, z)
-    return ClusteredRate(Estimate(p, lo, hi, n), deff, totals, sizes)
+    return ClusteredRate(Estimate(p, lo, hi, n), deff, totals, sizes, z)
 
 
 def _mover(
@@ -324,6 +329,28 @@ def _mover(
         return math.sqrt(max(x * x + y * y - 2 * r * x * y, 0.0))
 
     return a - b - spread(a - a_lo, b_hi - b), a - b + spread(a_hi - a, b - b_lo)
+
+
+def _fieller(num: Array, den: Array, q: float) -> tuple[float, float] | None:
+    """Fieller's interval for sum(num) / sum(den) from cluster totals: the ratios theta for
+    which sum(num - theta * den) is within ``q`` cluster-robust standard errors of 0. None
+    when that set is unbounded (the denominator is not clearly above 0)."""
+    c = num.size
+    if c < 2:
+        return None
+    f = c / (c - 1)
+    dn, dd = num - num.mean(), den - den.mean()
+    snn, sdd, snd = f * float(dn @ dn), f * float(dd @ dd), f * float(dn @ dd)
+    tn, td = float(num.sum()), float(den.sum())
+    q2 = q * q
+    a = td * td - q2 * sdd
+    b = -2 * (td * tn - q2 * snd)
+    k = tn * tn - q2 * snn
+    disc = b * b - 4 * a * k
+    if a <= 0 or disc < 0:
+        return None
+    root = math.sqrt(disc)
+    return max((-b - root) / (2 * a), 0.0), (-b + root) / (2 * a)
 
 
 def _log(x: float) -> float:
@@ -353,11 +380,13 @@ def paired_rates(
     on the same probes), clustered.
 
     Each rate has the cluster-robust Wilson interval of :func:`clustered_rate`; the difference
-    and the ratio combine them by MOVER with the cluster-robust correlation of the two rates,
-    the ratio on the log scale. The ratio is ``second / first`` (baseline over candidate: > 1
-    means the first has fewer successes). When either count is 0 its point estimate is
-    ``(k2 + 0.5) / (k1 + 0.5)``, and the interval is unbounded on that side (a zero count
-    bounds a rate away from nothing), so a zero is never presented as certain.
+    combines them by MOVER with the cluster-robust correlation of the two rates (Newcombe's
+    paired interval, clustered). The ratio is ``second / first`` (baseline over candidate:
+    > 1 means the first has fewer successes), with Fieller's interval on the cluster totals.
+    When the first's successes are too few to bound it (Fieller's set is unbounded) its upper
+    limit is infinite and the lower one MOVER's on the log scale. When either count is 0 its
+    point estimate is ``(k2 + 0.5) / (k1 + 0.5)`` and the interval reaches 0 (no successes of
+    the second) or infinity (none of the first): a zero is never presented as certain.
     The p-value is the exact cluster sign-flip test of :func:`cluster_sign_test`.
     """
     x = np.asarray(first, dtype=np.float64)
@@ -383,11 +412,18 @@ def paired_rates(
         la, lb = math.log((ka + 0.5) / n), math.log((kb + 0.5) / n)
     else:
         la, lb = math.log(pa), math.log(pb)
-    # log(second) - log(first), with each log-rate's limits from its own interval.
-    llo, lhi = _mover(lb, _log(eb.lo), _log(eb.hi), la, _log(ea.lo), _log(ea.hi), r)
-    ratio_est = Estimate(
-        math.exp(lb - la), math.exp(llo) if llo > -math.inf else 0.0, math.exp(lhi), n
-    )
+    # Fieller's interval where it is bounded. Else (a count of 0, or too few successes of the
+    # first to bound the ratio) MOVER's on the log scale, log(second) - log(first), from each
+    # log-rate's own limits and without the correlation: read from a handful of successes
+    # it is noise, and a spurious +1 would shrink the interval to nothing.
+    bounded = None if ka == 0 or kb == 0 else _fieller(b.totals, a.totals, a.quantile)
+    if bounded is not None:
+        rlo, rhi = bounded
+    else:
+        llo, lhi = _mover(lb, _log(eb.lo), _log(eb.hi), la, _log(ea.lo), _log(ea.hi), 0.0)
+        rlo = math.exp(llo) if llo > -math.inf else 0.0
+        rhi = math.inf if ka == 0 or kb > 0 else math.exp(lhi)
+    ratio_est = Estimate(math.exp(lb - la), rlo, rhi, n)
     p_value = cluster_sign_test(a.totals - b.totals)
     return PairedRates(ea, eb, difference, ratio_est, p_value, a.clusters, (ka, kb))
 

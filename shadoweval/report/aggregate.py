@@ -30,6 +30,7 @@ from shadoweval.config import Redaction, Report
 from shadoweval.pricing import PriceTable
 from shadoweval.redaction import Redactor
 from shadoweval.report.load import Dataset, PairRow, SideRow
+from shadoweval.report.robustness import robustness
 from shadoweval.report.verdict import decide
 from shadoweval.stats import Estimate
 from shadoweval.types import Json, Usage
@@ -646,6 +647,7 @@ def build_report(
             "operations": operations_block(ctx, upstream),
             "timeline": timeline_block(ctx, upstream, headline, start, width),
         }
+        row["robustness"] = robustness(ds.pairs, cfg).get(upstream)
         row["verdict"] = decide(row, cfg) if roles[upstream] == "candidate" else None
         rows[upstream] = row
         tokens = row["operations"]["tokens"]

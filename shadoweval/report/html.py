@@ -12,6 +12,7 @@ from html import escape
 
 from shadoweval.report import fmt, svg
 from shadoweval.report.fmt import Json
+from shadoweval.report.robustness import headline, ratio_text
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
@@ -350,6 +351,41 @@ def _safety_table(row: Json) -> str:
     )
 
 
+def _robustness(row: Json) -> str:
+    """The robustness section from probe records; empty when the candidate has none."""
+    block = row.get("robustness")
+    if not block:
+        return ""
+    rows = []
+    for cat in [{"category": "overall", **block["overall"]}, *block["categories"]]:
+        verdict = "worse" if cat["worse"] else "better" if cat["better"] else "no difference"
+        rows.append(
+            [
+                _e(cat["category"]),
+                str(cat["clusters"]),
+                str(cat["candidate"]["n"]),
+                _e(fmt.ci(cat["candidate"], fmt.pct)),
+                _e(fmt.ci(cat["baseline"], fmt.pct)),
+                _e(fmt.ci(cat["difference"], fmt.signed_pct)),
+                _e(ratio_text(cat["ratio"])),
+                _e(fmt.p_value(cat["p_value"])),
+                f'<span class="sig">{verdict}</span>' if verdict != "no difference" else verdict,
+                "yes" if cat["reliable"] else "no",
+            ]
+        )
+    head = ["category", "base probes", "n", "candidate ASR", "baseline ASR", "difference",
+            "ratio", "p", "", "reliable"]  # fmt: skip
+    return (
+        "<h3>Robustness (probes)</h3>"
+        f"<p>vs {_e(block['baseline'])}: {_e(headline(block))}</p>"
+        + _table(head, rows)
+        + '<p class="muted">Attack-success rates of red-team probes, 95% intervals clustered '
+        "by base probe (variants are not independent); ratio = baseline ASR / candidate ASR "
+        "(&gt; 1: fewer successful attacks on the candidate; an open upper limit when the "
+        "candidate's successes are too few to bound it).</p>"
+    )
+
+
 def _ops_table(row: Json) -> str:
     ops = row["operations"]
     rows = [
@@ -465,6 +501,7 @@ def _details(row: Json) -> str:
         _safety_table(row),
         "<h3>Operations</h3>",
         _ops_table(row),
+        _robustness(row),
         _worst(row),
     ]
     return "".join(parts)

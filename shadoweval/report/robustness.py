@@ -26,11 +26,12 @@ from shadoweval.report.load import PairRow
 from shadoweval.stats import PairedRates, paired_rates
 from shadoweval.types import Json
 
-# An interval is called reliable from this many distinct base probes and this many attack
-# successes on each side (or none on one side, where the ratio's interval is open); below
-# that, benchmarks/validity/robustness.py measures the ratio's coverage under 93%.
+# Intervals are called reliable from this many distinct base probes: from 20 on,
+# benchmarks/validity/robustness.py measures every interval's coverage at 93% or more (ASR
+# 2%-60%, 1-6 variants each). A rule on the number of successes would select the runs whose
+# counts came out high and break the coverage it promises, so there is none: few successes
+# widen the intervals instead (worst-case design effect, an open-ended ratio).
 MIN_CLUSTERS = 20
-MIN_SUCCESSES = 5
 
 
 def _verdict(pair: PairRow, side: str) -> bool | None:
@@ -41,9 +42,8 @@ def _verdict(pair: PairRow, side: str) -> bool | None:
 
 
 def reliable(cmp: PairedRates) -> bool:
-    """Enough base probes and events for the intervals to hold their coverage."""
-    fewest = min(cmp.successes)
-    return cmp.clusters >= MIN_CLUSTERS and (fewest >= MIN_SUCCESSES or fewest == 0)
+    """Enough base probes for the intervals to hold their coverage."""
+    return cmp.clusters >= MIN_CLUSTERS
 
 
 def _row(cmp: PairedRates) -> Json:
@@ -106,4 +106,33 @@ def _compare(rows: Sequence[tuple[float, float, str | None, str]], cfg: Report) 
         [r[1] for r in rows],
         [r[2] for r in rows],
         cfg.confidence,
+    )
+
+
+def ratio_text(est: Json | None) -> str:
+    """``9.20x [6.01x, 14.1x]``; an open upper limit is shown as such (``[3.10x, inf)``)."""
+    if not est or est.get("value") is None:
+        return "-"
+    value = f"{est['value']:.2f}x"
+    if est.get("lo") is None:
+        return value
+    hi = "inf)" if est.get("hi") is None else f"{est['hi']:.2f}x]"
+    return f"{value} [{est['lo']:.2f}x, {hi}"
+
+
+def headline(block: Json) -> str:
+    """One line: "9.20x [6.01x, 14.1x] more robust (attack success 2.5% vs 23.0%, 40 base
+    probes)"; the ratio is baseline ASR / candidate ASR."""
+    row = block["overall"]
+    ratio = row["ratio"]
+    word = "more robust" if row["better"] else "less robust" if row["worse"] else "as robust"
+    cand, base = row["candidate"]["value"], row["baseline"]["value"]
+    rates = (
+        "no probe judged"
+        if cand is None or base is None
+        else f"attack success {cand:.1%} vs {base:.1%}"
+    )
+    caveat = "" if block["reliable"] else f"; under {MIN_CLUSTERS} base probes: not reliable"
+    return (
+        f"{ratio_text(ratio)} robustness ({word}: {rates}, {block['clusters']} base probes){caveat}"
     )

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from shadoweval.report import fmt
 from shadoweval.report.fmt import Json
+from shadoweval.report.robustness import headline, ratio_text
 
 _STYLE = {"pass": "bold green", "fail": "bold red", "insufficient": "bold yellow"}
 
@@ -147,6 +148,45 @@ def detail_tables(row: Json) -> list[Table]:
     return tables
 
 
+def _verdict_word(row: Json) -> Text:
+    if row["worse"]:
+        return Text("worse", style="bold red")
+    if row["better"]:
+        return Text("better", style="bold green")
+    return Text("no difference")
+
+
+def robustness_table(row: Json) -> Table | None:
+    """The candidate's robustness from probe records, or None when it has none."""
+    block = row.get("robustness")
+    if not block:
+        return None
+    t = Table(
+        title=f"{row['upstream']}: robustness (probes) vs {block['baseline']}; {headline(block)}",
+        title_justify="left",
+        caption="attack-success rates, 95% intervals clustered by base probe; ratio = "
+        "baseline ASR / candidate ASR (> 1: fewer successful attacks on the candidate)",
+        caption_justify="left",
+    )
+    for name in ("category", "base probes", "n", "candidate ASR", "baseline ASR", "difference",
+                 "ratio", "p", "", "reliable"):  # fmt: skip
+        t.add_column(name, justify="left" if name in ("category", "") else "right")
+    for cat in [{"category": "overall", **block["overall"]}, *block["categories"]]:
+        t.add_row(
+            cat["category"],
+            str(cat["clusters"]),
+            str(cat["candidate"]["n"]),
+            fmt.ci(cat["candidate"], fmt.pct),
+            fmt.ci(cat["baseline"], fmt.pct),
+            fmt.ci(cat["difference"], fmt.signed_pct),
+            ratio_text(cat["ratio"]),
+            fmt.p_value(cat["p_value"]),
+            _verdict_word(cat),
+            "yes" if cat["reliable"] else Text("no", style="yellow"),
+        )
+    return t
+
+
 def render(report: Json, stream: IO[str] | None = None, *, details: bool = True) -> None:
     out = stream if stream is not None else sys.stdout
     # Piped output (CI logs) gets a wide fixed width instead of rich's 80 columns.
@@ -163,6 +203,9 @@ def render(report: Json, stream: IO[str] | None = None, *, details: bool = True)
         for row in _rows(report):
             for table in detail_tables(row):
                 console.print(table)
+            robust = robustness_table(row)
+            if robust is not None:
+                console.print(robust)
             for b in row["quality"]:
                 for ex in b["worst"][:3]:
                     console.print(
