@@ -11,8 +11,8 @@ otherwise, so the two sides are paired as real probe runs are. The truth is each
 expected ASR over base probes; their ratio is exactly R.
 
 Every interval and decision is made by ``shadoweval.stats.paired_rates``, the function behind
-both the report's robustness section and ``shadoweval probe --fail-on``; "reliable" is
-``shadoweval.report.robustness.reliable``.
+both the report's robustness section and ``shadoweval probe --fail-on``; "reliable" and
+"flagged worse/better" are ``shadoweval.report.robustness.reliable`` and ``direction``.
 
     .venv/bin/python -m benchmarks.validity.robustness [--quick]
 """
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from shadoweval.report.robustness import reliable
+from shadoweval.report.robustness import direction, reliable
 from shadoweval.stats import PairedRates, paired_rates, wilson
 
 Table = dict[str, Any]
@@ -297,8 +297,9 @@ def power(rng: np.random.Generator, runs: int) -> Table:
             for _ in range(runs):
                 cand, baseline, labels = draw(rng, s)
                 r = paired_rates(cand, baseline, labels.tolist())
-                worse += r.difference.lo > 0
-                better += r.difference.hi < 0
+                w, b = direction(r, 0.95)
+                worse += w
+                better += b
                 gate += r.difference.lo > 0.05
                 excl += r.ratio.lo > 1 or r.ratio.hi < 1
             rows.append(

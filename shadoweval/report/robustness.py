@@ -46,16 +46,24 @@ def reliable(cmp: PairedRates) -> bool:
     return cmp.clusters >= MIN_CLUSTERS
 
 
-def _row(cmp: PairedRates) -> Json:
+def direction(cmp: PairedRates, confidence: float) -> tuple[bool, bool]:
+    """(worse, better): the difference's interval lies wholly on one side of 0 and the exact
+    cluster sign-flip test agrees (with a handful of probes the two can part)."""
+    d, p = cmp.difference, cmp.p_value
+    significant = p is not None and p < 1 - confidence
+    return bool(significant and d.lo > 0), bool(significant and d.hi < 0)
+
+
+def _row(cmp: PairedRates, confidence: float) -> Json:
+    worse, better = direction(cmp, confidence)
     return {
         "candidate": cmp.first.as_dict(),
         "baseline": cmp.second.as_dict(),
         "difference": cmp.difference.as_dict(),
         "ratio": cmp.ratio.as_dict(),
         "p_value": cmp.p_value,
-        # Decided on the interval of the difference, as the probe gate does.
-        "worse": bool(cmp.difference.lo > 0),
-        "better": bool(cmp.difference.hi < 0),
+        "worse": worse,
+        "better": better,
         "clusters": cmp.clusters,
         "successes": {"candidate": cmp.successes[0], "baseline": cmp.successes[1]},
         "reliable": reliable(cmp),
@@ -88,13 +96,13 @@ def robustness(pairs: Sequence[PairRow], cfg: Report) -> dict[str, Json]:
         categories = []
         for category in sorted({r[3] for r in rows}, key=category_key):
             cmp = _compare([r for r in rows if r[3] == category], cfg)
-            categories.append({"category": category, **_row(cmp)})
+            categories.append({"category": category, **_row(cmp, cfg.confidence)})
         out[upstream] = {
             "n": len(rows),
             "clusters": overall.clusters,
             "baseline": baselines[upstream].most_common(1)[0][0],
             "reliable": reliable(overall),
-            "overall": _row(overall),
+            "overall": _row(overall, cfg.confidence),
             "categories": categories,
         }
     return out
