@@ -420,8 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--fail-on",
         action="append",
         metavar="RULE",
-        help="[CATEGORY:]asr>X (a candidate's attack-success rate) or [CATEGORY:]delta>X "
-        "(above the baseline's by more than X); X as 0.1 or 10%%",
+        help="[CATEGORY:]asr>X (a candidate's attack-success rate is above X) or "
+        "[CATEGORY:]delta>X (above the baseline's by more than X); X as 0.1 or 10%%. A rule "
+        "breaks only when the whole 95%% interval (clustered by base probe) lies above X",
     )
     p.add_argument("--concurrency", type=int, help="probes in flight (default: probes.concurrency)")
     p.add_argument("--seed", type=int, help="variant seed (default: probes.seed)")
