@@ -352,6 +352,56 @@ def significant(difference: Estimate, versus_control: Estimate | None) -> bool:
     return (difference.value > 0) == (versus_control.value > 0)
 
 
+# -- tests and multiplicity ----------------------------------------------------------------
+
+
+def binom_upper_tail(k: int, n: int) -> float:
+    """Exact one-sided binomial p-value P(X >= k) for X ~ Bin(n, 1/2): of n discordant pairs,
+    k or more went against the candidate by chance."""
+    if n == 0 or k <= 0:
+        return 1.0
+    logs = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(k, n + 1)
+    ]
+    top = max(logs)
+    log_tail = top + math.log(sum(math.exp(v - top) for v in logs)) - n * math.log(2)
+    return min(1.0, math.exp(log_tail))
+
+
+def p_beyond(estimate: Estimate, bound: float, above: bool, confidence: float = 0.95) -> float:
+    """One-sided p-value of "the truth is beyond ``bound``" read off a two-sided interval.
+
+    The interval's half on the bound's side gives the standard error (normal approximation),
+    so ``p < (1 - confidence) / 2`` exactly when that end of the interval clears the bound:
+    the test is the interval's dual, and Holm can correct a family of them. nan when the
+    interval is not defined.
+    """
+    value, lo, hi = estimate.value, estimate.lo, estimate.hi
+    if not (math.isfinite(value) and math.isfinite(lo) and math.isfinite(hi)):
+        return math.nan
+    z = z_value(confidence)
+    gap = value - bound if above else bound - value
+    half = (value - lo) if above else (hi - value)
+    if half <= 0:
+        # A zero-width side is no evidence of certainty: only a point beyond the bound counts.
+        return 0.5 if gap == 0 else (0.0 if gap > 0 else 1.0)
+    return 1.0 - NormalDist().cdf(gap / (half / z))
+
+
+def holm(p_values: Sequence[float], alpha: float) -> list[bool]:
+    """Holm's step-down procedure: which hypotheses are rejected with the family-wise error
+    rate at most ``alpha`` (any dependence). nan p-values are never rejected."""
+    order = sorted(range(len(p_values)), key=lambda i: (math.isnan(p_values[i]), p_values[i]))
+    m = len(p_values)
+    rejected = [False] * m
+    for rank, i in enumerate(order):
+        p = p_values[i]
+        if math.isnan(p) or p > alpha / (m - rank):
+            break
+        rejected[i] = True
+    return rejected
+
+
 # -- sample size ---------------------------------------------------------------------------
 
 
