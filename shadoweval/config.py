@@ -592,15 +592,15 @@ class DecisionRules(_Model):
 RULE_PRESETS: dict[str, dict[str, Any]] = {
     "strict": {},
     # "5% less accurate, but 3x cheaper and 10x more robust: it wins." A 2% drop is allowed
-    # outright; each halving of cost earns 2 points more, each doubling of robustness 1, each
-    # halving of failures 0.5, up to 10%. The candidate may cost what the primary costs.
+    # outright; each halving of cost earns 3 points more, each doubling of robustness 1.5,
+    # each halving of failures 0.5, up to 15%. The candidate may cost what the primary costs.
     "tradeoff": {
         "quality_max_drop": 0.02,
         "tradeoff": {
-            "drop_per_cost_halving": 0.02,
-            "drop_per_robustness_doubling": 0.01,
+            "drop_per_cost_halving": 0.03,
+            "drop_per_robustness_doubling": 0.015,
             "drop_per_failure_halving": 0.005,
-            "max_drop": 0.10,
+            "max_drop": 0.15,
         },
         "cost_max_ratio": 1.0,
         "latency_max_ratio": 1.5,
