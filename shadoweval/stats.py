@@ -352,6 +352,37 @@ def significant(difference: Estimate, versus_control: Estimate | None) -> bool:
     return (difference.value > 0) == (versus_control.value > 0)
 
 
+# -- rates --------------------------------------------------------------------------------
+
+
+def newcombe_difference(k1: int, n1: int, k2: int, n2: int, confidence: float = 0.95) -> Estimate:
+    """p1 - p2 with Newcombe's hybrid score interval (his method 10: Wilson limits of each
+    rate, combined). Holds its coverage for rare events where a bootstrap of 0/1 values
+    does not; ignoring a positive pairing makes it wider, not narrower."""
+    if n1 == 0 or n2 == 0:
+        return Estimate(math.nan, math.nan, math.nan, min(n1, n2))
+    a, b = wilson(k1, n1, confidence), wilson(k2, n2, confidence)
+    d = a.value - b.value
+    lo = d - math.sqrt((a.value - a.lo) ** 2 + (b.hi - b.value) ** 2)
+    hi = d + math.sqrt((a.hi - a.value) ** 2 + (b.value - b.lo) ** 2)
+    return Estimate(d, lo, hi, min(n1, n2))
+
+
+def rate_ratio(k_num: int, k_den: int, n: int, confidence: float = 0.95) -> Estimate:
+    """(k_num + 0.5) / (k_den + 0.5) for two event counts over the same n requests, with the
+    interval of the conditional binomial: of the k_num + k_den events, the share on the
+    numerator's side (Wilson) mapped to a ratio. Finite when one side has no events; the
+    upper end is inf when the denominator has none (nothing bounds it)."""
+    total = k_num + k_den
+    value = (k_num + 0.5) / (k_den + 0.5)
+    if total == 0:
+        return Estimate(value, math.nan, math.nan, n)
+    share = wilson(k_num, total, confidence)
+    lo = share.lo / (1 - share.lo) if share.lo < 1 else math.inf
+    hi = share.hi / (1 - share.hi) if share.hi < 1 else math.inf
+    return Estimate(value, lo, hi, n)
+
+
 # -- tests and multiplicity ----------------------------------------------------------------
 
 

@@ -120,10 +120,10 @@ def allowed_drop(row: Json, rules: DecisionRules) -> tuple[float | None, list[st
     if t.drop_per_robustness_doubling and ratio is not None and ratio.lo > 1:
         allowed += t.drop_per_robustness_doubling * math.log2(ratio.lo)
         earned.append(f"robustness {ratio.lo:.1f}x higher")
-    fails = _est(row["operations"].get("failure_ratio"))
-    if t.drop_per_failure_halving and fails is not None and fails.lo > 1:
-        allowed += t.drop_per_failure_halving * math.log2(fails.lo)
-        earned.append(f"failures {fails.lo:.1f}x fewer")
+    fails_lo = (row["operations"].get("failure_ratio") or {}).get("lo")
+    if t.drop_per_failure_halving and fails_lo is not None and fails_lo > 1:
+        allowed += t.drop_per_failure_halving * math.log2(fails_lo)
+        earned.append(f"failures {fails_lo:.1f}x fewer")
     return min(allowed, max(t.max_drop, base)), earned
 
 
@@ -414,8 +414,12 @@ def sentence(row: Json, cfg: Report, status: str) -> str:
             + f" (attack success {cand:.1%} vs {base:.1%})"
         )
     c, p = ops["failure"]["value"], ops["primary_failure"]["value"]
-    if (fails := _est(ops.get("failure_ratio"))) is not None and (c or p):
+    fr = ops.get("failure_ratio") or {}
+    if (fails := _est(fr)) is not None and (c or p):
         parts.append(_times(fails, "fewer failures", "more failures") + f" ({c:.1%} vs {p:.1%})")
+    elif fr.get("lo") is not None and fr["lo"] >= 1 and c == 0:
+        # No failure of the candidate's: only a lower bound is known.
+        parts.append(f"at least {_num(fr['lo'])}x fewer failures ({c:.1%} vs {p:.1%})")
     q = cfg.rules.latency_quantile
     lat = ops["latency"].get(f"p{q * 100:g}")
     if lat is not None and (lr := _est(lat["ratio"])) is not None:
