@@ -713,7 +713,15 @@ def build_report(
     missing = [s for s in cfg.rules.quality_scorers if s not in quality_scorers]
     if missing:
         notes.append(f"quality rule names scorers with no scores: {', '.join(missing)}")
-    headline: str | None = (wanted or quality_scorers)[0] if (wanted or quality_scorers) else None
+    # The headline is the metric that can decide: agreement scores read against the
+    # reference 1.0 (no control, no per-side values) go last.
+    per_side = {scorer for (_, scorer, side) in ds.scores if side != "pair"}
+
+    def unreadable(name: str) -> bool:
+        return control is None and ctx.info(name).pair == "agreement" and name not in per_side
+
+    ranked = sorted(wanted or quality_scorers, key=unreadable)
+    headline: str | None = ranked[0] if ranked else None
     first = min((p.ts for p in traffic), default=0.0)
     last = max((p.ts for p in traffic), default=0.0)
     width = _bucket_width(first, last, cfg.time_buckets)
