@@ -290,7 +290,10 @@ def quality_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
         else None
     )
     meaning = "per_side" if series.mode == "per_side" else info.pair
-    units = len(set(clusters)) if clusters else len(x)
+    # Independent units: clusters, each unlabelled pair counting as its own.
+    units = (
+        len({c for c in clusters if c is not None}) + clusters.count(None) if clusters else len(x)
+    )
     block: Json = {
         "scorer": scorer,
         "mode": series.mode,
