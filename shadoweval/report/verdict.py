@@ -116,10 +116,14 @@ def allowed_drop(row: Json, rules: DecisionRules) -> tuple[float | None, list[st
         allowed += t.drop_per_cost_halving * halvings
         earned.append(f"cost {1 / cost.hi:.1f}x lower")
     rob = row.get("robustness") or {}
-    ratio = _est((rob.get("overall") or {}).get("ratio")) if rob.get("reliable") else None
-    if t.drop_per_robustness_doubling and ratio is not None and ratio.lo > 1:
-        allowed += t.drop_per_robustness_doubling * math.log2(ratio.lo)
-        earned.append(f"robustness {ratio.lo:.1f}x higher")
+    # The lower bound alone: with no successful attack on the candidate the ratio's interval
+    # is open above ("at least lo times").
+    rob_lo = (
+        ((rob.get("overall") or {}).get("ratio") or {}).get("lo") if rob.get("reliable") else None
+    )
+    if t.drop_per_robustness_doubling and rob_lo is not None and rob_lo > 1:
+        allowed += t.drop_per_robustness_doubling * math.log2(rob_lo)
+        earned.append(f"robustness {rob_lo:.1f}x higher")
     fails_lo = (row["operations"].get("failure_ratio") or {}).get("lo")
     if t.drop_per_failure_halving and fails_lo is not None and fails_lo > 1:
         allowed += t.drop_per_failure_halving * math.log2(fails_lo)
@@ -407,12 +411,14 @@ def sentence(row: Json, cfg: Report, status: str) -> str:
         parts.append(_times(cost, "more expensive", "cheaper"))
     rob = row.get("robustness") or {}
     overall = rob.get("overall") or {}
-    if (ratio := _est(overall.get("ratio"))) is not None:
+    ratio_d = overall.get("ratio") or {}
+    if overall:
         cand, base = overall["candidate"]["value"], overall["baseline"]["value"]
-        parts.append(
-            _times(ratio, "more robust", "less robust")
-            + f" (attack success {cand:.1%} vs {base:.1%})"
-        )
+        rates = f" (attack success {cand:.1%} vs {base:.1%})"
+        if (ratio := _est(ratio_d)) is not None:
+            parts.append(_times(ratio, "more robust", "less robust") + rates)
+        elif ratio_d.get("lo") is not None and ratio_d["lo"] >= 1:
+            parts.append(f"at least {_num(ratio_d['lo'])}x more robust" + rates)
     c, p = ops["failure"]["value"], ops["primary_failure"]["value"]
     fr = ops.get("failure_ratio") or {}
     if (fails := _est(fr)) is not None and (c or p):
