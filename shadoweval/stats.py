@@ -601,6 +601,87 @@ def significant(difference: Estimate, versus_control: Estimate | None) -> bool:
     return (difference.value > 0) == (versus_control.value > 0)
 
 
+# -- rates --------------------------------------------------------------------------------
+
+
+def newcombe_difference(k1: int, n1: int, k2: int, n2: int, confidence: float = 0.95) -> Estimate:
+    """p1 - p2 with Newcombe's hybrid score interval (his method 10: Wilson limits of each
+    rate, combined). Holds its coverage for rare events where a bootstrap of 0/1 values
+    does not; ignoring a positive pairing makes it wider, not narrower."""
+    if n1 == 0 or n2 == 0:
+        return Estimate(math.nan, math.nan, math.nan, min(n1, n2))
+    a, b = wilson(k1, n1, confidence), wilson(k2, n2, confidence)
+    d = a.value - b.value
+    lo = d - math.sqrt((a.value - a.lo) ** 2 + (b.hi - b.value) ** 2)
+    hi = d + math.sqrt((a.hi - a.value) ** 2 + (b.value - b.lo) ** 2)
+    return Estimate(d, lo, hi, min(n1, n2))
+
+
+def rate_ratio(k_num: int, k_den: int, n: int, confidence: float = 0.95) -> Estimate:
+    """(k_num + 0.5) / (k_den + 0.5) for two event counts over the same n requests, with the
+    interval of the conditional binomial: of the k_num + k_den events, the share on the
+    numerator's side (Wilson) mapped to a ratio. Finite when one side has no events; the
+    upper end is inf when the denominator has none (nothing bounds it)."""
+    total = k_num + k_den
+    value = (k_num + 0.5) / (k_den + 0.5)
+    if total == 0:
+        return Estimate(value, math.nan, math.nan, n)
+    share = wilson(k_num, total, confidence)
+    lo = share.lo / (1 - share.lo) if share.lo < 1 else math.inf
+    hi = share.hi / (1 - share.hi) if share.hi < 1 else math.inf
+    return Estimate(value, lo, hi, n)
+
+
+# -- tests and multiplicity ----------------------------------------------------------------
+
+
+def binom_upper_tail(k: int, n: int) -> float:
+    """Exact one-sided binomial p-value P(X >= k) for X ~ Bin(n, 1/2): of n discordant pairs,
+    k or more went against the candidate by chance."""
+    if n == 0 or k <= 0:
+        return 1.0
+    logs = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(k, n + 1)
+    ]
+    top = max(logs)
+    log_tail = top + math.log(sum(math.exp(v - top) for v in logs)) - n * math.log(2)
+    return min(1.0, math.exp(log_tail))
+
+
+def p_beyond(estimate: Estimate, bound: float, above: bool, confidence: float = 0.95) -> float:
+    """One-sided p-value of "the truth is beyond ``bound``" read off a two-sided interval.
+
+    The interval's half on the bound's side gives the standard error (normal approximation),
+    so ``p < (1 - confidence) / 2`` exactly when that end of the interval clears the bound:
+    the test is the interval's dual, and Holm can correct a family of them. nan when the
+    interval is not defined.
+    """
+    value, lo, hi = estimate.value, estimate.lo, estimate.hi
+    if not (math.isfinite(value) and math.isfinite(lo) and math.isfinite(hi)):
+        return math.nan
+    z = z_value(confidence)
+    gap = value - bound if above else bound - value
+    half = (value - lo) if above else (hi - value)
+    if half <= 0:
+        # A zero-width side is no evidence of certainty: only a point beyond the bound counts.
+        return 0.5 if gap == 0 else (0.0 if gap > 0 else 1.0)
+    return 1.0 - NormalDist().cdf(gap / (half / z))
+
+
+def holm(p_values: Sequence[float], alpha: float) -> list[bool]:
+    """Holm's step-down procedure: which hypotheses are rejected with the family-wise error
+    rate at most ``alpha`` (any dependence). nan p-values are never rejected."""
+    order = sorted(range(len(p_values)), key=lambda i: (math.isnan(p_values[i]), p_values[i]))
+    m = len(p_values)
+    rejected = [False] * m
+    for rank, i in enumerate(order):
+        p = p_values[i]
+        if math.isnan(p) or p > alpha / (m - rank):
+            break
+        rejected[i] = True
+    return rejected
+
+
 # -- sample size ---------------------------------------------------------------------------
 
 

@@ -11,7 +11,13 @@ How a scorer is compared (see docs/report.md):
 - **pair**: the scorer compared the candidate with the primary (``side: pair``, e.g. exact
   match, similarity, a pairwise judge). The baseline is the control's score on the same
   requests (the primary compared with itself), or, without a control, the value the primary
-  would get against itself (1.0; 0.5 = a tie for ``judge_pairwise``).
+  would get against itself (1.0; 0.5 = a tie for a preference). Agreement against 1.0 cannot
+  tell a nondeterministic model from a worse one: such a block is shown, never decisive.
+
+What a scorer is (quality or safety, what its pair score means, whether a flag is harm) comes
+from its score records (``scorer_info``, declared where the scorer is registered).
+Probe records (``source: probe``) are left out of the traffic figures unless asked for with
+``--source probe``; they make the robustness section.
 """
 
 from __future__ import annotations
@@ -31,20 +37,12 @@ from shadoweval.pricing import PriceTable
 from shadoweval.redaction import Redactor
 from shadoweval.report.load import Dataset, PairRow, SideRow
 from shadoweval.report.robustness import robustness
-from shadoweval.report.verdict import decide
+from shadoweval.report.verdict import decide, finalise
+from shadoweval.score.registry import ScorerInfo, info_of
 from shadoweval.stats import Estimate
 from shadoweval.types import Json, Usage
 
 REPORT_SCHEMA = "shadoweval.report.v1"
-SAFETY_SCORERS = (
-    "refusal",
-    "over_refusal",
-    "pii_leak",
-    "secret_leak",
-    "canary_leak",
-    "toxicity",
-    "human_safety",  # `shadoweval review`: a reviewer flagged the answer
-)
 JUDGE_PAIRWISE = "judge_pairwise"
 # `shadoweval review`; human_pairwise_vs_<upstream> compares two candidates.
 HUMAN_PAIRWISE = "human_pairwise"
@@ -58,7 +56,7 @@ QUALITY_ORDER = (
     "token_f1",
     "normalized",
     "exact",
-    "tool_call",
+    "tool_calls",
     "json_schema",
     "json_valid",
 )
@@ -70,14 +68,9 @@ HIST_EDGES = [i / 10 for i in range(11)]
 _NICE_STEPS = (1, 5, 10, 30, 60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 
 
-def is_pairwise(scorer: str) -> bool:
-    """A win/tie/loss preference (judge or human) rather than a similarity."""
-    return scorer == JUDGE_PAIRWISE or scorer.startswith(HUMAN_PAIRWISE)
-
-
-def reference_value(scorer: str) -> float:
+def reference_value(info: ScorerInfo) -> float:
     """What the primary scores against itself on a pair scorer."""
-    return 0.5 if is_pairwise(scorer) else 1.0
+    return 0.5 if info.pair == "preference" else 1.0
 
 
 def q_label(q: float) -> str:
@@ -102,11 +95,25 @@ class _Ctx:
             "seed": self.cfg.seed,
         }
 
+    def info(self, scorer: str) -> ScorerInfo:
+        known = self.ds.scorer_info.get(scorer)
+        return known if known is not None else info_of(scorer)
+
+    def clusters(self, upstream: str, ids: Sequence[str]) -> list[str | None] | None:
+        """Cluster labels of these requests (None when none has one: independent)."""
+        pairs = self.by_request[upstream]
+        labels = [pairs[r].cluster for r in ids]
+        return labels if any(c is not None for c in labels) else None
+
     def value(self, pair_id: str, scorer: str, side: str) -> float | None:
         row = self.ds.scores.get((pair_id, scorer, side))
         if row is None:
             return None
-        if row.value is None and is_pairwise(scorer) and row.label in JUDGE_LABELS:
+        if (
+            row.value is None
+            and row.label in JUDGE_LABELS
+            and self.info(scorer).pair == "preference"
+        ):
             return JUDGE_LABELS[row.label]
         return row.value
 
@@ -180,7 +187,7 @@ def _series(ctx: _Ctx, upstream: str, scorer: str) -> _Series | None:
                 [base_all[r] for r in ids],
                 ids,
             )
-    ref = reference_value(scorer)
+    ref = reference_value(ctx.info(scorer))
     ids = list(x_all)
     return _Series("pair", "reference", x_all, {}, [x_all[r] for r in ids], [ref] * len(ids), ids)
 
@@ -196,7 +203,7 @@ def _versus_control(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> E
         return None
     x = [series.x_all[r] for r in ids]
     c = [float(ctl[r]) for r in ids]  # type: ignore[arg-type]
-    return stats.mean_diff_ci(x, c, **ctx.kw)
+    return stats.mean_diff_ci(x, c, clusters=ctx.clusters(upstream, ids), **ctx.kw)
 
 
 def _worst(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> list[Json]:
@@ -263,10 +270,12 @@ def quality_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
     if series is None or not series.x:
         return None
     kw = ctx.kw
+    info = ctx.info(scorer)
     x, b = _arr(series.x), _arr(series.b)
     x_all = _arr(list(series.x_all.values()))
+    clusters = ctx.clusters(upstream, series.ids)
     # One resampling for the four paired statistics: the same draws, a quarter of the work.
-    mean_x, mean_b, diff, rel = stats.bootstrap(_paired_stats, x, b, **kw)
+    mean_x, mean_b, diff, rel = stats.bootstrap(_paired_stats, x, b, clusters=clusters, **kw)
     if len(series.x_all) != len(x):
         mean_x = stats.mean_ci(_arr(list(series.x_all.values())), **kw)
     if series.base_all and len(series.base_all) != len(b):
@@ -280,12 +289,24 @@ def quality_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
         if max_drop and base_mean > 0
         else None
     )
+    meaning = "per_side" if series.mode == "per_side" else info.pair
+    # Independent units: clusters, each unlabelled pair counting as its own.
+    units = (
+        len({c for c in clusters if c is not None}) + clusters.count(None) if clusters else len(x)
+    )
     block: Json = {
         "scorer": scorer,
         "mode": series.mode,
         "baseline": series.baseline,
+        # What the comparison means: per_side, agreement (with the primary), preference.
+        "meaning": meaning,
+        "higher_is_better": info.higher_is_better,
+        # Agreement against the reference 1.0 cannot tell nondeterminism from regression.
+        "readable": not (series.baseline == "reference" and meaning == "agreement"),
+        "reliable": reliable(x, b, rel, units, ctx.cfg.rules.min_pairs),
         "n": len(series.x_all),
         "n_paired": len(x),
+        "clusters": units if clusters else None,
         "candidate_mean": mean_x.as_dict(),
         "baseline_mean": mean_b.as_dict(),
         "difference": diff.as_dict(),
@@ -314,11 +335,28 @@ def quality_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
     }
     if series.baseline != "reference" and stats.is_binary(x) and stats.is_binary(b):
         block["mcnemar"] = stats.mcnemar_paired(series.x, series.b).as_dict()
-    if is_pairwise(scorer):
+    if info.pair == "preference" and series.mode == "pair":
         block["judge"] = _judge(ctx, upstream, series, scorer)
     if scorer == HUMAN_PAIRWISE:
         block["agreement"] = _agreement(ctx, upstream)
     return block
+
+
+# An interval is called reliable (may decide a verdict) with this many pairs that differ
+# and this many independent units (pairs, or clusters): below them the bootstrap's
+# distribution is too lumpy to hold its coverage (benchmarks/validity, docs/report.md).
+MIN_DISCORDANT = 10
+MIN_CLUSTERS = 20
+
+
+def reliable(x: Any, b: Any, rel: Estimate, units: int, min_pairs: int) -> bool:
+    if len(x) < min_pairs or not (math.isfinite(rel.lo) and math.isfinite(rel.hi)):
+        return False
+    if rel.hi <= rel.lo:  # zero width: no evidence, not certainty
+        return False
+    if int(np.count_nonzero(x != b)) < MIN_DISCORDANT:
+        return False
+    return units >= min(MIN_CLUSTERS, min_pairs)
 
 
 def _agreement(ctx: _Ctx, upstream: str) -> Json | None:
@@ -350,9 +388,36 @@ def _agreement(ctx: _Ctx, upstream: str) -> Json | None:
 # -- safety -------------------------------------------------------------------------------
 
 
+def _flag_test(
+    ctx: _Ctx, upstream: str, ids: list[str], cand: list[float], base: list[float]
+) -> tuple[Estimate, stats.McNemar, float, float]:
+    """Candidate flags vs baseline flags on the same requests: the difference's interval,
+    McNemar's test and the one-sided p-values of "more flags" and "fewer flags". With
+    clustered requests the p-values come from the cluster bootstrap's interval (McNemar
+    assumes independent pairs)."""
+    clusters = ctx.clusters(upstream, ids)
+    diff = stats.mean_diff_ci(cand, base, clusters=clusters, **ctx.kw)
+    test = stats.mcnemar_paired(cand, base)
+    conf = ctx.cfg.confidence
+    if clusters is not None:
+        return (
+            diff,
+            test,
+            stats.p_beyond(diff, 0.0, True, conf),
+            stats.p_beyond(diff, 0.0, False, conf),
+        )
+    # mcnemar_paired(first, second): b = first 1 / second 0 (here: flag on the candidate only).
+    n = test.b + test.c
+    return diff, test, stats.binom_upper_tail(test.b, n), stats.binom_upper_tail(test.c, n)
+
+
 def safety_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
+    """Flag rates, candidate vs primary, paired. ``p_worse``/``p_better`` are one-sided
+    p-values the verdict corrects across the gate; ``worse``/``better`` read them alone."""
+    info = ctx.info(scorer)
     pairs = ctx.groups[upstream]
     conf = ctx.cfg.confidence
+    alpha = (1 - conf) / 2
     side = "candidate"
     flags = {p.request_id: ctx.value(p.pair_id, scorer, "candidate") for p in pairs}
     if all(v is None for v in flags.values()):
@@ -361,45 +426,61 @@ def safety_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
     cand = {r: float(v >= 0.5) for r, v in flags.items() if v is not None}
     if not cand:
         return None
-    prim = {}
-    for p in pairs:
-        v = ctx.value(p.pair_id, scorer, "primary")
-        if v is not None:
-            prim[p.request_id] = float(v >= 0.5)
-    ids = [r for r in cand if r in prim]
-    alpha = 1 - conf
     block: Json = {
         "scorer": scorer,
         "side": side,
+        "harm": info.harm,
         "n": len(cand),
         "rate": stats.wilson(int(sum(cand.values())), len(cand), conf).as_dict(),
         "primary_rate": None,
         "difference": None,
         "mcnemar": None,
         "versus_control": None,
+        "p_worse": None,
+        "p_better": None,
         "worse": False,
+        "better": False,
     }
-    if ids:
-        c = [cand[r] for r in ids]
-        pv = [prim[r] for r in ids]
-        diff = stats.mean_diff_ci(c, pv, **ctx.kw)
-        test = stats.mcnemar_paired(c, pv)
-        block["primary_rate"] = stats.wilson(int(sum(pv)), len(pv), conf).as_dict()
-        block["difference"] = diff.as_dict()
-        block["mcnemar"] = test.as_dict()
-        worse = diff.value > 0 and test.p_value < alpha
-        control = ctx.control
-        if worse and control is not None and control != upstream:
-            ctl = ctx.by_request[control]
-            cv = {r: ctx.value(q.pair_id, scorer, side) for r, q in ctl.items()}
-            cids = [r for r in cand if cv.get(r) is not None]
-            if cids:
-                cc = [cand[r] for r in cids]
-                kk = [float(cv[r] >= 0.5) for r in cids]  # type: ignore[operator]
-                vs = stats.mcnemar_paired(cc, kk)
-                block["versus_control"] = vs.as_dict()
-                worse = sum(cc) > sum(kk) and vs.p_value < alpha
-        block["worse"] = bool(worse)
+    prim: dict[str, float] = {}
+    if side == "pair" and info.pair == "flag" and info.reverse_label:
+        # A comparison flag (e.g. over_refusal: the candidate refused what the primary
+        # answered) and its reverse label (the primary refused what the candidate answered)
+        # are the two discordant cells of a paired test.
+        by_id = ctx.by_request[upstream]
+        for r in cand:
+            row = ctx.ds.scores.get((by_id[r].pair_id, scorer, "pair"))
+            prim[r] = float(row is not None and row.label == info.reverse_label)
+    else:
+        for p in pairs:
+            v = ctx.value(p.pair_id, scorer, "primary")
+            if v is not None:
+                prim[p.request_id] = float(v >= 0.5)
+    ids = [r for r in cand if r in prim]
+    if not ids:
+        return block
+    c = [cand[r] for r in ids]
+    pv = [prim[r] for r in ids]
+    diff, test, p_worse, p_better = _flag_test(ctx, upstream, ids, c, pv)
+    block["primary_rate"] = stats.wilson(int(sum(pv)), len(pv), conf).as_dict()
+    block["difference"] = diff.as_dict()
+    block["mcnemar"] = test.as_dict()
+    control = ctx.control
+    if side != "pair" and control is not None and control != upstream:
+        # Worse than the primary and worse than the control asked again (both must hold:
+        # the larger p-value tests the two together).
+        ctl = ctx.by_request[control]
+        cv = {r: ctx.value(q.pair_id, scorer, side) for r, q in ctl.items()}
+        cids = [r for r in ids if cv.get(r) is not None]
+        if cids:
+            cc = [cand[r] for r in cids]
+            kk = [float(cv[r] >= 0.5) for r in cids]  # type: ignore[operator]
+            _, vs, pw, pb = _flag_test(ctx, upstream, cids, cc, kk)
+            block["versus_control"] = vs.as_dict()
+            p_worse, p_better = max(p_worse, pw), max(p_better, pb)
+    block["p_worse"] = p_worse
+    block["p_better"] = p_better
+    block["worse"] = bool(p_worse < alpha)
+    block["better"] = bool(p_better < alpha)
     return block
 
 
@@ -449,6 +530,15 @@ def operations_block(ctx: _Ctx, upstream: str) -> Json:
     n = len(pairs)
     c_fail = [float(not p.candidate.ok) for p in pairs]
     p_fail = [float(not p.primary.ok) for p in pairs]
+    n_c_fail, n_p_fail = int(sum(c_fail)), int(sum(p_fail))
+    fail_clusters = ctx.clusters(upstream, [p.request_id for p in pairs])
+    # Failures are rare events: a score interval, unless requests are clustered (then the
+    # cluster bootstrap, which independence-based intervals cannot replace).
+    failure_difference = (
+        stats.mean_diff_ci(c_fail, p_fail, clusters=fail_clusters, **kw)
+        if fail_clusters is not None
+        else stats.newcombe_difference(n_c_fail, n, n_p_fail, n, conf)
+    )
     errors: dict[str, int] = defaultdict(int)
     for p in pairs:
         if p.candidate.error_type:
@@ -490,7 +580,14 @@ def operations_block(ctx: _Ctx, upstream: str) -> Json:
     if len(priced) >= 2:
         cc = _arr([c for c, _ in priced])
         pc = _arr([q for _, q in priced])
-        cm, pm, ratio = stats.bootstrap(_cost_stats, cc, pc, **kw)
+        priced_ids = [
+            p.request_id
+            for p, (c, q) in zip(ok, costs, strict=True)
+            if c is not None and q is not None
+        ]
+        cm, pm, ratio = stats.bootstrap(
+            _cost_stats, cc, pc, clusters=ctx.clusters(upstream, priced_ids), **kw
+        )
         cost.update(
             candidate_per_request=cm.as_dict(),
             primary_per_request=pm.as_dict(),
@@ -502,7 +599,9 @@ def operations_block(ctx: _Ctx, upstream: str) -> Json:
         "pairs": n,
         "failure": stats.wilson(int(sum(c_fail)), n, conf).as_dict(),
         "primary_failure": stats.wilson(int(sum(p_fail)), n, conf).as_dict(),
-        "failure_difference": stats.mean_diff_ci(c_fail, p_fail, **kw).as_dict(),
+        "failure_difference": failure_difference.as_dict(),
+        # The primary's failures over the candidate's: > 1 means fewer failures.
+        "failure_ratio": stats.rate_ratio(n_p_fail, n_c_fail, n, conf).as_dict(),
         "errors": dict(sorted(errors.items())),
         "retry": stats.wilson(sum(p.candidate.attempts > 1 for p in pairs), n, conf).as_dict(),
         "primary_retry": stats.wilson(
@@ -572,11 +671,11 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
-def _scorers(ds: Dataset) -> tuple[list[str], list[str]]:
-    names = {scorer for (_, scorer, _) in ds.scores}
-    safety = [s for s in SAFETY_SCORERS if s in names]
+def _scorers(ctx: _Ctx) -> tuple[list[str], list[str]]:
+    names = {scorer for (_, scorer, _) in ctx.ds.scores}
+    safety = sorted(s for s in names if ctx.info(s).kind == "safety")
     quality = sorted(
-        (s for s in names if s not in SAFETY_SCORERS),
+        (s for s in names if ctx.info(s).kind != "safety"),
         key=lambda s: (QUALITY_ORDER.index(s) if s in QUALITY_ORDER else len(QUALITY_ORDER), s),
     )
     return quality, safety
@@ -592,9 +691,17 @@ def build_report(
 ) -> Json:
     groups: dict[str, list[PairRow]] = defaultdict(list)
     roles: dict[str, str] = {}
-    for p in ds.pairs:
+    # Probes are attacks, not traffic: they make the robustness section and stay out of the
+    # quality, cost, latency and failure figures unless the filters asked for them.
+    wanted_sources = set((filters or {}).get("sources") or ())
+    probes = [p for p in ds.pairs if p.source == "probe"]
+    traffic = (
+        ds.pairs if "probe" in wanted_sources else [p for p in ds.pairs if p.source != "probe"]
+    )
+    for p in traffic:
         groups[p.candidate.upstream].append(p)
         roles.setdefault(p.candidate.upstream, p.candidate.role)
+    robust = robustness(probes, cfg)
     by_request = {u: {p.request_id: p for p in ps} for u, ps in groups.items()}
     controls = sorted(u for u, r in roles.items() if r == "control")
     notes: list[str] = []
@@ -604,14 +711,22 @@ def build_report(
     if control is None and groups:
         notes.append("no control upstream: differences are not read against a noise floor")
     ctx = _Ctx(cfg, prices, Redactor(redaction or Redaction()), ds, groups, by_request, control)
-    quality_scorers, safety_scorers = _scorers(ds)
+    quality_scorers, safety_scorers = _scorers(ctx)
     wanted = [s for s in cfg.rules.quality_scorers if s in quality_scorers]
     missing = [s for s in cfg.rules.quality_scorers if s not in quality_scorers]
     if missing:
         notes.append(f"quality rule names scorers with no scores: {', '.join(missing)}")
-    headline: str | None = (wanted or quality_scorers)[0] if (wanted or quality_scorers) else None
-    first = min((p.ts for p in ds.pairs), default=0.0)
-    last = max((p.ts for p in ds.pairs), default=0.0)
+    # The headline is the metric that can decide: agreement scores read against the
+    # reference 1.0 (no control, no per-side values) go last.
+    per_side = {scorer for (_, scorer, side) in ds.scores if side != "pair"}
+
+    def unreadable(name: str) -> bool:
+        return control is None and ctx.info(name).pair == "agreement" and name not in per_side
+
+    ranked = sorted(wanted or quality_scorers, key=unreadable)
+    headline: str | None = ranked[0] if ranked else None
+    first = min((p.ts for p in traffic), default=0.0)
+    last = max((p.ts for p in traffic), default=0.0)
     width = _bucket_width(first, last, cfg.time_buckets)
     start = first - first % width
 
@@ -645,9 +760,9 @@ def build_report(
             "quality": quality,
             "safety": [b for s in safety_scorers if (b := safety_block(ctx, upstream, s))],
             "operations": operations_block(ctx, upstream),
+            "robustness": robust.get(upstream),
             "timeline": timeline_block(ctx, upstream, headline, start, width),
         }
-        row["robustness"] = robustness(ds.pairs, cfg).get(upstream)
         row["verdict"] = decide(row, cfg) if roles[upstream] == "candidate" else None
         rows[upstream] = row
         tokens = row["operations"]["tokens"]
@@ -672,14 +787,8 @@ def build_report(
                 "reported, e.g. streams without include_usage): its cost figures are approximate"
             )
     candidates = [rows[u] for u in order if roles[u] == "candidate"]
-    statuses = [r["verdict"]["status"] for r in candidates]
-    gate = (
-        "fail"
-        if "fail" in statuses
-        else "insufficient"
-        if "insufficient" in statuses or not statuses
-        else "pass"
-    )
+    gate, gate_notes = finalise(candidates, cfg)
+    notes += gate_notes
     primaries = sorted({p.primary.upstream for p in ds.pairs})
     return {
         "schema": REPORT_SCHEMA,

@@ -484,6 +484,7 @@ def _details(row: Json) -> str:
         + "</h2>"
     ]
     if verdict:
+        parts.append(f'<p class="sentence"><b>{escape(verdict["sentence"])}</b></p>')
         checks = [
             [
                 _e(c["rule"]),
@@ -519,7 +520,13 @@ def render(report: Json) -> str:
         *plot_over_time(report, colors),
     ]
     verdicts = "".join(
-        f"<li>{_badge(r['verdict']['status'])} {escape(r['verdict']['line'])}</li>"
+        f"<li>{_badge(r['verdict']['status'])} <b>{escape(r['verdict']['sentence'])}</b>"
+        + (
+            f"<br><small>{escape(r['verdict']['line'])}</small>"
+            if r["verdict"]["status"] != "pass"
+            else ""
+        )
+        + "</li>"
         for r in report["candidates"]
     )
     notes = "".join(f"<li>{escape(n)}</li>" for n in report["notes"])

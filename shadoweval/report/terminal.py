@@ -218,6 +218,11 @@ def render(report: Json, stream: IO[str] | None = None, *, details: bool = True)
     for note in report["notes"]:
         console.print(f"[dim]note: {note}[/dim]")
     for row in report["candidates"]:
-        console.print(Text(row["verdict"]["line"], style=_STYLE[row["verdict"]["status"]]))
+        verdict = row["verdict"]
+        console.print(Text(verdict["sentence"], style=_STYLE[verdict["status"]]))
+        if verdict["status"] != "pass":
+            console.print(Text("  " + verdict["line"], style=_STYLE[verdict["status"]]))
+        for line in verdict.get("secondary", []):
+            console.print(Text(f"  secondary: {line}", style="dim"))
     gate = report["gate"]
     console.print(Text("gate: ", style="bold") + _status(gate))

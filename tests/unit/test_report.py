@@ -109,13 +109,17 @@ def test_pair_scorer_reads_candidates_against_the_control(tmp_path: Path) -> Non
     assert row(report, "worse")["verdict"]["status"] == "fail"
     assert report["gate"] == "fail"
 
-    # Without the control the same data reads as a 10% drop: exactly the mistake the
-    # noise floor prevents.
+    # Without the control the same data reads as a 10% drop against the reference 1.0: it
+    # is shown, but agreement cannot tell nondeterminism from regression, so it decides
+    # nothing and the verdict says what is missing (a false FAIL here blocked CI gates).
     no_control = [p for p in pairs if p["candidate"]["role"] != "control"]
     blind = report_for(tmp_path, no_control, scores)
     assert quality(blind, "same", "exact")["baseline"] == "reference"
-    assert quality(blind, "same", "exact")["significant"]
-    assert row(blind, "same")["verdict"]["status"] == "fail"
+    assert not quality(blind, "same", "exact")["readable"]
+    verdict = row(blind, "same")["verdict"]
+    assert verdict["status"] == "insufficient"
+    assert "role: control" in verdict["line"]
+    assert blind["gate"] != "fail"
     assert "no control upstream" in " ".join(blind["notes"])
 
 
