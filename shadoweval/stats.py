@@ -266,7 +266,7 @@ class ClusteredRate:
     design_effect: float
     totals: Array
     sizes: Array
-    quantile: float  # the normal or t quantile the interval used
+    quantile: float  # the quantile for a variance estimated from these clusters (t or normal)
 
     @property
     def clusters(self) -> int:
@@ -302,18 +302,20 @@ def clustered_rate(
         return ClusteredRate(nan, math.nan, totals, sizes, math.nan)
     p = float(x.mean())
     worst = float(sizes @ sizes) / n
-    # A variance read from successes (or failures) in a single cluster is noise.
+    # Few clusters make a cluster-robust variance itself uncertain: Student's t with
+    # clusters - 1 degrees of freedom instead of the normal quantile.
+    t = z_value(confidence) if labels is None else t_value(confidence, max(sizes.size - 1, 1))
+    # A variance read from successes (or failures) in a single cluster is noise: the worst
+    # case instead, a bound rather than an estimate, so the normal quantile goes with it.
     spread = min(int(np.count_nonzero(totals)), int(np.count_nonzero(sizes - totals)))
     if spread >= 2:
         binomial = p * (1 - p) / n
         deff = min(max(_cluster_cov(totals, totals, p, p, sizes) / binomial, 1.0), worst)
+        lo, hi = _wilson_at(p, n / deff, t)
     else:
         deff = worst
-    # Few clusters make the cluster-robust variance itself uncertain: Student's t with
-    # clusters - 1 degrees of freedom instead of the normal quantile.
-    z = z_value(confidence) if labels is None else t_value(confidence, max(sizes.size - 1, 1))
-    lo, hi = _wilson_at(p, n / deff, z)
-    return ClusteredRate(Estimate(p, lo, hi, n), deff, totals, sizes, z)
+        lo, hi = _wilson_at(p, n / deff, z_value(confidence))
+    return ClusteredRate(Estimate(p, lo, hi, n), deff, totals, sizes, t)
 
 
 def _mover(
