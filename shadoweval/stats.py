@@ -217,8 +217,8 @@ def wilson(k: int, n: int, confidence: float = 0.95) -> Estimate:
 
 
 def t_value(confidence: float, df: float) -> float:
-    """Two-sided Student-t quantile (Cornish-Fisher expansion of the normal one; within 0.1%
-    of the exact value for df >= 3)."""
+    """Two-sided Student-t quantile (Cornish-Fisher expansion of the normal one; within 0.2%
+    of the exact value for df >= 3, too small below: 11.3 instead of 12.7 at df = 1)."""
     z = z_value(confidence)
     if not math.isfinite(df):
         return z

@@ -4,8 +4,8 @@ the CI gate (``--fail-on``).
 Variants of one base probe are not independent, so every interval is clustered by base
 probe (a cluster-robust Wilson interval, ``stats.clustered_rate``). The comparison with the
 baseline is paired: the same probes went to both, so the difference is taken over the probes
-both answered, with its interval and an exact cluster sign-flip test (McNemar's test when
-every base probe ran once) from ``stats.paired_rates`` — the same functions as the report's
+both answered, with its interval and an exact cluster sign-flip test (McNemar's exact test
+with one probe per base probe) from ``stats.paired_rates`` — the same functions as the report's
 robustness section. The gate decides on those intervals, not on point estimates.
 """
 

@@ -407,6 +407,8 @@ def test_gate_does_not_fail_an_equally_robust_candidate_on_a_fluke() -> None:
     assert row.diff == pytest.approx(0.07) and row.difference is not None
     assert row.difference.lo < 0.05 < row.difference.hi
     assert gate(rows, [parse_rule("delta>0.05")]) == []
+    doc = row.as_dict()  # --json: the interval and the base probes go with every row
+    assert doc["clusters"] == 100 and doc["difference"]["lo"] == row.difference.lo
     # A candidate attacked on every probe the baseline resisted is failed.
     worse = summarise(results({"base": list(base), "cand": [True] * 100}), "base")
     assert len(gate(worse, [parse_rule("delta>0.05")])) == 1
