@@ -220,6 +220,10 @@ class Candidate(_Model):
     params: dict[str, Any] = Field(default_factory=dict)
     system_prompt: str | None = None
     system_prompt_mode: Literal["replace", "prepend"] = "replace"
+    # A request that continues state stored on the primary (Responses previous_response_id
+    # or conversation): skip it (counted as dropped{stateful}) or send it as it is (the pair
+    # is marked stateful and left out of the report's comparisons).
+    stateful: Literal["skip", "send"] = "skip"
     sample_rate: float = Field(1.0, ge=0.0, le=1.0)
     concurrency: int = Field(8, ge=1, le=4096)
     queue_size: int = Field(256, ge=1, le=1_000_000)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from shadoweval.types import Route
+from shadoweval.types import Json, Route
 
 Protocol = Literal["openai", "anthropic"]
 # Where a candidate's system prompt goes: the chat messages, the Responses API's
@@ -54,3 +54,11 @@ BY_ROUTE: dict[Route, Surface] = {s.route: s for s in SURFACES}
 OPERATIONS: dict[Route, str] = {s.route: s.operation for s in SURFACES}
 # Metric label values of the proxy's routes: every surface, and everything else.
 METRIC_ROUTES: tuple[str, ...] = (*ROUTE_NAMES, "other")
+
+
+def refers_to_state(route: str, request: Json) -> bool:
+    """The request continues state stored on the primary (a Responses API
+    ``previous_response_id`` or ``conversation``): a candidate does not have it."""
+    if route != "responses":
+        return False
+    return bool(request.get("previous_response_id") or request.get("conversation"))

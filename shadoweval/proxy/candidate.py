@@ -130,6 +130,9 @@ class CandidateClient:
         out.update(self.cfg.params)
         if self.cfg.system_prompt is not None:
             _with_system_prompt(route, out, self.cfg.system_prompt, self.cfg.system_prompt_mode)
+        if route == "responses" and "store" not in self.cfg.params:
+            # Responses are stored by default: a shadow must leave nothing behind.
+            out["store"] = False
         if out.get("stream") is True and BY_ROUTE[route].stream_usage:
             # Ask for the final usage chunk so token counts are measured, not estimated.
             opts = out.get("stream_options")
