@@ -212,11 +212,18 @@ class Candidate(_Model):
     role: Literal["candidate", "control"] = "candidate"
     model: str | None = None
     api_key_env: str | None = None
+    # How the key is sent: "authorization" (Bearer; OpenAI), "x-api-key" (Anthropic),
+    # "api-key" (Azure OpenAI).
+    api_key_header: Literal["authorization", "x-api-key", "api-key"] = "authorization"
     headers: dict[str, str] = Field(default_factory=dict)
     forward_caller_auth: bool = False
     params: dict[str, Any] = Field(default_factory=dict)
     system_prompt: str | None = None
     system_prompt_mode: Literal["replace", "prepend"] = "replace"
+    # A request that continues state stored on the primary (Responses previous_response_id
+    # or conversation): skip it (counted as dropped{stateful}) or send it as it is (the pair
+    # is marked stateful and left out of the report's comparisons).
+    stateful: Literal["skip", "send"] = "skip"
     sample_rate: float = Field(1.0, ge=0.0, le=1.0)
     concurrency: int = Field(8, ge=1, le=4096)
     queue_size: int = Field(256, ge=1, le=1_000_000)
@@ -461,6 +468,8 @@ class ModelPrice(_Model):
     input_per_mtok: float = Field(0.0, ge=0)
     output_per_mtok: float = Field(0.0, ge=0)
     cached_input_per_mtok: float | None = Field(None, ge=0)
+    # Input written to a prompt cache (Anthropic: 1.25x the input price); unset = input price.
+    cache_write_input_per_mtok: float | None = Field(None, ge=0)
 
 
 class UpstreamCost(_Model):
@@ -1093,7 +1102,8 @@ _SAFETY_DETECTORS = (
 )
 
 
-ScoreRoute = Literal["chat", "completions", "embeddings", "responses"]
+# The routes of shadoweval.routes.SURFACES (a test keeps the two the same).
+ScoreRoute = Literal["chat", "completions", "embeddings", "responses", "messages"]
 PiiKind = Literal["email", "phone", "credit_card", "ipv4"]
 SecretKind = Literal["api_key", "bearer_token"]
 JudgedSide = Literal["candidate", "primary"]

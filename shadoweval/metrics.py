@@ -67,6 +67,8 @@ DROP_REASONS = (
     "invalid_request",
     "circuit_open",
     "worker_unavailable",
+    # A request continuing state stored on the primary (candidates[].stateful: skip).
+    "stateful",
 )
 
 

@@ -35,15 +35,22 @@ class PriceTable:
         if price is None:
             return None
         cached = usage.cached_input_tokens or 0
-        fresh = max((usage.input_tokens or 0) - cached, 0)
+        written = usage.cache_write_input_tokens or 0
+        fresh = max((usage.input_tokens or 0) - cached - written, 0)
         cached_price = (
             price.cached_input_per_mtok
             if price.cached_input_per_mtok is not None
             else price.input_per_mtok
         )
+        write_price = (
+            price.cache_write_input_per_mtok
+            if price.cache_write_input_per_mtok is not None
+            else price.input_per_mtok
+        )
         return _PER_TOKEN * (
             fresh * price.input_per_mtok
             + cached * cached_price
+            + written * write_price
             + (usage.output_tokens or 0) * price.output_per_mtok
         )
 

@@ -19,6 +19,7 @@ import orjson
 
 from shadoweval.config import Config
 from shadoweval.redaction import Redactor
+from shadoweval.routes import refers_to_state
 from shadoweval.types import Json, Outcome
 
 PAIR_SCHEMA = "shadoweval.pair.v1"
@@ -96,6 +97,8 @@ def build_pair(
         **({"expected": redactor.json(info.expected)} if info.expected is not None else {}),
         "primary": shared["primary"],
         "candidate": _redacted_output(candidate, redactor),
+        # The candidate lacked the stored state the request continues: unlike with unlike.
+        **({"stateful": True} if refers_to_state(info.route, request) else {}),
     }
 
 

@@ -38,9 +38,10 @@ import orjson
 from shadoweval.config import Candidate, Config
 from shadoweval.pricing import PriceTable
 from shadoweval.proxy.candidate import CandidateClient
-from shadoweval.proxy.openai import ROUTES, parse_answer
+from shadoweval.proxy.openai import parse_answer
 from shadoweval.records import RequestInfo, build_pair
 from shadoweval.redaction import Redactor
+from shadoweval.routes import ROUTES
 from shadoweval.types import Json, Outcome, Route
 
 PATHS: dict[Route, str] = {route: path for path, route in ROUTES.items()}

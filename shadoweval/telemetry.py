@@ -21,11 +21,10 @@ from shadoweval.proxy.openai import (
     parse_request,
 )
 from shadoweval.proxy.shadow import ShadowJob
+from shadoweval.routes import METRIC_ROUTES
 from shadoweval.types import Capture, Outcome, Route
 
 log = logging.getLogger(__name__)
-
-_ROUTES = ("chat", "completions", "embeddings", "responses", "other")
 
 
 class Recorder:
@@ -33,7 +32,7 @@ class Recorder:
         self._m = metrics
         self._primary = primary_name
         self._prices = prices
-        self._overhead = {r: metrics.overhead.labels(r) for r in _ROUTES}
+        self._overhead = {r: metrics.overhead.labels(r) for r in METRIC_ROUTES}
         self._series: dict[tuple[str, str, str, str], _Series] = {}
         self._attempts: dict[tuple[str, str, int, str], Counter] = {}
 

@@ -27,6 +27,7 @@ from shadoweval.proxy.openai import (
     parse_answer,
     parse_request,
 )
+from shadoweval.routes import OPERATIONS
 from shadoweval.types import Capture, Json, Outcome, Route
 
 try:
@@ -59,14 +60,6 @@ if TYPE_CHECKING:
     from shadoweval.proxy.shadow import ShadowJob
 
 log = logging.getLogger(__name__)
-
-# gen_ai.operation.name well-known values; the Responses API is a chat generation.
-OPERATIONS: dict[Route, str] = {
-    "chat": "chat",
-    "completions": "text_completion",
-    "embeddings": "embeddings",
-    "responses": "chat",
-}
 
 
 class FollowLinkSampler(Sampler):

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 Role = Literal["primary", "candidate", "control"]
-Route = Literal["chat", "completions", "embeddings", "responses"]
+# The surfaces of shadoweval.routes.SURFACES (a test keeps the two the same).
+Route = Literal["chat", "completions", "embeddings", "responses", "messages"]
 
 # A closed set: these become metric label values, so nothing else may appear.
 ErrorType = Literal[
@@ -85,14 +86,20 @@ class Usage:
     output_tokens: int | None = None
     cached_input_tokens: int | None = None
     estimated: bool = False
+    # Input written to a prompt cache (Anthropic's cache_creation_input_tokens), part of
+    # input_tokens like the cached part; priced on its own.
+    cache_write_input_tokens: int | None = None
 
     def as_dict(self) -> Json:
-        return {
+        out: Json = {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cached_input_tokens": self.cached_input_tokens,
             "estimated": self.estimated,
         }
+        if self.cache_write_input_tokens is not None:
+            out["cache_write_input_tokens"] = self.cache_write_input_tokens
+        return out
 
 
 @dataclass(slots=True)

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 from shadoweval.proxy.forward import Forwarder
 from shadoweval.proxy.http import Request, Responder
-from shadoweval.proxy.openai import ROUTES
 from shadoweval.proxy.shadow import ShadowDispatcher, ShadowJob
 from shadoweval.proxy.worker import Handoff
+from shadoweval.routes import ROUTES
 from shadoweval.types import Capture, Route
 
 if TYPE_CHECKING:  # imported only when tracing is on (it loads OpenTelemetry)

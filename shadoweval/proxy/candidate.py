@@ -21,6 +21,7 @@ from shadoweval.proxy.forward import classify
 from shadoweval.proxy.openai import error_type_for_status
 from shadoweval.proxy.upstream import UpstreamPool
 from shadoweval.retry import RetryPolicy
+from shadoweval.routes import BY_ROUTE, ROUTES
 from shadoweval.tls import client_context
 from shadoweval.types import Capture, Json, Route
 
@@ -32,7 +33,21 @@ class _CaptureFull(Exception):
     """The answer outgrew the capture limit: stop reading it."""
 
 
+# Anthropic's API wants its version on every request; official clients send this one.
+ANTHROPIC_VERSION = "2023-06-01"
+
+
 def _with_system_prompt(route: Route, request: Json, prompt: str, mode: str) -> None:
+    slot = BY_ROUTE[route].system
+    if slot == "system":  # Anthropic Messages: a top-level string or list of text blocks
+        current = request.get("system")
+        if mode == "prepend" and isinstance(current, list) and current:
+            request["system"] = [{"type": "text", "text": prompt}, *current]
+        elif mode == "prepend" and isinstance(current, str) and current:
+            request["system"] = f"{prompt}\n\n{current}"
+        else:
+            request["system"] = prompt
+        return
     if route == "responses":
         current = request.get("instructions")
         joined = f"{prompt}\n\n{current}" if mode == "prepend" and current else prompt
@@ -86,7 +101,11 @@ class CandidateClient:
         }
         headers.update(cfg.headers)
         if cfg.api_key_env:
-            headers["Authorization"] = f"Bearer {os.environ.get(cfg.api_key_env, '')}"
+            key = os.environ.get(cfg.api_key_env, "")
+            if cfg.api_key_header == "authorization":
+                headers["Authorization"] = f"Bearer {key}"
+            else:  # Anthropic's x-api-key, Azure OpenAI's api-key: the key as it is
+                headers[cfg.api_key_header] = key
         self._headers = headers
         try:  # config headers are checked at load; the key comes from the environment
             self._raw_headers = _raw(headers)
@@ -94,6 +113,11 @@ class CandidateClient:
             raise ConfigError(f"candidates[{cfg.name}]: {exc}") from None
         self._hop = [hop] if hop is not None else []  # the loop marker (proxy/loops.py)
         self._raw_headers += self._hop
+        # Anthropic Messages requests also carry anthropic-version unless configured.
+        versioned = any(k.lower() == "anthropic-version" for k in cfg.headers)
+        self._messages_extra = (
+            [] if versioned else [(b"anthropic-version", ANTHROPIC_VERSION.encode())]
+        )
 
     async def close(self) -> None:
         await self.pool.close()
@@ -106,7 +130,10 @@ class CandidateClient:
         out.update(self.cfg.params)
         if self.cfg.system_prompt is not None:
             _with_system_prompt(route, out, self.cfg.system_prompt, self.cfg.system_prompt_mode)
-        if out.get("stream") is True and route in ("chat", "completions"):
+        if route == "responses" and "store" not in self.cfg.params:
+            # Responses are stored by default: a shadow must leave nothing behind.
+            out["store"] = False
+        if out.get("stream") is True and BY_ROUTE[route].stream_usage:
             # Ask for the final usage chunk so token counts are measured, not estimated.
             opts = out.get("stream_options")
             out["stream_options"] = {
@@ -135,6 +162,8 @@ class CandidateClient:
         """
         data = orjson.dumps(payload)
         headers = self._raw_headers_for(caller_auth)
+        if ROUTES.get(path) == "messages":
+            headers = headers + self._messages_extra
         attempt = 1
         while True:
             cap, retry_after = await self._attempt(path, data, headers)

@@ -14,14 +14,8 @@ from typing import Any
 
 import orjson
 
+from shadoweval.proxy import anthropic
 from shadoweval.types import Capture, ErrorType, Json, Outcome, Role, Route, Usage
-
-ROUTES: dict[str, Route] = {
-    "/v1/chat/completions": "chat",
-    "/v1/completions": "completions",
-    "/v1/embeddings": "embeddings",
-    "/v1/responses": "responses",
-}
 
 
 class InvalidRequest(ValueError):
@@ -207,7 +201,7 @@ def request_text(request: Json) -> str:
                 parts.extend(
                     c["text"] for c in content if isinstance(c, dict) and _str(c.get("text"))
                 )
-    for key in ("prompt", "input", "instructions"):
+    for key in ("prompt", "input", "instructions", "system"):
         value = request.get(key)
         if isinstance(value, str):
             parts.append(value)
@@ -228,7 +222,7 @@ def _usage(obj: Any) -> Usage | None:
     )
 
 
-class _Accumulator:
+class Accumulator:
     """Collects text, tool calls, finish reason, usage and model across one answer."""
 
     def __init__(self) -> None:
@@ -308,7 +302,10 @@ class _Accumulator:
             self.first_token_offset = offset
 
 
-def _parse_json_answer(route: Route, obj: Json, acc: _Accumulator) -> None:
+def _parse_json_answer(route: Route, obj: Json, acc: Accumulator) -> None:
+    if route == "messages":
+        anthropic.message_object(obj, acc)
+        return
     acc.model = obj.get("model") if isinstance(obj.get("model"), str) else None
     if route == "responses":
         acc.responses_object(obj)
@@ -327,7 +324,7 @@ def _parse_json_answer(route: Route, obj: Json, acc: _Accumulator) -> None:
                 acc.completion_choice(choice, 0)
 
 
-def _parse_stream(route: Route, body: bytes, acc: _Accumulator) -> str | None:
+def _parse_stream(route: Route, body: bytes, acc: Accumulator) -> str | None:
     """Returns an error message when an event is not valid JSON."""
     for offset, data in iter_sse(body):
         if data.strip() == b"[DONE]":
@@ -338,6 +335,10 @@ def _parse_stream(route: Route, body: bytes, acc: _Accumulator) -> str | None:
         except orjson.JSONDecodeError:
             return "stream event is not valid JSON"
         if not isinstance(event, dict):
+            continue
+        if route == "messages":
+            if (problem := anthropic.stream_event(event, offset, acc)) is not None:
+                return problem
             continue
         if route == "responses":
             kind = event.get("type")
@@ -395,7 +396,7 @@ def parse_answer(
     # The copy ends at the capture limit: what is missing is ours, not the upstream's.
     cut = out.capture_truncated = capture.body_truncated or decode_cut
     out.truncated = out.truncated or cut
-    acc = _Accumulator()
+    acc = Accumulator()
     is_sse = "text/event-stream" in capture.content_type.lower()
     problem: str | None = None
     if capture.status >= 400:
@@ -406,7 +407,7 @@ def parse_answer(
         if cut:
             problem = None  # the last event of the copy is cut in two
             if capture.tail and not decode_cut:
-                end = _Accumulator()  # the final events: usage, finish reason, [DONE]
+                end = Accumulator()  # the final events: usage, finish reason, [DONE]
                 _parse_stream(route, _tail_events(bytes(capture.tail)), end)
                 acc.usage = end.usage or acc.usage
                 acc.finish_reason = end.finish_reason or acc.finish_reason

@@ -26,6 +26,7 @@ from shadoweval.proxy.loops import hop_header
 from shadoweval.proxy.openai import InvalidRequest, parse_answer, parse_request
 from shadoweval.records import RequestInfo, build_pair, fit, record_limit
 from shadoweval.redaction import Redactor
+from shadoweval.routes import refers_to_state
 from shadoweval.sampling import Sampler
 from shadoweval.sinks import Sink
 from shadoweval.types import Capture, Json, Outcome, Route
@@ -131,6 +132,7 @@ class _Lane:
         self.drop_shutdown = metrics.dropped.labels(name, "shutdown")
         self.drop_invalid = metrics.dropped.labels(name, "invalid_request")
         self.drop_circuit = metrics.dropped.labels(name, "circuit_open")
+        self.drop_stateful = metrics.dropped.labels(name, "stateful")
         breaker = client.cfg.circuit_breaker
         self.breaker = (
             Breaker(name, breaker, metrics.circuit_open.labels(name)) if breaker.enabled else None
@@ -320,6 +322,9 @@ class ShadowDispatcher:
         except InvalidRequest:
             lane.drop_invalid.inc()
             self._metrics.errors.labels(client.role, client.name, "invalid_request").inc()
+            return
+        if client.cfg.stateful == "skip" and refers_to_state(job.route, request):
+            lane.drop_stateful.inc()  # it would answer without the conversation it continues
             return
         payload = client.transform(job.route, request)
         ticket = None

@@ -207,6 +207,9 @@ def load(
         if rec.get("schema") != PAIR_SCHEMA:
             ds.skipped["pairs file: not a shadoweval.pair.v1 record"] += 1
             continue
+        if rec.get("stateful") is True:
+            ds.skipped["stateful request: the candidate lacked the primary's stored state"] += 1
+            continue
         try:
             ts = datetime.fromisoformat(str(rec["ts"])).timestamp()
             probe = rec.get("probe") if isinstance(rec.get("probe"), dict) else None

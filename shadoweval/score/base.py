@@ -210,7 +210,8 @@ class Pair:
 
     @cached_property
     def system_prompt(self) -> str:
-        """System and developer messages (chat) or ``instructions`` (responses), joined."""
+        """System and developer messages (chat), ``instructions`` (responses) or the top-level
+        ``system`` (Anthropic Messages), joined."""
         req = self.request
         parts: list[str] = []
         messages = req.get("messages") if isinstance(req.get("messages"), list) else None
@@ -221,6 +222,8 @@ class Pair:
                 parts.append(_text(msg.get("content")))
         if isinstance(req.get("instructions"), str):
             parts.append(req["instructions"])
+        # Anthropic Messages: a top-level system string or list of text blocks.
+        parts.insert(0, _text(req.get("system")))
         return "\n".join(p for p in parts if p)
 
     @cached_property

@@ -20,6 +20,8 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
+from shadoweval.testing import fake_anthropic
+
 Mode = Literal["normal", "hang", "garbage", "truncate", "reset", "rate_limit", "error"]
 
 
@@ -126,6 +128,7 @@ class FakeUpstream:
         app.router.add_post("/v1/completions", self._handle)
         app.router.add_post("/v1/embeddings", self._handle)
         app.router.add_post("/v1/responses", self._handle)
+        app.router.add_post("/v1/messages", self._handle)  # Anthropic Messages
         app.router.add_get("/v1/models", self._models)
         app.router.add_route("*", "/{tail:.*}", self._echo_other)
         return app
@@ -270,6 +273,8 @@ def _complete(
     route: str, model: str, answer: str, usage: dict[str, int], body: dict[str, Any]
 ) -> dict[str, Any]:
     created = int(time.time())
+    if route == "messages":
+        return fake_anthropic.message(model, answer, usage, body)
     if route == "responses":
         return {
             "id": "resp_fake",
@@ -338,6 +343,9 @@ def _stream_events(
 ) -> Any:
     created = int(time.time())
     pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+    if route == "messages":
+        yield from fake_anthropic.events(model, words, usage, body)
+        return
     if route == "responses":
         yield b"event: response.created\n" + _sse(
             {
