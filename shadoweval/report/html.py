@@ -374,7 +374,7 @@ def _robustness(row: Json) -> str:
             ]
         )
     head = ["category", "base probes", "n", "candidate ASR", "baseline ASR", "difference",
-            "ratio", "p", "", "reliable"]  # fmt: skip
+            "ratio", "p", "vs baseline", "reliable"]  # fmt: skip
     return (
         "<h3>Robustness (probes)</h3>"
         f"<p>vs {_e(block['baseline'])}: {_e(headline(block))}</p>"

@@ -169,8 +169,8 @@ def robustness_table(row: Json) -> Table | None:
         caption_justify="left",
     )
     for name in ("category", "base probes", "n", "candidate ASR", "baseline ASR", "difference",
-                 "ratio", "p", "", "reliable"):  # fmt: skip
-        t.add_column(name, justify="left" if name in ("category", "") else "right")
+                 "ratio", "p", "vs baseline", "reliable"):  # fmt: skip
+        t.add_column(name, justify="left" if name in ("category", "vs baseline") else "right")
     for cat in [{"category": "overall", **block["overall"]}, *block["categories"]]:
         t.add_row(
             cat["category"],
