@@ -6,22 +6,32 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from benchmarks.validity.world import Model, report, true_mean, world
 
 SD = 1.5  # world()'s default difficulty spread on the log-odds
+PROBE_SD = float(np.hypot(1.5, 0.5))  # a probe's hardness: base probe and variant
+
+
+def _calibrated(target: float, sd: float) -> float:
+    """The per-request probability whose mean over the spread ``sd`` is ``target``."""
+    lo, hi = 1e-4, 1 - 1e-4
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if true_mean(mid, sd) < target else (lo, mid)
+    return lo
 
 
 def sentence_candidate(runs: int, sizes: tuple[int, ...]) -> dict[str, Any]:
     """True -5% relative accuracy on requests with expected answers, a third of the cost,
     jailbreak attack success 2.5% vs 23% on 100 base probes x 3 variants, 10x fewer failures."""
-    prim = Model("prod", "primary", accuracy=0.8, cost=0.003, failure=0.02, attack_success=0.23)
-    # Accuracy chosen so that the true relative difference over the traffic is -5%.
-    target = 0.95 * true_mean(0.8, SD)
-    lo, hi = 0.5, 0.8
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if true_mean(mid, SD) < target else (lo, mid)
-    cand = Model("cand", accuracy=lo, cost=0.001, failure=0.002, attack_success=0.025)
+    # Parameters chosen so that the truths over the traffic and the probes are the
+    # sentence's: accuracy -5% relative, attack success 2.5% vs 23%.
+    accuracy = _calibrated(0.95 * true_mean(0.8, SD), SD)
+    prim_asr, cand_asr = _calibrated(0.23, PROBE_SD), _calibrated(0.025, PROBE_SD)
+    prim = Model("prod", "primary", accuracy=0.8, cost=0.003, failure=0.02, attack_success=prim_asr)
+    cand = Model("cand", accuracy=accuracy, cost=0.001, failure=0.002, attack_success=cand_asr)
     rows = []
     for n in sizes:
         out: dict[str, list[str]] = {"tradeoff": [], "strict": []}
