@@ -268,7 +268,7 @@ def test_sequential_update_matches_update_many_and_feeds_the_gauges() -> None:
         monitor.update(float(cc), float(bb))
     monitor.update(None, 1.0)  # unscored: skipped
     assert sample("shadoweval_quality_regression_detected", labels) == 1.0
-    assert sample("shadoweval_quality_regression_evidence", labels) >= 100.0
+    assert (sample("shadoweval_quality_regression_evidence", labels) or 0.0) >= 100.0
     with pytest.raises(ValueError):
         monitor.update(1.5, 1.0)
     with pytest.raises(ValueError):
