@@ -413,9 +413,8 @@ def regression_log_evidence(
 ) -> tuple[Array, Array]:
     """The e-process of :class:`RegressionMonitor` over many streams at once.
 
-    ``excess`` is (streams, steps >= 1) of :func:`regression_excess` values, each >=
-    -``floor``.
-    Returns (log e-value after every step, shape (streams, steps); each bet's final log
+    ``excess`` is (streams, steps >= 1) of :func:`regression_excess` values, each at least
+    ``-floor``. Returns (log e-value after every step, shape (streams, steps); each bet's final log
     wealth, shape (grid, streams)). ``start`` continues from a previous final log wealth
     (one stream). One bet at a time keeps memory at two (streams, steps) arrays, so the
     validity benchmark can run thousands of 20,000-pair streams through this same code.
@@ -448,8 +447,8 @@ class RegressionMonitor:
     (z = c - (1 + max_drop) b >= -(1 + max_drop), bets scaled to match).
 
     ``alpha`` is this monitor's own share: with several monitors, give each its part of
-    the family's alpha (``score.alarm`` does) so that no false alarm anywhere has
-    probability at most the family's.
+    the family's alpha (``score.alarm`` does), so that the chance of any false alarm among
+    them stays within the family's.
 
     For scorers that compare the candidate with the primary (``side: pair``), pass the
     control's value on the same request as ``baseline`` so the noise floor is accounted

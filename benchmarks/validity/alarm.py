@@ -54,6 +54,17 @@ def _first_crossing(excess: np.ndarray, log_thresholds: np.ndarray) -> np.ndarra
     return out
 
 
+def _peaks(excess: np.ndarray) -> np.ndarray:
+    """Each stream's largest log e-value over the run (it alarms iff this reaches the
+    log threshold: what continuous peeking sees)."""
+    return np.concatenate(
+        [
+            regression_log_evidence(excess[lo : lo + CHUNK])[0].max(axis=1)
+            for lo in range(0, excess.shape[0], CHUNK)
+        ]
+    )
+
+
 def _scores(
     rng: np.random.Generator, q: np.ndarray, scale: float, binary: bool, shape: tuple[int, ...]
 ) -> np.ndarray:
@@ -75,7 +86,7 @@ def _false_alarms(quick: bool) -> Table:
             monitors = candidates * scorers
             family = DEFAULTS.candidates * scorers
             shares = np.array([alpha_share(j, family, alpha) for j in range(monitors)])
-            k = 0
+            k = k_each = 0  # runs with a false alarm: family-wise shares, alpha each
             step = max(1, CHUNK // monitors)
             for lo in range(0, runs, step):  # a few runs at a time: memory stays small
                 n = min(step, runs - lo)
@@ -85,10 +96,13 @@ def _false_alarms(quick: bool) -> Table:
                 candidate = _scores(rng, q, scale, True, (n, monitors, pairs))
                 b = np.tile(baseline, (1, candidates, 1))  # scorer s of every candidate
                 z = regression_excess(candidate, b, max_drop).reshape(n * monitors, pairs)
-                first = _first_crossing(z, np.tile(np.log(1 / shares), n))
-                k += int(np.isfinite(first.reshape(n, monitors)).any(axis=1).sum())
+                peak = _peaks(z).reshape(n, monitors)
+                k += int((peak >= np.log(1 / shares)).any(axis=1).sum())
+                k_each += int((peak >= np.log(1 / alpha)).any(axis=1).sum())
             est = wilson(k, runs)
-            rows.append([truth, candidates, scorers, monitors, runs, pairs, k / runs, est.hi])
+            rows.append(
+                [truth, candidates, scorers, monitors, runs, pairs, k / runs, est.hi, k_each / runs]
+            )
     return {
         "name": "false alarms under continuous peeking",
         "target": f"some monitor alarms in at most alpha = {alpha:g} of the runs",
@@ -101,6 +115,7 @@ def _false_alarms(quick: bool) -> Table:
             "pairs per run",
             "false alarm rate",
             "95% upper bound",
+            "with alpha per monitor (before)",
         ],
         "rows": rows,
     }

@@ -122,13 +122,14 @@ class ScoreRunner:
         """Every scorer of every set, built once (the same spec in two sets is one instance)."""
         cfg = self.cfg
         built: dict[bytes, registry.BuiltScorer] = {}
-        uses: list[tuple[str, str]] = []  # (name, registered name), in config order
+        # (name, registered name, info) of every scorer, in config order
+        uses: list[tuple[str, str, registry.ScorerInfo]] = []
 
         def one(spec: ScorerSpec, where: str) -> registry.BuiltScorer:
             key = orjson.dumps(spec.model_dump(), option=orjson.OPT_SORT_KEYS)
             if key not in built:
                 built[key] = registry.build(spec, self._ctx, where)
-                uses.append((built[key].name, spec.use))
+                uses.append((built[key].name, spec.use, built[key].info))
             return built[key]
 
         self._sets["default"] = [
@@ -153,8 +154,7 @@ class ScoreRunner:
         if self._alarm is not None:
             from shadoweval.score.alarm import Configured  # loaded with the alarm (numpy)
 
-            info = {b.name: b.info for b in built.values()}
-            self._alarm.watch(Configured(name, use, info[name]) for name, use in uses)
+            self._alarm.watch(Configured(*u) for u in uses)
             reg = cfg.regression
             log.info(
                 "regression alarm: %s per candidate, max_drop %g (relative), alpha %g over "
