@@ -221,6 +221,11 @@ def test_lower_is_better_scores_are_tested_the_other_way() -> None:
     worse = stats.RegressionMonitor(0.05, 0.05, higher_is_better=False)
     c, b = _bernoulli_pairs(rng, 1, 5000, 0.2, 0.3)  # 50% more errors
     assert worse.update_many(c[0], b[0])
+    one = stats.RegressionMonitor(0.05, 0.05, higher_is_better=False)
+    for cc, bb in zip(c[0], b[0], strict=True):
+        one.update(float(cc), float(bb))
+    assert one.log_e_value == pytest.approx(worse.log_e_value)
+    assert one.detected_at == worse.detected_at
     c, b = _bernoulli_pairs(rng, 200, 3000, 0.2, 0.2 * 1.05)  # the boundary
     alarms = 0
     for cc, bb in zip(c, b, strict=True):
