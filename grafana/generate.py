@@ -856,14 +856,19 @@ def safety_flags() -> Panel:
 def regression_evidence() -> Panel:
     return timeseries(
         "Regression evidence (e-value)",
-        "Sequential-test statistic that the candidate is worse than the primary by more than "
-        "the margin; at 1/alpha (e.g. 20 for alpha 0.05) the test rejects.",
+        "Sequential-test statistic that the candidate's mean is more than regression.max_drop "
+        "(relative) below its baseline's; the test rejects where it reaches its threshold "
+        "(1 / the monitor's share of the family-wise alpha, 66.7 with the defaults).",
         "none",
         [
             target(
                 f"max by (upstream, scorer) (shadoweval_quality_regression_evidence{{{SCORER}}})",
                 "{{upstream}} {{scorer}}",
-            )
+            ),
+            target(
+                f"max by (upstream, scorer) (shadoweval_quality_regression_threshold{{{SCORER}}})",
+                "{{upstream}} {{scorer}} threshold",
+            ),
         ],
         log=True,
     )
@@ -872,8 +877,8 @@ def regression_evidence() -> Panel:
 def regression_detected() -> Panel:
     return stat(
         "Regressions detected",
-        "Upstream and scorer pairs whose sequential test has rejected 'no worse than the "
-        "primary' (ShadowevalQualityRegression fires on these).",
+        "Upstream and scorer pairs whose sequential test has rejected 'within "
+        "regression.max_drop of its baseline' (ShadowevalQualityRegression fires on these).",
         "none",
         f"sum(max by (upstream, scorer) (shadoweval_quality_regression_detected{{{SCORER}}}))",
         width=6,

@@ -155,7 +155,7 @@ def _quality_regression() -> Alert:
         summary="Candidate {{ $labels.upstream }} regressed on {{ $labels.scorer }}.",
         description=(
             "The sequential test of scorer {{ $labels.scorer }} rejected 'candidate "
-            "{{ $labels.upstream }} is no worse than the primary' "
+            "{{ $labels.upstream }} is within regression.max_drop of its baseline' "
             "({{ $labels.namespace }}/{{ $labels.job }}); the evidence is "
             "shadoweval_quality_regression_evidence."
         ),

@@ -1285,15 +1285,46 @@ class JudgeSettings(_Model):
 
 
 class RegressionAlarm(_Model):
-    """The scorer's anytime-valid test per (candidate, quality scorer) that the candidate is
-    worse than its baseline by more than ``delta``; sets shadoweval_quality_regression_*."""
+    """The scorer's anytime-valid tests, one per (candidate, monitored quality scorer), that
+    the candidate's mean is more than ``max_drop`` (relative) below its baseline's; sets
+    shadoweval_quality_regression_*. ``alpha`` is family-wise: over every monitor."""
 
     enabled: bool = True
-    delta: float = Field(0.05, ge=0.0, lt=1.0)
+    # Relative, as the report's rule (report.rules.quality_max_drop, default 0.05): alarm
+    # when the candidate's mean is more than 5% below its baseline's.
+    max_drop: float = Field(0.05, ge=0.0, lt=1.0)
+    # The chance that any monitor ever alarms on candidates within max_drop.
     alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    # Scorers (their names in records) watched per candidate; empty = the primary quality
+    # scorer of the configured sets (the first in a fixed preference order).
+    scorers: list[str] = Field(default_factory=list)
+    # Candidates alpha is shared among: the first candidates x scorers monitors share 90%
+    # of it; each monitor beyond takes half of what is left, so alpha holds however many
+    # candidates appear.
+    candidates: int = Field(3, ge=1)
     # Pairs remembered to match a candidate's pair score with the control's on the same
     # request (and to ignore re-deliveries).
     window: int = Field(20_000, ge=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_absolute_delta(cls, value: Any) -> Any:
+        # An absolute margin cannot be converted without the baseline's mean: refuse it.
+        if isinstance(value, dict) and "delta" in value:
+            raise ValueError(
+                "`delta` (an absolute margin) is gone: the alarm's margin is relative now, "
+                "`max_drop` (0.05 = the candidate's mean more than 5% below its baseline's)"
+            )
+        return value
+
+    @field_validator("scorers")
+    @classmethod
+    def _scorers_unique(cls, value: list[str]) -> list[str]:
+        for name in value:
+            _check_name(name)
+        if len(set(value)) != len(value):
+            raise ValueError("a scorer is listed twice")
+        return value
 
 
 class ScorerConfig(_Model):

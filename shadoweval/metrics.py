@@ -422,17 +422,27 @@ class ScoreMetrics:
             ["scorer"],
             registry=r,
         )
-        # Anytime-valid evidence that a candidate is worse than the primary by more than the
-        # configured margin (sequential test); alerts fire on it without peeking problems.
+        # Anytime-valid evidence that a candidate is worse than its baseline by more than
+        # regression.max_drop (relative); alerts fire on it without peeking problems.
         self.regression_evidence = Gauge(
             "shadoweval_quality_regression_evidence",
-            "Sequential-test statistic (e-value) that the candidate regressed; >= 1/alpha rejects.",
+            "Sequential-test statistic (e-value) that the candidate's mean is more than "
+            "regression.max_drop (relative) below its baseline's; rejects at the threshold.",
+            ["upstream", "scorer"],
+            registry=r,
+        )
+        # The monitor's share of the family-wise alpha: 1/alpha_j, e.g. 60 for 3 monitors
+        # at alpha 0.05 (a dashboard draws it next to the evidence).
+        self.regression_threshold = Gauge(
+            "shadoweval_quality_regression_threshold",
+            "E-value at which this monitor rejects: 1 / (its share of regression.alpha).",
             ["upstream", "scorer"],
             registry=r,
         )
         self.regression_detected = Gauge(
             "shadoweval_quality_regression_detected",
-            "1 once the sequential test has rejected 'candidate no worse than primary'.",
+            "1 once the sequential test has rejected 'candidate within regression.max_drop "
+            "of its baseline'.",
             ["upstream", "scorer"],
             registry=r,
         )

@@ -122,11 +122,14 @@ class ScoreRunner:
         """Every scorer of every set, built once (the same spec in two sets is one instance)."""
         cfg = self.cfg
         built: dict[bytes, registry.BuiltScorer] = {}
+        # (name, registered name, info) of every scorer, in config order
+        uses: list[tuple[str, str, registry.ScorerInfo]] = []
 
         def one(spec: ScorerSpec, where: str) -> registry.BuiltScorer:
             key = orjson.dumps(spec.model_dump(), option=orjson.OPT_SORT_KEYS)
             if key not in built:
                 built[key] = registry.build(spec, self._ctx, where)
+                uses.append((built[key].name, spec.use, built[key].info))
             return built[key]
 
         self._sets["default"] = [
@@ -148,6 +151,20 @@ class ScoreRunner:
         missing = cfg.missing_credentials({f for f in families if f})
         if missing:
             raise ConfigError("cannot start:\n  " + "\n  ".join(missing))
+        if self._alarm is not None:
+            from shadoweval.score.alarm import Configured  # loaded with the alarm (numpy)
+
+            self._alarm.watch(Configured(*u) for u in uses)
+            reg = cfg.regression
+            log.info(
+                "regression alarm: %s per candidate, max_drop %g (relative), alpha %g over "
+                "%d monitors (regression.candidates %d)",
+                ", ".join(self._alarm.watched) or "no quality scorer",
+                reg.max_drop,
+                reg.alpha,
+                self._alarm.family,
+                reg.candidates,
+            )
 
     def scorers_for(self, pair: Pair) -> list[registry.BuiltScorer]:
         """The pair's task set, else its route's, else the default; plus the safety
@@ -350,7 +367,7 @@ class ScoreRunner:
                 m.judge_cost.labels(built.name).inc(score.cost_usd)
             self.tally.add(upstream, role, built.name, score.side, score.value, flag)
             live = pair.record.get("source", "traffic") == "traffic"
-            if self._alarm is not None and built.family != "safety" and live:
+            if self._alarm is not None and built.info.kind == "quality" and live:
                 self._alarm.observe(
                     pair_id=pair.pair_id,
                     request_id=str(pair.record.get("request_id", "")),

@@ -168,43 +168,77 @@ def test_pairs_for_noninferiority_gives_the_configured_power() -> None:
 # -- sequential test ---------------------------------------------------------------------
 
 
-def _bernoulli_differences(
-    rng: np.random.Generator, runs: int, steps: int, p_primary: float, p_candidate: float
-) -> np.ndarray:
-    primary = rng.random((runs, steps)) < p_primary
-    candidate = rng.random((runs, steps)) < p_candidate
-    return primary.astype(float) - candidate.astype(float)
+def _bernoulli_pairs(
+    rng: np.random.Generator, runs: int, steps: int, p_baseline: float, p_candidate: float
+) -> tuple[np.ndarray, np.ndarray]:
+    baseline = (rng.random((runs, steps)) < p_baseline).astype(float)
+    candidate = (rng.random((runs, steps)) < p_candidate).astype(float)
+    return candidate, baseline
 
 
-def _alarm_rate(diffs: np.ndarray, delta: float, alpha: float) -> float:
+def _alarm_rate(
+    candidate: np.ndarray, baseline: np.ndarray, max_drop: float, alpha: float
+) -> float:
     alarms = 0
-    for run in diffs:
-        monitor = stats.RegressionMonitor(delta, alpha)
-        alarms += monitor.update_many(run)
-    return alarms / len(diffs)
+    for c, b in zip(candidate, baseline, strict=True):
+        monitor = stats.RegressionMonitor(max_drop, alpha)
+        alarms += monitor.update_many(c, b)
+    return alarms / len(candidate)
 
 
-@pytest.mark.parametrize("delta", [0.0, 0.05])
-def test_sequential_false_alarm_rate_stays_under_alpha_on_the_null_boundary(delta: float) -> None:
-    # The hardest null: the candidate is worse by exactly delta, watched for 3000 pairs
-    # and checked after every one of them.
+@pytest.mark.parametrize("max_drop", [0.0, 0.05])
+def test_sequential_false_alarm_rate_stays_under_alpha_on_the_null_boundary(
+    max_drop: float,
+) -> None:
+    # The hardest null: the candidate's mean is exactly max_drop (relative) below the
+    # baseline's, watched for 3000 pairs and checked after every one of them.
     alpha = 0.05
     rng = np.random.default_rng(42)
-    diffs = _bernoulli_differences(rng, 300, 3000, 0.8, 0.8 - delta)
-    assert _alarm_rate(diffs, delta, alpha) <= alpha
+    c, b = _bernoulli_pairs(rng, 300, 3000, 0.8, 0.8 * (1 - max_drop))
+    assert _alarm_rate(c, b, max_drop, alpha) <= alpha
 
 
-def test_sequential_test_detects_a_real_regression() -> None:
+def test_sequential_margin_is_relative() -> None:
+    # 0.3 -> 0.26 is 4 points but 13% relative: over a 5% relative margin, while the
+    # same 4 points from 0.9 (4.4%) are within it.
     rng = np.random.default_rng(43)
-    diffs = _bernoulli_differences(rng, 200, 3000, 0.8, 0.65)  # 15 points worse
-    assert _alarm_rate(diffs, 0.05, 0.05) >= 0.9
+    c, b = _bernoulli_pairs(rng, 40, 20_000, 0.3, 0.26)
+    assert _alarm_rate(c, b, 0.05, 0.05) >= 0.8
+    c, b = _bernoulli_pairs(rng, 40, 20_000, 0.9, 0.86)
+    assert _alarm_rate(c, b, 0.05, 0.05) <= 0.05  # near the boundary: at most alpha
+
+
+def test_sequential_test_detects_a_10_percent_relative_regression() -> None:
+    # The defaults (max_drop 0.05) at a third of alpha 0.05 (three monitors), the hardest
+    # baseline of the validity suite: binary scores at 0.6, independent sides.
+    rng = np.random.default_rng(44)
+    c, b = _bernoulli_pairs(rng, 40, 20_000, 0.6, 0.54)
+    assert _alarm_rate(c, b, 0.05, 0.9 * 0.05 / 3) >= 0.95
+
+
+def test_lower_is_better_scores_are_tested_the_other_way() -> None:
+    rng = np.random.default_rng(45)
+    worse = stats.RegressionMonitor(0.05, 0.05, higher_is_better=False)
+    c, b = _bernoulli_pairs(rng, 1, 5000, 0.2, 0.3)  # 50% more errors
+    assert worse.update_many(c[0], b[0])
+    one = stats.RegressionMonitor(0.05, 0.05, higher_is_better=False)
+    for cc, bb in zip(c[0], b[0], strict=True):
+        one.update(float(cc), float(bb))
+    assert one.log_e_value == pytest.approx(worse.log_e_value)
+    assert one.detected_at == worse.detected_at
+    c, b = _bernoulli_pairs(rng, 200, 3000, 0.2, 0.2 * 1.05)  # the boundary
+    alarms = 0
+    for cc, bb in zip(c, b, strict=True):
+        alarms += stats.RegressionMonitor(0.05, 0.05, higher_is_better=False).update_many(cc, bb)
+    assert alarms / 200 <= 0.05
 
 
 def test_peeking_at_a_fixed_sample_test_is_what_the_sequential_test_avoids() -> None:
     # The same null streams, with a one-sided z-test repeated every 50 pairs, alarm far more
     # often than alpha: the simulation can see the difference.
     rng = np.random.default_rng(42)
-    diffs = _bernoulli_differences(rng, 300, 3000, 0.8, 0.8)
+    c, b = _bernoulli_pairs(rng, 300, 3000, 0.8, 0.8)
+    diffs = b - c
     n = np.arange(1, 3001)
     mean = np.cumsum(diffs, axis=1) / n
     var = np.maximum(np.cumsum(diffs**2, axis=1) / n - mean**2, 1e-12)
@@ -212,32 +246,38 @@ def test_peeking_at_a_fixed_sample_test_is_what_the_sequential_test_avoids() -> 
     looks = z[:, 49::50]
     naive = (looks > 1.645).any(axis=1).mean()
     assert naive > 0.15
-    assert _alarm_rate(diffs, 0.0, 0.05) <= 0.05
+    assert _alarm_rate(c, b, 0.0, 0.05) <= 0.05
 
 
 def test_sequential_update_matches_update_many_and_feeds_the_gauges() -> None:
     rng = np.random.default_rng(3)
-    diffs = _bernoulli_differences(rng, 1, 400, 0.9, 0.6)[0]
+    c, b = _bernoulli_pairs(rng, 1, 400, 0.9, 0.6)
     one = stats.RegressionMonitor(0.05, 0.05)
-    for d in diffs:
-        one.update_difference(float(d))
+    for cc, bb in zip(c[0], b[0], strict=True):
+        one.update(float(cc), float(bb))
     batch = stats.RegressionMonitor(0.05, 0.05)
-    batch.update_many(diffs)
+    batch.update_many(c[0, :150], b[0, :150])
+    batch.update_many(c[0, 150:], b[0, 150:])
     assert one.log_e_value == pytest.approx(batch.log_e_value)
     assert one.detected and batch.detected and one.detected_at == batch.detected_at
+    paths, _ = stats.regression_log_evidence(stats.regression_excess(c, b, 0.05))
+    assert paths[0, -1] == pytest.approx(one.log_e_value)
 
     metrics = ScoreMetrics(CollectorRegistry())
-    monitor = stats.RegressionMonitor.for_metrics(metrics, "cand-a", "exact", delta=0.05)
+    monitor = stats.RegressionMonitor.for_metrics(metrics, "cand-a", "exact", 0.05, 0.01)
     labels = {"upstream": "cand-a", "scorer": "exact"}
     sample = metrics.registry.get_sample_value
     assert sample("shadoweval_quality_regression_detected", labels) == 0.0
-    for cand, prim in zip(1 - (diffs > 0), np.ones_like(diffs), strict=True):
-        monitor.update(float(cand), float(prim))
+    assert sample("shadoweval_quality_regression_threshold", labels) == pytest.approx(100.0)
+    for cc, bb in zip(c[0], b[0], strict=True):
+        monitor.update(float(cc), float(bb))
     monitor.update(None, 1.0)  # unscored: skipped
     assert sample("shadoweval_quality_regression_detected", labels) == 1.0
-    assert sample("shadoweval_quality_regression_evidence", labels) >= 20.0
+    assert (sample("shadoweval_quality_regression_evidence", labels) or 0.0) >= 100.0
     with pytest.raises(ValueError):
-        monitor.update_difference(1.5)
+        monitor.update(1.5, 1.0)
+    with pytest.raises(ValueError):
+        monitor.update_many([0.5], [1.0, 0.0])
 
 
 # -- rater agreement ----------------------------------------------------------------------
