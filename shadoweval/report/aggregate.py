@@ -38,7 +38,7 @@ from shadoweval.redaction import Redactor
 from shadoweval.report.load import Dataset, PairRow, SideRow
 from shadoweval.report.robustness import robustness
 from shadoweval.report.verdict import decide, finalise
-from shadoweval.score.registry import ScorerInfo, info_of
+from shadoweval.score.registry import QUALITY_PREFERENCE, ScorerInfo, info_of
 from shadoweval.stats import Estimate
 from shadoweval.types import Json, Usage
 
@@ -48,18 +48,7 @@ JUDGE_PAIRWISE = "judge_pairwise"
 HUMAN_PAIRWISE = "human_pairwise"
 JUDGE_LABELS = {"win": 1.0, "tie": 0.5, "loss": 0.0}
 # Preferred headline scorer when the rules name none: the most semantic first.
-QUALITY_ORDER = (
-    "judge_pairwise",
-    "judge_single",
-    "semantic",
-    "rouge_l",
-    "token_f1",
-    "normalized",
-    "exact",
-    "tool_calls",
-    "json_schema",
-    "json_valid",
-)
+QUALITY_ORDER = QUALITY_PREFERENCE
 LATENCY_QS = (0.5, 0.95, 0.99)
 TTFT_QS = (0.5, 0.99)
 # A quantile is only reported as reliable with this many observations beyond it.

@@ -30,25 +30,12 @@ from dataclasses import dataclass
 
 from shadoweval.config import ConfigError, RegressionAlarm
 from shadoweval.metrics import ScoreMetrics
-from shadoweval.score.registry import ScorerInfo
+from shadoweval.score.registry import QUALITY_PREFERENCE, ScorerInfo
 from shadoweval.stats import RegressionMonitor
 
 # The primary quality scorer when regression.scorers names none: the first configured one
-# in this order (registered names, the most semantic first); other scorers follow in the
-# order the config lists them.
-PREFERENCE = (
-    "judge_pairwise",
-    "judge_single",
-    "semantic",
-    "rouge_l",
-    "token_f1",
-    "chrf",
-    "normalized",
-    "exact",
-    "tool_calls",
-    "json_schema",
-    "json_valid",
-)
+# in the registry's preference order; other scorers follow in the order the config lists.
+PREFERENCE = QUALITY_PREFERENCE
 # The declared family (candidates x scorers) shares this much of alpha; the rest is spent
 # in halves on monitors beyond it.
 _DECLARED_SHARE = 0.9

@@ -79,6 +79,22 @@ class ScorerInfo:
 
 
 DEFAULT_INFO = ScorerInfo()
+# Which quality scorer leads when a rule or the alarm names none: the most semantic first
+# (registered names). The report's headline and decisive metric and the alarm's monitored
+# scorer both read this order; unranked scorers follow.
+QUALITY_PREFERENCE = (
+    "judge_pairwise",
+    "judge_single",
+    "semantic",
+    "rouge_l",
+    "token_f1",
+    "chrf",
+    "normalized",
+    "exact",
+    "tool_calls",
+    "json_schema",
+    "json_valid",
+)
 SAFETY_FLAG = ScorerInfo(kind="safety", harm=True, higher_is_better=False)
 PREFERENCE = ScorerInfo(pair="preference")
 
