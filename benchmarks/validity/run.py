@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/validity/run.py            # full (a few minutes per module)
     .venv/bin/python benchmarks/validity/run.py --quick    # smoke run, same tables, fewer runs
     .venv/bin/python benchmarks/validity/run.py --only verdict,alarm
+    .venv/bin/python benchmarks/validity/run.py --jobs 2     # parts in parallel processes
 
 Every module in this folder with a ``run(quick: bool) -> list[Table]`` function is a part;
 a table is ``{"name", "target", "columns", "rows"}``. Results go to
@@ -18,6 +19,7 @@ import json
 import pkgutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +49,19 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _run_part(part: str, quick: bool) -> tuple[list[dict[str, Any]], float]:
+    sys.path.insert(0, str(HERE.parent.parent))
+    module = importlib.import_module(f"benchmarks.validity.{part}")
+    start = time.perf_counter()
+    tables = module.run(quick)
+    return tables, round(time.perf_counter() - start, 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer simulated runs (a smoke test)")
     ap.add_argument("--only", default="", help="comma-separated parts, e.g. verdict,alarm")
+    ap.add_argument("--jobs", type=int, default=1, help="parts run in this many processes")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(HERE.parent.parent))
     wanted = [p for p in args.only.split(",") if p] or parts()
@@ -65,12 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         previous = json.loads(out_json.read_text())
         results["parts"].update(previous.get("parts", {}))
         results["seconds"].update(previous.get("seconds", {}))
-    for part in wanted:
-        module = importlib.import_module(f"benchmarks.validity.{part}")
-        start = time.perf_counter()
-        results["parts"][part] = module.run(args.quick)
-        results["seconds"][part] = round(time.perf_counter() - start, 1)
-        print(f"{part}: {results['seconds'][part]} s", flush=True)
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {pool.submit(_run_part, part, args.quick): part for part in wanted}
+        for future in as_completed(futures):
+            part = futures[future]
+            tables, seconds = future.result()
+            results["parts"][part] = tables
+            results["seconds"][part] = seconds
+            print(f"{part}: {seconds} s", flush=True)
+    results["parts"] = dict(sorted(results["parts"].items()))
     RESULTS.mkdir(exist_ok=True)
     out_json.write_text(json.dumps(results, indent=1) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown(results) + "\n")

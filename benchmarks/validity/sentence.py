@@ -64,7 +64,7 @@ def sentence_candidate(runs: int, sizes: tuple[int, ...]) -> dict[str, Any]:
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
-    return [sentence_candidate(10 if quick else 100, (1000, 3000))]
+    return [sentence_candidate(10 if quick else 60, (1000, 3000))]
 
 
 if __name__ == "__main__":

@@ -3,8 +3,7 @@
 confidence, the default rules unless a table says otherwise; 1,000 bootstrap resamples).
 
 Tables: coverage of the quality interval (binary, skewed continuous, rare binary,
-clustered; n = 30 to 1,000), coverage of the operations and safety intervals, and the
-gate's false failure rate with identical candidates (with and without a control).
+clustered; n = 30 to 1,000) and of the operations and safety intervals.
 """
 
 from __future__ import annotations
@@ -150,75 +149,12 @@ def operations_coverage(runs: int, sizes: tuple[int, ...]) -> dict[str, Any]:
     }
 
 
-def gate_false_failures(runs: int, n: int, full: bool = False) -> dict[str, Any]:
-    """Candidates identical to the primary (the same model sampled again: the same accuracy,
-    agreement 0.5 with the primary's answer, the same flag rates and failures). The cost and
-    latency rules are off or generous (an identical candidate truly fails "half the price")."""
-    flags = {
-        k: 0.03 for k in ("pii_leak", "secret_leak", "toxicity", "canary_leak", "over_refusal")
-    }
-    configs = [
-        (k, control, scorers)
-        for k in (1, 3)
-        for control in (False, True)
-        for scorers in ("agreement only", "agreement + per side")
-        # The defect was without a control; with one, agreement alone is read against it.
-        if not (full and control and scorers == "agreement only")
-    ]
-    rows = []
-    for k, control, scorers in configs:
-        others = [Model(f"same{i}", flags=flags, failure=0.02) for i in range(k)]
-        if control:
-            others.append(Model("control", "control", flags=flags, failure=0.02))
-        fails = per_cand = insufficient = 0
-        for seed in range(runs):
-            ds = world(
-                n,
-                Model("prod", "primary", flags=flags, failure=0.02),
-                others,
-                seed=seed,
-                agreement="exact",
-                per_side=None if scorers == "agreement only" else "accuracy",
-            )
-            r = report(ds, cost_max_ratio=None, latency_max_ratio=1.2)
-            st = [c["verdict"]["status"] for c in r["candidates"]]
-            fails += r["gate"] == "fail"
-            per_cand += sum(s == "fail" for s in st)
-            insufficient += r["gate"] == "insufficient"
-        rows.append(
-            [
-                k,
-                "yes" if control else "no",
-                scorers,
-                n,
-                fails / runs,
-                per_cand / (runs * k),
-                insufficient / runs,
-            ]
-        )
-    return {
-        "name": "gate false failures with identical candidates",
-        "target": "gate fails <= 0.05 (stated: <= 0.025, Holm across every check of every candidate)",
-        "columns": [
-            "identical candidates",
-            "control",
-            "scorers",
-            "pairs",
-            "gate FAIL rate",
-            "per-candidate FAIL rate",
-            "gate NOT ENOUGH DATA rate",
-        ],
-        "rows": rows,
-    }
-
-
 def run(quick: bool) -> list[dict[str, Any]]:
-    runs = 30 if quick else 200
+    runs = 30 if quick else 150
     sizes = (30, 100, 300) if quick else (30, 100, 300, 1000)
     return [
         quality_coverage(runs, sizes),
         operations_coverage(runs, sizes[1:]),
-        gate_false_failures(runs if quick else 150, 300 if quick else 1000, full=not quick),
     ]
 
 
