@@ -146,9 +146,13 @@ async def test_an_upstream_url_that_is_the_listen_address_is_refused() -> None:
     assert self_loops(parse(raw, environ={})) == []
 
 
-async def test_a_request_carrying_this_proxys_hop_marker_is_refused_as_a_loop() -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_request_carrying_this_proxys_hop_marker_is_refused_as_a_loop(
+    mode: str, tmp_path: Path
+) -> None:
     primary = FakeUpstream(model="prod-model")
-    async with running_stack(primary=primary) as stack:
+    options = stack_options(MODES[mode], tmp_path)
+    async with running_stack(primary=primary, overrides=options) as stack:
         marker = hop_id(stack.proxy.cfg.listen)
         async with aiohttp.ClientSession() as session:
             url = stack.url + "/v1/chat/completions"
@@ -162,12 +166,18 @@ async def test_a_request_carrying_this_proxys_hop_marker_is_refused_as_a_loop() 
                 assert resp.status == 200  # another proxy's marker: passed through
         assert stack.proxy.metrics.refused.labels("loop")._value.get() == 1
         # What the proxy sends carries its marker, so the request cannot come back unseen.
-        [record] = await stack.memory.wait_for(1)
+        [record] = await records_of(stack, 1, tmp_path)
         assert record["candidate"]["error_type"] is None
+        [candidate, *_] = stack.candidates.values()
+        assert candidate.received[-1].headers[HOP_HEADER.decode()] == marker.decode()
 
 
-async def test_connections_over_the_limit_are_closed_at_once_and_counted() -> None:
-    async with running_stack(overrides={"limits": {"max_connections": 3}}) as stack:
+@pytest.mark.parametrize("mode", MODES)
+async def test_connections_over_the_limit_are_closed_at_once_and_counted(
+    mode: str, tmp_path: Path
+) -> None:
+    options = stack_options(MODES[mode], tmp_path, max_connections=3)
+    async with running_stack(overrides=options) as stack:
         host, port = stack.url.removeprefix("http://").split(":")
         held = [await asyncio.open_connection(host, int(port)) for _ in range(3)]
         reader, writer = await asyncio.open_connection(host, int(port))
