@@ -266,8 +266,21 @@ class ProxyServer:
             await self._admin.cleanup()
         # Every shadow is a pair, a drop or an internal error; every pair is written,
         # dropped, failed or spilled by the sink: the final counts show nothing went missing.
-        totals = " ".join(f"{k}={v:g}" for k, v in self.metrics.totals().items())
+        # They are the whole process group's: the worker's and the relays' added to ours.
+        totals = " ".join(f"{k}={v:g}" for k, v in self._final_totals().items())
         log.info("stopped in %.2fs; final counts: %s", time.monotonic() - started, totals)
+
+    def _final_totals(self) -> dict[str, float]:
+        children = list(self.relays.children) if self.relays is not None else []
+        if self.worker is not None:
+            children.append(self.worker.process)
+        if not children:
+            return self.metrics.totals()
+        for child in children:
+            if child.final is None:  # killed, or never started: its counts are lost
+                log.warning("the %s sent no final counts; they are missing below", child.name)
+        finals = [child.final for child in children if child.final is not None]
+        return self.metrics.totals(merge_families(self.metrics.registry.collect(), *finals))
 
 
 class _Families:

@@ -4,7 +4,8 @@ processes (``shadow_worker``, ``listen.processes``) share this machinery.
 A child is forked before the event loop starts (so it shares the proxy's memory pages) or,
 when it has to be replaced, spawned afresh as ``python -m shadoweval <command> --fd N``.
 It is configured over its channel, says ``ready`` (or ``failed``), answers requests for its
-metric families, and stops when told or when the channel closes. The channel carries
+metric families, and stops when told or when the channel closes, sending its final
+families last (the proxy's shutdown line counts the whole process group). The channel carries
 length-prefixed frames built only by these processes, never anything from the network:
 a kind byte, then a pickle. Offers (``kind == OFFER``) can be passed on unopened, so the
 proxy forwards a relay's shadows to the worker without unpickling them.
@@ -180,6 +181,8 @@ class Child:
         self._ids = itertools.count(1)
         self._ready: asyncio.Future[None] | None = None
         self.closing = False
+        # The families the child sent as it stopped (None until then, or if it was killed).
+        self.final: list[Metric] | None = None
         self._restarts = 0
         self._restart_task: asyncio.Task[None] | None = None
 
@@ -241,6 +244,8 @@ class Child:
             reply = self._replies.get(message[1])
             if reply is not None and not reply.done():
                 reply.set_result(message[2])
+        elif kind == "final":
+            self.final = list(message[1])
         elif kind == "ready" and self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
         elif kind == "failed" and self._ready is not None and not self._ready.done():
@@ -291,8 +296,12 @@ class Child:
             except TimeoutError:
                 log.error("the %s did not stop in time; killing it", self.name)
                 await self._kill()
-        if channel is not None and channel.transport is not None:
-            channel.transport.close()
+        if channel is not None:
+            # Its final families may still be in the socket when its exit is noticed.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(channel.closed), 1.0)
+            if channel.transport is not None:
+                channel.transport.close()
 
     async def _kill(self) -> None:
         if self._proc is not None and self._proc.returncode is None:
@@ -360,9 +369,12 @@ class Parent:
             self.stop.set_result(None)
 
     async def close(self) -> None:
-        """Close the channel once everything written has been sent."""
+        """Send the final metric families (the proxy's shutdown line adds them to its
+        own), then close the channel once everything written has been sent."""
         channel = self.channel
         if channel is not None and channel.transport is not None:
+            if self.collect is not None:
+                self.reply(("final", list(self.collect())))
             channel.transport.close()
             await channel.closed
 

@@ -1,7 +1,10 @@
 """SIGTERM under load, on a real ``shadoweval serve`` process: every request the proxy
 accepted is answered in full, exactly as the primary answered it; new connections are
 refused once draining starts; the process exits 0; and the final accounting closes: every
-shadow is a written pair or a counted drop, and every written pair is in the file."""
+shadow is a written pair or a counted drop, and every written pair is in the file. With the
+shadow worker the proxy's final line is the whole process group's, and a hostile candidate
+(a gzip bomb, a stall) cannot hold the exit past the grace periods nor get the worker
+killed with its records uncounted."""
 
 from __future__ import annotations
 
@@ -12,9 +15,12 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 
 from shadoweval.testing import FakeUpstream, Latency
 from tests.faults.helpers import ProxyProcess
+
+MODES = {"one process": False, "shadow worker": True}
 
 
 def answer(data: bytes) -> Any:
@@ -23,8 +29,9 @@ def answer(data: bytes) -> Any:
     return obj
 
 
+@pytest.mark.parametrize("mode", MODES)
 async def test_sigterm_under_load_answers_everything_accepted_and_loses_nothing(
-    tmp_path: Path,
+    mode: str, tmp_path: Path
 ) -> None:
     primary = FakeUpstream(model="prod", latency=Latency.fixed(0.3), record=False)
     fast = FakeUpstream(model="fast", record=False)
@@ -44,6 +51,7 @@ async def test_sigterm_under_load_answers_everything_accepted_and_loses_nothing(
             ],
             "sink": {"kind": "file", "path": str(pairs_file), "flush_interval_s": 0.2},
             "shutdown": {"grace_s": 10, "shadow_grace_s": 0.5},
+            "shadow_worker": {"enabled": MODES[mode]},
         },
         tmp_path,
     )
@@ -91,7 +99,8 @@ async def test_sigterm_under_load_answers_everything_accepted_and_loses_nothing(
     for text, got in answered.items():
         assert got["choices"][0]["message"]["content"] == f"Echo: {text}"
         assert got["model"] == "prod"
-    # The final accounting closes, and the file holds exactly the written pairs.
+    # The final accounting closes, and the file holds exactly the written pairs (with the
+    # worker: the proxy's line counts the worker's shadows and records too).
     counts = proxy.final_counts()
     records = [orjson.loads(line) for line in pairs_file.read_bytes().splitlines()]
     assert counts["sampled_in"] == 2 * len(answered), (counts, len(answered))
