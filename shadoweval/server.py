@@ -236,26 +236,33 @@ class ProxyServer:
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def stop(self) -> None:
-        """Stop accepting, finish in-flight primaries, give shadows a bounded time, flush."""
+        """Stop accepting, finish in-flight primaries, give shadows a bounded time, flush:
+        all within ``shutdown.grace_s + shadow_grace_s`` (the callers' drain, then the
+        shadows' grace; the sink flushes in what is left, at least 1 s, and counts what it
+        could not write)."""
         started = time.monotonic()
+        grace, shadow_grace = self.cfg.shutdown.grace_s, self.cfg.shutdown.shadow_grace_s
+        deadline = started + grace + shadow_grace
         self.ready = False
         self.metrics.ready.set(0)
         if self._listener is not None:
             self._listener.close()  # no new connections
         if self.relays is not None:
-            self.relays.tell_close(self.cfg.shutdown.grace_s)  # they drain alongside
+            self.relays.tell_close(grace)  # they drain alongside
         if self._http is not None:
-            await self._http.shutdown(self.cfg.shutdown.grace_s)  # in-flight ones finish
+            await self._http.shutdown(grace)  # in-flight ones finish
         if self.relays is not None:  # their last shadows pass through here to the worker
-            await self.relays.wait_closed(self.cfg.shutdown.grace_s)
-        if self.probes is not None:  # before the sink closes, so their records are flushed
-            await self.probes.stop(self.cfg.shutdown.shadow_grace_s)
-        if self.dispatcher is not None:
-            await self.dispatcher.close(self.cfg.shutdown.shadow_grace_s)
+            await self.relays.wait_closed(grace)
+        # Probes and shadows share the grace, before the sink closes (their records flushed).
+        await asyncio.gather(
+            self.probes.stop(shadow_grace) if self.probes is not None else asyncio.sleep(0),
+            self.dispatcher.close(shadow_grace) if self.dispatcher else asyncio.sleep(0),
+        )
         if self._handoff is not None:  # the worker flushes its own sink, logs its own counts
-            await self._handoff.close(self.cfg.shutdown.shadow_grace_s)
+            flush_s = max(deadline - time.monotonic() - shadow_grace, 1.0)
+            await self._handoff.close(shadow_grace, flush_s)
         if self.sink is not None:
-            await self.sink.close(self.cfg.shutdown.grace_s)
+            await self.sink.close(max(deadline - time.monotonic(), 1.0))
         if self.tracer is not None:
             await self.tracer.close()  # after the shadows, so their spans are exported too
         if self._heartbeat is not None:

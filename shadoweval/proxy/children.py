@@ -279,13 +279,14 @@ class Child:
             if not self.closing:
                 self._restart_task = asyncio.get_running_loop().create_task(self._restart())
 
-    def tell_close(self, grace_s: float) -> None:
-        """Ask the child to finish its work within ``grace_s`` and exit."""
+    def tell_close(self, grace_s: float, flush_s: float | None = None) -> None:
+        """Ask the child to finish its work within ``grace_s`` and exit; ``flush_s``: the
+        time its sink then has to flush (default: its own ``shutdown.grace_s``)."""
         self.closing = True
         if self._restart_task is not None:
             self._restart_task.cancel()
         if self.channel is not None:
-            self.channel.write(frame(("close", grace_s)))
+            self.channel.write(frame(("close", grace_s, flush_s)))
 
     async def wait_closed(self, timeout_s: float) -> None:
         """Wait for the child to exit after :meth:`tell_close`; killed after ``timeout_s``."""
@@ -329,6 +330,8 @@ class Parent:
         loop = asyncio.get_running_loop()
         self.config: asyncio.Future[dict[str, Any] | None] = loop.create_future()
         self.stop: asyncio.Future[float | None] = loop.create_future()
+        # The time the sink has to flush after the grace, when the proxy says (``close``).
+        self.flush_s: float | None = None
         # Set once the child has built what answers them.
         self.collect: Callable[[], Iterable[Metric]] | None = None
         self.on_offer: Callable[[tuple[Any, ...]], None] | None = None
@@ -354,6 +357,7 @@ class Parent:
             self.config.set_result(message[1] if kind == "config" else None)
         elif kind == "close":
             if not self.stop.done():
+                self.flush_s = message[2] if len(message) > 2 else None
                 self.stop.set_result(message[1])
         elif kind == "metrics" and self.collect is not None:
             self.reply(("metrics", message[1], list(self.collect())))
