@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import platform
 import resource
@@ -334,8 +335,18 @@ def main() -> int:
     for worker in modes:
         for fault in faults:
             print(f"{fault} ({'worker' if worker else 'one process'})...", file=sys.stderr)
-            data["rows"].append(run_case(fault, worker, rate, duration, warmup, flood_n))
+            row = run_case(fault, worker, rate, duration, warmup, flood_n)
+            data["rows"].append({**row, "run": data["started"], "load": os.getloadavg()[0]})
     out = RESULTS.with_name(RESULTS.name + "-quick") if args.quick else RESULTS
+    previous = out.with_suffix(".json")
+    if (args.only or args.mode != "both") and previous.exists():
+        # A partial run replaces its own rows and keeps the others (in their order).
+        rows = {(r["fault"], r["mode"]): r for r in json.loads(previous.read_text())["rows"]}
+        for r in data["rows"]:
+            rows[r["fault"], r["mode"]] = r
+        order = {(f, m): i for i, (m, f) in enumerate(
+            (m, f) for m in ("one process", "shadow worker") for f in FAULTS)}  # fmt: skip
+        data["rows"] = sorted(rows.values(), key=lambda r: order[r["fault"], r["mode"]])
     h.write_results(out, data, markdown(data))
     return 0
 

@@ -183,6 +183,7 @@ class Child:
         self.closing = False
         # The families the child sent as it stopped (None until then, or if it was killed).
         self.final: list[Metric] | None = None
+        self._last_families: list[Metric] = []
         self._restarts = 0
         self._restart_task: asyncio.Task[None] | None = None
 
@@ -231,12 +232,21 @@ class Child:
         self._replies[rid] = reply
         channel.write(frame(("metrics", rid)))
         try:
-            return list(await asyncio.wait_for(reply, timeout_s))
+            families = list(await asyncio.wait_for(reply, timeout_s))
         except TimeoutError:
-            log.warning("the %s did not answer a metrics request in %.1fs", self.name, timeout_s)
-            return []
+            # Starved of CPU (the shadow worker runs only when the relay is idle): its
+            # last answer, so its series do not vanish from a scrape and come back.
+            log.warning(
+                "the %s did not answer a metrics request in %.1fs; its last families are shown",
+                self.name,
+                timeout_s,
+            )
+            return self._last_families
         finally:
             self._replies.pop(rid, None)
+        if channel.transport is not None:  # not the empty answer of a child that died
+            self._last_families = families
+        return families
 
     def _on_message(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -254,6 +264,7 @@ class Child:
 
     def _on_lost(self) -> None:
         self.channel = None
+        self._last_families = []  # a replacement counts from zero
         for reply in self._replies.values():
             if not reply.done():
                 reply.set_result([])

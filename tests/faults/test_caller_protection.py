@@ -415,3 +415,24 @@ async def test_probe_records_are_bounded_like_traffic_pairs() -> None:
     assert record["record_truncated"]["original_bytes"] > 400_000
     assert record["candidate"]["output_text"].endswith(TRUNCATED_MARK)
     assert record["source"] == "probe" and "verdict" in record["probe"]
+
+
+async def test_a_starved_workers_counters_stay_on_metrics(tmp_path: Path) -> None:
+    """The shadow worker runs only when the relay leaves it CPU (SCHED_IDLE): under a flood
+    it may not answer a scrape in time. Its last families are shown, not none (counters
+    that vanish and come back read as resets)."""
+    import signal
+
+    async with running_stack(overrides=stack_options(True, tmp_path)) as stack:
+        assert await post_chat(stack.url) == 200
+        await records_of(stack, 1, tmp_path)
+        text = await scrape(stack.proxy.admin_url)
+        assert exposed(text, "shadoweval_pairs_total", upstream="cand-a") == 1
+        pid = shadow_pid(stack)
+        os.kill(pid, signal.SIGSTOP)  # no CPU at all: the scrape's question goes unanswered
+        try:
+            text = await scrape(stack.proxy.admin_url)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert exposed(text, "shadoweval_pairs_total", upstream="cand-a") == 1
+        assert exposed(text, "shadoweval_requests_total", role="primary") == 1  # the proxy's
