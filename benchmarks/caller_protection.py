@@ -104,6 +104,7 @@ class Target:
             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
         )
         self.latencies: list[float] = []
+        self.fresh: list[float] = []  # those that had to open a connection first
         self.errors = 0
         self.timeouts = 0
 
@@ -116,6 +117,7 @@ class Target:
                     if not conn.closed:
                         break
                     conn = None
+                fresh = conn is None
                 if conn is None:
                     _, conn = await asyncio.get_running_loop().create_connection(
                         _Reply, "127.0.0.1", self.port
@@ -137,6 +139,8 @@ class Target:
         if record:
             if status == 200:
                 self.latencies.append(elapsed)
+                if fresh:
+                    self.fresh.append(elapsed)
             else:
                 self.errors += 1
 
@@ -184,6 +188,10 @@ def summary(t: Target) -> dict[str, Any]:
         "p50_ms": round(pct(lat, 0.50) * 1000, 3),
         "p99_ms": round(pct(lat, 0.99) * 1000, 3),
         "mean_ms": round(statistics.fmean(lat) * 1000, 3) if lat else None,
+        # A flood fills the kernel's accept queue: a new connection can wait behind it.
+        "new_connections": len(t.fresh),
+        "p50_new_connection_ms": round(pct(t.fresh, 0.50) * 1000, 3),
+        "max_new_connection_ms": round(max(t.fresh, default=float("nan")) * 1000, 3),
     }
 
 
@@ -318,7 +326,7 @@ def main() -> int:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_flood(args.flood_port, args.flood_connections))
         return 0
-    rate, duration, warmup, flood_n = (40, 5.0, 1.0, 2000) if args.quick else (80, 20.0, 3.0, 12000)
+    rate, duration, warmup, flood_n = (40, 5.0, 1.0, 2000) if args.quick else (80, 30.0, 3.0, 12000)
     faults = [f for f in FAULTS if not args.only or any(o in f for o in args.only.split(","))]
     modes = {"both": [False, True], "default": [False], "worker": [True]}[args.mode]
     data: dict[str, Any] = {
