@@ -29,7 +29,7 @@ def answer(data: bytes) -> Any:
     return obj
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", [*MODES, "relay processes"])
 async def test_sigterm_under_load_answers_everything_accepted_and_loses_nothing(
     mode: str, tmp_path: Path
 ) -> None:
@@ -42,7 +42,6 @@ async def test_sigterm_under_load_answers_everything_accepted_and_loses_nothing(
     pairs_file = tmp_path / "pairs.jsonl"
     proxy = ProxyProcess(
         {
-            "listen": {"host": "127.0.0.1", "port": 0},
             "admin": {"host": "127.0.0.1", "port": 0},
             "primary": {"name": "prod", "url": primary.url},
             "candidates": [
@@ -51,7 +50,9 @@ async def test_sigterm_under_load_answers_everything_accepted_and_loses_nothing(
             ],
             "sink": {"kind": "file", "path": str(pairs_file), "flush_interval_s": 0.2},
             "shutdown": {"grace_s": 10, "shadow_grace_s": 0.5},
-            "shadow_worker": {"enabled": MODES[mode]},
+            "shadow_worker": {"enabled": MODES.get(mode, True)},
+            # Two relay processes: the leader's line adds theirs and the worker's.
+            "listen": {"host": "127.0.0.1", "port": 0, "processes": 1 + (mode not in MODES)},
         },
         tmp_path,
     )
@@ -101,6 +102,7 @@ async def test_sigterm_under_load_answers_everything_accepted_and_loses_nothing(
         assert got["model"] == "prod"
     # The final accounting closes, and the file holds exactly the written pairs (with the
     # worker: the proxy's line counts the worker's shadows and records too).
+    assert not [line for line in proxy.lines if "sent no final counts" in line]
     counts = proxy.final_counts()
     records = [orjson.loads(line) for line in pairs_file.read_bytes().splitlines()]
     assert counts["sampled_in"] == 2 * len(answered), (counts, len(answered))
