@@ -113,13 +113,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_fake_upstream(args: argparse.Namespace) -> int:
-    from shadoweval.testing.fake_upstream import FakeUpstream, Latency, serve_forever
+    from typing import get_args
 
+    from shadoweval.testing.fake_upstream import FakeUpstream, Latency, Mode, serve_forever
+
+    if args.mode not in get_args(Mode):
+        raise ConfigError(f"--mode {args.mode}: one of {', '.join(get_args(Mode))}")
     fake = FakeUpstream(
         model=args.model,
         latency=Latency.fixed(args.latency_ms / 1000),
         token_delay_s=args.token_delay_ms / 1000,
         error_rate=args.error_rate,
+        mode=args.mode,
+        bomb_bytes=args.bomb_bytes,
         record=False,
     )
     with contextlib.suppress(KeyboardInterrupt):
@@ -345,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--token-delay-ms", type=float, default=0.0)
     p.add_argument("--error-rate", type=float, default=0.0)
+    p.add_argument(
+        "--mode",
+        default="normal",
+        help="misbehave: hang, garbage, truncate, reset, rate_limit, error; or hostile "
+        "answers of --bomb-bytes: huge_length, huge_chunked, gzip_bomb, stall",
+    )
+    p.add_argument("--bomb-bytes", type=int, default=1 << 30, help="size of a hostile answer")
     p.set_defaults(func=cmd_fake_upstream)
 
     p = sub.add_parser("kafka", help="Kafka sink tools")

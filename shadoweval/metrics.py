@@ -8,7 +8,8 @@ names reported by upstreams go through :class:`LabelCap` so they cannot grow unb
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,6 +21,9 @@ from prometheus_client import (
 )
 
 from shadoweval.types import ERROR_TYPES
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 # OpenTelemetry GenAI client latency boundaries (0.01 .. 81.92 s) with finer low-end
 # buckets so that fast upstreams and sub-millisecond effects stay readable.
@@ -307,13 +311,15 @@ class Metrics:
             registry=r,
         )
 
-    def totals(self) -> dict[str, float]:
-        """Counter totals that account for every shadow and record (the shutdown log line)."""
+    def totals(self, families: Iterable[Metric] | None = None) -> dict[str, float]:
+        """Counter totals that account for every shadow and record (the shutdown log line),
+        from this registry or from ``families`` (several processes' merged)."""
+        collected = list(self.registry.collect() if families is None else families)
 
         def total(name: str, **match: str) -> float:
             return sum(
                 s.value
-                for family in self.registry.collect()
+                for family in collected
                 for s in family.samples
                 if s.name == name and all(s.labels.get(k) == v for k, v in match.items())
             )

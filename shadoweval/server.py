@@ -236,26 +236,33 @@ class ProxyServer:
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def stop(self) -> None:
-        """Stop accepting, finish in-flight primaries, give shadows a bounded time, flush."""
+        """Stop accepting, finish in-flight primaries, give shadows a bounded time, flush:
+        all within ``shutdown.grace_s + shadow_grace_s`` (the callers' drain, then the
+        shadows' grace; the sink flushes in what is left, at least 1 s, and counts what it
+        could not write)."""
         started = time.monotonic()
+        grace, shadow_grace = self.cfg.shutdown.grace_s, self.cfg.shutdown.shadow_grace_s
+        deadline = started + grace + shadow_grace
         self.ready = False
         self.metrics.ready.set(0)
         if self._listener is not None:
             self._listener.close()  # no new connections
         if self.relays is not None:
-            self.relays.tell_close(self.cfg.shutdown.grace_s)  # they drain alongside
+            self.relays.tell_close(grace)  # they drain alongside
         if self._http is not None:
-            await self._http.shutdown(self.cfg.shutdown.grace_s)  # in-flight ones finish
+            await self._http.shutdown(grace)  # in-flight ones finish
         if self.relays is not None:  # their last shadows pass through here to the worker
-            await self.relays.wait_closed(self.cfg.shutdown.grace_s)
-        if self.probes is not None:  # before the sink closes, so their records are flushed
-            await self.probes.stop(self.cfg.shutdown.shadow_grace_s)
-        if self.dispatcher is not None:
-            await self.dispatcher.close(self.cfg.shutdown.shadow_grace_s)
+            await self.relays.wait_closed(grace)
+        # Probes and shadows share the grace, before the sink closes (their records flushed).
+        await asyncio.gather(
+            self.probes.stop(shadow_grace) if self.probes is not None else asyncio.sleep(0),
+            self.dispatcher.close(shadow_grace) if self.dispatcher else asyncio.sleep(0),
+        )
         if self._handoff is not None:  # the worker flushes its own sink, logs its own counts
-            await self._handoff.close(self.cfg.shutdown.shadow_grace_s)
+            flush_s = max(deadline - time.monotonic() - shadow_grace, 1.0)
+            await self._handoff.close(shadow_grace, flush_s)
         if self.sink is not None:
-            await self.sink.close(self.cfg.shutdown.grace_s)
+            await self.sink.close(max(deadline - time.monotonic(), 1.0))
         if self.tracer is not None:
             await self.tracer.close()  # after the shadows, so their spans are exported too
         if self._heartbeat is not None:
@@ -266,8 +273,21 @@ class ProxyServer:
             await self._admin.cleanup()
         # Every shadow is a pair, a drop or an internal error; every pair is written,
         # dropped, failed or spilled by the sink: the final counts show nothing went missing.
-        totals = " ".join(f"{k}={v:g}" for k, v in self.metrics.totals().items())
+        # They are the whole process group's: the worker's and the relays' added to ours.
+        totals = " ".join(f"{k}={v:g}" for k, v in self._final_totals().items())
         log.info("stopped in %.2fs; final counts: %s", time.monotonic() - started, totals)
+
+    def _final_totals(self) -> dict[str, float]:
+        children = list(self.relays.children) if self.relays is not None else []
+        if self.worker is not None:
+            children.append(self.worker.process)
+        if not children:
+            return self.metrics.totals()
+        for child in children:
+            if child.final is None:  # killed, or never started: its counts are lost
+                log.warning("the %s sent no final counts; they are missing below", child.name)
+        finals = [child.final for child in children if child.final is not None]
+        return self.metrics.totals(merge_families(self.metrics.registry.collect(), *finals))
 
 
 class _Families:

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from prometheus_client import Counter
 
@@ -20,11 +21,53 @@ from shadoweval.proxy.openai import (
     parse_answer,
     parse_request,
 )
-from shadoweval.proxy.shadow import ShadowJob
 from shadoweval.routes import METRIC_ROUTES
-from shadoweval.types import Capture, Outcome, Route
+from shadoweval.types import Capture, Json, Outcome, Route
 
 log = logging.getLogger(__name__)
+
+
+class Parsed(Protocol):
+    """A request and its primary answer, each parsed at most once, whoever asks first: a
+    ``ShadowJob`` when the request is mirrored in this process, else a PrimaryAnswer."""
+
+    def request(self) -> Json: ...
+
+    def primary_outcome(self, upstream: str, prices: PriceTable) -> Outcome: ...
+
+
+class PrimaryAnswer:
+    """The primary's answer to a request no shadow job holds here (not mirrored, or
+    mirrored by the shadow worker): the metrics and the spans share one parse of it."""
+
+    __slots__ = ("_body", "_capture", "_outcome", "_request", "_route")
+
+    def __init__(self, route: Route, body: bytes, capture: Capture) -> None:
+        self._route = route
+        self._body = body
+        self._capture = capture
+        self._request: Json | InvalidRequest | None = None
+        self._outcome: Outcome | None = None
+
+    def request(self) -> Json:
+        """The parsed request body; raises InvalidRequest (every time) if it is not one."""
+        if self._request is None:
+            try:
+                self._request = parse_request(self._body)
+            except InvalidRequest as exc:
+                self._request = exc
+        if isinstance(self._request, InvalidRequest):
+            raise self._request
+        return self._request
+
+    def primary_outcome(self, upstream: str, prices: PriceTable) -> Outcome:
+        if self._outcome is None:
+            request = self.request()
+            outcome = parse_answer(
+                self._route, request, self._capture, upstream=upstream, role="primary"
+            )
+            self._outcome = prices.annotate(outcome, request.get("model"))
+        return self._outcome
 
 
 class Recorder:
@@ -42,23 +85,19 @@ class Recorder:
         route: Route | None,
         body: bytes,
         overhead: float,
-        job: ShadowJob | None,
+        parsed: Parsed | None,
     ) -> None:
-        """Every primary call; runs via call_soon after the handler returned."""
+        """Every primary call; runs via call_soon after the handler returned. ``parsed``
+        holds the answer's one parse, shared with the spans and the shadows."""
         self._overhead[route or "other"].observe(max(overhead, 0.0))
         self.attempt_of("primary", self._primary, capture)
         if route is None:
             self._plain(capture)
             return
+        if parsed is None:
+            parsed = PrimaryAnswer(route, body, capture)
         try:
-            if job is not None:
-                outcome = job.primary_outcome(self._primary, self._prices)
-            else:
-                request = parse_request(body)
-                outcome = parse_answer(
-                    route, request, capture, upstream=self._primary, role="primary"
-                )
-                self._prices.annotate(outcome, request.get("model"))
+            outcome = parsed.primary_outcome(self._primary, self._prices)
         except InvalidRequest:
             self._plain(capture, route)
             return

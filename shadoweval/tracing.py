@@ -21,13 +21,9 @@ from shadoweval import __version__
 from shadoweval.config import Config, ConfigError, Primary
 from shadoweval.config import Tracing as TracingConfig
 from shadoweval.pricing import PriceTable
-from shadoweval.proxy.openai import (
-    InvalidRequest,
-    error_type_for_status,
-    parse_answer,
-    parse_request,
-)
+from shadoweval.proxy.openai import InvalidRequest, error_type_for_status
 from shadoweval.routes import OPERATIONS
+from shadoweval.telemetry import PrimaryAnswer
 from shadoweval.types import Capture, Json, Outcome, Route
 
 try:
@@ -57,7 +53,7 @@ if TYPE_CHECKING:
 
     from shadoweval.proxy.candidate import CandidateClient
     from shadoweval.proxy.http import Request
-    from shadoweval.proxy.shadow import ShadowJob
+    from shadoweval.telemetry import Parsed
 
 log = logging.getLogger(__name__)
 
@@ -318,15 +314,16 @@ class RequestTrace(TraceLink):
         t.propagator.inject(carrier, trace.set_span_in_context(self._client))
         return carrier
 
-    def finish(self, capture: Capture, body: bytes, job: ShadowJob | None, status: int) -> None:
+    def finish(self, capture: Capture, body: bytes, parsed: Parsed | None, status: int) -> None:
         """End both spans, scheduled after the answer was handed over. The primary's answer
-        is parsed here (shared with the shadow side when mirrored) so its CLIENT span carries
-        the gen_ai.* attributes; its end time is when the (last attempt's) answer ended."""
+        is read from ``parsed`` (one parse shared with the metrics and, when mirrored, the
+        shadow side) so its CLIENT span carries the gen_ai.* attributes; its end time is
+        when the (last attempt's) answer ended."""
         now = time.time_ns()
         client, server = self._client, self._server
         try:
             if client is not None and client.is_recording():
-                self._describe_primary(client, capture, body, job)
+                self._describe_primary(client, capture, body, parsed)
             if server.is_recording():
                 server.set_attributes(self._http_attrs())
                 if self._route is not None:
@@ -350,7 +347,7 @@ class RequestTrace(TraceLink):
         return attrs
 
     def _describe_primary(
-        self, span: Span, capture: Capture, body: bytes, job: ShadowJob | None
+        self, span: Span, capture: Capture, body: bytes, parsed: Parsed | None
     ) -> None:
         t, route = self._tracer, self._route
         span.set_attributes(t.primary_attrs)
@@ -360,14 +357,9 @@ class RequestTrace(TraceLink):
         try:
             if route is None:
                 raise InvalidRequest("passed through, not parsed")
-            if job is not None:  # parsed once, shared with the metrics and the pair records
-                request, outcome = job.request(), job.primary_outcome(t.primary_name, t.prices)
-            else:
-                request = parse_request(body)
-                outcome = parse_answer(
-                    route, request, capture, upstream=t.primary_name, role="primary"
-                )
-                t.prices.annotate(outcome, request.get("model"))
+            if parsed is None:
+                parsed = PrimaryAnswer(route, body, capture)
+            request, outcome = parsed.request(), parsed.primary_outcome(t.primary_name, t.prices)
         except InvalidRequest:  # not a model call we understand: HTTP attributes only
             if capture.status is not None:
                 span.set_attribute("http.response.status_code", capture.status)

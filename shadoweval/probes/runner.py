@@ -26,7 +26,7 @@ from shadoweval.probes.detect import Judge, Verdict
 from shadoweval.probes.suite import Probe
 from shadoweval.proxy.candidate import CandidateClient
 from shadoweval.proxy.openai import parse_answer
-from shadoweval.records import RequestInfo, build_pair
+from shadoweval.records import RequestInfo, build_pair, fit, record_limit
 from shadoweval.redaction import Redactor
 from shadoweval.sinks import Sink
 from shadoweval.types import Capture, Json, Outcome, Role
@@ -112,6 +112,9 @@ class ProbeRunner:
         self._prices = PriceTable(cfg.pricing)
         self._redactor = Redactor(cfg.redaction)
         self._sink = sink
+        # Probe records are bounded like traffic pairs: a probe that draws a huge answer
+        # is shortened with a mark, never written whole or refused by the broker.
+        self._max_record = record_limit(cfg)
         self._metrics = metrics
         self._judge = judge or Judge()
         # No on_attempt hook: the user-traffic attempt and retry counters never see probes.
@@ -207,7 +210,7 @@ class ProbeRunner:
                 **meta,
                 "verdict": {"primary": verdicts[0].as_dict(), "candidate": verdict.as_dict()},
             }
-            self._sink.put(record, info.request_id.encode())
+            self._sink.put(fit(record, self._max_record), info.request_id.encode())
 
 
 async def run_once(

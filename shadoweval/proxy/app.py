@@ -13,13 +13,14 @@ from shadoweval.proxy.http import Request, Responder
 from shadoweval.proxy.shadow import ShadowDispatcher, ShadowJob
 from shadoweval.proxy.worker import Handoff
 from shadoweval.routes import ROUTES
+from shadoweval.telemetry import Parsed, PrimaryAnswer
 from shadoweval.types import Capture, Route
 
 if TYPE_CHECKING:  # imported only when tracing is on (it loads OpenTelemetry)
     from shadoweval.tracing import RequestTrace, Tracer
 
 # Called after each primary answer, off the caller's path (metrics hook).
-PrimaryObserver = Callable[[Capture, "Route | None", bytes, float, "ShadowJob | None"], None]
+PrimaryObserver = Callable[[Capture, "Route | None", bytes, float, "Parsed | None"], None]
 
 
 class ProxyHandler:
@@ -79,7 +80,12 @@ class ProxyHandler:
                     job.primary_done(capture)
             elif self._worker is not None and self._worker.accepting:
                 self._worker.send(route, request, capture, trace)
+        # One parse of the primary's answer for the metrics and the spans: the job's when
+        # mirrored here, else parsed on first use.
+        parsed: Parsed | None = job
+        if parsed is None and route is not None:
+            parsed = PrimaryAnswer(route, body, capture)
         if trace is not None:
-            trace.finish(capture, body, job, status)
+            trace.finish(capture, body, parsed, status)
         if self._observe is not None:
-            self._observe(capture, route, body, overhead, job)
+            self._observe(capture, route, body, overhead, parsed)

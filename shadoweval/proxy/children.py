@@ -4,7 +4,8 @@ processes (``shadow_worker``, ``listen.processes``) share this machinery.
 A child is forked before the event loop starts (so it shares the proxy's memory pages) or,
 when it has to be replaced, spawned afresh as ``python -m shadoweval <command> --fd N``.
 It is configured over its channel, says ``ready`` (or ``failed``), answers requests for its
-metric families, and stops when told or when the channel closes. The channel carries
+metric families, and stops when told or when the channel closes, sending its final
+families last (the proxy's shutdown line counts the whole process group). The channel carries
 length-prefixed frames built only by these processes, never anything from the network:
 a kind byte, then a pickle. Offers (``kind == OFFER``) can be passed on unopened, so the
 proxy forwards a relay's shadows to the worker without unpickling them.
@@ -180,6 +181,9 @@ class Child:
         self._ids = itertools.count(1)
         self._ready: asyncio.Future[None] | None = None
         self.closing = False
+        # The families the child sent as it stopped (None until then, or if it was killed).
+        self.final: list[Metric] | None = None
+        self._last_families: list[Metric] = []
         self._restarts = 0
         self._restart_task: asyncio.Task[None] | None = None
 
@@ -228,12 +232,21 @@ class Child:
         self._replies[rid] = reply
         channel.write(frame(("metrics", rid)))
         try:
-            return list(await asyncio.wait_for(reply, timeout_s))
+            families = list(await asyncio.wait_for(reply, timeout_s))
         except TimeoutError:
-            log.warning("the %s did not answer a metrics request in %.1fs", self.name, timeout_s)
-            return []
+            # Starved of CPU (the shadow worker runs only when the relay is idle): its
+            # last answer, so its series do not vanish from a scrape and come back.
+            log.warning(
+                "the %s did not answer a metrics request in %.1fs; its last families are shown",
+                self.name,
+                timeout_s,
+            )
+            return self._last_families
         finally:
             self._replies.pop(rid, None)
+        if channel.transport is not None:  # not the empty answer of a child that died
+            self._last_families = families
+        return families
 
     def _on_message(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -241,6 +254,8 @@ class Child:
             reply = self._replies.get(message[1])
             if reply is not None and not reply.done():
                 reply.set_result(message[2])
+        elif kind == "final":
+            self.final = list(message[1])
         elif kind == "ready" and self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
         elif kind == "failed" and self._ready is not None and not self._ready.done():
@@ -249,6 +264,7 @@ class Child:
 
     def _on_lost(self) -> None:
         self.channel = None
+        self._last_families = []  # a replacement counts from zero
         for reply in self._replies.values():
             if not reply.done():
                 reply.set_result([])
@@ -274,13 +290,14 @@ class Child:
             if not self.closing:
                 self._restart_task = asyncio.get_running_loop().create_task(self._restart())
 
-    def tell_close(self, grace_s: float) -> None:
-        """Ask the child to finish its work within ``grace_s`` and exit."""
+    def tell_close(self, grace_s: float, flush_s: float | None = None) -> None:
+        """Ask the child to finish its work within ``grace_s`` and exit; ``flush_s``: the
+        time its sink then has to flush (default: its own ``shutdown.grace_s``)."""
         self.closing = True
         if self._restart_task is not None:
             self._restart_task.cancel()
         if self.channel is not None:
-            self.channel.write(frame(("close", grace_s)))
+            self.channel.write(frame(("close", grace_s, flush_s)))
 
     async def wait_closed(self, timeout_s: float) -> None:
         """Wait for the child to exit after :meth:`tell_close`; killed after ``timeout_s``."""
@@ -291,8 +308,12 @@ class Child:
             except TimeoutError:
                 log.error("the %s did not stop in time; killing it", self.name)
                 await self._kill()
-        if channel is not None and channel.transport is not None:
-            channel.transport.close()
+        if channel is not None:
+            # Its final families may still be in the socket when its exit is noticed.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(channel.closed), 1.0)
+            if channel.transport is not None:
+                channel.transport.close()
 
     async def _kill(self) -> None:
         if self._proc is not None and self._proc.returncode is None:
@@ -320,6 +341,8 @@ class Parent:
         loop = asyncio.get_running_loop()
         self.config: asyncio.Future[dict[str, Any] | None] = loop.create_future()
         self.stop: asyncio.Future[float | None] = loop.create_future()
+        # The time the sink has to flush after the grace, when the proxy says (``close``).
+        self.flush_s: float | None = None
         # Set once the child has built what answers them.
         self.collect: Callable[[], Iterable[Metric]] | None = None
         self.on_offer: Callable[[tuple[Any, ...]], None] | None = None
@@ -345,6 +368,7 @@ class Parent:
             self.config.set_result(message[1] if kind == "config" else None)
         elif kind == "close":
             if not self.stop.done():
+                self.flush_s = message[2] if len(message) > 2 else None
                 self.stop.set_result(message[1])
         elif kind == "metrics" and self.collect is not None:
             self.reply(("metrics", message[1], list(self.collect())))
@@ -360,9 +384,12 @@ class Parent:
             self.stop.set_result(None)
 
     async def close(self) -> None:
-        """Close the channel once everything written has been sent."""
+        """Send the final metric families (the proxy's shutdown line adds them to its
+        own), then close the channel once everything written has been sent."""
         channel = self.channel
         if channel is not None and channel.transport is not None:
+            if self.collect is not None:
+                self.reply(("final", list(self.collect())))
             channel.transport.close()
             await channel.closed
 

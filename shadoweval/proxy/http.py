@@ -21,7 +21,9 @@ docs/performance.md).
   cannot leave the primary's base path behind a front that resolves them.
 - Loops: a request carrying this proxy's own hop marker (``x-shadoweval-hop``, added to
   everything the proxy sends) is refused with 508 (``proxy/loops.py``).
-- Connections: over ``max_connections`` a new connection is closed at once, counted and
+- Connections: at ``max_connections`` the oldest connection that has not sent a byte is
+  closed to make room for a new one (a flood of silent sockets cannot lock callers out);
+  when every connection has spoken, a new one is closed at once; either is counted and
   logged at most every 10 s; a connection gets ``header_timeout_s`` for its first byte
   (then it is closed, without an answer or a count), so silent connections cannot hold
   descriptors for ``idle_timeout_s``.
@@ -302,6 +304,9 @@ class HttpServer:
         self.limits = limits
         self.refused: RefusedHook = on_refused or (lambda _reason: None)
         self.connections: set[HttpProtocol] = set()
+        # Connections that have not sent a byte yet, oldest first: at the limit the oldest
+        # makes room for a new one, so a flood of silent sockets cannot lock callers out.
+        self.silent: dict[HttpProtocol, None] = {}
         self.closing = False
         self.max_connections = max_connections or 1 << 62  # 0: no limit of our own
         self.hop_id = hop_id  # this proxy's loop marker; empty: not checked
@@ -379,14 +384,21 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         server = self._server
         if len(server.connections) >= server.max_connections:
-            # Closed before any timer or parser work: the descriptor is back at once, so
-            # a flood cannot starve callers already connected or the admin port.
-            self._ignore_input = True
-            transport.abort()  # type: ignore[attr-defined]
-            server.over_limit(self._loop.time())
-            return
+            if server.silent:
+                # The oldest connection that never spoke goes instead: a caller opens a
+                # connection to send at once, a flood holds them silent.
+                oldest = next(iter(server.silent))
+                oldest.evict()
+            else:
+                # Closed before any timer or parser work: the descriptor is back at once,
+                # so a flood cannot starve callers already connected or the admin port.
+                self._ignore_input = True
+                transport.abort()  # type: ignore[attr-defined]
+                server.over_limit(self._loop.time())
+                return
         self.transport = transport  # type: ignore[assignment]  # uvloop's do not subclass
         server.connections.add(self)
+        server.silent[self] = None
         self._last_active = self._loop.time()
         # Its first byte is due within header_timeout_s, like the rest of a head: a
         # connection that sends nothing must not hold a descriptor for idle_timeout_s.
@@ -394,6 +406,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
+        self._server.silent.pop(self, None)
         self._disarm()
         self._queue.clear()
         if self._drain is not None and not self._drain.done():
@@ -421,7 +434,9 @@ class HttpProtocol(asyncio.Protocol):
         await self._drain
 
     def data_received(self, data: bytes) -> None:
-        self._received = True
+        if not self._received:
+            self._received = True
+            self._server.silent.pop(self, None)
         if self._ignore_input:
             return
         try:
@@ -626,6 +641,16 @@ class HttpProtocol(asyncio.Protocol):
     def _close_if_idle(self) -> None:
         if not self._busy and self._state == _IDLE:
             self.close()
+
+    def evict(self) -> None:
+        """Closed (reset) to make room at the connection limit; counted like a refusal."""
+        server = self._server
+        server.connections.discard(self)
+        server.silent.pop(self, None)
+        self._ignore_input = True
+        if self.transport is not None:
+            self.transport.abort()
+        server.over_limit(self._loop.time())
 
     def close(self) -> None:
         if self.transport is not None:

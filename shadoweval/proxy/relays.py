@@ -50,7 +50,7 @@ class LeaderLink(Handoff):
     def _channel(self) -> Channel | None:
         return self._parent.channel
 
-    async def close(self, grace_s: float) -> None:
+    async def close(self, grace_s: float, flush_s: float | None = None) -> None:
         self._closing = True
         self._flush()
 

@@ -84,7 +84,8 @@ class Handoff:
         """The channel frames go to, when it is up."""
         raise NotImplementedError
 
-    async def close(self, grace_s: float) -> None:
+    async def close(self, grace_s: float, flush_s: float | None = None) -> None:
+        """Shadows get ``grace_s``, then the sink ``flush_s`` (default its grace_s)."""
         raise NotImplementedError
 
     def _open(self) -> Channel | None:
@@ -172,13 +173,15 @@ class ShadowWorker(Handoff):
         sampler = self._sampler
         self._lose(sampler.key(decode_headers(raw_headers), body) if sampler.keyed else None)
 
-    async def close(self, grace_s: float) -> None:
-        """The worker finishes its shadows within ``grace_s``, flushes its sink and exits."""
+    async def close(self, grace_s: float, flush_s: float | None = None) -> None:
+        """The worker finishes its shadows within ``grace_s``, flushes its sink within
+        ``flush_s`` (what it cannot write is counted there) and exits; it is killed only
+        if it is still there well after both (a worker that does not answer)."""
         self._closing = True
         self._flush()
-        self.process.tell_close(grace_s)
-        # The worker's own sink may need its full grace to flush after the shadows.
-        await self.process.wait_closed(grace_s + self._cfg.shutdown.grace_s + 5.0)
+        self.process.tell_close(grace_s, flush_s)
+        flush = self._cfg.shutdown.grace_s if flush_s is None else flush_s
+        await self.process.wait_closed(grace_s + flush + 5.0)
 
 
 def fork_worker() -> ForkedProcess | None:
@@ -270,12 +273,14 @@ async def _worker_main(fd: int) -> int:
     grace = await parent.stop
     if grace is None:
         grace = cfg.shutdown.shadow_grace_s
+    flush_s = parent.flush_s if parent.flush_s is not None else cfg.shutdown.grace_s
 
     started = time.monotonic()
-    if probes is not None:
-        await probes.stop(grace)
-    await dispatcher.close(grace)
-    await sink.close(cfg.shutdown.grace_s)
+    # Probes and shadows share the grace (one after the other would take it twice).
+    await asyncio.gather(
+        probes.stop(grace) if probes is not None else asyncio.sleep(0), dispatcher.close(grace)
+    )
+    await sink.close(flush_s)
     await heartbeat.stop()
     if tracer is not None:  # after the shadows, so their spans are exported too
         await tracer.close()

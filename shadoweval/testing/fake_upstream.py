@@ -2,8 +2,9 @@
 
 Serves chat completions, completions, embeddings and responses, streaming or not, with a
 configurable latency distribution, error rate, answer style and misbehaviour (hang, garbage,
-cut streams, resets, 429 with Retry-After). It records what it received so tests can check
-what a candidate was sent.
+cut streams, resets, 429 with Retry-After) and hostility towards whoever reads it (answers of
+``bomb_bytes``: length-framed, chunked or a gzip bomb; a stall after the first bytes). It
+records what it received so tests can check what a candidate was sent.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import random
 import ssl
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,7 +24,22 @@ from aiohttp import web
 
 from shadoweval.testing import fake_anthropic
 
-Mode = Literal["normal", "hang", "garbage", "truncate", "reset", "rate_limit", "error"]
+Mode = Literal[
+    "normal",
+    "hang",
+    "garbage",
+    "truncate",
+    "reset",
+    "rate_limit",
+    "error",
+    # Hostile answers (``bomb_bytes`` long), for the caller-protection tests and benchmark.
+    "huge_length",
+    "huge_chunked",
+    "gzip_bomb",
+    "stall",
+]
+BOMB_MODES = ("huge_length", "huge_chunked", "gzip_bomb", "stall")
+_FILL = b"a" * 65536
 
 
 @dataclass(frozen=True)
@@ -80,10 +97,16 @@ class FakeUpstream:
     seed: int | None = 0
     record: bool = True
     received: list[Received] = field(default_factory=list)
+    # The size of a hostile answer (for gzip_bomb: inflated); 1 GiB by default.
+    bomb_bytes: int = 1 << 30
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
         self._served = 0
+        self._gzipped: bytes | None = None
+        # Bytes of hostile answers written so far, and those cut off by the reader.
+        self.bomb_sent = 0
+        self.bombs_cut = 0
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -186,6 +209,8 @@ class FakeUpstream:
             assert request.transport is not None
             request.transport.abort()
             return web.Response()
+        if self.mode in BOMB_MODES:
+            return await self._bomb(request)
         if self.mode == "rate_limit":
             return web.json_response(
                 {"error": {"message": "rate limited", "type": "rate_limit_error"}},
@@ -214,6 +239,59 @@ class FakeUpstream:
         if body.get("stream") is True:
             return await self._stream(request, route, body, model, answer, usage)
         return web.json_response(_complete(route, model, answer, usage, body))
+
+    def _bomb_parts(self) -> tuple[bytes, int, bytes]:
+        """A chat completion ``bomb_bytes`` long: head, filler length, tail."""
+        head = (
+            b'{"id":"chatcmpl-bomb","object":"chat.completion","created":1700000000,"model":"'
+            + self.model.encode()
+            + b'","choices":[{"index":0,"message":{"role":"assistant","content":"'
+        )
+        tail = b'"},"finish_reason":"stop"}]}'
+        return head, max(0, self.bomb_bytes - len(head) - len(tail)), tail
+
+    def _gzip_bomb(self) -> bytes:
+        """Compressed once, chunk by chunk (the inflated body never exists here)."""
+        if self._gzipped is None:
+            head, fill, tail = self._bomb_parts()
+            z = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: a gzip member
+            out = [z.compress(head)]
+            for _ in range(fill // len(_FILL)):
+                out.append(z.compress(_FILL))
+            out += [z.compress(_FILL[: fill % len(_FILL)]), z.compress(tail), z.flush()]
+            self._gzipped = b"".join(out)
+        return self._gzipped
+
+    async def _bomb(self, request: web.Request) -> web.StreamResponse:
+        """Hostile answers: written in 64 KiB pieces until done or the reader hangs up."""
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        head, fill, tail = self._bomb_parts()
+        pieces: list[bytes] = []
+        if self.mode == "gzip_bomb":
+            body = self._gzip_bomb()
+            resp.headers["Content-Encoding"] = "gzip"
+            resp.content_length = len(body)
+            pieces = [body[i : i + len(_FILL)] for i in range(0, len(body), len(_FILL))]
+        elif self.mode == "huge_length":
+            resp.content_length = self.bomb_bytes
+        else:  # huge_chunked, stall
+            resp.enable_chunked_encoding()
+        try:
+            await resp.prepare(request)
+            if self.mode == "stall":
+                await resp.write(head)
+                self.bomb_sent += len(head)
+                await asyncio.sleep(3600)  # the head and a few bytes, then nothing
+            if not pieces:
+                whole, rest = divmod(fill, len(_FILL))
+                pieces = [head, *(_FILL for _ in range(whole)), _FILL[:rest], tail]
+            for piece in pieces:
+                await resp.write(piece)
+                self.bomb_sent += len(piece)
+            await resp.write_eof()
+        except ConnectionError:
+            self.bombs_cut += 1  # the reader stopped reading and closed: what it should do
+        return resp
 
     def _embedding(self, body: dict[str, Any], model: str, prompt: str) -> dict[str, Any]:
         inputs = body.get("input")

@@ -234,9 +234,14 @@ class ProxyProcess:
         if self._reader is not None:
             self._reader.cancel()
 
-    def final_counts(self) -> dict[str, float]:
-        """The accounting line ProxyServer.stop logs last."""
+    def final_counts(self, process: str = "proxy") -> dict[str, float]:
+        """The accounting line ProxyServer.stop logs last (``process="shadow-worker"``: the
+        worker's own line; the proxy's counts the whole process group)."""
         for line in reversed(self.lines):
+            child = "[shadow-worker]" in line or "[relay " in line
+            mine = not child if process == "proxy" else f"[{process}]" in line
+            if not mine:
+                continue
             if "final counts:" in line:
                 pairs = line.split("final counts:", 1)[1].split()
                 return {k: float(v) for k, v in (p.split("=") for p in pairs)}

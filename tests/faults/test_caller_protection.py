@@ -4,17 +4,25 @@ double generations, HTTP/1.0 keep-alive, reason phrases and request targets."""
 from __future__ import annotations
 
 import asyncio
-import gzip
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import aiohttp
+import orjson
 import pytest
-from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from shadoweval.config import parse
+from shadoweval.metrics import Metrics
 from shadoweval.proxy.http import HttpProtocol, HttpServer, target_problem
 from shadoweval.proxy.loops import HOP_HEADER, hop_id, self_loops
 from shadoweval.proxy.upstream import UpstreamError, UpstreamPool
+from shadoweval.records import iter_jsonl
 from shadoweval.testing import FakeUpstream, running_stack
+from shadoweval.testing.harness import Stack
+from tests.faults.helpers import proc_rss_bytes, until
 from tests.security.rawhttp import exchange
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -30,73 +38,96 @@ async def post_chat(url: str) -> int:
         return resp.status
 
 
-class BombUpstream:
-    """A candidate whose answers are far bigger than anyone should read."""
-
-    def __init__(self, kind: str, size: int) -> None:
-        self.kind, self.size = kind, size
-        self.sent = 0
-        self.finished = asyncio.Event()
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-        head = b'{"id":"b","model":"bomb","choices":[{"index":0,"message":{"role":"assistant",'
-        self._plain = head + b'"content":"' + b"a" * size + b'"}}]}'
-        self._gzipped = gzip.compress(self._plain, 6) if kind == "gzip" else b""
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}/v1"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        await request.read()
-        if self.kind == "gzip":
-            return web.Response(
-                body=self._gzipped,
-                headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
-            )
-        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-        if self.kind == "length":
-            resp.content_length = len(self._plain)
-        else:
-            resp.enable_chunked_encoding()
-        await resp.prepare(request)
-        try:
-            for start in range(0, len(self._plain), 64 * 1024):
-                await resp.write(self._plain[start : start + 64 * 1024])
-                self.sent += 64 * 1024
-        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-            pass  # the proxy stopped reading: what this test wants
-        finally:
-            self.finished.set()
-        return resp
+MODES = {"one process": False, "shadow worker": True}
+# The sizes of the faults this suite reproduces: a 1 GiB answer, a gzip body inflating to 60 MiB.
+BOMBS = {"length": "huge_length", "chunked": "huge_chunked", "gzip": "gzip_bomb"}
+BOMB_BYTES = {"length": 1 << 30, "chunked": 1 << 30, "gzip": 60 << 20}
 
 
-@pytest.mark.parametrize("kind", ["length", "chunked", "gzip"])
-async def test_a_candidate_bomb_is_cut_at_the_capture_limit(kind: str) -> None:
-    size = 16 * 1024 * 1024 if kind == "gzip" else 256 * 1024 * 1024
-    bomb = BombUpstream(kind, size)
-    overrides = {"limits": {"capture_max_bytes": LIMIT}}
-    async with running_stack(candidates={"bomb": bomb}, overrides=overrides) as stack:  # type: ignore[dict-item]
-        assert await post_chat(stack.url) == 200  # the caller's answer is the primary's
-        [record] = await stack.memory.wait_for(1)
-        side = record["candidate"]
+def stack_options(worker: bool, tmp_path: Path, **limits: int) -> dict[str, Any]:
+    """Config overrides for one of the two modes: with the worker, records come from its
+    file sink (the memory sink lives in the proxy's process)."""
+    options: dict[str, Any] = {"limits": {"capture_max_bytes": LIMIT, **limits}}
+    if worker:
+        options["shadow_worker"] = {"enabled": True}
+        options["sink"] = {"kind": "file", "path": str(tmp_path / "pairs.jsonl"),
+                           "flush_interval_s": 0.05}  # fmt: skip
+    return options
+
+
+async def records_of(stack: Stack, count: int, tmp_path: Path) -> list[dict[str, Any]]:
+    """The first ``count`` pair records, whichever sink holds them."""
+    if stack.proxy.worker is None:
+        return await stack.memory.wait_for(count)
+    path = tmp_path / "pairs.jsonl"
+    found: list[dict[str, Any]] = []
+
+    def enough() -> bool:
+        found[:] = list(iter_jsonl([path], Counter())) if path.exists() else []
+        return len(found) >= count
+
+    await until(enough, 30, f"{count} records in {path.name}")
+    return found
+
+
+async def scrape(admin_url: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(admin_url + "/metrics") as resp:
+        assert resp.status == 200
+        return await resp.text()
+
+
+def exposed(text: str, name: str, **labels: str) -> float:
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def shadow_pid(stack: Stack) -> int:
+    """The process the shadows run in: the worker's, or this one."""
+    worker = stack.proxy.worker
+    pid = worker.process.pid if worker is not None else None
+    return pid if pid is not None else os.getpid()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", BOMBS)
+async def test_a_candidate_bomb_is_cut_at_the_capture_limit(
+    kind: str, mode: str, tmp_path: Path
+) -> None:
+    """A 1 GiB answer (length-framed or chunked) or a gzip bomb: read up to the capture
+    limit, then the connection is closed; callers and the healthy candidate never notice,
+    the shadow process's memory stays flat, its metrics stay on /metrics."""
+    size = BOMB_BYTES[kind]
+    bomb = FakeUpstream(model="bomb", mode=BOMBS[kind], bomb_bytes=size)  # type: ignore[arg-type]
+    good = FakeUpstream(model="good")
+    options = stack_options(MODES[mode], tmp_path)
+    async with running_stack(candidates={"bomb": bomb, "good": good}, overrides=options) as stack:
+        pid = shadow_pid(stack)
+        rss_before = proc_rss_bytes(pid)
+        # Callers keep being answered while the bombs are read.
+        statuses = await asyncio.gather(*(post_chat(stack.url) for _ in range(4)))
+        assert statuses == [200] * 4  # the caller's answer is the primary's
+        records = await records_of(stack, 8, tmp_path)
+        by_side = {r["candidate"]["upstream"]: r["candidate"] for r in records}
+        side = by_side["bomb"]
         assert side["capture_truncated"] is True and side["truncated"] is True
         assert side["error_type"] is None  # a capture limit, not an upstream failure
         assert len(side["output_text"].encode()) <= LIMIT
+        assert by_side["good"]["error_type"] is None  # no collateral
+        assert by_side["good"]["output_text"] == "Echo: hi"
         if kind != "gzip":
-            await bomb.finished.wait()  # the connection was closed, the rest never read
-            assert bomb.sent < size // 4
-        value = stack.proxy.metrics.capture_truncated.labels("candidate", "bomb")._value.get()
-        assert value == 1
+            await until(lambda: bomb.bombs_cut >= 4, 30, "the bombs' connections closed")
+            assert bomb.bomb_sent < size // 4  # the rest was never read
+        # Bounded by the capture limit, not by the answer: 4 bombs of 1 GiB or 60 MiB.
+        assert proc_rss_bytes(pid) - rss_before < 64 << 20
+        # The shadow process's counters are on the proxy's /metrics.
+        text = await scrape(stack.proxy.admin_url)
+        truncated = "shadoweval_capture_truncated_total"
+        assert exposed(text, truncated, role="candidate", upstream="bomb") == 4
+        assert exposed(text, "shadoweval_pairs_total", upstream="good") == 4
 
 
 async def test_an_upstream_url_that_is_the_listen_address_is_refused() -> None:
@@ -115,9 +146,13 @@ async def test_an_upstream_url_that_is_the_listen_address_is_refused() -> None:
     assert self_loops(parse(raw, environ={})) == []
 
 
-async def test_a_request_carrying_this_proxys_hop_marker_is_refused_as_a_loop() -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_request_carrying_this_proxys_hop_marker_is_refused_as_a_loop(
+    mode: str, tmp_path: Path
+) -> None:
     primary = FakeUpstream(model="prod-model")
-    async with running_stack(primary=primary) as stack:
+    options = stack_options(MODES[mode], tmp_path)
+    async with running_stack(primary=primary, overrides=options) as stack:
         marker = hop_id(stack.proxy.cfg.listen)
         async with aiohttp.ClientSession() as session:
             url = stack.url + "/v1/chat/completions"
@@ -131,18 +166,50 @@ async def test_a_request_carrying_this_proxys_hop_marker_is_refused_as_a_loop() 
                 assert resp.status == 200  # another proxy's marker: passed through
         assert stack.proxy.metrics.refused.labels("loop")._value.get() == 1
         # What the proxy sends carries its marker, so the request cannot come back unseen.
-        [record] = await stack.memory.wait_for(1)
+        [record] = await records_of(stack, 1, tmp_path)
         assert record["candidate"]["error_type"] is None
+        [candidate, *_] = stack.candidates.values()
+        assert candidate.received[-1].headers[HOP_HEADER.decode()] == marker.decode()
 
 
-async def test_connections_over_the_limit_are_closed_at_once_and_counted() -> None:
-    async with running_stack(overrides={"limits": {"max_connections": 3}}) as stack:
+async def _spoken(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A kept-alive connection that has had an answer."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.lower().split(b"\r\n")
+        if line.startswith(b"content-length")
+    )
+    await reader.readexactly(length)
+    return reader, writer
+
+
+async def _closed_by_peer(reader: asyncio.StreamReader) -> bool:
+    try:
+        return await reader.read() == b""
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_connections_over_the_limit_are_closed_at_once_and_counted(
+    mode: str, tmp_path: Path
+) -> None:
+    options = stack_options(MODES[mode], tmp_path, max_connections=3)
+    async with running_stack(overrides=options) as stack:
         host, port = stack.url.removeprefix("http://").split(":")
-        held = [await asyncio.open_connection(host, int(port)) for _ in range(3)]
+        http = stack.proxy._http
+        assert http is not None
+        refused = stack.proxy.metrics.refused.labels("too_many_connections")._value
+        # Three callers that have spoken hold every slot: a fourth is closed at once.
+        held = [await _spoken(host, int(port)) for _ in range(3)]
         reader, writer = await asyncio.open_connection(host, int(port))
-        assert await reader.read() == b""  # closed without a byte
+        assert await _closed_by_peer(reader)  # closed without a byte
         writer.close()
-        assert stack.proxy.metrics.refused.labels("too_many_connections")._value.get() >= 1
+        assert refused.get() == 1
         async with (
             aiohttp.ClientSession() as session,
             session.get(stack.proxy.admin_url + "/metrics") as resp,
@@ -150,10 +217,19 @@ async def test_connections_over_the_limit_are_closed_at_once_and_counted() -> No
             assert resp.status == 200  # the admin port stays reachable
         for _, w in held:
             w.close()
-        await asyncio.gather(*(w.wait_closed() for _, w in held), return_exceptions=True)
-        while len(stack.proxy._http.connections) > 0:  # type: ignore[union-attr]
-            await asyncio.sleep(0.01)
+        await until(lambda: not http.connections, what="the held connections closed")
+        # A flood of silent sockets fills every slot: a caller still gets in, the oldest
+        # silent one makes room (reset, counted), the others stay.
+        silent = []
+        for n in range(3):
+            silent.append(await asyncio.open_connection(host, int(port)))
+            await until(lambda n=n: len(http.connections) == n + 1, what="the socket accepted")
         assert await post_chat(stack.url) == 200
+        assert await _closed_by_peer(silent[0][0])
+        assert refused.get() == 2
+        assert len(http.silent) == 2
+        for _, w in silent:
+            w.close()
 
 
 async def test_drain_returns_at_once_when_writing_resumed_before_it() -> None:
@@ -306,3 +382,57 @@ def test_check_config_refuses_a_self_loop(tmp_path: object) -> None:
         "listen: {host: 127.0.0.1, port: 18125}\nprimary: {url: 'http://127.0.0.1:18125'}\n"
     )
     assert main(["check-config", str(path)]) == 2
+
+
+async def test_probe_records_are_bounded_like_traffic_pairs() -> None:
+    """A probe that draws a huge answer gets a record shortened to limits.max_record_bytes."""
+    from shadoweval.probes.runner import run_once
+    from shadoweval.probes.suite import build
+    from shadoweval.records import TRUNCATED_MARK
+    from shadoweval.sinks import MemorySink
+
+    text = "x" * 200_000
+    primary, cand = (FakeUpstream(model=m, style="fixed", text=text) for m in ("prod", "cand"))
+    for fake in (primary, cand):
+        await fake.start()
+    try:
+        cfg = parse(
+            {
+                "primary": {"name": "prod", "url": primary.url},
+                "candidates": [{"name": "cand", "url": cand.url}],
+                "limits": {"max_record_bytes": 16 * 1024},
+                "probes": {"suites": [str(Path(__file__).parents[2] / "config" / "probes")]},
+            },
+            environ={},
+        )
+        sink = MemorySink(100, Metrics())
+        await run_once(cfg, build(cfg.probes)[:1], sink, concurrency=1)
+    finally:
+        for fake in (primary, cand):
+            await fake.stop()
+    [record] = sink.records
+    assert len(orjson.dumps(record)) <= 16 * 1024
+    assert record["record_truncated"]["original_bytes"] > 400_000
+    assert record["candidate"]["output_text"].endswith(TRUNCATED_MARK)
+    assert record["source"] == "probe" and "verdict" in record["probe"]
+
+
+async def test_a_starved_workers_counters_stay_on_metrics(tmp_path: Path) -> None:
+    """The shadow worker runs only when the relay leaves it CPU (SCHED_IDLE): under a flood
+    it may not answer a scrape in time. Its last families are shown, not none (counters
+    that vanish and come back read as resets)."""
+    import signal
+
+    async with running_stack(overrides=stack_options(True, tmp_path)) as stack:
+        assert await post_chat(stack.url) == 200
+        await records_of(stack, 1, tmp_path)
+        text = await scrape(stack.proxy.admin_url)
+        assert exposed(text, "shadoweval_pairs_total", upstream="cand-a") == 1
+        pid = shadow_pid(stack)
+        os.kill(pid, signal.SIGSTOP)  # no CPU at all: the scrape's question goes unanswered
+        try:
+            text = await scrape(stack.proxy.admin_url)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert exposed(text, "shadoweval_pairs_total", upstream="cand-a") == 1
+        assert exposed(text, "shadoweval_requests_total", role="primary") == 1  # the proxy's

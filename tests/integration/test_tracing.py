@@ -278,3 +278,50 @@ def test_tracing_off_never_imports_opentelemetry() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+async def test_the_primarys_answer_is_parsed_once_for_metrics_and_spans(
+    mirrored: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tracing and the metrics share one parse, whether a shadow job holds the answer
+    (mirrored here) or not (not mirrored, or mirrored by the shadow worker: the proxy
+    process then holds no job either)."""
+    parses: list[str] = []
+    # Wherever the parser was imported (tracing, telemetry, the dispatcher, ...).
+    users = [
+        m
+        for name, m in list(sys.modules.items())
+        if name.startswith("shadoweval.") and name != "shadoweval.proxy.openai"
+        and hasattr(m, "parse_answer")
+    ]  # fmt: skip
+    for module in users:
+        real = module.parse_answer
+
+        def counted(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            if kwargs.get("role") == "primary":
+                parses.append(kwargs["upstream"])
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(module, "parse_answer", counted)
+    provider, exporter = in_memory()
+    candidates: dict[str, FakeUpstream] | None = None if mirrored else {}
+    async with running_stack(
+        candidates=candidates, overrides=TRACING_ON, tracer_provider=provider
+    ) as stack:
+        for _ in range(3):
+            await chat(stack.url)
+        if mirrored:
+            await stack.memory.wait_for(3)
+        spans = await spans_when(exporter, 9 if mirrored else 6)
+        ok = stack.proxy.metrics.registry.get_sample_value(
+            "shadoweval_requests_total",
+            {"role": "primary", "upstream": "prod", "model": "prod-model", "route": "chat",
+             "outcome": "ok"},
+        )  # fmt: skip
+    assert ok == 3
+    primary = [s for s in spans if (s.attributes or {}).get("shadoweval.upstream") == "prod"]
+    assert [(s.attributes or {}).get("gen_ai.response.model") for s in primary] == [
+        "prod-model"
+    ] * 3
+    assert parses == ["prod"] * 3  # one per request, not one for each consumer
