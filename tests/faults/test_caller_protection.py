@@ -4,6 +4,7 @@ double generations, HTTP/1.0 keep-alive, reason phrases and request targets."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections import Counter
 from pathlib import Path
@@ -76,6 +77,17 @@ async def scrape(admin_url: str) -> str:
         return await resp.text()
 
 
+async def scrape_until(admin_url: str, ready: Any, timeout: float = 60.0) -> str:
+    """Scrape until ``ready(text)``; the last scrape's text either way (asserted after)."""
+    text = await scrape(admin_url)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while not ready(text):
+                await asyncio.sleep(0.2)
+                text = await scrape(admin_url)
+    return text
+
+
 def exposed(text: str, name: str, **labels: str) -> float:
     return sum(
         s.value
@@ -123,11 +135,17 @@ async def test_a_candidate_bomb_is_cut_at_the_capture_limit(
             assert bomb.bomb_sent < size // 4  # the rest was never read
         # Bounded by the capture limit, not by the answer: 4 bombs of 1 GiB or 60 MiB.
         assert proc_rss_bytes(pid) - rss_before < 64 << 20
-        # The shadow process's counters are on the proxy's /metrics.
-        text = await scrape(stack.proxy.admin_url)
+        # The shadow process's counters are on the proxy's /metrics (a scrape the idle-
+        # priority worker cannot answer in time shows its last ones: scrape until current).
         truncated = "shadoweval_capture_truncated_total"
+        text = await scrape_until(
+            stack.proxy.admin_url,
+            lambda t: (
+                exposed(t, truncated, role="candidate", upstream="bomb") == 4
+                and exposed(t, "shadoweval_pairs_total", upstream="good") == 4
+            ),
+        )
         assert exposed(text, truncated, role="candidate", upstream="bomb") == 4
-        assert exposed(text, "shadoweval_pairs_total", upstream="good") == 4
 
 
 async def test_an_upstream_url_that_is_the_listen_address_is_refused() -> None:
@@ -426,7 +444,10 @@ async def test_a_starved_workers_counters_stay_on_metrics(tmp_path: Path) -> Non
     async with running_stack(overrides=stack_options(True, tmp_path)) as stack:
         assert await post_chat(stack.url) == 200
         await records_of(stack, 1, tmp_path)
-        text = await scrape(stack.proxy.admin_url)
+        text = await scrape_until(
+            stack.proxy.admin_url,
+            lambda t: exposed(t, "shadoweval_pairs_total", upstream="cand-a") == 1,
+        )
         assert exposed(text, "shadoweval_pairs_total", upstream="cand-a") == 1
         pid = shadow_pid(stack)
         os.kill(pid, signal.SIGSTOP)  # no CPU at all: the scrape's question goes unanswered
