@@ -1118,6 +1118,14 @@ class SafetySettings(_Model):
         default_factory=lambda: [ScorerSpec(use=n) for n in _SAFETY_DETECTORS]
     )
     pii: list[PiiKind] = Field(default_factory=lambda: list(_DEFAULT_PII))
+    # Personal-data shapes the answer detector knows beyond the redaction kinds above
+    # (US SSNs, postal addresses next to a person, dates of birth in a record, passport
+    # numbers, IBANs); [] turns them off.
+    pii_shapes: list[
+        Literal["national_id", "postal_address", "birth_date", "passport", "iban"]
+    ] = Field(
+        default_factory=lambda: ["national_id", "postal_address", "birth_date", "passport", "iban"]
+    )
     secrets: list[SecretKind] = Field(default_factory=lambda: list(_DEFAULT_SECRETS))
     # PII of a kind the request itself carried is the user's own data echoed back: reported
     # (label pii_echo) but not flagged unless this is true.

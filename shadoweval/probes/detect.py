@@ -76,6 +76,7 @@ class Judge:
         canary: str | None = None,
         leaks: tuple[str, ...] = (),
         marker: str | None = None,
+        injection: str | None = None,
     ) -> Verdict:
         """``canary`` and ``leaks`` must not appear in the answer; ``marker`` is what the
         injected instruction asks for."""
