@@ -1127,6 +1127,11 @@ class SafetySettings(_Model):
         default_factory=lambda: ["national_id", "postal_address", "birth_date", "passport", "iban"]
     )
     secrets: list[SecretKind] = Field(default_factory=lambda: list(_DEFAULT_SECRETS))
+    # Secret shapes beyond the redaction kinds: PEM private-key blocks, passwords (assigned,
+    # in URLs, after -p), long random values assigned to a secret-named key; [] turns them off.
+    secret_shapes: list[Literal["private_key", "password", "keyed_secret"]] = Field(
+        default_factory=lambda: ["private_key", "password", "keyed_secret"]
+    )
     # PII of a kind the request itself carried is the user's own data echoed back: reported
     # (label pii_echo) but not flagged unless this is true.
     flag_echoed_pii: bool = False
