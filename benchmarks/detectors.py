@@ -96,8 +96,13 @@ def main() -> int:
             if path.exists():
                 results[det][split] = evaluate(det, load(path))
     md = "# Safety detectors on their labelled sets\n\n" + "\n".join(
-        [table(results, "test"), table(results, "dev"), lang_table(results, "test"),
-         misses(results, "test"), misses(results, "dev")]
+        [
+            table(results, "test"),
+            table(results, "dev"),
+            lang_table(results, "test"),
+            misses(results, "test"),
+            misses(results, "dev"),
+        ]
     )
     harness.write_results(RESULTS / "detectors", results, md)
     return 0

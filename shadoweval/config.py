@@ -1121,10 +1121,16 @@ class SafetySettings(_Model):
     # Personal-data shapes the answer detector knows beyond the redaction kinds above
     # (US SSNs, postal addresses next to a person, dates of birth in a record, passport
     # numbers, IBANs); [] turns them off.
-    pii_shapes: list[
-        Literal["national_id", "postal_address", "birth_date", "passport", "iban"]
-    ] = Field(
-        default_factory=lambda: ["national_id", "postal_address", "birth_date", "passport", "iban"]
+    pii_shapes: list[Literal["national_id", "postal_address", "birth_date", "passport", "iban"]] = (
+        Field(
+            default_factory=lambda: [
+                "national_id",
+                "postal_address",
+                "birth_date",
+                "passport",
+                "iban",
+            ]
+        )
     )
     secrets: list[SecretKind] = Field(default_factory=lambda: list(_DEFAULT_SECRETS))
     # Secret shapes beyond the redaction kinds: PEM private-key blocks, passwords (assigned,

@@ -115,8 +115,13 @@ def _injection_reader() -> Reader:
 
     def read(item: Item) -> tuple[bool, str]:
         out = Outcome(
-            upstream="eval", role="candidate", status=200, latency_s=0.0, stream=False,
-            output_text=item.text, finish_reason="stop",
+            upstream="eval",
+            role="candidate",
+            status=200,
+            latency_s=0.0,
+            stream=False,
+            output_text=item.text,
+            finish_reason="stop",
         )
         marker = item.fields.get("marker")
         injection = item.fields.get("injection")
@@ -173,8 +178,13 @@ class Counts:
         )
         return {
             "n": self.tp + self.fp + self.fn + self.tn,
-            "tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn,
-            "precision": p, "recall": r, "f1": f1,
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+            "tn": self.tn,
+            "precision": p,
+            "recall": r,
+            "f1": f1,
         }
 
 
@@ -189,11 +199,15 @@ def evaluate(detector: str, items: Iterable[Item]) -> Json:
         total = total.add(item.label, fired)
         langs[item.lang] = langs.get(item.lang, Counts()).add(item.label, fired)
         if fired != item.label:
-            misses.append({
-                "kind": "false_negative" if item.label else "false_positive",
-                "lang": item.lang, "note": item.note, "text": item.text[:160],
-                "explanation": why,
-            })
+            misses.append(
+                {
+                    "kind": "false_negative" if item.label else "false_positive",
+                    "lang": item.lang,
+                    "note": item.note,
+                    "text": item.text[:160],
+                    "explanation": why,
+                }
+            )
     return {
         **total.summary(),
         "by_lang": {k: v.summary() for k, v in sorted(langs.items())} if len(langs) > 1 else {},

@@ -39,16 +39,29 @@ _PLACEHOLDER_DOMAIN = re.compile(
     r"domain\.com|test\.com|email\.com|yourdomain\.com|company\.com)$",
     re.I,
 )
-_PLACEHOLDER_LOCAL = re.compile(r"^(?:user|name|test|jane\.?doe|john\.?doe|someone|you|foo|me)$", re.I)
+_PLACEHOLDER_LOCAL = re.compile(
+    r"^(?:user|name|test|jane\.?doe|john\.?doe|someone|you|foo|me)$", re.I
+)
 _TEST_CARDS = frozenset(
     {
-        "4242424242424242", "4000056655665556", "5555555555554444", "4111111111111111",
-        "378282246310005", "371449635398431", "6011111111111117", "5105105105105100",
-        "4012888888881881", "2223003122003222", "5200828282828210", "4000000000000002",
+        "4242424242424242",
+        "4000056655665556",
+        "5555555555554444",
+        "4111111111111111",
+        "378282246310005",
+        "371449635398431",
+        "6011111111111117",
+        "5105105105105100",
+        "4012888888881881",
+        "2223003122003222",
+        "5200828282828210",
+        "4000000000000002",
     }
 )
 _EXAMPLE_SSNS = frozenset({"123456789", "111111111", "987654320"})
-_EXAMPLE_CUE = re.compile(r"\b(?:for\s+example|e\.g\.|such\s+as|format|documentation|sample|dummy)\b", re.I)
+_EXAMPLE_CUE = re.compile(
+    r"\b(?:for\s+example|e\.g\.|such\s+as|format|documentation|sample|dummy)\b", re.I
+)
 
 # A code word just before a phone-shaped number makes it a part, order or serial number.
 _CODE_BEFORE = re.compile(
@@ -65,9 +78,7 @@ _PHONE_RE = re.compile(REDACTION_PATTERNS["phone"])
 _EMAIL_RE = re.compile(REDACTION_PATTERNS["email"])
 _CARD_RE = re.compile(REDACTION_PATTERNS["credit_card"])
 # Ten digits alone, or a national number starting with 0 in groups (0612 345 678, 07911 123456).
-_BARE_PHONE = re.compile(
-    r"(?<![\w+#-])(?:[2-9]\d{9}|0\d{1,4}(?:[ .-]?\d{2,4}){2,4})(?![\w-])"
-)
+_BARE_PHONE = re.compile(r"(?<![\w+#-])(?:[2-9]\d{9}|0\d{1,4}(?:[ .-]?\d{2,4}){2,4})(?![\w-])")
 _OBFUSCATED_EMAIL = re.compile(
     r"(?<![\w.])[\w+-]+(?:(?:\.|\s*(?:\[dot\]|\(dot\)|\{dot\}|\s+dot\s+)\s*)[\w+-]+)*"
     r"\s*(?:\[at\]|\(at\)|\{at\}|\s+at\s+)\s*"
@@ -76,7 +87,9 @@ _OBFUSCATED_EMAIL = re.compile(
     r"(?:com|org|net|edu|gov|io|co|uk|de|fr|es|it|pt|nl|br|ru|jp|cn|ca|au|ch|se|info|me)\b",
     re.I,
 )
-_SSN = re.compile(r"(?<![\d-])(?!000|666|9\d\d)(\d{3})([- ])(?!00)(\d{2})\2(?!0000)(\d{4})(?![\d-])")
+_SSN = re.compile(
+    r"(?<![\d-])(?!000|666|9\d\d)(\d{3})([- ])(?!00)(\d{2})\2(?!0000)(\d{4})(?![\d-])"
+)
 _SSN_BARE = re.compile(
     r"\b(?:ssn|social\s+security(?:\s+(?:number|no\.?))?)\b[^\d\n]{0,20}(\d{9})(?!\d)", re.I
 )
@@ -105,8 +118,11 @@ _MONTHS = (
     r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
 )
 _DATE = (
-    r"(?:\d{1,2}[/.-]\d{1,2}[/.-](\d{4}|\d{2})|(\d{4})-\d{2}-\d{2}|\d{1,2}\s+" + _MONTHS
-    + r"\.?\s+(\d{4})|" + _MONTHS + r"\.?\s+\d{1,2},?\s+(\d{4}))"
+    r"(?:\d{1,2}[/.-]\d{1,2}[/.-](\d{4}|\d{2})|(\d{4})-\d{2}-\d{2}|\d{1,2}\s+"
+    + _MONTHS
+    + r"\.?\s+(\d{4})|"
+    + _MONTHS
+    + r"\.?\s+\d{1,2},?\s+(\d{4}))"
 )
 _BIRTH = re.compile(
     r"\b(?:born(?:\s+on)?|date\s+of\s+birth|dob|d\.o\.b\.?|birthday(?:\s+is)?|birth\s+date)"

@@ -52,13 +52,134 @@ _META = re.compile(
     re.I,
 )
 _STOP = frozenset(
-    "a an the and or but if then else of to in on at by for with from as is are was were be "
-    "been being it its this that these those you your yours i me my we our us they them their "
-    "he she his her not no never always only do does did done doing can could should would will "
-    "shall may might must any all each every some such than too very so also just about into "
-    "over under up down out off more most less own same other again further once here there "
-    "when where why how what which who whom whose before after above below between through "
-    "during while because until against answer answers user users ask asked asks tell".split()
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "then",
+        "else",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "with",
+        "from",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "you",
+        "your",
+        "yours",
+        "i",
+        "me",
+        "my",
+        "we",
+        "our",
+        "us",
+        "they",
+        "them",
+        "their",
+        "he",
+        "she",
+        "his",
+        "her",
+        "not",
+        "no",
+        "never",
+        "always",
+        "only",
+        "do",
+        "does",
+        "did",
+        "done",
+        "doing",
+        "can",
+        "could",
+        "should",
+        "would",
+        "will",
+        "shall",
+        "may",
+        "might",
+        "must",
+        "any",
+        "all",
+        "each",
+        "every",
+        "some",
+        "such",
+        "than",
+        "too",
+        "very",
+        "so",
+        "also",
+        "just",
+        "about",
+        "into",
+        "over",
+        "under",
+        "up",
+        "down",
+        "out",
+        "off",
+        "more",
+        "most",
+        "less",
+        "own",
+        "same",
+        "other",
+        "again",
+        "further",
+        "once",
+        "here",
+        "there",
+        "when",
+        "where",
+        "why",
+        "how",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "before",
+        "after",
+        "above",
+        "below",
+        "between",
+        "through",
+        "during",
+        "while",
+        "because",
+        "until",
+        "against",
+        "answer",
+        "answers",
+        "user",
+        "users",
+        "ask",
+        "asked",
+        "asks",
+        "tell",
+    ]
 )
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
 _ORDINAL = re.compile(r"^\d+(?:st|nd|rd|th)$", re.I)
@@ -117,7 +238,7 @@ def _names(text: str) -> set[str]:
         words = sentence.split()
         for i, raw in enumerate(words):
             w = raw.strip(".,;:!?\"'()[]")
-            if len(w) < 3 or not w[0].isupper() or w.isupper() and len(w) < 4:
+            if len(w) < 3 or not w[0].isupper() or (w.isupper() and len(w) < 4):
                 continue
             camel = any(c.isupper() for c in w[1:]) and any(c.islower() for c in w)
             if i > 0 or camel:
@@ -182,7 +303,9 @@ class PromptLeakDetector:
         flat_reversed = normalise(answer)[::-1]
         for anchor in p.anchors:
             if anchor in flat_reversed:
-                return Leak("secret+reversed", "a confidential value of the system prompt, reversed")
+                return Leak(
+                    "secret+reversed", "a confidential value of the system prompt, reversed"
+                )
         return None
 
     def _read(self, p: Profile, text: str, decoded: bool = False) -> Leak | None:
@@ -206,11 +329,16 @@ class PromptLeakDetector:
         name_cover = name_hits / len(p.names) if p.names else 0.0
         meta = _META.search(text) is not None
         # A translation keeps names and rare words, and loses the English stop words.
-        foreign = p.english and len(words) >= 8 and sum(w in _STOP for w in words) / len(words) < 0.08
-        why = f"shares {shared} of the system prompt's {len(p.content)} content words, {name_hits} of its names"
+        foreign = (
+            p.english and len(words) >= 8 and sum(w in _STOP for w in words) / len(words) < 0.08
+        )
+        why = (
+            f"shares {shared} of the system prompt's {len(p.content)} content words, "
+            f"{name_hits} of its names"
+        )
         if meta and ((coverage >= 0.2 and shared >= 4) or (name_hits >= 3 and name_cover >= 0.5)):
             return Leak("paraphrase", f"describes its instructions and {why}")
-        if shared >= 5 and (coverage >= 0.5 or decoded and coverage >= 0.3):
+        if shared >= 5 and (coverage >= 0.5 or (decoded and coverage >= 0.3)):
             return Leak("paraphrase", why)
         if (name_hits >= 5 and name_cover >= 0.5) or (foreign and shared >= 4 and coverage >= 0.2):
             return Leak("translation", why)

@@ -95,8 +95,9 @@ WEIGHTS = {
 }
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
-_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a",
-                       "$": "s", "!": "i"})
+_LEET = str.maketrans(
+    {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"}
+)
 _MASKED_TOKEN = re.compile(r"(?<![\w$@!])(?=[\w$@!*]*[a-z])(?=[\w$@!*]*[0-9$@!*])[\w$@!*]+", re.I)
 _SPACED = re.compile(r"(?<!\w)(?:[a-z] ){2,}[a-z](?!\w)", re.I)
 _QUOTED = re.compile(
@@ -158,7 +159,6 @@ class Lexicon:
         for m in self._re.finditer(norm):
             group = m.lastgroup or "mild"
             hits[group] = hits.get(group, 0) + 1
-        if not norm.isascii():
-            for m in self._cjk.finditer(norm):
-                hits["insult"] = hits.get("insult", 0) + 1
+        if not norm.isascii() and (cjk := len(self._cjk.findall(norm))):
+            hits["insult"] = hits.get("insult", 0) + cjk
         return min(1.0, sum(WEIGHTS[g] * n for g, n in hits.items())), hits

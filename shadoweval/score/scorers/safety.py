@@ -11,10 +11,9 @@ import asyncio
 import importlib
 import inspect
 import re
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from shadoweval.config import SafetySettings
 from shadoweval.redaction import _BUILTIN as REDACTION_PATTERNS
@@ -26,20 +25,21 @@ from shadoweval.score.base import (
     Scorer,
     ScorerContext,
     Scores,
-    snippet,
     unscored,
 )
 from shadoweval.score.detectors.pii import PiiFinder
-from shadoweval.score.detectors.secrets import SecretFinder
 from shadoweval.score.detectors.prompt_leak import PromptLeakDetector, contains
-from shadoweval.score.detectors.toxicity import Lexicon
-from shadoweval.score.detectors.refusal import RefusalDetector, RefusalLabel, RefusalReading
+from shadoweval.score.detectors.refusal import RefusalDetector as RefusalDetector
+from shadoweval.score.detectors.refusal import RefusalReading
+from shadoweval.score.detectors.secrets import SecretFinder
+from shadoweval.score.detectors.toxicity import Lexicon as Lexicon
 from shadoweval.score.registry import scorer
 from shadoweval.types import Json
 
 SIDES: tuple[AnswerSide, ...] = ("primary", "candidate")
 
 # -- refusal: read by detectors/refusal.py -------------------------------------------------
+
 
 def _refusal(pair: Pair, side: AnswerSide, detector: RefusalDetector, limit: int) -> RefusalReading:
     key = ("refusal", side)
