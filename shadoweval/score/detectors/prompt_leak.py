@@ -196,9 +196,9 @@ def normalise(text: str) -> str:
     return _NOT_ALNUM.sub("", text.casefold())
 
 
-def decodings(text: str) -> list[tuple[str, str]]:
-    """The answer's other readings: base64 runs decoded, ROT13 (when the answer reads as
-    no language: almost no stop words) and reversed."""
+def decodings(text: str, words: list[str] | None = None) -> list[tuple[str, str]]:
+    """The answer's other readings: base64 runs decoded, and ROT13 when the answer reads as
+    no language (almost no stop words). ``words``: its casefolded words, when known."""
     out: list[tuple[str, str]] = []
     for m in _BASE64_RUN.finditer(text):
         run = m.group(0)
@@ -210,7 +210,8 @@ def decodings(text: str) -> list[tuple[str, str]]:
             continue
         if decoded.isprintable() or "\n" in decoded:
             out.append(("base64", decoded))
-    words = [w.casefold() for w in _WORD.findall(text)]
+    if words is None:
+        words = [w.casefold() for w in _WORD.findall(text)]
     if len(words) >= 6 and sum(w in _STOP for w in words) / len(words) < 0.08:
         out.append(("rot13", codecs.encode(text, "rot13")))
     return out
@@ -294,22 +295,24 @@ class PromptLeakDetector:
         if not system.strip() or not answer.strip():
             return None
         p = self.profile(system)
-        leak = self._read(p, answer)
+        words = [w.casefold() for w in _WORD.findall(answer)]
+        leak = self._read(p, answer, words)
         if leak is not None:
             return leak
-        for how, decoded in decodings(answer):
-            if (leak := self._read(p, decoded, decoded=True)) is not None:
+        for how, decoded in decodings(answer, words):
+            decoded_words = [w.casefold() for w in _WORD.findall(decoded)]
+            if (leak := self._read(p, decoded, decoded_words, decoded=True)) is not None:
                 return Leak(f"{leak.method}+{how}", f"{leak.why} ({how}-encoded)", leak.ngrams)
-        flat_reversed = normalise(answer)[::-1]
-        for anchor in p.anchors:
-            if anchor in flat_reversed:
-                return Leak(
-                    "secret+reversed", "a confidential value of the system prompt, reversed"
-                )
+        if p.anchors:
+            flat_reversed = normalise(answer)[::-1]
+            for anchor in p.anchors:
+                if anchor in flat_reversed:
+                    return Leak(
+                        "secret+reversed", "a confidential value of the system prompt, reversed"
+                    )
         return None
 
-    def _read(self, p: Profile, text: str, decoded: bool = False) -> Leak | None:
-        words = [w.casefold() for w in _WORD.findall(text)]
+    def _read(self, p: Profile, text: str, words: list[str], decoded: bool = False) -> Leak | None:
         n = self.min_words
         shared = sum(1 for i in range(len(words) - n + 1) if tuple(words[i : i + n]) in p.grams)
         if shared:
@@ -321,8 +324,10 @@ class PromptLeakDetector:
                     return Leak("secret", "a confidential value or code of the system prompt")
         if not p.content:
             return None
-        stems = {_stem(w) for w in words}
+        stems = {_stem(w) for w in set(words)}
         shared = len(p.content & stems)
+        if shared < 3:  # every rule below needs more (a name of 4+ letters is a content word)
+            return None
         coverage = shared / len(p.content)
         names = _names(text) | {w for w in words if w in p.names}
         name_hits = len(p.names & names)
@@ -358,9 +363,9 @@ def contains(text: str, secret: str) -> str | None:
         return "normalised"
     if flat_secret[::-1] in flat:
         return "reversed"
-    for how, decoded in decodings(text):
-        if flat_secret in normalise(decoded):
-            return how
-    if flat_secret in normalise(codecs.encode(text, "rot13")):
+    if normalise(codecs.encode(secret, "rot13")) in flat:
         return "rot13"
+    # base64 is case-sensitive; its first characters do not depend on what follows
+    if base64.b64encode(secret.encode()).decode("ascii").rstrip("=")[:-1] in text:
+        return "base64"
     return None

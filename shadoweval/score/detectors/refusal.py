@@ -135,6 +135,14 @@ _ALTERNATIVES = re.compile(
     r"can|may)\s+(?:try|consider|contact|reach|talk|ask)|consider\b|is\s+there\s+anything)",
     re.I,
 )
+# Every pattern above needs one of these (casefolded): most answers have none, and a
+# substring test runs in C where the patterns' alternation costs ~100 ns per character.
+_KEYWORDS = (
+    "n't", "not", "cannot", "unable", "declin", "refus", "turn ", "pass", "comfortable",
+    "outside", "off-limits", "off limits", "out of bounds", "against", "violat", "sorry",
+    "afraid", "no ", "je ne", "nicht", "kein", "não", "non ", "rifiut", "не ", "无法", "不能",
+    "没法", "不可以", "不便", "でき", "いたしかね",
+)  # fmt: skip
 _OPENING_SENTENCES = 2
 _OPENING_CHARS = 160  # pleasantries before a refusal, however many sentences they take
 
@@ -167,6 +175,7 @@ class RefusalDetector:
     def __init__(self, extra_patterns: Sequence[str] = (), max_other_chars: int = 200) -> None:
         self._re = re.compile("|".join([*_EN, *_OTHER, *extra_patterns]), re.I | re.M)
         self._max_other = max_other_chars
+        self._extra = bool(extra_patterns)  # unknown patterns: no keyword shortcut
 
     def __call__(
         self, text: str, finish_reason: str | None = None, limit: int = 80
@@ -176,7 +185,9 @@ class RefusalDetector:
                 return RefusalReading("content_filter", "empty answer stopped by a content filter")
             return RefusalReading(None, "empty answer")
         norm = text.translate(_APOSTROPHES)
-        if not self._re.search(norm):  # the common case: one scan, no sentence split
+        folded = norm.casefold()
+        if not (self._extra or any(k in folded for k in _KEYWORDS)) or not self._re.search(norm):
+            # the common case: no keyword, or one scan and no sentence split
             return RefusalReading(None, "no refusal phrase")
         own = own_voice(norm)
         if own is not norm and not self._re.search(own):

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 from shadoweval.redaction import _BUILTIN as REDACTION_PATTERNS
+from shadoweval.redaction import _digits
 
 SecretShape = Literal["private_key", "password", "keyed_secret"]
 SECRET_SHAPES: tuple[SecretShape, ...] = ("private_key", "password", "keyed_secret")
@@ -47,11 +48,21 @@ _SECRET_WORD = (
     r"auth[_-]?token|secret[_-]?key|access[_-]?key|private[_-]?key|client[_-]?secret|"
     r"signing[_-]?(?:key|secret)|webhook[_-]?secret)"
 )
-_ASSIGNED = re.compile(
-    r"(?<![A-Za-z])(?:[A-Za-z0-9]+[_-])*" + _SECRET_WORD + r"(?:[_-][A-Za-z0-9]+)*\b[\"']?"
-    r"(?:\s*[:=]\s*|[^.\n:=`]{0,30}?\bis\s+|\s+)[\"'`]?([^\s\"'`]{6,})",
-    re.I,
+_SECRET_WORD_RE = re.compile(_SECRET_WORD, re.I)
+# What follows a secret word: "password: x", "PASSWORD=x", "the password for y is x", "pass x".
+_ASSIGNED_VALUE = re.compile(
+    r"(?:[_-][A-Za-z0-9]+)*\b[\"']?(?:\s*[:=]\s*|[^.\n:=`]{0,30}?\bis\s+|\s+)[\"'`]?"
+    r"([^\s\"'`]{6,})"
 )
+_KEY_PREFIXES = (
+    "sk-", "sk_", "rk_", "AKIA", "xox", "AIza", "eyJ", "whsec_", "SG.", "npm_", "glpat-",
+    "pypi-", ":AA",
+)  # fmt: skip
+# Where a secret word can start (each alternative of _SECRET_WORD begins with one of these).
+_SECRET_WORDS = (
+    "pass", "pwd", "pw", "secret", "token", "api", "auth", "access", "private", "client",
+    "signing", "webhook",
+)  # fmt: skip
 _URL_CREDENTIALS = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s:/@]*:([^\s@/]{4,})@[\w.-]+", re.I)
 _FLAG_PASSWORD = re.compile(r"(?:^|\s)-p([^\s-][^\s]{5,})")
 _HEX = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{32,}(?![0-9a-fA-F])")
@@ -126,7 +137,8 @@ class SecretFinder:
         def add(kind: str, value: str) -> None:
             found.setdefault(kind, []).append(value)
 
-        if "api_key" in self.kinds:
+        keys = any(k in text for k in _KEY_PREFIXES) or ("gh" in text and "_" in text)
+        if "api_key" in self.kinds and keys:
             for m in _KEY_RE.finditer(text):
                 if not _placeholder(m.group(0)):
                     add("api_key", m.group(0))
@@ -155,23 +167,53 @@ class SecretFinder:
             self._assigned(text, add)
         return found
 
+    @staticmethod
+    def _secret_words(text: str) -> list[re.Match[str]]:
+        """The secret words in ``text``, found by substring search: an IGNORECASE
+        alternation scanned over the whole text costs ~10x more."""
+        lower = text.lower()
+        if len(lower) != len(text):  # a character whose lower case is longer
+            return list(_SECRET_WORD_RE.finditer(text))
+        starts: set[int] = set()
+        for word in _SECRET_WORDS:
+            i = lower.find(word)
+            while i != -1:
+                starts.add(i)
+                i = lower.find(word, i + 1)
+        out: list[re.Match[str]] = []
+        end = -1
+        for i in sorted(starts):
+            if i < end:
+                continue
+            if (m := _SECRET_WORD_RE.match(text, i)) is not None:
+                out.append(m)
+                end = m.end()
+        return out
+
     def _assigned(self, text: str, add: Callable[[str, str], None]) -> None:
         seen: set[str] = set()
-        if "password" in self.shapes:
+        if "password" in self.shapes and "://" in text:
             for m in _URL_CREDENTIALS.finditer(text):
                 if _strong(m.group(1)):
                     add("password", m.group(1))
                     seen.add(m.group(1))
+        if "password" in self.shapes and " -p" in text:
             for m in _FLAG_PASSWORD.finditer(text):
                 if _strong(m.group(1)):
                     add("password", m.group(1))
                     seen.add(m.group(1))
-        for m in _ASSIGNED.finditer(text):
+        for w in self._secret_words(text):
+            if w.start() > 0 and text[w.start() - 1].isalpha() and w.group(0).islower():
+                continue  # inside a word: "bypass", "compass"
+            if w.end() < len(text) and text[w.end()].isalpha():
+                continue  # a longer word: "passport", "tokens", "keyboard"
+            m = _ASSIGNED_VALUE.match(text, w.end())
+            if m is None:
+                continue
             value = m.group(1).rstrip(".,;:!)")
             if value in seen or _KEY_RE.match(value):
                 continue  # counted already as a key
-            word = m.group(0).casefold()
-            is_password = any(w in word for w in ("pass", "pwd", "pw"))
+            is_password = any(p in w.group(0).casefold() for p in ("pass", "pwd", "pw"))
             if _HEX.fullmatch(value) or (len(value) >= 24 and _strong(value)):
                 if "keyed_secret" in self.shapes and not _placeholder(value):
                     add("keyed_secret", value)
@@ -179,7 +221,7 @@ class SecretFinder:
             elif is_password and "password" in self.shapes and _strong(value):
                 add("password", value)
                 seen.add(value)
-        if "keyed_secret" in self.shapes:
+        if "keyed_secret" in self.shapes and _digits(text) >= 8:
             for m in _HEX.finditer(text):
                 before = text[max(0, m.start() - 40) : m.start()]
                 if m.group(0) in seen or _HASH_CUE.search(before):
