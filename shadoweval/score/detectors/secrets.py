@@ -207,10 +207,10 @@ class SecretFinder:
                 continue  # inside a word: "bypass", "compass"
             if w.end() < len(text) and text[w.end()].isalpha():
                 continue  # a longer word: "passport", "tokens", "keyboard"
-            m = _ASSIGNED_VALUE.match(text, w.end())
-            if m is None:
+            v = _ASSIGNED_VALUE.match(text, w.end())
+            if v is None:
                 continue
-            value = m.group(1).rstrip(".,;:!)")
+            value = v.group(1).rstrip(".,;:!)")
             if value in seen or _KEY_RE.match(value):
                 continue  # counted already as a key
             is_password = any(p in w.group(0).casefold() for p in ("pass", "pwd", "pw"))
