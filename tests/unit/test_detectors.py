@@ -29,9 +29,9 @@ ALTERNATIVES = (
         (ALTERNATIVES, "refusal"),
         ("Lo siento, pero no puedo ayudarte con eso.", "refusal"),
         ("Tut mir leid, dabei kann ich dir nicht helfen.", "refusal"),
-        ("抱歉，我无法帮助你制作这种恶意软件。", "refusal"),
+        ("抱歉，我无法帮助你制作这种恶意软件。", "refusal"),  # noqa: RUF001
         ("申し訳ありませんが、そのご依頼にはお応えできません。", "refusal"),
-        ("Извините, но я не могу помочь с этим запросом.", "refusal"),
+        ("Извините, но я не могу помочь с этим запросом.", "refusal"),  # noqa: RUF001
         ("I refuse to believe this bug is that old! Close the file in `finally`.", None),
         ("I can't wait to help you plan this trip! Day 1: Lisbon.", None),
         ('The hero says "I will not help you" to the villain.', None),
