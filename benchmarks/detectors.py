@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/detectors.py                      # every set in detectors/
     .venv/bin/python benchmarks/detectors.py --detector refusal --file my_labels.jsonl
 
-Each detector has a dev split (patterns were tuned on it) and a test split (written and
-frozen before any tuning; never tuned on). Writes benchmarks/results/detectors.json and
+Each detector has a dev split (patterns were tuned on it), a test split (written and
+frozen before any tuning; never tuned on) and a fresh split (written after tuning ended,
+committed before it was first measured; never tuned on). Writes benchmarks/results/detectors.json and
 detectors.md: counts, precision and recall with Wilson 95% intervals, F1, per-language
 figures where a set has several languages, and every miss. The test-split table is the one
 docs/detectors.md quotes. A user's own labelled file in the same format is measured with
@@ -24,7 +25,7 @@ from shadoweval.score.detectors.evaluate import DETECTORS, LabelledFileError, ev
 
 SETS = Path(__file__).parent / "detectors"
 RESULTS = Path(__file__).parent / "results"
-SPLITS = ("test", "dev")
+SPLITS = ("test", "dev", "fresh")
 
 
 def _fmt(rate: dict[str, Any]) -> str:
@@ -98,9 +99,12 @@ def main() -> int:
     md = "# Safety detectors on their labelled sets\n\n" + "\n".join(
         [
             table(results, "test"),
+            table(results, "fresh"),
             table(results, "dev"),
             lang_table(results, "test"),
+            lang_table(results, "fresh"),
             misses(results, "test"),
+            misses(results, "fresh"),
             misses(results, "dev"),
         ]
     )
