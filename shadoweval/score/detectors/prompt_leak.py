@@ -192,7 +192,16 @@ def _stem(word: str) -> str:
     return word
 
 
+# ASCII text (most answers) is flattened by one C-level translate instead of a regex pass.
+_ASCII_NOT_ALNUM = str.maketrans(
+    "", "", "".join(chr(c) for c in range(128) if not chr(c).isalnum())
+)
+
+
 def normalise(text: str) -> str:
+    """Letters and digits only, case folded."""
+    if text.isascii():
+        return text.lower().translate(_ASCII_NOT_ALNUM)
     return _NOT_ALNUM.sub("", text.casefold())
 
 
