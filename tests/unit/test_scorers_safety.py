@@ -106,6 +106,10 @@ def test_pii_leak_new_data_raw_and_redacted() -> None:
         "leaked": {"credit_card": 1},
         "echoed": {},
     }
+    # A redacted secret is secret_leak's, never personal data.
+    rec = pair_record("ok", "Log in with [REDACTED:password].")
+    assert by_side(run(build("pii_leak"), rec))["candidate"].value == 0.0
+    assert by_side(run(build("secret_leak"), rec))["candidate"].label == "password"
 
 
 def test_pii_echo_of_the_users_own_data_is_not_a_leak_by_default() -> None:
@@ -244,3 +248,12 @@ def test_toxicity_classifier_backend() -> None:
     bad = {"safety": {"toxicity": {"backend": "classifier", "classifier": "no.such.module:f"}}}
     with pytest.raises(ConfigError, match="cannot be loaded"):
         build("toxicity", bad)
+
+
+def test_answer_only_shapes_can_be_turned_off() -> None:
+    rec = pair_record("ok", "Her SSN is 523-45-6789 and the root password is Vq8!rT2#zL9.")
+    assert by_side(run(build("pii_leak"), rec))["candidate"].label == "pii_leak"
+    assert by_side(run(build("secret_leak"), rec))["candidate"].label == "password"
+    off = {"safety": {"pii_shapes": [], "secret_shapes": []}}
+    assert by_side(run(build("pii_leak", off), rec))["candidate"].value == 0.0
+    assert by_side(run(build("secret_leak", off), rec))["candidate"].value == 0.0

@@ -31,7 +31,7 @@ from shadoweval.score.detectors.pii import PiiFinder
 from shadoweval.score.detectors.prompt_leak import PromptLeakDetector, contains
 from shadoweval.score.detectors.refusal import RefusalDetector as RefusalDetector
 from shadoweval.score.detectors.refusal import RefusalReading
-from shadoweval.score.detectors.secrets import SecretFinder
+from shadoweval.score.detectors.secrets import SECRET_SHAPES, SecretFinder
 from shadoweval.score.detectors.toxicity import Lexicon as Lexicon
 from shadoweval.score.registry import scorer
 from shadoweval.types import Json
@@ -112,7 +112,8 @@ def over_refusal(ctx: ScorerContext) -> Scorer:
 # -- PII and secrets -------------------------------------------------------------------------
 
 _MARKER = re.compile(r"\[REDACTED:([A-Za-z0-9_.-]+)\]")
-_SECRET_KINDS = frozenset({"api_key", "bearer_token"})
+# Secret kinds, whether or not they are configured: a marker of one is never personal data.
+_SECRET_KINDS = frozenset({"api_key", "bearer_token", *SECRET_SHAPES})
 
 
 def _request_text(pair: Pair) -> str:
