@@ -13,19 +13,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Literal
+from typing import get_args
 
+from shadoweval.config import PiiShape
 from shadoweval.redaction import _BUILTIN as REDACTION_PATTERNS
 from shadoweval.redaction import _MAY_MATCH, _digits, _luhn_ok
 
-PiiShape = Literal["national_id", "postal_address", "birth_date", "passport", "iban"]
-PII_SHAPES: tuple[PiiShape, ...] = (
-    "national_id",
-    "postal_address",
-    "birth_date",
-    "passport",
-    "iban",
-)
+PII_SHAPES: tuple[PiiShape, ...] = get_args(PiiShape)
 
 _ROLE_LOCAL = re.compile(
     r"^(?:support|help|helpdesk|info|contact|sales|billing|accounts?|admin|administrator|"

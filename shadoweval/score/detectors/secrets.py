@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import get_args
 
+from shadoweval.config import SecretShape
 from shadoweval.redaction import _BUILTIN as REDACTION_PATTERNS
 from shadoweval.redaction import _digits
 
-SecretShape = Literal["private_key", "password", "keyed_secret"]
-SECRET_SHAPES: tuple[SecretShape, ...] = ("private_key", "password", "keyed_secret")
+SECRET_SHAPES: tuple[SecretShape, ...] = get_args(SecretShape)
 
 _PROVIDER_KEYS = (
     REDACTION_PATTERNS["api_key"][2:],  # without its leading \b
