@@ -1,8 +1,8 @@
 """What the safety detectors cost: pairs per CPU-second for each detector and for the
 default scoring set, on this checkout and (optionally) on another one for comparison.
 
-    git worktree add /tmp/shadoweval-main main        # once, for the comparison
-    .venv/bin/python benchmarks/detector_speed.py --baseline-src /tmp/shadoweval-main
+    git worktree add ../shadoweval-main main        # once, for the comparison
+    .venv/bin/python benchmarks/detector_speed.py --baseline-src ../shadoweval-main
 
 Uses the synthetic pairs of benchmarks/scorers.py (answers of ~12, ~120 and ~480 words,
 a system prompt, tool calls) and its measuring functions; each figure is the best of
