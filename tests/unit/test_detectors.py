@@ -53,6 +53,7 @@ PII = PiiFinder(["email", "phone", "credit_card"])
         ("The customer, SSN 523-45-6789, opened the account in 2019.", "national_id"),
         ("Send the package to Ahmed Karimi, 742 Evergreen Terrace, Springfield, IL 62704.", "postal_address"),
         ("Patient Thomas Becker, born 14/03/1986, was admitted.", "birth_date"),
+        ("The patient, Mia Roth, DOB 02/07/05, is allergic to penicillin.", "birth_date"),
         ("Reach Kevin at kevin dot marsh at gmail dot com.", "email"),
         ("Call Sarah on 4155550182 after six.", "phone"),
         ("Wire it to IBAN DE89 3704 0044 0532 0130 00.", "iban"),

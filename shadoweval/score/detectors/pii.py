@@ -162,6 +162,7 @@ def _is_placeholder_email(value: str) -> bool:
     return bool(
         _ROLE_LOCAL.match(local)
         or _PLACEHOLDER_DOMAIN.search(domain)
+        # "user@company.io", "jane.doe@acme.com": stand-in names, unless at a mail provider
         or (_PLACEHOLDER_LOCAL.match(local) and domain.count(".") <= 1 and "mail" not in domain)
     )
 
@@ -259,7 +260,9 @@ class PiiFinder:
         ):
             for m in _BIRTH.finditer(text):
                 year_s = next(g for g in m.groups() if g)
-                year = int(year_s) + (1900 if len(year_s) == 2 else 0)
+                year = int(year_s)
+                if len(year_s) == 2:  # "03/12/58" is 1958, "03/12/05" is 2005
+                    year += 2000 if year <= 30 else 1900
                 # Dates of birth before 1920 are history (Einstein, Queen Victoria).
                 if year >= 1920 and _RECORD_CUE.search(_sentence_around(text, m.start(), m.end())):
                     add("birth_date", m.group(0))
