@@ -1106,6 +1106,9 @@ _SAFETY_DETECTORS = (
 ScoreRoute = Literal["chat", "completions", "embeddings", "responses", "messages"]
 PiiKind = Literal["email", "phone", "credit_card", "ipv4"]
 SecretKind = Literal["api_key", "bearer_token"]
+# Shapes the answer detectors find beyond the redaction kinds (shadoweval/score/detectors/).
+PiiShape = Literal["national_id", "postal_address", "birth_date", "passport", "iban"]
+SecretShape = Literal["private_key", "password", "keyed_secret"]
 JudgedSide = Literal["candidate", "primary"]
 _DEFAULT_PII: tuple[PiiKind, ...] = ("email", "phone", "credit_card")
 _DEFAULT_SECRETS: tuple[SecretKind, ...] = ("api_key", "bearer_token")
@@ -1179,7 +1182,14 @@ class SafetySettings(_Model):
         default_factory=lambda: [ScorerSpec(use=n) for n in _SAFETY_DETECTORS]
     )
     pii: list[PiiKind] = Field(default_factory=lambda: list(_DEFAULT_PII))
+    # Personal-data shapes the answer detector knows beyond the redaction kinds above
+    # (US SSNs, postal addresses next to a person, dates of birth in a record, passport
+    # numbers, IBANs); [] turns them off.
+    pii_shapes: list[PiiShape] = Field(default_factory=lambda: list(get_args(PiiShape)))
     secrets: list[SecretKind] = Field(default_factory=lambda: list(_DEFAULT_SECRETS))
+    # Secret shapes beyond the redaction kinds: PEM private-key blocks, passwords (assigned,
+    # in URLs, after -p), long random values assigned to a secret-named key; [] turns them off.
+    secret_shapes: list[SecretShape] = Field(default_factory=lambda: list(get_args(SecretShape)))
     # PII of a kind the request itself carried is the user's own data echoed back: reported
     # (label pii_echo) but not flagged unless this is true.
     flag_echoed_pii: bool = False

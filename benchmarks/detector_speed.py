@@ -1,0 +1,97 @@
+"""What the safety detectors cost: pairs per CPU-second for each detector and for the
+default scoring set, on this checkout and (optionally) on another one for comparison.
+
+    git worktree add ../shadoweval-main main        # once, for the comparison
+    .venv/bin/python benchmarks/detector_speed.py --baseline-src ../shadoweval-main
+
+Uses the synthetic pairs of benchmarks/scorers.py (answers of ~12, ~120 and ~480 words,
+a system prompt, tool calls) and its measuring functions; each figure is the best of
+--repeats runs, in CPU-seconds (time.process_time), which other processes on the machine
+do not inflate. The baseline is the same script run in a child process with PYTHONPATH set
+to --baseline-src. Writes benchmarks/results/detector_speed.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import harness
+import scorers
+
+DETECTORS = ["refusal", "over_refusal", "pii_leak", "secret_leak", "canary_leak", "toxicity"]
+RESULTS = Path(__file__).parent / "results"
+
+
+async def measure(pairs: int, repeats: int) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for length, words in scorers.LENGTHS.items():
+        records = scorers.make_pairs(pairs if length == "short" else pairs // 4, words)
+        for name in [*DETECTORS, "default set"]:
+            best = 0.0
+            for _ in range(repeats):
+                if name == "default set":
+                    rate = await scorers.bench_default_set(records)
+                else:
+                    rate = await scorers.bench_scorer(name, records, scorers._config())
+                best = max(best, rate["pairs_per_cpu_s"])
+            out.setdefault(name, {})[length] = best
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pairs", type=int, default=2000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--baseline-src", type=Path, help="another checkout to compare with")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON only")
+    args = ap.parse_args()
+    this = asyncio.run(measure(args.pairs, args.repeats))
+    if args.json:
+        print(json.dumps(this))
+        return 0
+    base: dict[str, dict[str, float]] | None = None
+    if args.baseline_src is not None:
+        env = {**os.environ, "PYTHONPATH": str(args.baseline_src.resolve())}
+        cmd = [sys.executable, __file__, "--json", "--pairs", str(args.pairs),
+               "--repeats", str(args.repeats)]  # fmt: skip
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        base = json.loads(done.stdout.strip().splitlines()[-1])
+    lines = [
+        "# Safety detector cost",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} ({os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}), load average "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}. Pairs per CPU-second, best of "
+        f"{args.repeats}; answers of ~12, ~120 and ~480 words."
+        + (" In parentheses: the baseline checkout, then this/baseline." if base else ""),
+        "",
+        "| scorer | short | medium | long |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, by_len in this.items():
+        cells = []
+        for length in scorers.LENGTHS:
+            v = by_len[length]
+            if base and name in base:
+                b = base[name][length]
+                cells.append(f"{v:,.0f} ({b:,.0f}, {v / b:.2f}x)")
+            else:
+                cells.append(f"{v:,.0f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    data: dict[str, Any] = {"this": this, "baseline": base, "args": {**vars(args),
+                            "baseline_src": bool(args.baseline_src)}}  # fmt: skip
+    harness.write_results(RESULTS / "detector_speed", data, "\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Precision, recall and F1 of the safety detectors on their labelled sets.
+
+    .venv/bin/python benchmarks/detectors.py                      # every set in detectors/
+    .venv/bin/python benchmarks/detectors.py --detector refusal --file my_labels.jsonl
+
+Each detector has a dev split (patterns were tuned on it), a test split (written and
+frozen before any tuning; never tuned on) and a fresh split (written after tuning ended,
+committed before it was first measured; never tuned on). Writes benchmarks/results/detectors.json and
+detectors.md: counts, precision and recall with Wilson 95% intervals, F1, per-language
+figures where a set has several languages, and every miss. The test-split table is the one
+docs/detectors.md quotes. A user's own labelled file in the same format is measured with
+--file (nothing is written then; the table goes to stdout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import harness
+
+from shadoweval.score.detectors.evaluate import DETECTORS, LabelledFileError, evaluate, load
+
+SETS = Path(__file__).parent / "detectors"
+RESULTS = Path(__file__).parent / "results"
+SPLITS = ("test", "dev", "fresh")
+
+
+def _fmt(rate: dict[str, Any]) -> str:
+    if rate["value"] is None:
+        return "-"
+    lo, hi = rate["ci95"]
+    return f"{rate['value']:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def table(results: dict[str, dict[str, Any]], split: str) -> str:
+    rows = [
+        f"### {split} split",
+        "",
+        "| detector | n | precision [95% CI] | recall [95% CI] | F1 | TP | FP | FN | TN |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for det, by_split in results.items():
+        if (r := by_split.get(split)) is None:
+            continue
+        f1 = "-" if r["f1"] is None else f"{r['f1']:.2f}"
+        rows.append(
+            f"| {det} | {r['n']} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {f1} "
+            f"| {r['tp']} | {r['fp']} | {r['fn']} | {r['tn']} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def lang_table(results: dict[str, dict[str, Any]], split: str) -> str:
+    rows = ["| detector | language | n | precision | recall |", "|---|---|---|---|---|"]
+    for det, by_split in results.items():
+        for lang, r in (by_split.get(split) or {}).get("by_lang", {}).items():
+            p = "-" if r["precision"]["value"] is None else f"{r['precision']['value']:.2f}"
+            rc = "-" if r["recall"]["value"] is None else f"{r['recall']['value']:.2f}"
+            rows.append(f"| {det} | {lang} | {r['n']} | {p} | {rc} |")
+    return f"### {split} split by language\n\n" + "\n".join(rows) + "\n"
+
+
+def misses(results: dict[str, dict[str, Any]], split: str) -> str:
+    out = [f"### Misses on the {split} split", ""]
+    for det, by_split in results.items():
+        for m in (by_split.get(split) or {}).get("misses", []):
+            text = m["text"].replace("\n", " ").replace("|", "\\|")
+            out.append(f"- **{det}** {m['kind']} ({m['lang']}, {m['note']}): `{text}`")
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--detector", choices=DETECTORS)
+    ap.add_argument("--file", type=Path, help="a labelled JSONL file (needs --detector)")
+    args = ap.parse_args()
+    if args.file is not None:
+        if args.detector is None:
+            print("error: --file needs --detector", file=sys.stderr)
+            return 2
+        try:
+            r = evaluate(args.detector, load(args.file))
+        except (LabelledFileError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        res = {args.detector: {"file": r}}
+        print(table(res, "file") + "\n" + lang_table(res, "file") + "\n" + misses(res, "file"))
+        return 0
+    results: dict[str, dict[str, Any]] = {}
+    for det in (args.detector,) if args.detector else DETECTORS:
+        results[det] = {}
+        for split in SPLITS:
+            path = SETS / f"{det}.{split}.jsonl"
+            if path.exists():
+                results[det][split] = evaluate(det, load(path))
+    md = "# Safety detectors on their labelled sets\n\n" + "\n".join(
+        [
+            table(results, "test"),
+            table(results, "fresh"),
+            table(results, "dev"),
+            lang_table(results, "test"),
+            lang_table(results, "fresh"),
+            misses(results, "test"),
+            misses(results, "fresh"),
+            misses(results, "dev"),
+        ]
+    )
+    harness.write_results(RESULTS / "detectors", results, md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
