@@ -250,6 +250,20 @@ class Metrics:
             ["sink", "outcome"],
             registry=r,
         )
+        self.sink_torn_lines = Counter(
+            "shadoweval_sink_torn_lines",
+            "Unterminated last lines found when the file sink opened its file (a process "
+            "killed mid-write); each was ended with a newline so the next record stands alone.",
+            ["sink"],
+            registry=r,
+        )
+        self.sink_resent = Counter(
+            "shadoweval_sink_resent_records",
+            "Records handed to Kafka again through a new producer after a stall or a lost "
+            "connection: each may be a duplicate (same pair_id) if the first send had landed.",
+            ["sink"],
+            registry=r,
+        )
         self.sink_buffered = Gauge(
             "shadoweval_sink_buffered_records",
             "Records waiting in the sink's in-memory buffer.",
