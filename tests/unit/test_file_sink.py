@@ -163,7 +163,7 @@ async def test_a_failed_truncation_is_repaired_before_the_next_write(
     def no_truncate(fd: int, size: int) -> None:
         raise OSError(errno.EIO, "I/O error")
 
-    monkeypatch.setattr(file_module.os, "ftruncate", no_truncate)
+    monkeypatch.setattr(os, "ftruncate", no_truncate)
     for i in range(2):
         sink.put({"i": i, "pad": "x" * 10})
     await sink._flush()
