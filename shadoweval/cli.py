@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from shadoweval import __version__, loop
+from shadoweval import __version__, logs, loop
 from shadoweval.config import ConfigError, load
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(level, "%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

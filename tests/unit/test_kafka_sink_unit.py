@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from shadoweval import sinks
+from shadoweval import logs, sinks
 from shadoweval.cli import main
 from shadoweval.config import ConfigError, parse
 from shadoweval.config import KafkaSink as KafkaSinkConfig
@@ -356,3 +358,66 @@ async def test_a_metadata_refresh_that_reaches_no_broker_marks_the_producer_unre
     answers.append(False)
     await producer.client._metadata_update(None, set())
     assert not sink._unreachable
+
+
+# -- logs ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """logs.configure replaces the root's handlers: put pytest's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in logs.THIRD_PARTY}
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    for name, lvl in levels.items():
+        logging.getLogger(name).setLevel(lvl)
+
+
+async def test_debug_logging_never_writes_a_record_value(restored_logging: None) -> None:
+    """aiokafka's own send() logs ``Sending (key=... value=...)`` at debug; with the proxy's
+    logging at debug and the producer's logger lowered to debug too, it reaches no handler."""
+    from aiokafka import AIOKafkaProducer
+
+    out = io.StringIO()
+    logs.configure("debug", "%(levelname)s %(name)s: %(message)s", force=True, stream=out)
+    logging.getLogger("aiokafka.producer.producer").setLevel(logging.DEBUG)
+
+    producer = AIOKafkaProducer(bootstrap_servers=UNREACHABLE)
+
+    async def metadata(topic: str) -> None:
+        return None
+
+    async def add_message(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    producer.client._wait_on_metadata = metadata
+    producer._partition = lambda *args: 0
+    producer._message_accumulator.add_message = add_message
+    secret = b'{"messages": "the body of a record 8d0c1f"}'
+    await producer.send("shadoweval.pairs", secret, key=b"req-1")
+    await producer.client.close()
+    logging.getLogger("shadoweval.sinks.kafka").debug("a debug line of our own")
+
+    text = out.getvalue()
+    assert "the body of a record" not in text
+    assert "a debug line of our own" in text  # debug is on; only the library's is held back
+    # What is held back is a library's debug, not its warnings.
+    logging.getLogger("aiokafka.conn").warning("broker unreachable")
+    assert "broker unreachable" in out.getvalue()
+
+
+def test_third_party_loggers_are_capped_at_info_or_the_configured_level(
+    restored_logging: None,
+) -> None:
+    logs.configure("debug", "%(message)s", force=True, stream=io.StringIO())
+    assert logging.getLogger("aiokafka").level == logging.INFO
+    assert logging.getLogger("opentelemetry").level == logging.INFO
+    logs.configure("warning", "%(message)s", force=True, stream=io.StringIO())
+    assert logging.getLogger("aiokafka").level == logging.WARNING
