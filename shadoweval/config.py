@@ -446,15 +446,40 @@ class KafkaSink(_Model):
 
 SinkConfig = Annotated[FileSink | MemorySink | KafkaSink, Field(discriminator="kind")]
 
-BuiltinRedaction = Literal["email", "phone", "credit_card", "bearer_token", "api_key", "ipv4"]
+BuiltinRedaction = Literal[
+    "email",
+    "email_obfuscated",
+    "phone",
+    "phone_national",
+    "credit_card",
+    "iban",
+    "ssn",
+    "uk_nino",
+    "bearer_token",
+    "basic_auth",
+    "api_key",
+    "cloud_secret",
+    "password",
+    "private_key",
+    "ipv4",
+]
 
 
+# Everything but the noisy ones: ipv4 (log lines, hosts) and bare national phone numbers.
 _DEFAULT_REDACTIONS: tuple[BuiltinRedaction, ...] = (
     "email",
+    "email_obfuscated",
     "phone",
     "credit_card",
+    "iban",
+    "ssn",
+    "uk_nino",
     "bearer_token",
+    "basic_auth",
     "api_key",
+    "cloud_secret",
+    "password",
+    "private_key",
 )
 
 
