@@ -4,7 +4,9 @@ from typing import Any
 import pytest
 
 from shadoweval.config import CustomRedaction, Redaction
+from shadoweval.records import RequestInfo, build_pair
 from shadoweval.redaction import _BUILTIN, _MAY_MATCH, Redactor, _digits, _may_match_any
+from shadoweval.types import Outcome
 
 R = Redactor(Redaction())
 
@@ -182,3 +184,25 @@ def test_cheap_checks_never_skip_a_match(text: str, kind: str) -> None:
 def test_digit_count_is_ascii_only() -> None:
     # Fullwidth and Arabic-Indic digits are not counted; lone surrogates do not raise.
     assert _digits("\uff11\uff123\ud8004 \u0663x9") == 3
+
+
+def test_caller_and_upstream_chosen_record_fields_are_redacted() -> None:
+    info = RequestInfo(
+        request_id="r1",
+        received_at=0.0,
+        route="chat",
+        path="/v1/chat/completions",
+        task="summarise for jo@example.com",
+        sampling_key=None,
+    )
+    body = {"messages": [], "metadata": {"jo@example.com": "x"}}
+
+    def side(upstream: str, model: str) -> Outcome:
+        return Outcome(upstream=upstream, role="candidate", status=200, latency_s=0.1,
+                       stream=False, model=model)  # fmt: skip
+
+    record = build_pair(info, body, side("prod", "gpt-4o"), side("cand", "x sk-" + "a" * 20), R)
+    assert record["task"] == "summarise for [REDACTED:email]"
+    assert record["request"]["metadata"] == {"[REDACTED:email]": "x"}
+    assert record["primary"]["model"] == "gpt-4o"
+    assert record["candidate"]["model"] == "x [REDACTED:api_key]"
