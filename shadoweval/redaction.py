@@ -61,7 +61,7 @@ _BUILTIN: dict[str, str] = {
     "phone_national": r"(?<![\w.+-])0\d{9,10}(?![\d])",
     "bearer_token": r"\b(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}",
     # "Basic dXNlcjpwYXNz" (HTTP basic credentials): the replacer wants base64 of "user:pass".
-    "basic_auth": r"\b(?i:basic)[\s:]+[A-Za-z0-9+/]{6,}={0,2}",
+    "basic_auth": r"\b(?i:basic)[\s:]+[A-Za-z0-9+/]{3,}={0,2}",
     "api_key": (
         r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}|A(?:KI|SI)A[0-9A-Z]{16}"
         r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,}|glpat-[A-Za-z0-9_-]{20,}"
@@ -154,7 +154,7 @@ def _obfuscated_at(t: str, low: str) -> bool:
 def _may_match_any(t: str, d: int, low: str) -> bool:
     """The built-in rules' conditions below in one test: False for most text, which then
     skips every built-in rule without a call per rule. (Card, phone and ID numbers need
-    more digits than IPv4 addresses; an IBAN's check digits come with letters.)"""
+    more digits than IPv4 addresses; an IBAN may hold just its two check digits.)"""
     return (
         d >= 4
         or "@" in t
@@ -166,6 +166,7 @@ def _may_match_any(t: str, d: int, low: str) -> bool:
         or _password_hint(low)
         or _cloud_hint(low)
         or _obfuscated_at(t, low)
+        or (d >= 2 and _IBAN_HINT.search(t) is not None)
     )
 
 
@@ -178,13 +179,13 @@ _MAY_MATCH: dict[str, Callable[[str, int, str], bool]] = {
     "cloud_secret": lambda t, d, low: _cloud_hint(low),
     "password": lambda t, d, low: _password_hint(low),
     "email": lambda t, d, low: "@" in t,
-    "iban": lambda t, d, low: d >= 4 and _IBAN_HINT.search(t) is not None,
+    "iban": lambda t, d, low: d >= 2 and _IBAN_HINT.search(t) is not None,
     "credit_card": lambda t, d, low: d >= 13 and _CARD_RUN.search(t) is not None,
     "ssn": lambda t, d, low: d >= 9 and _SSN_RUN.search(t) is not None,
     "uk_nino": lambda t, d, low: d >= 6 and _NINO_HINT.search(t) is not None,
     # "+CC ...", "00CC ...", "(555) ...", "555-123-4567" or "020 7946 ...".
     "phone": lambda t, d, low: (
-        d >= 9 and ("+" in t or "(" in t or _PHONE_GROUPS.search(t) is not None)
+        d >= 9 and ("+" in t or "(" in t or "00" in t or _PHONE_GROUPS.search(t) is not None)
     ),
     "phone_national": lambda t, d, low: d >= 10 and _BARE_NATIONAL.search(t) is not None,
     "bearer_token": lambda t, d, low: "earer" in t or "EARER" in t,
@@ -363,9 +364,12 @@ def _iban_replacer(repl: str) -> Callable[[re.Match[str]], str]:
 
 
 def _phone_replacer(repl: str) -> Callable[[re.Match[str]], str]:
-    # National numbers (a trunk 0) have 10-15 digits; fewer is a date, a version, an id.
+    # After 00, at most 15 digits (E.164); a national number (trunk 0) has 10-15 in all:
+    # fewer is a date, a version or an id.
     def sub(m: re.Match[str]) -> str:
         text = m.group(0)
+        if text.startswith("00"):
+            return repl if 10 <= _digits(text) <= 17 else text
         if text.startswith(("0", "(0")) and not 10 <= _digits(text) <= 15:
             return text
         return repl
