@@ -421,3 +421,53 @@ def test_third_party_loggers_are_capped_at_info_or_the_configured_level(
     assert logging.getLogger("opentelemetry").level == logging.INFO
     logs.configure("warning", "%(message)s", force=True, stream=io.StringIO())
     assert logging.getLogger("aiokafka").level == logging.WARNING
+
+
+# -- re-sends after a stall ----------------------------------------------------------------
+
+
+class StalledProducer:
+    """Accepts every record; the test settles each delivery future (or leaves it pending,
+    as a stalled broker does)."""
+
+    def __init__(self) -> None:
+        self.futures: list[asyncio.Future[Any]] = []
+        self.client = type("Client", (), {"close": self._close})()
+        self._sender = type("Sender", (), {"sender_task": None})()
+
+    async def _close(self) -> None:
+        return None
+
+    async def send(self, topic: str, value: bytes, **kwargs: Any) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.futures.append(fut)
+        return fut
+
+
+async def test_records_of_unknown_fate_are_requeued_in_order_and_counted_as_resent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiokafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
+
+    monkeypatch.setattr(kafka_module, "_POLL_S", 0.01)
+    m = Metrics()
+    sink = KafkaSink(sink_config(), m)
+    producer = StalledProducer()
+    sink._producer = producer
+    for i in range(5):
+        sink.put(record(i))
+
+    task = asyncio.create_task(sink._send_chunk())
+    while len(producer.futures) < 5:
+        await asyncio.sleep(0)
+    producer.futures[0].set_result(None)  # acknowledged
+    producer.futures[1].set_exception(KafkaTimeoutError())  # expired: maybe written
+    producer.futures[2].set_exception(NotLeaderForPartitionError())  # refused: not written
+    sink._unreachable = True  # 3 and 4 never answered: the broker went away
+    assert await task is False
+
+    assert count(m, "written") == 1
+    resent = m.registry.get_sample_value("shadoweval_sink_resent_records_total", {"sink": "kafka"})
+    assert resent == 3  # 1, 3 and 4: their first send may have landed
+    assert [orjson.loads(item.value)["n"] for item in sink._buffer] == [1, 2, 3, 4]
+    assert sink._producer is None  # the next chunk goes through a new producer
