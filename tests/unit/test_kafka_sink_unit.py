@@ -18,6 +18,7 @@ from shadoweval import logs, sinks
 from shadoweval.cli import main
 from shadoweval.config import ConfigError, parse
 from shadoweval.config import KafkaSink as KafkaSinkConfig
+from shadoweval.kafka_client import client_options
 from shadoweval.metrics import Metrics
 from shadoweval.sinks import kafka as kafka_module
 from shadoweval.sinks.kafka import KafkaSink, resolve_compression
@@ -167,7 +168,7 @@ async def test_password_file_is_read_at_start_and_never_logged(
             "sasl_password_file": str(secret),
         }
     )
-    assert kafka_module.client_options(cfg, "sink")["sasl_plain_password"] == "s3cr3t-Pa55"
+    assert client_options(cfg, "sink")["sasl_plain_password"] == "s3cr3t-Pa55"
     caplog.set_level(logging.DEBUG)
     sink = KafkaSink(cfg, Metrics())
     await sink.start()
@@ -334,7 +335,7 @@ async def test_a_metadata_refresh_that_reaches_no_broker_marks_the_producer_unre
         pauses.append(delay)
         await real_sleep(0)
 
-    monkeypatch.setattr(kafka_module.asyncio, "sleep", sleep)
+    monkeypatch.setattr(asyncio, "sleep", sleep)
 
     class Client:
         async def _metadata_update(self, cluster: object, topics: object) -> bool:
