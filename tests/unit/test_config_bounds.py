@@ -184,3 +184,16 @@ def test_check_config_warns_about_an_open_admin_port(
     raw = {"admin": {"host": "0.0.0.0"}, "sink": {"path": str(tmp_path / "p.jsonl")}}
     assert main(["check-config", write(tmp_path, raw)]) == 0
     assert "warning: admin.host: 0.0.0.0 is reachable" in capsys.readouterr().err
+
+
+def test_serve_refuses_an_unusable_sink_path_before_starting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shadoweval.cli as cli
+
+    monkeypatch.setattr(cli, "_setup_logging", lambda level: None)  # pytest owns logging
+    assert main(["serve", "--config", write(tmp_path, {"sink": {"path": str(tmp_path)}})]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"shadoweval: cannot start:\n  sink.path: {tmp_path} is a directory; name a file in it\n"
+    )
