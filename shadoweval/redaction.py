@@ -51,12 +51,14 @@ _BUILTIN: dict[str, str] = {
     ),
     # +CC and 00CC international numbers, (555) 123-4567, 555-123-4567 and national numbers
     # written in groups after a trunk 0 ("020 7946 0958", "(030) 1234567"); the replacer
-    # wants 10-15 digits. Bare digit runs are not phones (phone_national, opt-in).
+    # wants 10 digits or more. Bare digit runs are not phones (phone_national, opt-in).
     "phone": (
         r"(?=[(+\d])(?:(?<![\w+])(?:\+|00(?=[1-9]))\d{1,3}[\s.-]?\(?\d{1,4}\)?(?:[\s.-]?\d{2,4}){2,4}"
         r"|\(\d{3}\)\s?\d{3}[\s.-]\d{4}|\b\d{3}[\s.-]\d{3}[\s.-]\d{4}"
-        r"|(?<![\w.+-])(?:\(0\d{1,4}\)[\s-]?\d{2,8}(?:[\s-]\d{2,8}){0,3}"
-        r"|0\d{1,4}(?:[\s-]\d{2,8}){1,4}))(?![\d])"
+        # National: the look-ahead wants 10 digits or more in the run, trunk 0 included.
+        r"|(?<![\w.+-])(?=\(?0(?:[\s)-]{0,2}\d){9})"
+        r"(?:\(0\d{1,4}\)[\s-]?\d{2,8}(?:[\s-]\d{2,8}){0,3}|0\d{1,4}(?:[\s-]\d{2,8}){1,4}))"
+        r"(?![\d])"
     ),
     # Opt-in, noisy: a bare national number (a trunk 0 and 9-10 more digits, no separators),
     # which order ids and other identifiers also look like.
@@ -171,7 +173,7 @@ def _may_match_any(t: str, d: int, low: str) -> bool:
 # regex scan costs ~100 ns per character, so a rule only runs when it could match.
 # Each gets the text and its digit count (counted once per text).
 # Each gets the text, its digit count and its lower-case copy (both computed once per text).
-_MAY_MATCH: dict[str, Callable[[str, int, str], bool]] = {
+_CHECKS: dict[str, Callable[[str, int, str], bool]] = {
     "private_key": lambda t, d, low: "PRIVATE KEY" in t,
     "cloud_secret": lambda t, d, low: _cloud_hint(low),
     "password": lambda t, d, low: _password_hint(low),
@@ -193,6 +195,14 @@ _MAY_MATCH: dict[str, Callable[[str, int, str], bool]] = {
 }
 
 
+def _two_args(check: Callable[[str, int, str], bool]) -> Callable[[str, int], bool]:
+    return lambda t, d: check(t, d, t.lower())
+
+
+# The same checks given the text and its digit count only (the safety scorer's finder).
+_MAY_MATCH: dict[str, Callable[[str, int], bool]] = {k: _two_args(f) for k, f in _CHECKS.items()}
+
+
 class Redactor:
     """Compiled once from config; ``text`` and ``json`` are pure functions of their input."""
 
@@ -211,7 +221,7 @@ class Redactor:
         for name in sorted(cfg.builtin, key=list(_BUILTIN).index):
             repl = f"[REDACTED:{name}]"
             replacer = _REPLACERS.get(name, _constant)(repl)
-            self._rules.append((_MAY_MATCH[name], re.compile(_BUILTIN[name]), replacer))
+            self._rules.append((_CHECKS[name], re.compile(_BUILTIN[name]), replacer))
         for rule in cfg.custom:
             repl = rule.replacement if rule.replacement is not None else f"[REDACTED:{rule.name}]"
             custom = (re.compile(rule.pattern), _constant(repl))
@@ -361,13 +371,11 @@ def _iban_replacer(repl: str) -> Callable[[re.Match[str]], str]:
 
 
 def _phone_replacer(repl: str) -> Callable[[re.Match[str]], str]:
-    # After 00, at most 15 digits (E.164); a national number (trunk 0) has 10-15 in all:
-    # fewer is a date, a version or an id.
+    # A number after 00 or a trunk 0 has 10 digits or more with its prefix (the groups
+    # decide where it ends, as after +): fewer is a date, a version or an id.
     def sub(m: re.Match[str]) -> str:
         text = m.group(0)
-        if text.startswith("00"):
-            return repl if 10 <= _digits(text) <= 17 else text
-        if text.startswith(("0", "(0")) and not 10 <= _digits(text) <= 15:
+        if text.startswith(("0", "(0")) and _digits(text) < 10:
             return text
         return repl
 

@@ -349,7 +349,7 @@ def phones(draw: st.DrawFn) -> str:
         if draw(st.booleans()):
             area = f"({area})"
         out = f"{area} {sep.join(groups)}"
-    # Real numbers: 10 digits or more with the prefix, 15 at most after 00 (E.164).
+    # Real numbers: 10 digits or more with the prefix (fewer is a date or an id to the rule).
     while sum(c.isdigit() for c in out) < 10:
         out += sep + "12"
     return out
