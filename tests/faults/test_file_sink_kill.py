@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -38,14 +37,14 @@ asyncio.run(main())
 
 async def test_a_kill_mid_write_never_glues_two_records(tmp_path: Path) -> None:
     path = tmp_path / "pairs.jsonl"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)])
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", WRITER, str(path))
     try:
         while not path.exists() or path.stat().st_size < 6_000_000:  # a few records in
-            assert proc.poll() is None, "the writer died on its own"
+            assert proc.returncode is None, "the writer died on its own"
             await asyncio.sleep(0.01)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        await proc.wait()
     torn_before = not path.read_bytes().endswith(b"\n")
 
     m = Metrics()
