@@ -27,10 +27,12 @@ _BUILTIN: dict[str, str] = {
         r"(?P<k>(?i:\b(?:aws_?)?secret_?access_?key|\baws_?secret(?:_?key)?|\bAccountKey"
         r"|\bSharedAccessKey)[\"']?\s{0,3}[=:]\s{0,3}[\"']?)[A-Za-z0-9/+]{20,}={0,2}"
     ),
-    # password=..., "passwd": "...", client_secret: ... (the key is kept, the value goes).
+    # password=..., "passwd": "...", client_secret: ... (the key is kept, the value goes,
+    # with its scheme: "secret: Bearer abc" loses "abc" too).
     "password": (
         r"(?P<k>(?i:\b(?:password|passwd|pwd|passphrase|client_secret|secret))[\"']?\s{0,3}"
-        r"[=:]\s{0,3})(?:\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s,;&\"'<>]{1,200})"
+        r"[=:]\s{0,3})(?:\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'"
+        r"|(?i:bearer\s+|basic\s+)?[^\s,;&\"'<>]{1,200})"
     ),
     # The local part may hold any RFC 5322 atext character ("*@x.io", "a{b}@x.io").
     "email": (

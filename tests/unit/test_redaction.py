@@ -97,6 +97,7 @@ def test_bare_national_phone_numbers_are_opt_in() -> None:
 
 def test_keys_are_kept_values_go() -> None:
     assert R.text("password=hunter2&user=jo") == "password=[REDACTED:password]&user=jo"
+    assert R.text("secret: Bearer abc123xyz ok") == "secret: [REDACTED:password] ok"
     assert R.text("AccountKey=abcdefghijklmnopqrstuvwx==;") == (
         "AccountKey=[REDACTED:cloud_secret];"
     )
