@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -209,13 +210,8 @@ class Redactor:
     """Compiled once from config; ``text`` and ``json`` are pure functions of their input."""
 
     def __init__(self, cfg: Redaction) -> None:
-        self._rules: list[
-            tuple[
-                Callable[[str, int, str], bool] | None,
-                re.Pattern[str],
-                Callable[[re.Match[str]], str],
-            ]
-        ] = []
+        # (cheap check or None, the rule applied to a whole text)
+        self._rules: list[tuple[Callable[[str, int, str], bool] | None, Callable[[str], str]]] = []
         # The custom rules alone (they have no condition and always run).
         self._custom: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = []
         if not cfg.enabled:
@@ -223,11 +219,17 @@ class Redactor:
         for name in sorted(cfg.builtin, key=list(_BUILTIN).index):
             repl = f"[REDACTED:{name}]"
             replacer = _REPLACERS.get(name, _constant)(repl)
-            self._rules.append((_CHECKS[name], re.compile(_BUILTIN[name]), replacer))
+            pattern = re.compile(_BUILTIN[name])
+            apply = (
+                functools.partial(_sub_retrying, pattern, replacer)
+                if name in _RETRYING
+                else functools.partial(pattern.sub, replacer)
+            )
+            self._rules.append((_CHECKS[name], apply))
         for rule in cfg.custom:
             repl = rule.replacement if rule.replacement is not None else f"[REDACTED:{rule.name}]"
             custom = (re.compile(rule.pattern), _constant(repl))
-            self._rules.append((None, *custom))
+            self._rules.append((None, functools.partial(custom[0].sub, custom[1])))
             self._custom.append(custom)
 
     @property
@@ -241,9 +243,9 @@ class Redactor:
         low = value.lower()
         if not _may_match_any(value, digits, low):
             return self._custom_only(value) if self._custom else value
-        for may_match, pattern, repl in self._rules:
+        for may_match, apply in self._rules:
             if may_match is None or may_match(value, digits, low):
-                value = pattern.sub(repl, value)
+                value = apply(value)
         return value
 
     def _custom_only(self, value: str) -> str:
@@ -269,6 +271,25 @@ class Redactor:
         if isinstance(value, list):
             return [self.json(v) for v in value]
         return value
+
+
+# Rules whose replacer may turn a match down (it returns the match unchanged): the scan
+# then goes on from the match's second character, not its end, so a rejected look-alike
+# ("00 001" before a phone number) cannot swallow the start of a real one.
+_RETRYING = frozenset({"phone", "iban", "basic_auth", "email_obfuscated"})
+
+
+def _sub_retrying(pattern: re.Pattern[str], repl: Callable[[re.Match[str]], str], text: str) -> str:
+    out: list[str] = []
+    pos = kept = 0
+    while (m := pattern.search(text, pos)) is not None:
+        new = repl(m)
+        if new == m.group(0):
+            pos = m.start() + 1
+            continue
+        out += (text[kept : m.start()], new)
+        kept = pos = max(m.end(), m.start() + 1)
+    return "".join(out) + text[kept:] if out else text
 
 
 def _constant(repl: str) -> Callable[[re.Match[str]], str]:
@@ -351,11 +372,22 @@ def _basic_auth_replacer(repl: str) -> Callable[[re.Match[str]], str]:
     return sub
 
 
-def _iban_ok(compact: str) -> bool:
-    if not 15 <= len(compact) <= 34 or not compact[2:4].isdigit():
-        return False
-    moved = compact[4:] + compact[:4]
-    return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+def _iban_length(compact: str) -> int:
+    """Length of the longest prefix of ``compact`` (no spaces) that passes ISO 13616's
+    mod-97 check, or 0: one pass, each prefix's remainder from the one before."""
+    head = compact[:4]
+    if len(head) < 4 or not head[2:].isdigit():
+        return 0
+    # The check moves the first four characters to the end: their digits follow the rest.
+    tail = "".join(str(int(c, 36)) for c in head)
+    tail_value, tail_shift = int(tail) % 97, pow(10, len(tail), 97)
+    rest = best = 0
+    for n, c in enumerate(compact[4:34], start=5):
+        value = int(c, 36)  # letters count as two digits (A = 10)
+        rest = (rest * (100 if value > 9 else 10) + value) % 97
+        if n >= 15 and (rest * tail_shift + tail_value) % 97 == 1:
+            best = n
+    return best
 
 
 def _iban_replacer(repl: str) -> Callable[[re.Match[str]], str]:
@@ -364,10 +396,8 @@ def _iban_replacer(repl: str) -> Callable[[re.Match[str]], str]:
     def sub(m: re.Match[str]) -> str:
         text = m.group(0)
         ends = [i + 1 for i, c in enumerate(text) if c != " "]
-        for end in reversed(ends):
-            if _iban_ok(text[:end].replace(" ", "")):
-                return repl + text[end:]
-        return text
+        length = _iban_length(text.replace(" ", ""))
+        return repl + text[ends[length - 1] :] if length else text
 
     return sub
 

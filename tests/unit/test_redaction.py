@@ -111,6 +111,11 @@ def test_a_private_key_block_goes_whole() -> None:
     assert R.text(f"key:\n{block}\nthanks") == "key:\n[REDACTED:private_key]\nthanks"
 
 
+def test_a_rejected_look_alike_does_not_hide_the_number_after_it() -> None:
+    # "00 001" is no phone (too few digits), but it must not swallow the start of one.
+    assert R.text("00 001 0 00 00 12 ok") == "00 [REDACTED:phone] ok"
+
+
 def test_an_iban_running_into_a_word_keeps_the_word() -> None:
     assert R.text("DE89 3704 0044 0532 0130 00 THEN") == "[REDACTED:iban] THEN"
 
