@@ -11,16 +11,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from shadoweval import __version__, loop
+from shadoweval import __version__, logs, loop
 from shadoweval.config import ConfigError, load
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(level, "%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -28,9 +24,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     cfg = load(args.config)
     _setup_logging(cfg.log_level)
-    missing = cfg.missing_credentials()
+    missing = cfg.missing_credentials() + cfg.path_problems()
     if missing:
         raise ConfigError("cannot start:\n  " + "\n  ".join(missing))
+    for warning in cfg.exposure_warnings():
+        logging.getLogger("shadoweval").warning("%s", warning)
     _raise_fd_limit()
     forked, relays = None, None
     if cfg.shadow_worker.enabled:
@@ -79,7 +77,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     loops = self_loops(cfg)
     if loops:
         raise ConfigError("; ".join(loops))
-    for warning in cfg.missing_credentials():
+    problems = cfg.path_problems()
+    if problems:
+        raise ConfigError("; ".join(problems))
+    for warning in cfg.missing_credentials() + cfg.exposure_warnings():
         print(f"warning: {warning}", file=sys.stderr)
     names = ", ".join(f"{c.name} ({c.role})" for c in cfg.candidates) or "none"
     probes = ""

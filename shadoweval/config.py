@@ -7,6 +7,7 @@ besides the config itself.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Collection, Mapping
@@ -43,10 +44,21 @@ class _Model(BaseModel):
 def _check_url(value: str) -> str:
     url = URL(value)
     if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"must be an absolute http(s) URL, got {value!r}")
+        raise ValueError(f"must be an absolute http(s) URL, got {_hide_userinfo(value)!r}")
+    if url.raw_user is not None or url.raw_password is not None:
+        # yarl would send them nowhere: credentials go in api_key_env (or the tls section).
+        raise ValueError("must not carry user:password@ (set credentials with api_key_env)")
     if url.query_string or url.fragment:
         raise ValueError("must not carry a query string or fragment")
     return value.rstrip("/")
+
+
+_USERINFO = re.compile(r"(//)[^@\s'\"]*@")
+
+
+def _hide_userinfo(text: str) -> str:
+    """``http://user:pw@host`` -> ``http://***@host``: a URL's credentials never reach an error."""
+    return _USERINFO.sub(r"\1***@", text)
 
 
 def _check_upstream_headers(value: dict[str, str]) -> dict[str, str]:
@@ -138,6 +150,13 @@ def _tls_needs_https(url: str, tls: UpstreamTLS) -> None:
         raise ValueError("tls is set but url is not https:// (the connection would be plain text)")
 
 
+# Upper bounds of timeouts and buffers: generous, but finite (`.inf` would mean a call
+# that never gives up, 1e15 bytes a buffer that is a memory leak).
+_MAX_CONNECT_S = 300.0
+_MAX_CALL_S = 3600.0
+_MIB = 1024 * 1024
+_MAX_BUFFER_RECORDS = 1_000_000
+
 RetryOn = Literal["connect", "timeout", "http_429", "http_5xx"]
 
 
@@ -148,12 +167,12 @@ class Retry(_Model):
     """Retries with exponential backoff and full jitter; ``Retry-After`` is honoured."""
 
     max_attempts: int = Field(3, ge=1, le=10)
-    backoff_s: float = Field(0.2, ge=0)
-    max_backoff_s: float = Field(5.0, ge=0)
+    backoff_s: float = Field(0.2, ge=0, le=300, allow_inf_nan=False)
+    max_backoff_s: float = Field(5.0, ge=0, le=3600, allow_inf_nan=False)
     retry_on: list[RetryOn] = Field(default_factory=lambda: list(_DEFAULT_RETRY_ON))
     respect_retry_after: bool = True
     # A Retry-After longer than this is not waited for: the attempt counts as failed.
-    max_retry_after_s: float = Field(30.0, ge=0)
+    max_retry_after_s: float = Field(30.0, ge=0, le=3600, allow_inf_nan=False)
 
 
 def _no_primary_retry() -> Retry:
@@ -165,10 +184,10 @@ class Primary(_Model):
 
     name: str = "primary"
     url: str
-    connect_timeout_s: float = Field(10.0, gt=0)
-    # LLM generations can legitimately last minutes.
-    timeout_s: float = Field(600.0, gt=0)
-    max_connections: int = Field(0, ge=0, description="0 = unlimited")
+    connect_timeout_s: float = Field(10.0, gt=0, le=_MAX_CONNECT_S, allow_inf_nan=False)
+    # LLM generations can legitimately last minutes; never forever.
+    timeout_s: float = Field(600.0, gt=0, le=_MAX_CALL_S, allow_inf_nan=False)
+    max_connections: int = Field(0, ge=0, le=1_000_000, description="0 = unlimited")
     # Off by default: retrying a non-idempotent generation is the caller's decision. Retries
     # happen only before any byte has been relayed to the caller.
     retry: Retry = Field(default_factory=_no_primary_retry)
@@ -227,8 +246,9 @@ class Candidate(_Model):
     sample_rate: float = Field(1.0, ge=0.0, le=1.0)
     concurrency: int = Field(8, ge=1, le=4096)
     queue_size: int = Field(256, ge=1, le=1_000_000)
-    connect_timeout_s: float = Field(5.0, gt=0)
-    timeout_s: float = Field(120.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0, le=_MAX_CONNECT_S, allow_inf_nan=False)
+    # A candidate that never answers is given up on after this, whatever it is set to.
+    timeout_s: float = Field(120.0, gt=0, le=_MAX_CALL_S, allow_inf_nan=False)
     retry: Retry = Field(default_factory=Retry)
     tls: UpstreamTLS = Field(default_factory=UpstreamTLS)
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
@@ -274,40 +294,41 @@ class Sampling(_Model):
 
 
 class Limits(_Model):
-    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(10 * _MIB, ge=1024, le=1024 * _MIB)
     # Bounded copy of each answer kept for the pair record; the caller always gets all bytes.
-    capture_max_bytes: int = Field(1024 * 1024, ge=1024)
+    capture_max_bytes: int = Field(_MIB, ge=1024, le=256 * _MIB)
     # A pair record's JSON at most (its longest strings are shortened, the record marked);
     # with the Kafka sink also at most its max_request_size.
-    max_record_bytes: int = Field(4 * 1024 * 1024, ge=16 * 1024)
+    max_record_bytes: int = Field(4 * _MIB, ge=16 * 1024, le=256 * _MIB)
     # The request head, as the proxy port's HTTP parser enforces it (over a limit: 400/431).
-    max_request_line_bytes: int = Field(8190, ge=256)
-    max_header_bytes: int = Field(8190, ge=256, description="one header field")
+    max_request_line_bytes: int = Field(8190, ge=256, le=_MIB)
+    max_header_bytes: int = Field(8190, ge=256, le=_MIB, description="one header field")
     max_headers: int = Field(128, ge=8, le=10_000)
     # Slow clients (slowloris): a request head must be complete within header_timeout_s of
     # its first byte, its body within body_timeout_s of the head; else 408 and close.
-    header_timeout_s: float = Field(10.0, gt=0)
-    body_timeout_s: float = Field(60.0, gt=0)
+    header_timeout_s: float = Field(10.0, gt=0, le=_MAX_CALL_S, allow_inf_nan=False)
+    body_timeout_s: float = Field(60.0, gt=0, le=_MAX_CALL_S, allow_inf_nan=False)
     # A kept-alive connection that sends no request for this long is closed.
-    idle_timeout_s: float = Field(75.0, gt=0)
+    idle_timeout_s: float = Field(75.0, gt=0, le=86_400, allow_inf_nan=False)
     # Caller connections open at once; over it a new one is closed at once and counted
     # (refused{too_many_connections}). 0: derived from the open-files limit, leaving room
     # for the upstream sockets each in-flight request also holds.
-    max_connections: int = Field(0, ge=0)
+    max_connections: int = Field(0, ge=0, le=1_000_000)
 
 
 class FileSink(_Model):
     kind: Literal["file"] = "file"
-    path: str = "pairs.jsonl"
-    max_bytes: int = Field(100 * 1024 * 1024, ge=1024)
-    backups: int = Field(5, ge=0)
-    buffer_records: int = Field(10_000, ge=1)
-    flush_interval_s: float = Field(0.5, gt=0)
+    path: str = Field("pairs.jsonl", min_length=1)
+    max_bytes: int = Field(100 * _MIB, ge=1024, le=1024 * 1024 * _MIB)
+    backups: int = Field(5, ge=0, le=1000)
+    buffer_records: int = Field(10_000, ge=1, le=_MAX_BUFFER_RECORDS)
+    # Also the longest a record waits in memory, so what a SIGKILL can lose (reliability.md).
+    flush_interval_s: float = Field(0.5, gt=0, le=60, allow_inf_nan=False)
 
 
 class MemorySink(_Model):
     kind: Literal["memory"]
-    max_records: int = Field(100_000, ge=1)
+    max_records: int = Field(100_000, ge=1, le=10 * _MAX_BUFFER_RECORDS)
 
 
 # Kafka's own rule for topic names (kafka.common.internals.Topic).
@@ -373,12 +394,14 @@ class KafkaSink(_Model):
     # zstd and lz4/snappy need cramjam; the sink falls back to gzip (with a log line) without it.
     compression: Literal["zstd", "lz4", "gzip", "snappy", "none"] = "zstd"
     linger_ms: int = Field(10, ge=0, le=60_000)
-    max_batch_size: int = Field(256 * 1024, ge=1024, description="bytes per partition batch")
+    max_batch_size: int = Field(
+        256 * 1024, ge=1024, le=64 * _MIB, description="bytes per partition batch"
+    )
     # Larger records are counted as failed; keep it <= the broker's message.max.bytes.
-    max_request_size: int = Field(1024 * 1024, ge=1024)
-    request_timeout_ms: int = Field(30_000, ge=1000)
+    max_request_size: int = Field(_MIB, ge=1024, le=64 * _MIB)
+    request_timeout_ms: int = Field(30_000, ge=1000, le=600_000)
     key: Literal["request_id", "sampling_key"] = "request_id"
-    buffer_records: int = Field(10_000, ge=1)
+    buffer_records: int = Field(10_000, ge=1, le=_MAX_BUFFER_RECORDS)
     security: KafkaSecurity = Field(default_factory=KafkaSecurity)
     # Topic settings used by `shadoweval kafka init` only.
     partitions: int = Field(6, ge=1)
@@ -387,7 +410,7 @@ class KafkaSink(_Model):
         None, ge=-1, description="-1 = forever; unset = broker default"
     )
     # On shutdown, records Kafka did not acknowledge are appended here as JSONL.
-    spill_path: str | None = None
+    spill_path: str | None = Field(None, min_length=1)
 
     _topic = field_validator("topic", "scores_topic")(_check_topic)
 
@@ -430,15 +453,40 @@ class KafkaSink(_Model):
 
 SinkConfig = Annotated[FileSink | MemorySink | KafkaSink, Field(discriminator="kind")]
 
-BuiltinRedaction = Literal["email", "phone", "credit_card", "bearer_token", "api_key", "ipv4"]
+BuiltinRedaction = Literal[
+    "email",
+    "email_obfuscated",
+    "phone",
+    "phone_national",
+    "credit_card",
+    "iban",
+    "ssn",
+    "uk_nino",
+    "bearer_token",
+    "basic_auth",
+    "api_key",
+    "cloud_secret",
+    "password",
+    "private_key",
+    "ipv4",
+]
 
 
+# Everything but the noisy ones: ipv4 (log lines, hosts) and bare national phone numbers.
 _DEFAULT_REDACTIONS: tuple[BuiltinRedaction, ...] = (
     "email",
+    "email_obfuscated",
     "phone",
     "credit_card",
+    "iban",
+    "ssn",
+    "uk_nino",
     "bearer_token",
+    "basic_auth",
     "api_key",
+    "cloud_secret",
+    "password",
+    "private_key",
 )
 
 
@@ -500,13 +548,13 @@ class ShadowWorker(_Model):
     scheduling: Literal["idle", "normal"] = "idle"
     nice: int = Field(10, ge=0, le=19)
     # Handed-over requests waiting for the worker beyond this are dropped and counted.
-    max_pending_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024)
-    start_timeout_s: float = Field(30.0, gt=0)
+    max_pending_bytes: int = Field(64 * _MIB, ge=64 * 1024, le=4096 * _MIB)
+    start_timeout_s: float = Field(30.0, gt=0, le=600, allow_inf_nan=False)
 
 
 class Shutdown(_Model):
-    grace_s: float = Field(30.0, ge=0)
-    shadow_grace_s: float = Field(5.0, ge=0)
+    grace_s: float = Field(30.0, ge=0, le=_MAX_CALL_S, allow_inf_nan=False)
+    shadow_grace_s: float = Field(5.0, ge=0, le=_MAX_CALL_S, allow_inf_nan=False)
 
 
 class Tracing(_Model):
@@ -736,6 +784,22 @@ class Config(_Model):
     shadow_worker: ShadowWorker = Field(default_factory=ShadowWorker)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @field_validator("sink", mode="before")
+    @classmethod
+    def _sink_kind_defaults_to_file(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "kind" not in value:
+            return {"kind": "file", **value}
+        return value
+
+    @model_validator(mode="after")
+    def _ports_apart(self) -> Config:
+        if self.listen.port and self.listen.port == self.admin.port:
+            raise ValueError(
+                f"admin.port: {self.admin.port} is also listen.port; the admin port needs a "
+                "port of its own"
+            )
+        return self
+
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
         seen = {self.primary.name}
@@ -784,6 +848,26 @@ class Config(_Model):
             if c.api_key_env and not os.environ.get(c.api_key_env)
         ] + self.probes_missing_credentials(only_enabled=True)
 
+    def exposure_warnings(self) -> list[str]:
+        """Settings that are valid but expose more than they likely mean to."""
+        warnings = []
+        admin = self.admin
+        if admin.token is None and not admin.token_env and not _loopback(admin.host):
+            warnings.append(
+                f"admin.host: {admin.host} is reachable from other hosts and no admin.token_env "
+                "is set: /metrics and the admin endpoints are open to anyone who can reach it"
+            )
+        return warnings
+
+    def path_problems(self) -> list[str]:
+        """Sink files that could not be written (checked at start, never created here)."""
+        problems = []
+        if isinstance(self.sink, FileSink):
+            problems += _file_problem("sink.path", self.sink.path)
+        elif isinstance(self.sink, KafkaSink) and self.sink.spill_path:
+            problems += _file_problem("sink.spill_path", self.sink.spill_path)
+        return problems
+
     def probes_missing_credentials(self, *, only_enabled: bool = False) -> list[str]:
         """The probe baseline's ``api_key_env``, when unset (``serve`` checks it only when
         background probes are enabled; ``shadoweval probe`` always)."""
@@ -791,6 +875,34 @@ class Config(_Model):
         if (only_enabled and not self.probes.enabled) or not var or os.environ.get(var):
             return []
         return [f"probes.baseline.api_key_env: environment variable {var} is not set"]
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def _file_problem(key: str, value: str) -> list[str]:
+    """Why a file at ``value`` could not be appended to (or created), or nothing."""
+    path = Path(value)
+    if path.is_dir():
+        return [f"{key}: {value} is a directory; name a file in it"]
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            return [f"{key}: {value} is not writable"]
+        return []
+    parent = path.absolute().parent
+    while not parent.exists():  # created at start: the first existing ancestor decides
+        parent = parent.parent
+    if not parent.is_dir():
+        return [f"{key}: {value} cannot be created: {parent} is not a directory"]
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return [f"{key}: {value} cannot be created: {parent} is not writable"]
+    return []
 
 
 _SECRET_KEY = re.compile(r"token|password|secret|api_key|headers", re.IGNORECASE)
@@ -806,7 +918,8 @@ def _format_errors(exc: ValidationError, source: str) -> str:
         elif err["type"] == "missing":
             msg = "required key is missing"
         got = err.get("input")
-        suffix = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {got!r})"
+        shown = _hide_userinfo(repr(got))
+        suffix = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {shown})"
         if isinstance(got, dict) or _SECRET_KEY.search(loc):
             suffix = ""  # never echo a credential into a start-up error
         lines.append(f"  {loc}: {msg}{suffix}")

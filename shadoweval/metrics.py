@@ -7,6 +7,7 @@ names reported by upstreams go through :class:`LabelCap` so they cannot grow unb
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -76,19 +77,31 @@ DROP_REASONS = (
 )
 
 
-class LabelCap:
-    """Admits at most ``limit`` distinct values; the rest are folded into ``other``."""
+# What a model name looks like ("gpt-4o-2024-08-06", "meta-llama/Llama-3-8B",
+# "claude-3-5-sonnet@20240620"): anything else an upstream reports (a prompt, an e-mail,
+# control characters) is no label.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+-]{0,127}(?:@[A-Za-z0-9_-]{1,32})?")
 
-    def __init__(self, limit: int, preset: tuple[str, ...] = ()) -> None:
+
+class LabelCap:
+    """Admits at most ``limit`` distinct values; the rest, and values not of ``shape``, are
+    folded into ``other``."""
+
+    def __init__(
+        self, limit: int, preset: tuple[str, ...] = (), shape: re.Pattern[str] | None = None
+    ) -> None:
         self._limit = limit
         self._seen: set[str] = set(preset)
         self._lock = threading.Lock()
+        self._shape = shape
 
     def __call__(self, value: str | None) -> str:
         if not value:
             return "unknown"
         if value in self._seen:
             return value
+        if self._shape is not None and not self._shape.fullmatch(value):
+            return OTHER
         with self._lock:
             if len(self._seen) < self._limit:
                 self._seen.add(value)
@@ -108,7 +121,7 @@ class Metrics:
         r = self.registry
         ProcessCollector(registry=r)  # process_resident_memory_bytes, open fds, cpu
         PlatformCollector(registry=r)
-        self.model_label = LabelCap(model_label_limit, known_models)
+        self.model_label = LabelCap(model_label_limit, known_models, MODEL_NAME)
 
         side = ["role", "upstream", "model", "route"]
         self.requests = Counter(
@@ -254,6 +267,20 @@ class Metrics:
             "shadoweval_sink_records",
             "Records by sink and outcome (written, dropped, failed, spilled).",
             ["sink", "outcome"],
+            registry=r,
+        )
+        self.sink_torn_lines = Counter(
+            "shadoweval_sink_torn_lines",
+            "Unterminated last lines found when the file sink opened its file (a process "
+            "killed mid-write); each was ended with a newline so the next record stands alone.",
+            ["sink"],
+            registry=r,
+        )
+        self.sink_resent = Counter(
+            "shadoweval_sink_resent_records",
+            "Records handed to Kafka again through a new producer after a stall or a lost "
+            "connection: each may be a duplicate (same pair_id) if the first send had landed.",
+            ["sink"],
             registry=r,
         )
         self.sink_buffered = Gauge(

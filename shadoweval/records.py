@@ -43,6 +43,8 @@ class RequestInfo:
 
 def _redacted_output(side: Outcome, redactor: Redactor) -> Json:
     out = side.as_dict()
+    if out["model"]:  # the upstream's text, whatever it sent
+        out["model"] = redactor.text(out["model"])
     if out["output_text"]:
         out["output_text"] = redactor.text(out["output_text"])
     if out["error"]:
@@ -90,7 +92,7 @@ def build_pair(
         "source": info.source,
         "route": info.route,
         "path": info.path,
-        "task": _utf8(info.task),
+        "task": redactor.text(task) if (task := _utf8(info.task)) else task,  # caller's text
         "sampling_key": info.sampling_key,
         "trace_id": info.trace_id,
         "request": shared["request"],

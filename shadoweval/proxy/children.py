@@ -30,6 +30,8 @@ from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
+from shadoweval import logs
+
 log = logging.getLogger(__name__)
 
 _LEN = struct.Struct("!I")
@@ -324,10 +326,9 @@ class Child:
 
 def configure_logging(level: str, tag: str) -> None:
     """A child's log lines say which process wrote them."""
-    logging.basicConfig(
-        level=level.upper(),
-        format=f"%(asctime)s %(levelname)s %(name)s[{tag}]: %(message)s",
-        stream=sys.stderr,
+    logs.configure(
+        level,
+        f"%(asctime)s %(levelname)s %(name)s[{tag}]: %(message)s",
         force=True,  # a forked child inherits the proxy's handlers
     )
 

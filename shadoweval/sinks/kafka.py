@@ -40,6 +40,7 @@ try:
         ProducerClosed,
         RecordListTooLargeError,
         RecordTooLargeError,
+        RequestTimedOutError,
         TopicAlreadyExistsError,
     )
     from aiokafka.errors import for_code as kafka_error_for_code
@@ -58,6 +59,9 @@ _RECORD_ERRORS = (
     CorruptRecordException,
     InvalidTimestampError,
 )
+# A record whose delivery ended in one of these (or never ended) may have been written: if
+# so, sending it again writes it twice (see _send_chunk).
+_MAYBE_WRITTEN = (KafkaTimeoutError, RequestTimedOutError)
 # One pass of the drain loop hands at most this much to the producer before awaiting acks.
 _CHUNK_RECORDS = 2000
 _CHUNK_BYTES = 8 * 1024 * 1024
@@ -115,6 +119,7 @@ class KafkaSink:
         self._dropped = metrics.sink_records.labels(self.name, "dropped")
         self._failed = metrics.sink_records.labels(self.name, "failed")
         self._spilled = metrics.sink_records.labels(self.name, "spilled")
+        self._resent = metrics.sink_resent.labels(self.name)
         self._buffered = metrics.sink_buffered.labels(self.name)
         self._write_time = metrics.sink_write_duration.labels(self.name)
 
@@ -272,6 +277,14 @@ class KafkaSink:
 
         On any failure the producer is closed (the drain loop reconnects with backoff) and the
         records Kafka did not acknowledge go back to the head of the buffer, in order.
+
+        Those whose fate is unknown (no answer before the stall limit, or a timeout) may
+        already be in the topic. They are sent again through a new producer, whose new
+        producer id idempotence cannot match with the old one's: a possible duplicate, counted
+        as resent (same ``pair_id``, so readers can drop it; docs/reliability.md). aiokafka has
+        no way to carry a producer id and its sequence numbers over to a new producer, and
+        its own retries, which do keep them, end when a batch expires after
+        ``request_timeout_ms``.
         """
         producer = self._producer
         topic = self._cfg.topic
@@ -319,9 +332,10 @@ class KafkaSink:
             await self._stop_producer(producer, graceful=False)
 
         retry: list[_Item] = []
-        written = 0
+        written = unknown = 0
         for item, fut in chunk:
-            err = fut.exception() if fut.done() and not fut.cancelled() else ProducerClosed()
+            settled = fut.done() and not fut.cancelled()
+            err = fut.exception() if settled else ProducerClosed()
             if err is None:
                 written += 1
             elif isinstance(err, _RECORD_ERRORS):
@@ -329,8 +343,11 @@ class KafkaSink:
                 log.error("kafka sink: record rejected (%d bytes): %s", len(item.value), err)
             else:
                 retry.append(item)
+                unknown += not settled or isinstance(err, _MAYBE_WRITTEN)
                 error = error or err
         self._buffer.extendleft(reversed(retry))
+        if unknown:
+            self._resent.inc(unknown)
         self._inflight = []
         self._buffered.set(len(self._buffer))
         if written:
@@ -345,10 +362,12 @@ class KafkaSink:
             self._producer = None
             await self._stop_producer(producer, graceful=False)
         self._warn(
-            "kafka sink: producing to %s failed (%s); reconnecting, %d records kept",
+            "kafka sink: producing to %s failed (%s); reconnecting, %d records kept (%d of them "
+            "may already be written and will be sent again: duplicates share a pair_id)",
             topic,
             _describe(error),
             len(self._buffer),
+            unknown,
         )
         return False
 

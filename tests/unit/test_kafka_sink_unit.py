@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from shadoweval import sinks
+from shadoweval import logs, sinks
 from shadoweval.cli import main
 from shadoweval.config import ConfigError, parse
 from shadoweval.config import KafkaSink as KafkaSinkConfig
+from shadoweval.kafka_client import client_options
 from shadoweval.metrics import Metrics
 from shadoweval.sinks import kafka as kafka_module
 from shadoweval.sinks.kafka import KafkaSink, resolve_compression
@@ -165,7 +168,7 @@ async def test_password_file_is_read_at_start_and_never_logged(
             "sasl_password_file": str(secret),
         }
     )
-    assert kafka_module.client_options(cfg, "sink")["sasl_plain_password"] == "s3cr3t-Pa55"
+    assert client_options(cfg, "sink")["sasl_plain_password"] == "s3cr3t-Pa55"
     caplog.set_level(logging.DEBUG)
     sink = KafkaSink(cfg, Metrics())
     await sink.start()
@@ -332,7 +335,7 @@ async def test_a_metadata_refresh_that_reaches_no_broker_marks_the_producer_unre
         pauses.append(delay)
         await real_sleep(0)
 
-    monkeypatch.setattr(kafka_module.asyncio, "sleep", sleep)
+    monkeypatch.setattr(asyncio, "sleep", sleep)
 
     class Client:
         async def _metadata_update(self, cluster: object, topics: object) -> bool:
@@ -356,3 +359,116 @@ async def test_a_metadata_refresh_that_reaches_no_broker_marks_the_producer_unre
     answers.append(False)
     await producer.client._metadata_update(None, set())
     assert not sink._unreachable
+
+
+# -- logs ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """logs.configure replaces the root's handlers: put pytest's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in logs.THIRD_PARTY}
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    for name, lvl in levels.items():
+        logging.getLogger(name).setLevel(lvl)
+
+
+async def test_debug_logging_never_writes_a_record_value(restored_logging: None) -> None:
+    """aiokafka's own send() logs ``Sending (key=... value=...)`` at debug; with the proxy's
+    logging at debug and the producer's logger lowered to debug too, it reaches no handler."""
+    from aiokafka import AIOKafkaProducer
+
+    out = io.StringIO()
+    logs.configure("debug", "%(levelname)s %(name)s: %(message)s", force=True, stream=out)
+    logging.getLogger("aiokafka.producer.producer").setLevel(logging.DEBUG)
+
+    producer = AIOKafkaProducer(bootstrap_servers=UNREACHABLE)
+
+    async def metadata(topic: str) -> None:
+        return None
+
+    async def add_message(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    producer.client._wait_on_metadata = metadata
+    producer._partition = lambda *args: 0
+    producer._message_accumulator.add_message = add_message
+    secret = b'{"messages": "the body of a record 8d0c1f"}'
+    await producer.send("shadoweval.pairs", secret, key=b"req-1")
+    await producer.client.close()
+    logging.getLogger("shadoweval.sinks.kafka").debug("a debug line of our own")
+
+    text = out.getvalue()
+    assert "the body of a record" not in text
+    assert "a debug line of our own" in text  # debug is on; only the library's is held back
+    # What is held back is a library's debug, not its warnings.
+    logging.getLogger("aiokafka.conn").warning("broker unreachable")
+    assert "broker unreachable" in out.getvalue()
+
+
+def test_third_party_loggers_are_capped_at_info_or_the_configured_level(
+    restored_logging: None,
+) -> None:
+    logs.configure("debug", "%(message)s", force=True, stream=io.StringIO())
+    assert logging.getLogger("aiokafka").level == logging.INFO
+    assert logging.getLogger("opentelemetry").level == logging.INFO
+    logs.configure("warning", "%(message)s", force=True, stream=io.StringIO())
+    assert logging.getLogger("aiokafka").level == logging.WARNING
+
+
+# -- re-sends after a stall ----------------------------------------------------------------
+
+
+class StalledProducer:
+    """Accepts every record; the test settles each delivery future (or leaves it pending,
+    as a stalled broker does)."""
+
+    def __init__(self) -> None:
+        self.futures: list[asyncio.Future[Any]] = []
+        self.client = type("Client", (), {"close": self._close})()
+        self._sender = type("Sender", (), {"sender_task": None})()
+
+    async def _close(self) -> None:
+        return None
+
+    async def send(self, topic: str, value: bytes, **kwargs: Any) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.futures.append(fut)
+        return fut
+
+
+async def test_records_of_unknown_fate_are_requeued_in_order_and_counted_as_resent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiokafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
+
+    monkeypatch.setattr(kafka_module, "_POLL_S", 0.01)
+    m = Metrics()
+    sink = KafkaSink(sink_config(), m)
+    producer = StalledProducer()
+    sink._producer = producer
+    for i in range(5):
+        sink.put(record(i))
+
+    task = asyncio.create_task(sink._send_chunk())
+    while len(producer.futures) < 5:
+        await asyncio.sleep(0)
+    producer.futures[0].set_result(None)  # acknowledged
+    producer.futures[1].set_exception(KafkaTimeoutError())  # expired: maybe written
+    producer.futures[2].set_exception(NotLeaderForPartitionError())  # refused: not written
+    sink._unreachable = True  # 3 and 4 never answered: the broker went away
+    assert await task is False
+
+    assert count(m, "written") == 1
+    resent = m.registry.get_sample_value("shadoweval_sink_resent_records_total", {"sink": "kafka"})
+    assert resent == 3  # 1, 3 and 4: their first send may have landed
+    assert [orjson.loads(item.value)["n"] for item in sink._buffer] == [1, 2, 3, 4]
+    assert sink._producer is None  # the next chunk goes through a new producer

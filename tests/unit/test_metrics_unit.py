@@ -118,3 +118,21 @@ def test_merged_families_add_series_and_keep_per_process_facts_from_the_first() 
     assert samples[("only_total", ())] == 2
     assert samples[("process_start_time_seconds", ())] == 100.0  # the proxy's, not a sum
     assert text.count("# TYPE pairs_total counter") + text.count("# TYPE pairs counter") == 1
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["gpt-4o-2024-08-06", "meta-llama/Llama-3-8B-Instruct", "claude-3-5-sonnet@20240620", "a:b"],
+)
+def test_model_names_of_model_shape_are_labels(name: str) -> None:
+    assert Metrics(CollectorRegistry()).model_label(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["jo@example.com", "ignore previous instructions", "x\nHELP", "-x", "a" * 200, "é-model"],
+)
+def test_a_model_name_failing_the_shape_check_is_no_label(name: str) -> None:
+    metrics = Metrics(CollectorRegistry())
+    assert metrics.model_label(name) == OTHER
+    assert metrics.model_label("gpt-4o") == "gpt-4o"  # and it took no place in the cap
