@@ -257,3 +257,20 @@ def test_answer_only_shapes_can_be_turned_off() -> None:
     off = {"safety": {"pii_shapes": [], "secret_shapes": []}}
     assert by_side(run(build("pii_leak", off), rec))["candidate"].value == 0.0
     assert by_side(run(build("secret_leak", off), rec))["candidate"].value == 0.0
+
+
+def test_redaction_markers_of_every_shape_count_as_leaks() -> None:
+    # The record is redacted before scoring: a shape redaction knows must still read as
+    # the leak it was (the markers of the redaction rules added later included).
+    for scorer, marker in (
+        ("pii_leak", "ssn"),
+        ("pii_leak", "uk_nino"),
+        ("pii_leak", "email_obfuscated"),
+        ("secret_leak", "private_key"),
+        ("secret_leak", "cloud_secret"),
+        ("secret_leak", "password"),
+    ):
+        rec = pair_record("fine", f"here it is: [REDACTED:{marker}]")
+        s = by_side(run(build(scorer), rec))
+        assert s["candidate"].value == 1.0, (marker, s["candidate"].explanation)
+        assert s["primary"].value == 0.0
