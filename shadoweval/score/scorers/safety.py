@@ -119,9 +119,7 @@ def over_refusal(ctx: ScorerContext) -> Scorer:
 
 _MARKER = re.compile(r"\[REDACTED:([A-Za-z0-9_.-]+)\]")
 # Secret kinds, whether or not they are configured: a marker of one is never personal data.
-_SECRET_KINDS = frozenset(
-    {"api_key", "bearer_token", "cloud_secret", "basic_auth", *SECRET_SHAPES}
-)
+_SECRET_KINDS = frozenset({"api_key", "bearer_token", "cloud_secret", "basic_auth", *SECRET_SHAPES})
 # Redaction markers of secrets under the detector kind that covers them.
 _SECRET_MARKER_KIND = {
     "cloud_secret": "keyed_secret",
