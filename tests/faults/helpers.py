@@ -165,15 +165,6 @@ def shadow_accounting(metrics: Metrics, candidate: str) -> dict[str, float]:
             "balance": sampled - pairs - dropped - internal}  # fmt: skip
 
 
-async def until(check: Any, timeout: float = 10.0, what: str = "the condition") -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not check():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
-
-
 class ProxyProcess:
     """``shadoweval serve`` as a real process (its own event loop, signals, exit code);
     stderr is collected line by line."""

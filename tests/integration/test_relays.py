@@ -17,6 +17,7 @@ import pytest
 from shadoweval.config import ConfigError, parse
 from shadoweval.records import iter_jsonl
 from shadoweval.testing import FakeUpstream, Latency
+from tests.waiting import wait_for
 
 from .test_lifecycle import start_serve
 from .test_shadow_worker import sample, scrape
@@ -68,15 +69,6 @@ def accepted(pid: int, port: int, state: str = "01") -> int:
     return len(found)
 
 
-async def wait_for(predicate: object, what: str, timeout_s: float = 20.0) -> None:
-    assert callable(predicate)
-    for _ in range(int(timeout_s / 0.1)):
-        if predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def test_relay_processes_share_the_port_report_as_one_and_drain(tmp_path: Path) -> None:
     primary = FakeUpstream(model="prod", latency=Latency.fixed(1.5))
     cand = FakeUpstream(model="cand", latency=Latency.fixed(0.05))
@@ -100,7 +92,9 @@ async def test_relay_processes_share_the_port_report_as_one_and_drain(tmp_path: 
 
     reader = asyncio.create_task(read_log())
     try:
-        await wait_for(lambda: any("admin on http" in line for line in log), "the proxy to start")
+        await wait_for(
+            lambda: any("admin on http" in line for line in log), what="the proxy to start"
+        )
         line = next(line for line in log if "admin on http" in line)
         url = line.split("proxy on ")[1].split(" ")[0]
         admin = line.split("admin on ")[1].strip()
@@ -168,7 +162,7 @@ async def test_relay_processes_share_the_port_report_as_one_and_drain(tmp_path: 
             fresh = set(relays_of(leader)) - set(relays)
             return len(fresh) == 1 and accepted(fresh.pop(), port, "0A") == 1
 
-        await wait_for(replaced, "a replacement relay on the port")
+        await wait_for(replaced, what="a replacement relay on the port")
         [fresh] = set(relays_of(leader)) - set(relays)
         assert b"relay" in Path(f"/proc/{fresh}/cmdline").read_bytes().split(b"\0")
         where = await batch(40, [leader, relays[1], fresh])
@@ -185,7 +179,7 @@ async def test_relay_processes_share_the_port_report_as_one_and_drain(tmp_path: 
             answers = await asyncio.gather(*calls)
         assert len(answers) == 20
         assert await asyncio.wait_for(proc.wait(), 30) == 0
-        await wait_for(lambda: not children_of(leader), "the children to exit", 10)
+        await wait_for(lambda: not children_of(leader), what="the children to exit")
     finally:
         if proc.returncode is None:
             proc.kill()
