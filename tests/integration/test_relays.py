@@ -69,6 +69,14 @@ def accepted(pid: int, port: int, state: str = "01") -> int:
     return len(found)
 
 
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
 async def test_relay_processes_share_the_port_report_as_one_and_drain(tmp_path: Path) -> None:
     primary = FakeUpstream(model="prod", latency=Latency.fixed(1.5))
     cand = FakeUpstream(model="cand", latency=Latency.fixed(0.05))
@@ -138,11 +146,14 @@ async def test_relay_processes_share_the_port_report_as_one_and_drain(tmp_path: 
         assert all(n > 0 for n in where.values()), where
 
         # One exposition for all four processes: every request, every pair, one readiness.
-        for _ in range(50):
+        text = ""
+
+        async def paired() -> bool:
+            nonlocal text
             text = await scrape(admin)
-            if sample(text, "shadoweval_pairs_total", upstream="c") == 40:
-                break
-            await asyncio.sleep(0.1)
+            return sample(text, "shadoweval_pairs_total", upstream="c") == 40
+
+        await wait_for(paired, what="40 pairs in the merged /metrics")
         assert sample(text, "shadoweval_requests_total", role="primary", outcome="ok") == 40
         assert sample(text, "shadoweval_pairs_total", upstream="c") == 40
         assert sample(text, "shadoweval_shadow_sampling_decisions_total", decision="in") == 40
@@ -152,7 +163,8 @@ async def test_relay_processes_share_the_port_report_as_one_and_drain(tmp_path: 
         # A relay that dies costs the requests it held; the others take new connections
         # at once, and a replacement joins.
         os.kill(relays[0], signal.SIGKILL)
-        await asyncio.sleep(0.2)
+        # Dead (a zombie until the leader reaps it): its listening socket is closed.
+        await wait_for(lambda: not alive(relays[0]), what="the killed relay to exit")
         async with client() as c:
             for _ in range(10):
                 answer = await c.chat.completions.create(model="m", messages=MESSAGES)
