@@ -16,6 +16,7 @@ from shadoweval.proxy.loops import HOP_HEADER, hop_id, self_loops
 from shadoweval.proxy.upstream import UpstreamError, UpstreamPool
 from shadoweval.testing import FakeUpstream, running_stack
 from tests.security.rawhttp import exchange
+from tests.waiting import wait_for
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 LIMIT = 64 * 1024
@@ -151,8 +152,9 @@ async def test_connections_over_the_limit_are_closed_at_once_and_counted() -> No
         for _, w in held:
             w.close()
         await asyncio.gather(*(w.wait_closed() for _, w in held), return_exceptions=True)
-        while len(stack.proxy._http.connections) > 0:  # type: ignore[union-attr]
-            await asyncio.sleep(0.01)
+        server = stack.proxy._http
+        assert server is not None
+        await wait_for(lambda: not server.connections, what="the held connections closed")
         assert await post_chat(stack.url) == 200
 
 
