@@ -88,7 +88,8 @@ async def test_relay_processes_share_the_port_report_as_one_and_drain(tmp_path: 
         f"listen: {{port: 0, processes: 3}}\nadmin: {{port: 0}}\n"
         f"primary: {{url: '{primary.url}'}}\n"
         f"candidates: [{{name: c, url: '{cand.url}'}}]\nsink: {{kind: file, path: '{pairs}'}}\n"
-        "shadow_worker: {enabled: true}\n"
+        # scheduling: normal: a SCHED_IDLE worker may not start on a busy machine (by design).
+        "shadow_worker: {enabled: true, scheduling: normal}\n"
     )
     proc = await start_serve(cfg)
     log: list[str] = []

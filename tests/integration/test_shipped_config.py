@@ -42,6 +42,9 @@ def shipped_env(primary: FakeUpstream, cand: FakeUpstream, tmp_path: Path) -> di
         "SHADOWEVAL_CANDIDATES__0__URL": cand.url,
         "SHADOWEVAL_CANDIDATES__1__URL": primary.url,  # the control asks the primary again
         "SHADOWEVAL_SINK__PATH": str(tmp_path / "pairs.jsonl"),
+        # The worker's SCHED_IDLE class starves on a machine busy with other work (by
+        # design); the shipped file's behaviour is otherwise unchanged.
+        "SHADOWEVAL_SHADOW_WORKER__SCHEDULING": "normal",
     }
 
 
