@@ -14,11 +14,13 @@ linearity.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -57,6 +59,11 @@ def sse(sep: bytes, n: int) -> Callable[[], object]:
     return run
 
 
+def redaction(redactor: Redactor, unit: str, n: int) -> Callable[[], object]:
+    text = unit * n
+    return lambda: redactor.text(text)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5, help="best of this many runs (default 5)")
@@ -64,12 +71,12 @@ def main() -> int:
     redactor = Redactor(Redaction())
     cases: list[tuple[str, int, Callable[[int], Callable[[], object]]]] = []
     for sep in (b"\n\n", b"\r\n\r\n"):
-        cases.append((f"sse events, separator {sep!r}", 2_000, lambda n, s=sep: sse(s, n)))
+        cases.append((f"sse events, separator {sep!r}", 2_000, functools.partial(sse, sep)))
     for unit in REDACTION_UNITS:
         cases.append(
-            (f"redaction of {unit[:12]!r} x n", 500, lambda n, u=unit: lambda: redactor.text(u * n))
+            (f"redaction of {unit[:12]!r} x n", 500, functools.partial(redaction, redactor, unit))
         )
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, n, make in cases:
         small, large = best_of(args.repeat, make(n)), best_of(args.repeat, make(4 * n))
         ratio = large / small if small > 0 else 0.0
