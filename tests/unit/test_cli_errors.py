@@ -152,3 +152,14 @@ def test_a_real_process_prints_no_traceback(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"shadoweval: dataset build: no such file: {missing}"
+
+
+def test_any_other_unwritable_output_is_one_line_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A command without its own check (review export here) still gets one line and 2."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out = blocker / "dataset.jsonl"
+    assert main(["review", "export", "--out", str(out), "--db", str(tmp_path / "r.sqlite")]) == 2
+    one_line_error(capsys, "review", str(blocker))
