@@ -460,7 +460,9 @@ async def test_kafka_outage_is_invisible_to_callers_and_recovers() -> None:
             assert down_ms < 3 * up_ms + 20, f"median {down_ms:.1f} ms down vs {up_ms:.1f} ms up"
 
             await broker.start()  # same ports, empty data dir; the proxy keeps running
-            await wait_for(lambda: buffered(metrics) == 0, what="the buffer drained after restart")
+            await wait_for(
+                lambda: buffered(metrics) == 0, timeout=60, what="the buffer drained after restart"
+            )
             assert sink_count(metrics, "written") == 62 + capacity
             await requests(10, "after")
             await wait_for(lambda: sink_count(metrics, "written") == 122, what="new records flow")
