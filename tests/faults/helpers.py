@@ -21,6 +21,7 @@ from aiohttp import web
 
 from shadoweval.metrics import DROP_REASONS, Metrics
 from shadoweval.testing import FakeUpstream
+from tests.waiting import wait_for as until  # noqa: F401 - the name earlier fault tests import
 
 Behaviour = Literal["ok", "ok_stream", "sse_reset", "sse_close", "http_503", "garbage"]
 
