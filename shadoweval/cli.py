@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,16 @@ from shadoweval.config import ConfigError, load
 
 def _setup_logging(level: str) -> None:
     logs.configure(level, "%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _readable(command: str, paths: Iterable[str], what: str = "") -> None:
+    """A missing or unreadable input is one line and exit 2, checked before any work."""
+    for path in paths:
+        named = f"{path} ({what})" if what else path
+        if not Path(path).is_file():
+            raise ConfigError(f"{command}: no such file: {named}")
+        if not os.access(path, os.R_OK):
+            raise ConfigError(f"{command}: cannot read {named}: permission denied")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -167,6 +179,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     cfg = load_scorer(args.config)
     if args.once and not isinstance(cfg.source, FilePairSource):
         raise ConfigError(f"{args.config}: --once reads a file source (source.kind: file)")
+    if args.once:
+        assert isinstance(cfg.source, FilePairSource)
+        # Without --once a missing file is waited for; with it, "scored 0" would be a lie.
+        _readable("score --once", [cfg.source.path], f"source.path in {args.config}")
     _setup_logging(cfg.log_level)
     from shadoweval.score.runner import run_scorer, summary_lines
 
@@ -196,6 +212,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             terminal=not args.quiet,
             details=not args.summary,
             strict=args.strict,
+            allow_empty=args.allow_empty,
         )
     )
 
@@ -224,8 +241,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 2
     _setup_logging("warning")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "ab" if args.append else "wb") as fh, progress_display(len(inputs)) as progress:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(out, "ab" if args.append else "wb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise ConfigError(f"replay: cannot write {out}: {exc.strerror}") from None
+    with fh, progress_display(len(inputs)) as progress:
         summary = loop.run(
             replay(
                 cfg, inputs, fh, concurrency=args.concurrency, primary_auth=auth, progress=progress
@@ -274,13 +295,22 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
         records = loop.run(read_pairs(settings.kafka, skipped, args.max_records))
     elif not args.pairs:
         raise ConfigError("dataset build needs pair record files, or --kafka")
+    _readable("dataset build", [*args.pairs, *(args.scores or [])])
     requests = read_requests(
         args.pairs, args.scores or [], settings.safety_scorers, skipped, records
     )
     for reason, n in sorted(skipped.items()):
         print(f"skipped {n}: {reason}", file=sys.stderr)
+    if not requests and not args.allow_empty:
+        inputs = ", ".join(args.pairs) or "the Kafka topic"
+        raise ConfigError(
+            f"dataset build: no valid pair record in {inputs} (--allow-empty to write an empty set)"
+        )
     result = build(requests, settings, Redactor(cfg.redaction), size=args.size)
-    write_items(result.items, args.out)
+    try:
+        write_items(result.items, args.out)
+    except OSError as exc:
+        raise ConfigError(f"dataset build: cannot write {args.out}: {exc.strerror}") from None
     print_summary(result.summary, sys.stdout)
     print(f"written to {args.out}")
     return 0
@@ -301,6 +331,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     store = Store(args.db or cfg.db_path)
     try:
         if args.review_command == "serve":
+            _readable("review serve", [*(args.pairs or []), *(args.dataset or [])])
             added, loaded, skipped = command.import_inputs(
                 store, cfg, args.pairs or [], args.dataset or []
             )
@@ -403,6 +434,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", action="store_true", help="terminal: summary and verdicts only")
     p.add_argument("--quiet", "-q", action="store_true", help="no terminal output")
     p.add_argument("--strict", action="store_true", help="exit 1 when data is not enough too")
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="report even when the files hold no valid pair record (default: exit 2)",
+    )
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
@@ -464,6 +500,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, help="random seed (default 0)")
     d.add_argument("--scoring", choices=["exact", "rubric", "human"], help="default scoring rule")
     d.add_argument("--out", "-o", default="eval-set.jsonl", help="dataset file (JSONL)")
+    d.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="write an empty set when no valid pair record is found (default: exit 2)",
+    )
     d.set_defaults(func=cmd_dataset_build)
 
     p = sub.add_parser("review", help="human rating page and expected-answer curation")
@@ -490,6 +531,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as exc:
         print(f"shadoweval: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A file no command checked itself: still one line naming it, and the input code.
+        if exc.filename is None:
+            raise
+        print(f"shadoweval: {args.command}: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
 
 

@@ -908,10 +908,30 @@ def _file_problem(key: str, value: str) -> list[str]:
 _SECRET_KEY = re.compile(r"token|password|secret|api_key|headers", re.IGNORECASE)
 
 
-def _format_errors(exc: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
+# Where each overridden key came from: its path (as strings) -> the variable's name.
+EnvOrigins = dict[tuple[str, ...], str]
+
+
+def _env_origin(loc: tuple[str | int, ...], origins: EnvOrigins) -> str | None:
+    """The variable an error's location came from: one that set this key or a section
+    holding it, or a key below it (a union's tag may sit between the parts)."""
+    parts = [str(p) for p in loc]
+    for path, var in origins.items():
+        it = iter(parts)
+        if all(part in it for part in path) or parts == list(path[: len(parts)]):
+            return var
+    return None
+
+
+def _format_errors(exc: ValidationError, source: str, origins: EnvOrigins | None = None) -> str:
+    lines = []
+    from_env = 0
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        var = _env_origin(err["loc"], origins) if origins and err["loc"] else None
+        if var is not None:
+            from_env += 1
+            loc = f"{loc} (from {var})"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -923,7 +943,20 @@ def _format_errors(exc: ValidationError, source: str) -> str:
         if isinstance(got, dict) or _SECRET_KEY.search(loc):
             suffix = ""  # never echo a credential into a start-up error
         lines.append(f"  {loc}: {msg}{suffix}")
-    return "\n".join(lines)
+    if from_env == len(lines):
+        head = "invalid configuration from environment variables:"
+    elif from_env:
+        head = f"invalid configuration in {source} and environment variables:"
+    else:
+        head = f"invalid configuration in {source}:"
+    return "\n".join([head, *lines])
+
+
+def _other_prefixes(prefix: str) -> tuple[str, ...]:
+    """The other files' prefixes that extend this one (SHADOWEVAL_SCORE_ for SHADOWEVAL_)."""
+    return tuple(
+        p for p in (SCORE_ENV_PREFIX, REVIEW_ENV_PREFIX) if p != prefix and p.startswith(prefix)
+    )
 
 
 def _apply_env(
@@ -931,17 +964,35 @@ def _apply_env(
     environ: Mapping[str, str],
     prefix: str = ENV_PREFIX,
     sections: Collection[str] | None = None,
+    origins: EnvOrigins | None = None,
 ) -> dict[str, Any]:
     """``SHADOWEVAL_PRIMARY__URL=...`` sets ``primary.url``; list items go by index
-    (``SHADOWEVAL_CANDIDATES__0__URL``). ``prefix``/``sections``: another file's shape."""
+    (``SHADOWEVAL_CANDIDATES__0__URL``). ``prefix``/``sections``: another file's shape.
+    ``origins`` is filled with the variable behind each key set, for error messages.
+
+    A variable with ``__`` is a key path, so an unknown section in it is an error (a typo
+    would otherwise be ignored while unknown keys in the file are refused). One without
+    is a top-level key if it names one; else it belongs to something else
+    (``SHADOWEVAL_REVIEW_TOKEN``), as do the other files' prefixes."""
     known = Config.model_fields if sections is None else sections
+    others = _other_prefixes(prefix)
     for key, value in sorted(environ.items()):
-        if not key.startswith(prefix):
+        if not key.startswith(prefix) or key.startswith(others):
             continue
         path = key[len(prefix) :].lower().split("__")
-        # Other SHADOWEVAL_* variables (e.g. for the CLI) are not config keys.
-        if not all(path) or path[0] not in known:
+        if len(path) == 1 and path[0] not in known:
             continue
+        if not all(path):
+            raise ConfigError(f"{key}: empty part in the key path (sections join with __)")
+        if path[0] not in known:
+            raise ConfigError(
+                f"{key}: unknown section {path[0]!r} (known: {', '.join(sorted(known))})"
+            )
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = str(exc).splitlines()[0]
+            raise ConfigError(f"{key}: the value is not valid YAML ({problem})") from None
         node: Any = raw
         for i, part in enumerate(path):
             last = i == len(path) - 1
@@ -950,16 +1001,20 @@ def _apply_env(
                     raise ConfigError(f"{key}: list index {part!r} is out of range")
                 idx = int(part)
                 if last:
-                    node[idx] = yaml.safe_load(value)
+                    node[idx] = parsed
                 else:
                     node = node[idx]
             elif isinstance(node, dict):
                 if last:
-                    node[part] = yaml.safe_load(value)
+                    node[part] = parsed
                 else:
-                    node = node.setdefault(part, {})
+                    if node.get(part) is None:  # absent, or an empty section in the file
+                        node[part] = {}
+                    node = node[part]
             else:
                 raise ConfigError(f"{key}: {'.'.join(path[:i])} is not a section")
+        if origins is not None:
+            origins[tuple(path)] = key
     return raw
 
 
@@ -992,11 +1047,12 @@ def _validate(
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"invalid configuration in {source}: the top level must be a mapping")
-    raw = _apply_env(raw, os.environ if environ is None else environ, prefix, sections)
+    origins: EnvOrigins = {}
+    raw = _apply_env(raw, os.environ if environ is None else environ, prefix, sections, origins)
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from None
+        raise ConfigError(_format_errors(exc, source, origins)) from None
 
 
 def parse(raw: Any, source: str = "<config>", environ: Mapping[str, str] | None = None) -> Config:
@@ -1048,14 +1104,15 @@ def load_report_settings(
         raise ConfigError(f"invalid configuration in {path}: the top level must be a mapping")
     if raw.get("pricing_file") and "pricing" not in raw:
         raw["pricing"] = _load_pricing(path.parent / str(raw["pricing_file"]))
-    raw = _apply_env(raw, os.environ if environ is None else environ)
+    origins: EnvOrigins = {}
+    raw = _apply_env(raw, os.environ if environ is None else environ, origins=origins)
     # Overrides of the proxy's own sections (SHADOWEVAL_PRIMARY__URL, ...) do not apply here.
     ours = ReportSettings.model_fields
     raw = {k: v for k, v in raw.items() if k in ours or k not in Config.model_fields}
     try:
         return ReportSettings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, str(path))) from None
+        raise ConfigError(_format_errors(exc, str(path), origins)) from None
 
 
 # -- shadoweval score: the offline scorer's own config file ----------------------------------

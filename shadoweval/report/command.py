@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from pydantic import ValidationError
 from shadoweval.config import ConfigError, Pricing, ReportSettings, load_report_settings
 from shadoweval.pricing import PriceTable
 from shadoweval.report.aggregate import build_report
-from shadoweval.report.load import Filters, load, parse_time
+from shadoweval.report.load import Dataset, Filters, load, parse_time
 
 # Read when neither --pricing nor a config names a pricing table (relative to the cwd).
 DEFAULT_PRICING = Path("config/pricing.yaml")
@@ -37,6 +39,7 @@ class Options:
     terminal: bool = True
     details: bool = True
     strict: bool = False
+    allow_empty: bool = False  # no valid pair record: a report of nothing instead of an error
 
 
 def load_pricing(path: Path) -> Pricing:
@@ -80,8 +83,12 @@ def make_report(opts: Options) -> dict[str, Any]:
         raise ConfigError(str(exc)) from None
     for path in [*opts.pairs, *opts.scores]:
         if not Path(path).is_file():
-            raise ConfigError(f"no such file: {path}")
+            raise ConfigError(f"report: no such file: {path}")
     ds = load(opts.pairs, opts.scores, filters, settings.report.snippet_chars)
+    _tell_skipped(ds)
+    if ds.pairs_read == 0 and not opts.allow_empty:
+        files = ", ".join(opts.pairs)
+        raise ConfigError(f"report: no valid pair record in {files} (--allow-empty: report it)")
     described = {
         "since": opts.since,
         "until": opts.until,
@@ -99,6 +106,18 @@ def make_report(opts: Options) -> dict[str, Any]:
     if not ds.pairs:
         report["notes"].append("no pair records in the input (or none in the window)")
     return report
+
+
+def _tell_skipped(ds: Dataset) -> None:
+    """Damaged lines, on stderr: a report silently built from part of a file misleads."""
+    files: dict[str, Counter[str]] = {}
+    for (path, reason), n in ds.corrupt.items():
+        files.setdefault(path, Counter())[reason] += n
+    for path, reasons in files.items():
+        detail = ", ".join(f"{reason}: {n}" for reason, n in sorted(reasons.items()))
+        total = sum(reasons.values())
+        line = "line" if total == 1 else "lines"
+        print(f"shadoweval: report: skipped {total} {line} in {path} ({detail})", file=sys.stderr)
 
 
 def exit_code(report: dict[str, Any], strict: bool) -> int:
@@ -129,7 +148,14 @@ def run(opts: Options) -> int:
 
 
 def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Atomic write; a failure is bad input (exit 2), never the gate's exit 1."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+        raise ConfigError(f"report: cannot write {path}: {exc.strerror or exc}{where}") from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -84,6 +84,10 @@ class Dataset:
     scorer_info: dict[str, ScorerInfo] = field(default_factory=dict)
     pair_files: list[str] = field(default_factory=list)
     score_files: list[str] = field(default_factory=list)
+    # (file, reason) -> lines that are not a valid record (also counted in ``skipped``), so
+    # the command can say which file is damaged; and the pair records read before filters.
+    corrupt: Counter[tuple[str, str]] = field(default_factory=Counter)
+    pairs_read: int = 0
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,22 @@ def _side(obj: Any, limit: int) -> SideRow:
     )
 
 
+def _records(ds: Dataset, paths: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each file's JSON objects with its name; its unreadable lines counted as corrupt."""
+    for path in paths:
+        bad: Counter[str] = Counter()
+        for rec in iter_jsonl([path], bad):
+            yield path, rec
+        for reason, n in bad.items():
+            ds.corrupt[path, reason] += n
+        ds.skipped.update(bad)
+
+
+def _corrupt(ds: Dataset, path: str, reason: str) -> None:
+    ds.skipped[reason] += 1
+    ds.corrupt[path, reason] += 1
+
+
 def load(
     pair_paths: Iterable[str | Path],
     score_paths: Iterable[str | Path] = (),
@@ -203,9 +223,9 @@ def load(
     filters = filters or Filters()
     ds = Dataset(pair_files=[str(p) for p in pair_paths], score_files=[str(p) for p in score_paths])
     by_id: dict[str, PairRow] = {}
-    for rec in iter_jsonl(ds.pair_files, ds.skipped):
+    for path, rec in _records(ds, ds.pair_files):
         if rec.get("schema") != PAIR_SCHEMA:
-            ds.skipped["pairs file: not a shadoweval.pair.v1 record"] += 1
+            _corrupt(ds, path, "pairs file: not a shadoweval.pair.v1 record")
             continue
         if rec.get("stateful") is True:
             ds.skipped["stateful request: the candidate lacked the primary's stored state"] += 1
@@ -230,8 +250,9 @@ def load(
                 probe=probe,
             )
         except (KeyError, TypeError, ValueError):
-            ds.skipped["malformed pair record"] += 1
+            _corrupt(ds, path, "malformed pair record")
             continue
+        ds.pairs_read += 1
         if not filters.keep(row.ts, row.source, row.task):
             ds.skipped["pair outside the window or filters"] += 1
             continue
@@ -239,15 +260,15 @@ def load(
             ds.skipped["duplicate pair (re-delivery)"] += 1
         by_id[row.pair_id] = row
     ds.pairs = sorted(by_id.values(), key=lambda p: (p.ts, p.pair_id))
-    for rec in iter_jsonl(ds.score_files, ds.skipped):
+    for path, rec in _records(ds, ds.score_files):
         if rec.get("schema") != SCORE_SCHEMA:
-            ds.skipped["scores file: not a shadoweval.score.v1 record"] += 1
+            _corrupt(ds, path, "scores file: not a shadoweval.score.v1 record")
             continue
         pair_id = rec.get("pair_id")
         scorer = rec.get("scorer")
         side = rec.get("side")
         if not (isinstance(pair_id, str) and isinstance(scorer, str) and isinstance(side, str)):
-            ds.skipped["malformed score record"] += 1
+            _corrupt(ds, path, "malformed score record")
             continue
         if pair_id not in by_id:
             ds.skipped["score of a pair not in the report"] += 1

@@ -171,8 +171,8 @@ def lines(
     ylo, yhi = ylim or (min(p[1] for p in pts), max(p[1] for p in pts))
     if yhi <= ylo:
         ylo, yhi = ylo - 0.5, yhi + 0.5
-    if xhi <= xlo:
-        xlo, xhi = xlo - 1, xhi + 1
+    if xhi <= xlo:  # one x value: widen around it (on a log axis, never to zero or below)
+        xlo, xhi = (xlo / 2, xhi * 2) if xlog else (xlo - 1, xhi + 1)
     xs = _Scale(xlo, xhi, ML, W - MR, xlog)
     ys = _Scale(ylo, yhi, H - MB, MT)
     out = _frame(name, title)

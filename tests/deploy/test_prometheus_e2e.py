@@ -28,6 +28,7 @@ from shadoweval.metrics import LATENCY_BUCKETS
 from shadoweval.testing import FakeUpstream, Latency, running_stack
 from tests.deploy.conftest import ROOT, load_script, tool
 from tests.deploy.test_monitoring import PROXY_METRICS, dashboards, metric_names, panels
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -76,17 +77,21 @@ class Prometheus:
             return (await resp.json())["data"]
 
     async def wait_for(self, expr: str, ok: Any, timeout: float = 30) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while True:
+        body: dict[str, Any] = {}
+        result: list[dict[str, Any]] = []
+
+        async def answered() -> bool:
+            nonlocal body, result
             try:
                 status, body = await self.query(expr)
-            except aiohttp.ClientConnectionError as exc:  # still starting
+            # Still starting: not listening yet, or a 503 in plain text until it is ready.
+            except (aiohttp.ClientConnectionError, aiohttp.ContentTypeError) as exc:
                 status, body = 0, {"error": str(exc)}
-            result = body.get("data", {}).get("result", [])
-            if status == 200 and ok(result):
-                return list(result)
-            assert time.monotonic() < deadline, f"timed out waiting on {expr}: {body}"
-            await asyncio.sleep(0.5)
+            result = list(body.get("data", {}).get("result", []))
+            return status == 200 and bool(ok(result))
+
+        await wait_for(answered, timeout=timeout, what=expr, state=lambda: body)
+        return result
 
 
 def grafana_to_promql(expr: str) -> str:

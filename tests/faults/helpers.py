@@ -21,6 +21,7 @@ from aiohttp import web
 
 from shadoweval.metrics import DROP_REASONS, Metrics
 from shadoweval.testing import FakeUpstream
+from tests.waiting import wait_for as until  # noqa: F401 - the name earlier fault tests import
 
 Behaviour = Literal["ok", "ok_stream", "sse_reset", "sse_close", "http_503", "garbage"]
 
@@ -163,15 +164,6 @@ def shadow_accounting(metrics: Metrics, candidate: str) -> dict[str, float]:
     )
     return {"sampled": sampled, "pairs": pairs, "dropped": dropped, "internal": internal,
             "balance": sampled - pairs - dropped - internal}  # fmt: skip
-
-
-async def until(check: Any, timeout: float = 10.0, what: str = "the condition") -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not check():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
 
 
 class ProxyProcess:

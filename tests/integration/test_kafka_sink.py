@@ -35,6 +35,7 @@ from shadoweval.config import KafkaSink as KafkaSinkConfig
 from shadoweval.metrics import Metrics
 from shadoweval.sinks.kafka import KafkaSink
 from shadoweval.testing import FakeUpstream, running_stack
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -72,14 +73,6 @@ def pairs_emitted(metrics: Metrics) -> float:
         metrics.registry.get_sample_value("shadoweval_pairs_total", {"upstream": name}) or 0.0
         for name in ("cand-a", "cand-b")
     )
-
-
-async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def chat(
@@ -278,7 +271,7 @@ async def test_every_pair_reaches_kafka_once_and_valid(
                 *(chat(session, stack.url, f"question {i}") for i in range(n))
             )
         assert [status for status, _ in answers] == [200] * n
-        await until(lambda: pairs_emitted(metrics) == 2 * n, 10, "all pairs handed to the sink")
+        await wait_for(lambda: pairs_emitted(metrics) == 2 * n, what="all pairs handed to the sink")
 
     records = await consume_all(kafka_bootstrap, topic)
     assert len(records) == 2 * n
@@ -330,7 +323,7 @@ async def test_records_keep_their_order_per_key(
         async with aiohttp.ClientSession() as session:
             await asyncio.gather(*(user_session(session, u) for u in users))
         total = 2 * len(users) * per_user
-        await until(lambda: pairs_emitted(metrics) == total, 10, "all pairs handed to the sink")
+        await wait_for(lambda: pairs_emitted(metrics) == total, what="all pairs handed to the sink")
 
     records = await consume_all(kafka_bootstrap, topic)
     assert len(records) == len(put_order)
@@ -358,7 +351,7 @@ async def test_graceful_shutdown_flushes_the_buffer(kafka_bootstrap: str) -> Non
     ) as stack:
         async with aiohttp.ClientSession() as session:
             await asyncio.gather(*(chat(session, stack.url, f"q{i}") for i in range(n)))
-        await until(lambda: pairs_emitted(metrics) == 2 * n, 10, "all pairs handed to the sink")
+        await wait_for(lambda: pairs_emitted(metrics) == 2 * n, what="all pairs handed to the sink")
         assert sink_count(metrics, "written") < 2 * n  # something is left to flush
     # Leaving the block stopped the proxy (grace 5 s): everything must be in Kafka now.
     assert sink_count(metrics, "written") == 2 * n
@@ -385,12 +378,12 @@ async def _produce_through_cut(bootstrap: str, proxy: FaultProxy, idempotent: bo
     try:
         for i in range(20):
             sink.put({"schema": "shadoweval.pair.v1", "request_id": f"r{i}", "n": i})
-        await until(lambda: sink_count(metrics, "written") == 20, 30, "first 20 acknowledged")
+        await wait_for(lambda: sink_count(metrics, "written") == 20, what="first 20 acknowledged")
         cuts = proxy.cut
         proxy.armed = True
         for i in range(20, 40):
             sink.put({"schema": "shadoweval.pair.v1", "request_id": f"r{i}", "n": i})
-        await until(lambda: sink_count(metrics, "written") == 40, 30, "last 20 acknowledged")
+        await wait_for(lambda: sink_count(metrics, "written") == 40, what="last 20 acknowledged")
         assert proxy.cut == cuts + 1, "the fault was not injected"
     finally:
         await sink.close(10)
@@ -437,7 +430,7 @@ async def test_kafka_outage_is_invisible_to_callers_and_recovers() -> None:
         ):
 
             async def written_reaches(target: float) -> None:
-                await until(lambda: sink_count(metrics, "written") == target, 10, "the acks")
+                await wait_for(lambda: sink_count(metrics, "written") == target, what="the acks")
 
             async def requests(count: int, tag: str, paced: bool = False) -> list[float]:
                 latencies = []
@@ -456,7 +449,7 @@ async def test_kafka_outage_is_invisible_to_callers_and_recovers() -> None:
 
             await broker.stop()
             down = await requests(40, "down")  # 80 records for 40 places
-            await until(lambda: pairs_emitted(metrics) == 142, 10, "all pairs handed over")
+            await wait_for(lambda: pairs_emitted(metrics) == 142, what="all pairs handed over")
             assert sink_count(metrics, "written") == 62
             assert buffered(metrics) == capacity
             assert sink_count(metrics, "dropped") == 80 - capacity
@@ -467,10 +460,12 @@ async def test_kafka_outage_is_invisible_to_callers_and_recovers() -> None:
             assert down_ms < 3 * up_ms + 20, f"median {down_ms:.1f} ms down vs {up_ms:.1f} ms up"
 
             await broker.start()  # same ports, empty data dir; the proxy keeps running
-            await until(lambda: buffered(metrics) == 0, 60, "the buffer drained after restart")
+            await wait_for(
+                lambda: buffered(metrics) == 0, timeout=60, what="the buffer drained after restart"
+            )
             assert sink_count(metrics, "written") == 62 + capacity
             await requests(10, "after")
-            await until(lambda: sink_count(metrics, "written") == 122, 30, "new records flow")
+            await wait_for(lambda: sink_count(metrics, "written") == 122, what="new records flow")
 
         records = await consume_all(broker.bootstrap, topic)
         tags = sorted(

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from shadoweval.testing import FakeUpstream, Latency, running_stack
+from tests.waiting import wait_for
 
 
 async def test_stop_flushes_the_file_sink(tmp_path: Path) -> None:
@@ -53,7 +54,8 @@ async def test_sigterm_drains_in_flight_and_exits_zero(tmp_path: Path, worker: b
     cfg.write_text(
         f"listen: {{port: 0}}\nadmin: {{port: 0}}\nprimary: {{url: '{primary.url}'}}\n"
         f"candidates: [{{name: c, url: '{cand.url}'}}]\nsink: {{kind: file, path: '{pairs}'}}\n"
-        f"shadow_worker: {{enabled: {str(worker).lower()}}}\n"
+        # scheduling: normal: a SCHED_IDLE worker may not start on a busy machine (by design).
+        f"shadow_worker: {{enabled: {str(worker).lower()}, scheduling: normal}}\n"
     )
     proc = await start_serve(cfg)
     try:
@@ -74,7 +76,8 @@ async def test_sigterm_drains_in_flight_and_exits_zero(tmp_path: Path, worker: b
                     return r.status
 
             tasks = [asyncio.create_task(call(i)) for i in range(10)]
-            await asyncio.sleep(0.4)  # all ten are now waiting on the 1 s primary
+            # SIGTERM once all ten are waiting on the 1 s primary.
+            await wait_for(lambda: len(primary.received) == 10, what="ten requests at the primary")
             proc.send_signal(signal.SIGTERM)
             statuses = await asyncio.gather(*tasks)
         assert statuses == [200] * 10

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shadoweval.testing import FakeUpstream, Latency, running_stack
+from tests.waiting import wait_for
 
 PRICING = {
     "models": {
@@ -97,8 +98,18 @@ async def test_histograms_percentiles_and_cost_match_the_traffic() -> None:
     ) as stack:
         await post_many(stack.url, n, stream_every=3)
         records = await stack.memory.wait_for(n)
-        await asyncio.sleep(0.1)  # metric callbacks run just after each response
-        m = await scrape(stack.proxy.admin_url)
+        m: dict[str, list[Any]] = {}
+
+        async def observed() -> bool:  # metric callbacks run just after each response
+            nonlocal m
+            m = await scrape(stack.proxy.admin_url)
+            lat = "shadoweval_request_duration_seconds_count"
+            return (
+                total(m, lat, role="candidate", upstream="cand-a") == n
+                and total(m, "shadoweval_proxy_overhead_seconds_count", route="chat") == n
+            )
+
+        await wait_for(observed, what="every request's metrics")
 
     # Histogram counts equal request counts, per side.
     lat = "shadoweval_request_duration_seconds"

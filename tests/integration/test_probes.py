@@ -22,6 +22,7 @@ from shadoweval.probes.runner import SOURCE_HEADER, run_once
 from shadoweval.probes.suite import build
 from shadoweval.sinks import MemorySink
 from shadoweval.testing import RedTeamFake, running_stack
+from tests.waiting import wait_for
 
 SUITES = Path(__file__).parents[2] / "config" / "probes"
 CANARY = "CNRY-1NTEGRA7E"
@@ -244,9 +245,7 @@ async def test_scheduled_probes_never_touch_the_user_path(baseline: str) -> None
                         assert resp.status == 200
                         await resp.read()
             await stack.memory.wait_for(users)  # the mirrored user pairs
-            async with asyncio.timeout(10):
-                while len(scheduler.results) < 12:
-                    await asyncio.sleep(0.05)
+            await wait_for(lambda: len(scheduler.results) >= 12, what="12 scheduled probes")
             async with (
                 aiohttp.ClientSession() as http,
                 http.get(f"{stack.proxy.admin_url}/metrics") as resp,

@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from shadoweval.testing import FakeUpstream, Latency, running_stack
+from tests.waiting import wait_for
 
 MESSAGES: Any = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -194,16 +195,13 @@ async def test_slow_or_dead_candidate_never_delays_the_caller(failure: str) -> N
         primary=primary, candidates=cands, candidate_options=opts, overrides=overrides
     ) as stack:
         c = client(stack.url)
-        latencies = []
         for _ in range(20):
-            t0 = time.perf_counter()
             r = await c.chat.completions.create(model="prod-model", messages=MESSAGES)
-            latencies.append(time.perf_counter() - t0)
             assert r.choices[0].message.content
-        # The hanging candidate holds its workers for 30 s; had the caller waited for it,
-        # every request would take 30 s. All 20 finished in about the primary's 20 ms.
-        assert max(latencies) < 5
         if failure == "hang":
+            # The hanging candidate holds its workers for 30 s: every caller got its answer
+            # while not one of its shadows had ended, so none waited for it.
+            assert stack.memory.records == []
             dropped = metric(
                 stack,
                 "shadoweval_shadow_dropped_total",
@@ -211,13 +209,14 @@ async def test_slow_or_dead_candidate_never_delays_the_caller(failure: str) -> N
             )
             assert dropped == 20 - 2 - 4  # 2 in flight, 4 queued, the rest dropped and counted
         else:
-            await asyncio.sleep(0.3)
-            errors = metric(
-                stack,
-                "shadoweval_upstream_errors_total",
-                {"role": "candidate", "upstream": "bad", "error_type": "connect"},
+            labels = {"role": "candidate", "upstream": "bad", "error_type": "connect"}
+            await wait_for(
+                lambda: (
+                    metric(stack, "shadoweval_upstream_errors_total", labels) >= 1
+                    and bool(stack.memory.records)
+                ),
+                what="a refused shadow recorded",
             )
-            assert errors >= 1
             recs = stack.memory.records
             assert recs and all(r["candidate"]["error_type"] == "connect" for r in recs)
 
@@ -277,24 +276,21 @@ async def test_bad_inputs() -> None:
             and b'"/v2/other?x=1"' in body
             and headers["x-fake-upstream"] == "prod-model"
         )
-        await asyncio.sleep(0.2)
+        labels = {"upstream": "cand-a", "reason": "invalid_request"}
+        await wait_for(
+            lambda: metric(stack, "shadoweval_shadow_dropped_total", labels) == 2,
+            what="both invalid requests counted",
+        )
         assert stack.memory.records == []
         assert len(stack.candidates["cand-a"].received) == 0
-        invalid = metric(
-            stack,
-            "shadoweval_shadow_dropped_total",
-            {"upstream": "cand-a", "reason": "invalid_request"},
-        )
-        assert invalid == 2
 
 
 async def test_primary_down_is_a_fast_clear_502() -> None:
     async with running_stack() as stack:
         await stack.primary.stop()
-        t0 = time.perf_counter()
         with pytest.raises(openai.InternalServerError) as err:
             await client(stack.url).chat.completions.create(model="prod-model", messages=MESSAGES)
-        assert time.perf_counter() - t0 < 5
+        # Fast: a refused connection is answered at once (a timeout would be a 504).
         assert err.value.status_code == 502
         assert err.value.response.headers["x-shadoweval-error"] == "primary_connect"
         assert "cannot connect to upstream" in err.value.response.json()["error"]["message"]
@@ -356,7 +352,14 @@ async def test_sampling_rate_zero_and_keyed_sampling() -> None:
                 await c.chat.completions.create(
                     model="prod-model", messages=MESSAGES, extra_headers={"x-user-id": f"u{user}"}
                 )
-        await asyncio.sleep(0.3)
+        decided = {"upstream": "cand-a", "decision": "in"}
+        await wait_for(
+            lambda: (
+                len(stack.memory.records)
+                == metric(stack, "shadoweval_shadow_sampling_decisions_total", decided)
+            ),
+            what="every mirrored request paired",
+        )
         per_key: dict[str, int] = {}
         for rec in stack.memory.records:
             per_key[rec["sampling_key"]] = per_key.get(rec["sampling_key"], 0) + 1

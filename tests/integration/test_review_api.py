@@ -34,6 +34,7 @@ from shadoweval.review.command import import_inputs
 from shadoweval.review.store import Store
 from shadoweval.score.sinks import FileScoreSink as FileSink
 from shadoweval.types import Json
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).parents[2]
 SCORE_SCHEMA = json.loads((ROOT / "shadoweval/schemas/score.v1.schema.json").read_text())
@@ -422,8 +423,7 @@ async def test_ratings_survive_a_restart_and_outages_of_the_sink(
     data = await rate(client, "kim", item=item["id"], choice="tie")
     assert data["ok"]  # stored, whatever the sink does
     await sink.wait_for(lambda: bool(sink.records), timeout=10)
-    await asyncio.sleep(0.1)
-    assert store.outbox() == []
+    await wait_for(lambda: store.outbox() == [], what="the outbox emptied after publishing")
     await client.close()
     store.close()
 

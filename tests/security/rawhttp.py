@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from dataclasses import dataclass
 
 from yarl import URL
@@ -14,7 +13,9 @@ from yarl import URL
 class Reply:
     data: bytes  # everything the server sent until it closed (or the timeout)
     closed: bool  # the server closed the connection
-    seconds: float  # from the first byte sent until the connection closed / timeout
+    # Pieces written when the reply ended: a cut before the last shows the server did not
+    # wait for it (an ordering on the test's own loop, not a wall-clock window).
+    sent: int
 
     @property
     def status(self) -> int | None:
@@ -26,16 +27,18 @@ async def exchange(url: str, *pieces: bytes, gap_s: float = 0.0, timeout_s: floa
     """Send ``pieces`` (``gap_s`` apart), then read until the server closes or ``timeout_s``."""
     u = URL(url)
     reader, writer = await asyncio.open_connection(u.host, u.port)
-    started = time.monotonic()
     data = b""
     closed = False
+    sent = 0
     try:
 
         async def send() -> None:
+            nonlocal sent
             for i, piece in enumerate(pieces):
                 if i and gap_s:
                     await asyncio.sleep(gap_s)
                 writer.write(piece)
+                sent += 1
                 await writer.drain()
 
         sender = asyncio.create_task(send())
@@ -53,4 +56,4 @@ async def exchange(url: str, *pieces: bytes, gap_s: float = 0.0, timeout_s: floa
             await sender
     finally:
         writer.close()
-    return Reply(data, closed, time.monotonic() - started)
+    return Reply(data, closed, sent)

@@ -14,6 +14,7 @@ import pytest
 
 from shadoweval.testing import FakeUpstream, running_stack
 from tests.security.rawhttp import exchange
+from tests.waiting import wait_for
 
 SECRET = b"sk-planted0123456789abcdefSECRET"
 HEAD = (
@@ -148,10 +149,13 @@ async def test_a_head_sent_slowly_is_cut_at_header_timeout() -> None:
     async with running_stack(overrides=SLOW) as stack:
         # Slowloris: a header line every 0.2 s, forever.
         pieces = [HEAD] + [b"X-Slow-%d: x\r\n" % i for i in range(30)]
-        reply = await exchange(stack.url, *pieces, gap_s=0.2, timeout_s=5)
+        reply = await exchange(stack.url, *pieces, gap_s=0.2, timeout_s=30)
         assert reply.status == 408 and reply.closed
         assert b'"code":"header_timeout"' in reply.data
-        assert 0.5 < reply.seconds < 2.0, reply.seconds
+        # Cut while the head was still coming (the timer is not re-armed by each line), and
+        # not at its first packet: the test's first 0.2 s gap ends before the 0.6 s timer on
+        # the same loop, however busy the machine.
+        assert 2 <= reply.sent < len(pieces), reply.sent
         assert refused(stack, "header_timeout") == 1
         # A head that is slow but complete in time is served.
         pieces = [HEAD, b"X-A: 1\r\n", CL, b"Connection: close\r\n\r\n" + BODY]
@@ -163,13 +167,13 @@ async def test_a_head_sent_slowly_is_cut_at_header_timeout() -> None:
 async def test_a_body_sent_slowly_is_cut_at_body_timeout() -> None:
     async with running_stack(overrides=SLOW) as stack:
         head = HEAD + b"Content-Length: 200\r\n\r\n"
-        reply = await exchange(stack.url, head, *[b"x" * 10] * 20, gap_s=0.2, timeout_s=5)
+        pieces = [head, *[b"x" * 10] * 20]
+        reply = await exchange(stack.url, *pieces, gap_s=0.2, timeout_s=30)
         assert reply.status == 408 and reply.closed, reply.data
         assert b"body_timeout" in reply.data
-        assert reply.seconds < 2.0, reply.seconds
+        assert 2 <= reply.sent < len(pieces), reply.sent  # cut while the body was coming
         assert refused(stack, "body_timeout") == 1
-        await asyncio.sleep(0.1)
-        assert stack.primary.received == []
+        assert stack.primary.received == []  # refused in the protocol: nothing was forwarded
         # A body in a few quick pieces is fine.
         reply = await exchange(
             stack.url, HEAD + CL + b"Connection: close\r\n\r\n", BODY[:10], BODY[10:], gap_s=0.1
@@ -209,7 +213,10 @@ async def test_invalid_utf8_in_headers_and_body_never_breaks_anything() -> None:
             stack.url, HEAD + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
         )
         assert reply.status == 400 and b"invalid JSON" in reply.data  # the primary's answer
-        await asyncio.sleep(0.2)
+        await wait_for(
+            lambda: stack.proxy.metrics.totals()["shadows_dropped"] >= 1,
+            what="the invalid request's shadow counted",
+        )
         totals = stack.proxy.metrics.totals()
         assert totals["pairs"] == 1 and totals["shadows_dropped"] == 1  # invalid_request
         assert totals["shadows_internal"] == 0
@@ -225,7 +232,10 @@ async def test_deeply_nested_json_is_relayed_and_never_crashes(depth: int) -> No
         reply = await exchange(stack.url, request)
         # The fake primary parses with orjson like the proxy: it answers up to 1024 levels.
         assert reply.status == (200 if depth < 1000 else 400), reply.data[-200:]
-        await asyncio.sleep(0.2)
+        await wait_for(
+            lambda: bool(stack.memory.records) or stack.proxy.metrics.totals()["shadows_dropped"],
+            what="the shadow recorded or counted",
+        )
         totals = stack.proxy.metrics.totals()
         assert totals["shadows_internal"] == 0
         if depth <= 253:  # recorded (and mirrored)

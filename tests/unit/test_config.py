@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from shadoweval.cli import main
-from shadoweval.config import ConfigError, load, parse
+from shadoweval.config import ConfigError, load, parse, parse_scorer
 
 ISSUE_EXAMPLE = """
 listen: {host: 127.0.0.1, port: 8080}
@@ -97,6 +97,65 @@ def test_env_override_out_of_range_index_is_an_error() -> None:
             {"primary": {"url": "http://a"}, "candidates": []},
             environ={"SHADOWEVAL_CANDIDATES__3__URL": "http://x"},
         )
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"SHADOWEVAL_SAMPLNG__RATE": "0.5"}, "SHADOWEVAL_SAMPLNG__RATE: unknown section 'samplng'"),
+        ({"SHADOWEVAL_SAMPLING__RATTE": "0.5"}, "sampling.ratte (from SHADOWEVAL_SAMPLING__RATTE): unknown key"),
+        ({"SHADOWEVAL_SAMPLING__RATE": "7"}, "sampling.rate (from SHADOWEVAL_SAMPLING__RATE): Input should be less"),
+        ({"SHADOWEVAL_CANDIDATES__0__URL": "ftp://x"}, "candidates.0.url (from SHADOWEVAL_CANDIDATES__0__URL)"),
+        ({"SHADOWEVAL_SINK__PATH": "[unclosed"}, "SHADOWEVAL_SINK__PATH: the value is not valid YAML"),
+        ({"SHADOWEVAL_SAMPLING____RATE": "1"}, "SHADOWEVAL_SAMPLING____RATE: empty part"),
+    ],
+)  # fmt: skip
+def test_env_override_errors_name_the_variable(environ: dict[str, str], expected: str) -> None:
+    raw = {"primary": {"url": "http://a"}, "candidates": [{"name": "c", "url": "http://b"}]}
+    with pytest.raises(ConfigError) as err:
+        parse(raw, "shadoweval.yaml", environ=environ)
+    message = str(err.value)
+    assert expected in message
+    assert "shadoweval.yaml" not in message  # the file is not where the mistake is
+
+
+def test_errors_from_the_file_and_a_variable_each_say_where_they_are() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(
+            {"primary": {"url": 1}}, "shadoweval.yaml", environ={"SHADOWEVAL_SAMPLING__RATE": "7"}
+        )
+    head, from_file, from_env = str(err.value).splitlines()
+    assert head == "invalid configuration in shadoweval.yaml and environment variables:"
+    assert from_file.strip().startswith("primary.url: ") and "SHADOWEVAL" not in from_file
+    assert "(from SHADOWEVAL_SAMPLING__RATE)" in from_env
+
+
+def test_variables_of_other_files_and_tools_are_not_overrides() -> None:
+    """The scorer's and the review app's prefixes extend the proxy's; a variable without
+    ``__`` that names no top-level key belongs to a tool (the review token, the soak test)."""
+    environ = {
+        "SHADOWEVAL_SCORE_SOURCE__PATH": "pairs.jsonl",
+        "SHADOWEVAL_REVIEW_LISTEN__PORT": "8095",
+        "SHADOWEVAL_REVIEW_TOKEN": "x" * 24,
+        "SHADOWEVAL_SOAK_SECONDS": "20",
+        "SHADOWEVAL_LOG_LEVEL": "debug",  # a top-level key: an override
+    }
+    cfg = parse({"primary": {"url": "http://a"}}, environ=environ)
+    assert cfg.log_level == "debug"
+    with pytest.raises(ConfigError, match="SHADOWEVAL_SCORE_SORCE__PATH: unknown section 'sorce'"):
+        parse_scorer({}, environ={"SHADOWEVAL_SCORE_SORCE__PATH": "x"})
+    with pytest.raises(
+        ConfigError, match=r"source\.file\.paht \(from SHADOWEVAL_SCORE_SOURCE__PAHT\)"
+    ):
+        parse_scorer({}, environ={"SHADOWEVAL_SCORE_SOURCE__PAHT": "x"})
+
+
+def test_an_override_fills_an_empty_section_of_the_file() -> None:
+    cfg = parse(
+        {"primary": {"url": "http://a"}, "sampling": None},
+        environ={"SHADOWEVAL_SAMPLING__RATE": "0.5"},
+    )
+    assert cfg.sampling.rate == 0.5
 
 
 def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,6 +25,7 @@ from shadoweval.score.record import score_schema
 from shadoweval.score.runner import ScoreRunner
 from shadoweval.score.sinks import FileScoreSink
 from tests.score_helpers import pair_record
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -397,10 +398,7 @@ async def test_admin_port_serves_health_readiness_and_metrics(tmp_path: Path) ->
     task = asyncio.create_task(runner.run())
     try:
         async with aiohttp.ClientSession() as s:
-            for _ in range(100):
-                if (tmp_path / "scores.jsonl").exists():
-                    break
-                await asyncio.sleep(0.05)
+            await wait_for(lambda: (tmp_path / "scores.jsonl").exists(), what="scores written")
             async with s.get(runner.admin_url + "/healthz") as r:
                 assert r.status == 200
             async with s.get(runner.admin_url + "/readyz") as r:

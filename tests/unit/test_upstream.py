@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from shadoweval.proxy.upstream import HIGH_WATER, UpstreamError, UpstreamPool
+from tests.waiting import wait_for
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 ServerFactory = Callable[[Script], Awaitable[tuple[str, list[int]]]]
@@ -77,12 +78,17 @@ async def test_keep_alive_reuses_one_connection(server: ServerFactory) -> None:
 async def test_stale_keep_alive_is_retried_once_on_a_fresh_connection(
     server: ServerFactory,
 ) -> None:
+    closed = asyncio.Event()
+
     async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
         await read_request(r)
         w.write(OK)
         await w.drain()
         if n == 1:  # the first connection is closed by the server right after answering
             await asyncio.sleep(0.05)
+            w.close()
+            await w.wait_closed()
+            closed.set()
             return
         while True:
             await read_request(r)
@@ -91,7 +97,7 @@ async def test_stale_keep_alive_is_retried_once_on_a_fresh_connection(
     url, conns = await server(script)
     pool = UpstreamPool(url)
     assert await call(pool) == (200, b"{}")
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(closed.wait(), 30)  # the pooled connection is now stale
     assert await call(pool) == (200, b"{}")
     assert len(conns) == 2
     await pool.close()
@@ -177,7 +183,7 @@ async def test_unread_body_pauses_the_upstream(server: ServerFactory) -> None:
     url, _ = await server(script)
     pool = UpstreamPool(url)
     resp = await pool.request("POST", "/", [], b"")
-    await asyncio.sleep(0.3)
+    await wait_for(lambda: resp._paused, what="the upstream paused")
     # Not consumed yet: only about HIGH_WATER (plus one socket read) is held in memory.
     assert resp._paused
     assert resp._buffered < 2 * HIGH_WATER
