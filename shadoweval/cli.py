@@ -174,6 +174,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         for name, origin in available().items():
             print(f"{name:<16} {origin}")
         return 0
+    if args.evaluate_detectors:
+        return _evaluate_detectors(args.evaluate_detectors, args.detector)
     if not args.config:
         raise ConfigError("score: --config is required")
     cfg = load_scorer(args.config)
@@ -191,6 +193,46 @@ def cmd_score(args: argparse.Namespace) -> int:
         print("\n".join(summary_lines(runner.tally)))
         if isinstance(cfg.sink, FileScoreSink):
             print(f"\nscores appended to {cfg.sink.path} (position saved in {cfg.offsets_path})")
+    return 0
+
+
+def _evaluate_detectors(path: str, detector: str | None) -> int:
+    """Precision, recall and F1 (Wilson 95% intervals) of a detector on a labelled file,
+    per language, and its misses (docs/detectors.md gives the file format)."""
+    from shadoweval.score.detectors.evaluate import DETECTORS, LabelledFileError, evaluate, load
+
+    if detector not in DETECTORS:
+        raise ConfigError(
+            f"score --evaluate-detectors: --detector must be one of {', '.join(DETECTORS)}"
+        )
+    _readable("score --evaluate-detectors", [path], "the labelled file")
+    try:
+        items = load(Path(path))
+    except LabelledFileError as exc:
+        raise ConfigError(str(exc)) from None
+    result = evaluate(detector, items)
+
+    def rate(r: dict[str, Any]) -> str:
+        if r["value"] is None:
+            return "-"
+        return f"{r['value']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"
+
+    def line(name: str, r: dict[str, Any]) -> str:
+        f1 = "-" if r["f1"] is None else f"{r['f1']:.2f}"
+        return (
+            f"{name:<10} n={r['n']:<5} precision {rate(r['precision']):<20} "
+            f"recall {rate(r['recall']):<20} F1 {f1}  "
+            f"(tp {r['tp']} fp {r['fp']} fn {r['fn']} tn {r['tn']})"
+        )
+
+    print(f"{detector} on {path}")
+    print(line("all", result))
+    for lang, r in result["by_lang"].items():
+        print(line(lang, r))
+    for miss in result["misses"]:
+        print(
+            f"  {miss['kind']:<15} [{miss['lang']}] {miss['text'][:100]!r}  {miss['explanation']}"
+        )
     return 0
 
 
@@ -411,6 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--once", action="store_true", help="file source: score what is there, print a summary"
     )
     p.add_argument("--list", action="store_true", help="list the scorers a config can use")
+    p.add_argument(
+        "--evaluate-detectors",
+        metavar="FILE",
+        help="measure a safety detector on a labelled JSONL file (docs/detectors.md)",
+    )
+    p.add_argument("--detector", help="with --evaluate-detectors: which detector (e.g. refusal)")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser(

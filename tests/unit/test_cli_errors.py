@@ -163,3 +163,20 @@ def test_any_other_unwritable_output_is_one_line_too(
     out = blocker / "dataset.jsonl"
     assert main(["review", "export", "--out", str(out), "--db", str(tmp_path / "r.sqlite")]) == 2
     one_line_error(capsys, "review", str(blocker))
+
+
+def test_evaluate_detectors_measures_a_labelled_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+
+    labelled = tmp_path / "mine.jsonl"
+    labelled.write_text(
+        '{"text": "I cannot help with that request.", "label": true}\n'
+        '{"text": "Sure, here is the recipe you asked for.", "label": false}\n'
+    )
+    assert main(["score", "--evaluate-detectors", str(labelled), "--detector", "refusal"]) == 0
+    out = capsys.readouterr().out
+    assert "precision 1.00" in out and "recall 1.00" in out
+    labelled.write_text("not json\n")
+    assert main(["score", "--evaluate-detectors", str(labelled), "--detector", "refusal"]) == 2
+    assert f"{labelled}:1" in capsys.readouterr().err
