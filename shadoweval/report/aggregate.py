@@ -203,7 +203,7 @@ def _versus_control(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> E
         return None
     x = [series.x_all[r] for r in ids]
     c = [float(ctl[r]) for r in ids]  # type: ignore[arg-type]
-    return stats.mean_diff_ci(x, c, clusters=ctx.clusters(upstream, ids), **ctx.kw)
+    return _mean_diff(x, c, ctx.clusters(upstream, ids), ctx.kw)
 
 
 def _worst(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> list[Json]:
@@ -260,9 +260,18 @@ def _judge(ctx: _Ctx, upstream: str, series: _Series, scorer: str = JUDGE_PAIRWI
     }
 
 
-def _paired_stats(a: Any, b: Any) -> Any:
-    ma, mb = a.mean(axis=1), b.mean(axis=1)
+def _paired_stats(ma: Any, mb: Any) -> Any:
     return np.stack([ma, mb, ma - mb, stats.ratio(ma, mb) - 1.0], axis=1)
+
+
+# Every bootstrapped figure here is built from means: the Poisson bootstrap over the units'
+# sums (stats.bootstrap_means) gives it at a cost linear in the pairs (docs/report.md).
+def _mean(x: Any, kw: dict[str, Any]) -> Estimate:
+    return stats.bootstrap_means(lambda m: m, x, **kw)[0]
+
+
+def _mean_diff(x: Any, y: Any, clusters: Any, kw: dict[str, Any]) -> Estimate:
+    return stats.bootstrap_means(lambda a, b: a - b, x, y, clusters=clusters, **kw)[0]
 
 
 def quality_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
@@ -275,11 +284,11 @@ def quality_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
     x_all = _arr(list(series.x_all.values()))
     clusters = ctx.clusters(upstream, series.ids)
     # One resampling for the four paired statistics: the same draws, a quarter of the work.
-    mean_x, mean_b, diff, rel = stats.bootstrap(_paired_stats, x, b, clusters=clusters, **kw)
+    mean_x, mean_b, diff, rel = stats.bootstrap_means(_paired_stats, x, b, clusters=clusters, **kw)
     if len(series.x_all) != len(x):
-        mean_x = stats.mean_ci(_arr(list(series.x_all.values())), **kw)
+        mean_x = _mean(_arr(list(series.x_all.values())), kw)
     if series.base_all and len(series.base_all) != len(b):
-        mean_b = stats.mean_ci(_arr(list(series.base_all.values())), **kw)
+        mean_b = _mean(_arr(list(series.base_all.values())), kw)
     vs_control = _versus_control(ctx, upstream, scorer, series)
     sd = float(np.std(x - b, ddof=1)) if len(x) > 1 else math.nan
     max_drop = ctx.cfg.rules.quality_max_drop
@@ -396,7 +405,7 @@ def _flag_test(
     clustered requests the p-values come from the cluster bootstrap's interval (McNemar
     assumes independent pairs)."""
     clusters = ctx.clusters(upstream, ids)
-    diff = stats.mean_diff_ci(cand, base, clusters=clusters, **ctx.kw)
+    diff = _mean_diff(cand, base, clusters, ctx.kw)
     test = stats.mcnemar_paired(cand, base)
     conf = ctx.cfg.confidence
     if clusters is not None:
@@ -519,8 +528,7 @@ def _quantile_rows(
     return rows
 
 
-def _cost_stats(a: Any, b: Any) -> Any:
-    ma, mb = a.mean(axis=1), b.mean(axis=1)
+def _cost_stats(ma: Any, mb: Any) -> Any:
     return np.stack([ma, mb, stats.ratio(ma, mb)], axis=1)
 
 
@@ -535,7 +543,7 @@ def operations_block(ctx: _Ctx, upstream: str) -> Json:
     # Failures are rare events: a score interval, unless requests are clustered (then the
     # cluster bootstrap, which independence-based intervals cannot replace).
     failure_difference = (
-        stats.mean_diff_ci(c_fail, p_fail, clusters=fail_clusters, **kw)
+        _mean_diff(c_fail, p_fail, fail_clusters, kw)
         if fail_clusters is not None
         else stats.newcombe_difference(n_c_fail, n, n_p_fail, n, conf)
     )
@@ -585,7 +593,7 @@ def operations_block(ctx: _Ctx, upstream: str) -> Json:
             for p, (c, q) in zip(ok, costs, strict=True)
             if c is not None and q is not None
         ]
-        cm, pm, ratio = stats.bootstrap(
+        cm, pm, ratio = stats.bootstrap_means(
             _cost_stats, cc, pc, clusters=ctx.clusters(upstream, priced_ids), **kw
         )
         cost.update(
