@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,11 @@ def _settings(opts: Options) -> tuple[ReportSettings, str | None]:
     return settings, source
 
 
+def _engine() -> str:
+    """DuckDB reads the score files when it is installed (the report extra)."""
+    return "duckdb" if importlib.util.find_spec("duckdb") is not None else "python"
+
+
 def make_report(opts: Options) -> dict[str, Any]:
     settings, pricing_source = _settings(opts)
     try:
@@ -81,7 +87,7 @@ def make_report(opts: Options) -> dict[str, Any]:
     for path in [*opts.pairs, *opts.scores]:
         if not Path(path).is_file():
             raise ConfigError(f"no such file: {path}")
-    ds = load(opts.pairs, opts.scores, filters, settings.report.snippet_chars)
+    ds = load(opts.pairs, opts.scores, filters, settings.report.snippet_chars, engine=_engine())
     described = {
         "since": opts.since,
         "until": opts.until,
