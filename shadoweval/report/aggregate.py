@@ -672,6 +672,137 @@ def timeline_block(
     return out
 
 
+# -- segments -----------------------------------------------------------------------------
+
+SEGMENT_KEYS = ("task", "route", "model", "input_tokens_bucket")
+OTHER = "other"
+# Bounds of the input_tokens_bucket segments: the primary's input tokens of the request.
+TOKEN_BUCKETS = (256, 1024, 4096, 16384)
+
+
+def _token_bucket(tokens: int | None) -> str:
+    if tokens is None:
+        return "unknown"
+    low = 0
+    for bound in TOKEN_BUCKETS:
+        if tokens < bound:
+            return f"{low}-{bound - 1}"
+        low = bound
+    return f">={low}"
+
+
+def segment_of(pair: PairRow, key: str) -> str:
+    """A request's segment: every upstream's pair of one request falls in the same one."""
+    if key == "task":
+        return pair.task or "(none)"
+    if key == "route":
+        return pair.route or "(none)"
+    if key == "model":
+        return pair.primary.model or "(none)"
+    if key == "input_tokens_bucket":
+        return _token_bucket(pair.primary.input_tokens)
+    raise ValueError(f"unknown segment {key!r}")
+
+
+def _restricted(ctx: _Ctx, requests: set[str]) -> _Ctx:
+    groups = {u: [p for p in ps if p.request_id in requests] for u, ps in ctx.groups.items()}
+    by_request = {u: {p.request_id: p for p in ps} for u, ps in groups.items()}
+    return _Ctx(ctx.cfg, ctx.prices, ctx.redactor, ctx.ds, groups, by_request, ctx.control)
+
+
+def _segment_row(ctx: _Ctx, upstream: str, headline: str | None, name: str) -> Json:
+    pairs = ctx.groups[upstream]
+    n, conf = len(pairs), ctx.cfg.confidence
+    block = quality_block(ctx, upstream, headline) if headline and pairs else None
+    ok = [p for p in pairs if p.candidate.ok and p.primary.ok]
+    costs = [(side_cost(ctx.prices, p.candidate), side_cost(ctx.prices, p.primary)) for p in ok]
+    priced = [(c, q, p.request_id) for (c, q), p in zip(costs, ok, strict=True) if c and q]
+    cost_ratio = None
+    if len(priced) >= 2:
+        _, _, ratio = stats.bootstrap_means(
+            _cost_stats,
+            _arr([c for c, _, _ in priced]),
+            _arr([q for _, q, _ in priced]),
+            clusters=ctx.clusters(upstream, [r for _, _, r in priced]),
+            **ctx.kw,
+        )
+        cost_ratio = ratio.as_dict()
+    return {
+        "segment": name,
+        "pairs": n,
+        "small": n < ctx.cfg.rules.min_pairs,
+        "scorer": headline,
+        "relative_difference": block["relative_difference"] if block else None,
+        "difference": block["difference"] if block else None,
+        "reliable": bool(block and block["reliable"]),
+        "failure": stats.wilson(sum(not p.candidate.ok for p in pairs), n, conf).as_dict(),
+        "cost_ratio": cost_ratio,
+        "p_worse": None,
+        "worse": False,
+    }
+
+
+def segments_block(ctx: _Ctx, upstream: str, headline: str | None, keys: Sequence[str]) -> Json:
+    """The candidate's figures per segment of each key. Segments with fewer than
+    ``min_pairs`` pairs are pooled into "other" (marked ``small`` if still too few); a
+    segment is called worse than the primary only through Holm across the key's segments."""
+    out: Json = {}
+    min_pairs, alpha = ctx.cfg.rules.min_pairs, (1 - ctx.cfg.confidence) / 2
+    for key in keys:
+        members: dict[str, set[str]] = defaultdict(set)
+        for p in ctx.groups[upstream]:
+            members[segment_of(p, key)].add(p.request_id)
+        merged: dict[str, set[str]] = {}
+        for name, requests in sorted(members.items()):
+            target = name if len(requests) >= min_pairs else OTHER
+            merged.setdefault(target, set()).update(requests)
+        rows = [
+            _segment_row(_restricted(ctx, requests), upstream, headline, name)
+            for name, requests in merged.items()
+        ]
+        for r in rows:
+            rel = r["relative_difference"]
+            if rel is not None and r["reliable"]:
+                est = Estimate(rel["value"], rel["lo"], rel["hi"], rel["n"])
+                r["p_worse"] = stats.p_beyond(est, 0.0, False, ctx.cfg.confidence)
+        tested = [r for r in rows if r["p_worse"] is not None]
+        for r, worse in zip(tested, stats.holm([r["p_worse"] for r in tested], alpha), strict=True):
+            r["worse"] = worse
+        rows.sort(key=lambda r: (r["segment"] == OTHER, -r["pairs"], r["segment"]))
+        out[key] = rows
+    return out
+
+
+def weakest_line(segments: Json) -> str | None:
+    """The verdict's line on the weakest segment: the lowest relative quality difference
+    among the reliable ones, with its interval."""
+    best: tuple[float, str, Json] | None = None
+    for key, rows in segments.items():
+        for r in rows:
+            rel = r["relative_difference"]
+            usable = r["reliable"] and rel and rel["value"] is not None
+            if usable and (best is None or rel["value"] < best[0]):
+                best = (rel["value"], key, r)
+    if best is None:
+        return None
+    _, key, r = best
+    rel = r["relative_difference"]
+    interval = (
+        f" [{rel['lo'] * 100:+.1f}%, {rel['hi'] * 100:+.1f}%]"
+        if rel["lo"] is not None and rel["hi"] is not None
+        else ""
+    )
+    claim = (
+        f"worse than the primary (Holm across the {len(segments[key])} {key} segments)"
+        if r["worse"]
+        else "not shown worse than the primary"
+    )
+    return (
+        f"weakest {key}: {r['segment']}, {r['scorer']} {rel['value'] * 100:+.1f}%{interval} "
+        f"on {r['pairs']} pairs, {claim}"
+    )
+
+
 # -- the report ---------------------------------------------------------------------------
 
 
@@ -696,7 +827,11 @@ def build_report(
     redaction: Redaction | None = None,
     *,
     filters: Json | None = None,
+    by: Sequence[str] = (),
 ) -> Json:
+    for key in by:
+        if key not in SEGMENT_KEYS:
+            raise ValueError(f"unknown segment {key!r} (one of {', '.join(SEGMENT_KEYS)})")
     groups: dict[str, list[PairRow]] = defaultdict(list)
     roles: dict[str, str] = {}
     # Probes are attacks, not traffic: they make the robustness section and stay out of the
@@ -772,6 +907,8 @@ def build_report(
             "timeline": timeline_block(ctx, upstream, headline, start, width),
         }
         row["verdict"] = decide(row, cfg) if roles[upstream] == "candidate" else None
+        if by:
+            row["segments"] = segments_block(ctx, upstream, headline, by)
         rows[upstream] = row
         tokens = row["operations"]["tokens"]
         estimated[upstream] = tokens["candidate"]["estimated_share"] or 0.0
@@ -796,6 +933,11 @@ def build_report(
             )
     candidates = [rows[u] for u in order if roles[u] == "candidate"]
     gate, gate_notes = finalise(candidates, cfg)
+    for row in candidates:
+        # finalise writes the secondary lines; the weakest segment's comes after them.
+        line = weakest_line(row["segments"]) if by else None
+        if line is not None:
+            row["verdict"]["secondary"].append(line)
     notes += gate_notes
     primaries = sorted({p.primary.upstream for p in ds.pairs})
     return {

@@ -38,6 +38,7 @@ class Options:
     terminal: bool = True
     details: bool = True
     strict: bool = False
+    by: tuple[str, ...] = ()  # segments: task, route, model, input_tokens_bucket
 
 
 def load_pricing(path: Path) -> Pricing:
@@ -94,12 +95,15 @@ def make_report(opts: Options) -> dict[str, Any]:
         "sources": list(opts.sources),
         "tasks": list(opts.tasks),
     }
+    if opts.by:
+        described["by"] = list(opts.by)
     report = build_report(
         ds,
         settings.report,
         PriceTable(settings.pricing),
         settings.redaction,
         filters=described,
+        by=opts.by,
     )
     report["inputs"]["pricing"] = pricing_source
     if not ds.pairs:
