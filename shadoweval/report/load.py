@@ -324,7 +324,7 @@ GROUP BY pair_id, scorer, side
 """
 _COUNTS_SQL = """
 SELECT
-    count(*) FILTER (WHERE json_type(json) = 'OBJECT'),
+    count(*) FILTER (WHERE json IS NULL OR json_type(json) <> 'OBJECT'),
     count(*) FILTER (WHERE json_type(json) = 'OBJECT' AND NOT ours),
     count(*) FILTER (WHERE ours AND coalesce(ids <> ['VARCHAR', 'VARCHAR', 'VARCHAR'], true))
 FROM (
@@ -336,16 +336,6 @@ FROM (
     FROM read_json_objects($path, format = 'newline_delimited', ignore_errors = true)
 )
 """
-
-
-def _records_in(path: str) -> int:
-    """Non-blank lines: what the Python reader would see as records or bad lines."""
-    count = 0
-    with open(path, "rb") as fh:
-        for line in fh:
-            if line.strip():
-                count += 1
-    return count
 
 
 def _load_scores_duckdb(ds: Dataset, path: str, limit: int) -> bool:
@@ -362,8 +352,9 @@ def _load_scores_duckdb(ds: Dataset, path: str, limit: int) -> bool:
     con = duckdb.connect(config={"threads": 1, "preserve_insertion_order": False})
     params = {"path": path, "columns": _SCORE_COLUMNS, "schema": SCORE_SCHEMA}
     counted = con.execute(_COUNTS_SQL, {"path": path, "schema": SCORE_SCHEMA}).fetchone()
-    objects, foreign, malformed = counted or (0, 0, 0)
-    if objects != _records_in(path):
+    # Blank lines are skipped; a bad line is a NULL (invalid JSON) or a non-object.
+    bad, foreign, malformed = counted or (0, 0, 0)
+    if bad:
         return False
     if foreign:
         ds.skipped["scores file: not a shadoweval.score.v1 record"] += foreign
