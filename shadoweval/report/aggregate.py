@@ -35,7 +35,7 @@ from shadoweval import stats
 from shadoweval.config import Redaction, Report
 from shadoweval.pricing import PriceTable
 from shadoweval.redaction import Redactor
-from shadoweval.report.load import Dataset, PairRow, SideRow
+from shadoweval.report.load import Dataset, PairRow, SideRow, score_kinds
 from shadoweval.report.robustness import robustness
 from shadoweval.report.verdict import decide, finalise
 from shadoweval.score.registry import ScorerInfo, info_of
@@ -811,7 +811,7 @@ def _iso(ts: float) -> str:
 
 
 def _scorers(ctx: _Ctx) -> tuple[list[str], list[str]]:
-    names = {scorer for (_, scorer, _) in ctx.ds.scores}
+    names = {scorer for (scorer, _) in score_kinds(ctx.ds.scores)}
     safety = sorted(s for s in names if ctx.info(s).kind == "safety")
     quality = sorted(
         (s for s in names if ctx.info(s).kind != "safety"),
@@ -861,7 +861,7 @@ def build_report(
         notes.append(f"quality rule names scorers with no scores: {', '.join(missing)}")
     # The headline is the metric that can decide: agreement scores read against the
     # reference 1.0 (no control, no per-side values) go last.
-    per_side = {scorer for (_, scorer, side) in ds.scores if side != "pair"}
+    per_side = {scorer for (scorer, side) in score_kinds(ds.scores) if side != "pair"}
 
     def unreadable(name: str) -> bool:
         return control is None and ctx.info(name).pair == "agreement" and name not in per_side

@@ -11,13 +11,15 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
+from numpy.typing import NDArray
 
 from shadoweval.records import iter_jsonl
 from shadoweval.score.registry import ScorerInfo, info_of
@@ -74,11 +76,79 @@ class ScoreRow:
     explanation: str
 
 
+ScoreKey = tuple[str, str, str]  # (pair_id, scorer, side)
+
+
+class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
+    """Scores by (pair_id, scorer, side), held as one code array per (scorer, side) over
+    the pairs, and one ScoreRow per distinct (value, label, explanation): millions of
+    score records cost a few bytes each instead of a dict entry, a tuple and an object."""
+
+    def __init__(self, pair_ids: Sequence[str]) -> None:
+        self._ids = list(pair_ids)
+        self._pos = {p: i for i, p in enumerate(self._ids)}
+        self._codes: dict[tuple[str, str], NDArray[np.int32]] = {}
+        self._rows: list[ScoreRow] = []
+        self._row_codes: dict[tuple[float | None, str | None, str], int] = {}
+        self._len = 0
+
+    def kinds(self) -> set[tuple[str, str]]:
+        return set(self._codes)
+
+    def get(self, key: ScoreKey, default: Any = None) -> Any:
+        pos = self._pos.get(key[0])
+        codes = self._codes.get((key[1], key[2]))
+        if pos is None or codes is None:
+            return default
+        code = int(codes[pos])
+        return self._rows[code] if code >= 0 else default
+
+    def __getitem__(self, key: ScoreKey) -> ScoreRow:
+        row = self.get(key)
+        if row is None:
+            raise KeyError(key)
+        return row  # type: ignore[no-any-return]
+
+    def __setitem__(self, key: ScoreKey, row: ScoreRow) -> None:
+        pos = self._pos[key[0]]  # only scores of pairs in the report are kept
+        codes = self._codes.get((key[1], key[2]))
+        if codes is None:
+            codes = self._codes[(key[1], key[2])] = np.full(len(self._ids), -1, np.int32)
+        ident = (row.value, row.label, row.explanation)
+        code = self._row_codes.get(ident)
+        if code is None:
+            code = self._row_codes[ident] = len(self._rows)
+            self._rows.append(row)
+        if codes[pos] < 0:
+            self._len += 1
+        codes[pos] = code
+
+    def __delitem__(self, key: ScoreKey) -> None:
+        self[key]  # KeyError when absent
+        self._codes[(key[1], key[2])][self._pos[key[0]]] = -1
+        self._len -= 1
+
+    def __iter__(self) -> Iterator[ScoreKey]:
+        for (scorer, side), codes in self._codes.items():
+            for pos in np.flatnonzero(codes >= 0):
+                yield (self._ids[pos], scorer, side)
+
+    def __len__(self) -> int:
+        return self._len
+
+
+def score_kinds(scores: Mapping[ScoreKey, ScoreRow]) -> set[tuple[str, str]]:
+    """The (scorer, side) combinations that have scores."""
+    if isinstance(scores, ScoreTable):
+        return scores.kinds()
+    return {(scorer, side) for (_, scorer, side) in scores}
+
+
 @dataclass
 class Dataset:
     pairs: list[PairRow] = field(default_factory=list)
-    # (pair_id, scorer, side) -> score
-    scores: dict[tuple[str, str, str], ScoreRow] = field(default_factory=dict)
+    # (pair_id, scorer, side) -> score: a dict, or a ScoreTable (engine="duckdb")
+    scores: MutableMapping[ScoreKey, ScoreRow] = field(default_factory=dict)
     skipped: Counter[str] = field(default_factory=Counter)
     # scorer -> what it is, from its score records (else the registry, else the default)
     scorer_info: dict[str, ScorerInfo] = field(default_factory=dict)
@@ -239,10 +309,18 @@ def load(
             ds.skipped["duplicate pair (re-delivery)"] += 1
         by_id[row.pair_id] = row
     ds.pairs = sorted(by_id.values(), key=lambda p: (p.ts, p.pair_id))
-    score_files = ds.score_files
     if engine == "duckdb":
-        score_files = [f for f in score_files if not _load_scores_duckdb(ds, f, snippet_chars)]
-    for rec in iter_jsonl(score_files, ds.skipped):
+        ds.scores = ScoreTable([p.pair_id for p in ds.pairs])
+    for path in ds.score_files:  # in order: a later file's re-score replaces
+        if engine != "duckdb" or not _load_scores_duckdb(ds, path, snippet_chars):
+            _load_scores_python(ds, path, by_id, snippet_chars)
+    return ds
+
+
+def _load_scores_python(
+    ds: Dataset, path: str, by_id: Mapping[str, PairRow], snippet_chars: int
+) -> None:
+    for rec in iter_jsonl([path], ds.skipped):
         if rec.get("schema") != SCORE_SCHEMA:
             ds.skipped["scores file: not a shadoweval.score.v1 record"] += 1
             continue
@@ -270,7 +348,6 @@ def load(
             label=label if isinstance(label, str) else None,
             explanation=snippet(str(rec.get("explanation") or ""), snippet_chars),
         )
-    return ds
 
 
 # The score record's fields as JSON values: their types are checked in SQL, as above.
@@ -360,21 +437,15 @@ def _load_scores_duckdb(ds: Dataset, path: str, limit: int) -> bool:
         ds.skipped["scores file: not a shadoweval.score.v1 record"] += foreign
     if malformed:
         ds.skipped["malformed score record"] += malformed
-    # Keys share the pairs' own id strings and one ScoreRow per distinct (value, label,
-    # explanation): millions of score records then cost a dict entry each, little more.
-    pair_ids = {p.pair_id: p.pair_id for p in ds.pairs}
-    names: dict[str, str] = {}
+    pair_ids = {p.pair_id for p in ds.pairs}
     rows: dict[tuple[float | None, str | None, str], ScoreRow] = {}
     infos: dict[str, tuple[int, str]] = {}
     cur = con.execute(_SCORES_SQL, params)
     while batch := cur.fetchmany(100_000):
         for pid, scorer, side, records, outside, kept, value, label, expl, info, iseq, _ in batch:
-            pid = pair_ids.get(pid)
-            if pid is None:
+            if pid not in pair_ids:
                 ds.skipped["score of a pair not in the report"] += records
                 continue
-            scorer = names.setdefault(scorer, scorer)
-            side = names.setdefault(side, side)
             if outside:
                 ds.skipped["score value outside [0, 1]"] += outside
             if not kept:

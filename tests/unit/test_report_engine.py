@@ -14,6 +14,7 @@ from shadoweval import stats
 from shadoweval.config import DecisionRules, Pricing, Report
 from shadoweval.pricing import PriceTable
 from shadoweval.report import build_report, load
+from shadoweval.report.load import ScoreRow, ScoreTable, score_kinds
 from shadoweval.testing.synthetic import Upstream, generate
 
 pytest.importorskip("duckdb")
@@ -179,3 +180,20 @@ def test_poisson_bootstrap_edge_cases() -> None:
     assert same.value == same.lo == same.hi == 1.0
     pooled = stats.bootstrap_means(lambda m: m, [0.0, 1.0] * 500, seed=1)[0]
     assert pooled.lo < 0.5 < pooled.hi and pooled.hi - pooled.lo == pytest.approx(0.062, abs=0.01)
+
+
+def test_score_table_is_a_mapping_of_the_scores() -> None:
+    table = ScoreTable(["p1", "p2"])
+    row = ScoreRow(1.0, None, "ok")
+    table[("p1", "exact", "candidate")] = row
+    table[("p2", "exact", "candidate")] = ScoreRow(1.0, None, "ok")  # shared with row
+    table[("p2", "judge", "pair")] = ScoreRow(0.5, "tie", "")
+    assert len(table) == 3 and table[("p2", "exact", "candidate")] is row
+    assert table.get(("p1", "judge", "pair")) is None and table.get(("nope", "exact", "x")) is None
+    assert set(table) == {("p1", "exact", "candidate"), ("p2", "exact", "candidate"),
+                          ("p2", "judge", "pair")}  # fmt: skip
+    assert score_kinds(table) == {("exact", "candidate"), ("judge", "pair")}
+    del table[("p1", "exact", "candidate")]
+    assert len(table) == 2 and ("p1", "exact", "candidate") not in table
+    with pytest.raises(KeyError):
+        table[("p3", "exact", "candidate")] = row
