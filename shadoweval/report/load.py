@@ -378,26 +378,14 @@ WITH raw AS (
         CASE WHEN json_type(scorer_info) NOT IN ('NULL') THEN CAST(scorer_info AS VARCHAR) END
             AS scorer_info
     FROM raw
-), valid AS (
-    SELECT *,
-        CASE WHEN isfinite(raw_value) THEN raw_value END AS value,
-        coalesce(isfinite(raw_value) AND (raw_value < 0 OR raw_value > 1), false) AS outside
-    FROM typed
-    WHERE ours AND pair_id IS NOT NULL AND scorer IS NOT NULL AND side IS NOT NULL
 )
 SELECT
     pair_id, scorer, side,
-    count(*) AS records,
-    count(*) FILTER (WHERE outside) AS outside,
-    count(*) FILTER (WHERE NOT outside) AS kept,
-    arg_max(value, seq) FILTER (WHERE NOT outside) AS value,
-    arg_max(label, seq) FILTER (WHERE NOT outside) AS label,
-    arg_max(explanation, seq) FILTER (WHERE NOT outside) AS explanation,
-    arg_max(scorer_info, seq) FILTER (WHERE NOT outside AND scorer_info IS NOT NULL) AS info,
-    max(seq) FILTER (WHERE NOT outside AND scorer_info IS NOT NULL) AS info_seq,
-    max(seq) FILTER (WHERE NOT outside) AS first_seq
-FROM valid
-GROUP BY pair_id, scorer, side
+    CASE WHEN isfinite(raw_value) THEN raw_value END AS value,
+    coalesce(isfinite(raw_value) AND (raw_value < 0 OR raw_value > 1), false) AS outside,
+    label, explanation, scorer_info
+FROM typed
+WHERE ours AND pair_id IS NOT NULL AND scorer IS NOT NULL AND side IS NOT NULL
 """
 _COUNTS_SQL = """
 SELECT
@@ -420,13 +408,14 @@ def _load_scores_duckdb(ds: Dataset, path: str, limit: int) -> bool:
     lines DuckDB would drop silently (invalid JSON, not an object): the Python reader then
     reads it, so the skipped counts stay exact.
 
-    Deduplication keeps the last record of a (pair, scorer, side) as the Python reader
-    does. Where they differ: a non-string ``explanation`` is kept as its JSON text."""
+    The last record of a (pair, scorer, side) wins, as in the Python reader. Where they
+    differ: a non-string ``explanation`` is kept as its JSON text."""
     import duckdb  # the report extra: only this engine needs it
 
-    # One thread and no ordering guarantee: the report is a single CPU-bound job and
-    # orders what it needs itself (seq); both keep DuckDB's own memory small.
-    con = duckdb.connect(config={"threads": 1, "preserve_insertion_order": False})
+    # One thread, rows streamed in file order: Python keeps the last of a (pair, scorer,
+    # side) as it reads, so DuckDB holds no more than a batch (a GROUP BY over millions
+    # of keys would hold them all).
+    con = duckdb.connect(config={"threads": 1})
     params = {"path": path, "columns": _SCORE_COLUMNS, "schema": SCORE_SCHEMA}
     counted = con.execute(_COUNTS_SQL, {"path": path, "schema": SCORE_SCHEMA}).fetchone()
     # Blank lines are skipped; a bad line is a NULL (invalid JSON) or a non-object.
@@ -439,26 +428,26 @@ def _load_scores_duckdb(ds: Dataset, path: str, limit: int) -> bool:
         ds.skipped["malformed score record"] += malformed
     pair_ids = {p.pair_id for p in ds.pairs}
     rows: dict[tuple[float | None, str | None, str], ScoreRow] = {}
-    infos: dict[str, tuple[int, str]] = {}
+    infos: dict[str, str] = {}
+    skipped = ds.skipped
     cur = con.execute(_SCORES_SQL, params)
     while batch := cur.fetchmany(100_000):
-        for pid, scorer, side, records, outside, kept, value, label, expl, info, iseq, _ in batch:
+        for pid, scorer, side, value, outside, label, expl, info in batch:
             if pid not in pair_ids:
-                ds.skipped["score of a pair not in the report"] += records
+                skipped["score of a pair not in the report"] += 1
                 continue
             if outside:
-                ds.skipped["score value outside [0, 1]"] += outside
-            if not kept:
+                skipped["score value outside [0, 1]"] += 1
                 continue
-            if info is not None and (scorer not in infos or iseq > infos[scorer][0]):
-                infos[scorer] = (iseq, info)
+            if info is not None:
+                infos[scorer] = info
             if scorer not in ds.scorer_info:
                 ds.scorer_info[scorer] = info_of(scorer)
             row = rows.get((value, label, expl))
             if row is None:
                 row = rows[(value, label, expl)] = ScoreRow(value, label, snippet(expl, limit))
             ds.scores[(pid, scorer, side)] = row
-    for scorer, (_, info) in infos.items():
+    for scorer, info in infos.items():
         ds.scorer_info[scorer] = ScorerInfo.from_dict(orjson.loads(info))
     con.close()
     return True
