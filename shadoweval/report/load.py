@@ -276,6 +276,9 @@ def load(
     filters = filters or Filters()
     ds = Dataset(pair_files=[str(p) for p in pair_paths], score_files=[str(p) for p in score_paths])
     by_id: dict[str, PairRow] = {}
+    # A request mirrored to several upstreams repeats its primary side and prompt in each
+    # pair: equal ones are kept once (a third of a report's memory with three candidates).
+    primaries: dict[str, tuple[str, SideRow]] = {}
     for rec in iter_jsonl(ds.pair_files, ds.skipped):
         if rec.get("schema") != PAIR_SCHEMA:
             ds.skipped["pairs file: not a shadoweval.pair.v1 record"] += 1
@@ -307,6 +310,13 @@ def load(
             continue
         if row.pair_id in by_id:
             ds.skipped["duplicate pair (re-delivery)"] += 1
+        seen = primaries.get(row.request_id)
+        if seen is not None and seen[1] == row.primary:
+            row.primary = seen[1]
+            if seen[0] == row.prompt:
+                row.prompt = seen[0]
+        else:
+            primaries[row.request_id] = (row.prompt, row.primary)
         by_id[row.pair_id] = row
     ds.pairs = sorted(by_id.values(), key=lambda p: (p.ts, p.pair_id))
     if engine == "duckdb":
