@@ -137,6 +137,8 @@ def write_results(rows: list[dict[str, Any]]) -> None:
         "Synthetic inputs (benchmarks/report_scale.py): 3 pairs per request, 9 score records",
         "per pair. CPU = `time.process_time` of the report's child process; peak RSS of that",
         "child. Targets: 300k pairs <= 15 s and <= 500 MB; 3M pairs <= 120 s and <= 1 GB.",
+        "`baseline`: the report before its engine (index bootstrap, every record parsed in",
+        "Python); `engine`: the Poisson bootstrap of means, DuckDB score loading, ScoreTable.",
         "",
         "| label | --by | pairs | input MB | CPU s | peak RSS MB | measured |",
         "|---|---|---|---|---|---|---|",
