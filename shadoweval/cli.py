@@ -255,6 +255,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             details=not args.summary,
             strict=args.strict,
             allow_empty=args.allow_empty,
+            by=tuple(args.by or ()),
         )
     )
 
@@ -477,6 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", help="ISO 8601 time or a duration back from now")
     p.add_argument("--source", action="append", help="only this source (traffic, replay, probe)")
     p.add_argument("--task", action="append", help="only this task tag")
+    p.add_argument(
+        "--by",
+        action="append",
+        choices=("task", "route", "model", "input_tokens_bucket"),
+        help="figures per segment too (repeatable)",
+    )
     p.add_argument("--json", metavar="PATH", help="write the report as JSON ('-' = stdout)")
     p.add_argument("--html", metavar="PATH", help="write a self-contained HTML report")
     p.add_argument("--summary", action="store_true", help="terminal: summary and verdicts only")

@@ -35,7 +35,7 @@ from shadoweval import stats
 from shadoweval.config import Redaction, Report
 from shadoweval.pricing import PriceTable
 from shadoweval.redaction import Redactor
-from shadoweval.report.load import Dataset, PairRow, SideRow
+from shadoweval.report.load import Dataset, PairRow, SideRow, score_kinds
 from shadoweval.report.robustness import robustness
 from shadoweval.report.verdict import decide, finalise
 from shadoweval.score.registry import QUALITY_PREFERENCE, ScorerInfo, info_of
@@ -192,7 +192,7 @@ def _versus_control(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> E
         return None
     x = [series.x_all[r] for r in ids]
     c = [float(ctl[r]) for r in ids]  # type: ignore[arg-type]
-    return stats.mean_diff_ci(x, c, clusters=ctx.clusters(upstream, ids), **ctx.kw)
+    return _mean_diff(x, c, ctx.clusters(upstream, ids), ctx.kw)
 
 
 def _worst(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> list[Json]:
@@ -249,9 +249,18 @@ def _judge(ctx: _Ctx, upstream: str, series: _Series, scorer: str = JUDGE_PAIRWI
     }
 
 
-def _paired_stats(a: Any, b: Any) -> Any:
-    ma, mb = a.mean(axis=1), b.mean(axis=1)
+def _paired_stats(ma: Any, mb: Any) -> Any:
     return np.stack([ma, mb, ma - mb, stats.ratio(ma, mb) - 1.0], axis=1)
+
+
+# Every bootstrapped figure here is built from means: the Poisson bootstrap over the units'
+# sums (stats.bootstrap_means) gives it at a cost linear in the pairs (docs/report.md).
+def _mean(x: Any, kw: dict[str, Any]) -> Estimate:
+    return stats.bootstrap_means(lambda m: m, x, **kw)[0]
+
+
+def _mean_diff(x: Any, y: Any, clusters: Any, kw: dict[str, Any]) -> Estimate:
+    return stats.bootstrap_means(lambda a, b: a - b, x, y, clusters=clusters, **kw)[0]
 
 
 def quality_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
@@ -264,11 +273,11 @@ def quality_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
     x_all = _arr(list(series.x_all.values()))
     clusters = ctx.clusters(upstream, series.ids)
     # One resampling for the four paired statistics: the same draws, a quarter of the work.
-    mean_x, mean_b, diff, rel = stats.bootstrap(_paired_stats, x, b, clusters=clusters, **kw)
+    mean_x, mean_b, diff, rel = stats.bootstrap_means(_paired_stats, x, b, clusters=clusters, **kw)
     if len(series.x_all) != len(x):
-        mean_x = stats.mean_ci(_arr(list(series.x_all.values())), **kw)
+        mean_x = _mean(_arr(list(series.x_all.values())), kw)
     if series.base_all and len(series.base_all) != len(b):
-        mean_b = stats.mean_ci(_arr(list(series.base_all.values())), **kw)
+        mean_b = _mean(_arr(list(series.base_all.values())), kw)
     vs_control = _versus_control(ctx, upstream, scorer, series)
     sd = float(np.std(x - b, ddof=1)) if len(x) > 1 else math.nan
     max_drop = ctx.cfg.rules.quality_max_drop
@@ -385,7 +394,7 @@ def _flag_test(
     clustered requests the p-values come from the cluster bootstrap's interval (McNemar
     assumes independent pairs)."""
     clusters = ctx.clusters(upstream, ids)
-    diff = stats.mean_diff_ci(cand, base, clusters=clusters, **ctx.kw)
+    diff = _mean_diff(cand, base, clusters, ctx.kw)
     test = stats.mcnemar_paired(cand, base)
     conf = ctx.cfg.confidence
     if clusters is not None:
@@ -508,8 +517,7 @@ def _quantile_rows(
     return rows
 
 
-def _cost_stats(a: Any, b: Any) -> Any:
-    ma, mb = a.mean(axis=1), b.mean(axis=1)
+def _cost_stats(ma: Any, mb: Any) -> Any:
     return np.stack([ma, mb, stats.ratio(ma, mb)], axis=1)
 
 
@@ -524,7 +532,7 @@ def operations_block(ctx: _Ctx, upstream: str) -> Json:
     # Failures are rare events: a score interval, unless requests are clustered (then the
     # cluster bootstrap, which independence-based intervals cannot replace).
     failure_difference = (
-        stats.mean_diff_ci(c_fail, p_fail, clusters=fail_clusters, **kw)
+        _mean_diff(c_fail, p_fail, fail_clusters, kw)
         if fail_clusters is not None
         else stats.newcombe_difference(n_c_fail, n, n_p_fail, n, conf)
     )
@@ -574,7 +582,7 @@ def operations_block(ctx: _Ctx, upstream: str) -> Json:
             for p, (c, q) in zip(ok, costs, strict=True)
             if c is not None and q is not None
         ]
-        cm, pm, ratio = stats.bootstrap(
+        cm, pm, ratio = stats.bootstrap_means(
             _cost_stats, cc, pc, clusters=ctx.clusters(upstream, priced_ids), **kw
         )
         cost.update(
@@ -653,6 +661,137 @@ def timeline_block(
     return out
 
 
+# -- segments -----------------------------------------------------------------------------
+
+SEGMENT_KEYS = ("task", "route", "model", "input_tokens_bucket")
+OTHER = "other"
+# Bounds of the input_tokens_bucket segments: the primary's input tokens of the request.
+TOKEN_BUCKETS = (256, 1024, 4096, 16384)
+
+
+def _token_bucket(tokens: int | None) -> str:
+    if tokens is None:
+        return "unknown"
+    low = 0
+    for bound in TOKEN_BUCKETS:
+        if tokens < bound:
+            return f"{low}-{bound - 1}"
+        low = bound
+    return f">={low}"
+
+
+def segment_of(pair: PairRow, key: str) -> str:
+    """A request's segment: every upstream's pair of one request falls in the same one."""
+    if key == "task":
+        return pair.task or "(none)"
+    if key == "route":
+        return pair.route or "(none)"
+    if key == "model":
+        return pair.primary.model or "(none)"
+    if key == "input_tokens_bucket":
+        return _token_bucket(pair.primary.input_tokens)
+    raise ValueError(f"unknown segment {key!r}")
+
+
+def _restricted(ctx: _Ctx, requests: set[str]) -> _Ctx:
+    groups = {u: [p for p in ps if p.request_id in requests] for u, ps in ctx.groups.items()}
+    by_request = {u: {p.request_id: p for p in ps} for u, ps in groups.items()}
+    return _Ctx(ctx.cfg, ctx.prices, ctx.redactor, ctx.ds, groups, by_request, ctx.control)
+
+
+def _segment_row(ctx: _Ctx, upstream: str, headline: str | None, name: str) -> Json:
+    pairs = ctx.groups[upstream]
+    n, conf = len(pairs), ctx.cfg.confidence
+    block = quality_block(ctx, upstream, headline) if headline and pairs else None
+    ok = [p for p in pairs if p.candidate.ok and p.primary.ok]
+    costs = [(side_cost(ctx.prices, p.candidate), side_cost(ctx.prices, p.primary)) for p in ok]
+    priced = [(c, q, p.request_id) for (c, q), p in zip(costs, ok, strict=True) if c and q]
+    cost_ratio = None
+    if len(priced) >= 2:
+        _, _, ratio = stats.bootstrap_means(
+            _cost_stats,
+            _arr([c for c, _, _ in priced]),
+            _arr([q for _, q, _ in priced]),
+            clusters=ctx.clusters(upstream, [r for _, _, r in priced]),
+            **ctx.kw,
+        )
+        cost_ratio = ratio.as_dict()
+    return {
+        "segment": name,
+        "pairs": n,
+        "small": n < ctx.cfg.rules.min_pairs,
+        "scorer": headline,
+        "relative_difference": block["relative_difference"] if block else None,
+        "difference": block["difference"] if block else None,
+        "reliable": bool(block and block["reliable"]),
+        "failure": stats.wilson(sum(not p.candidate.ok for p in pairs), n, conf).as_dict(),
+        "cost_ratio": cost_ratio,
+        "p_worse": None,
+        "worse": False,
+    }
+
+
+def segments_block(ctx: _Ctx, upstream: str, headline: str | None, keys: Sequence[str]) -> Json:
+    """The candidate's figures per segment of each key. Segments with fewer than
+    ``min_pairs`` pairs are pooled into "other" (marked ``small`` if still too few); a
+    segment is called worse than the primary only through Holm across the key's segments."""
+    out: Json = {}
+    min_pairs, alpha = ctx.cfg.rules.min_pairs, (1 - ctx.cfg.confidence) / 2
+    for key in keys:
+        members: dict[str, set[str]] = defaultdict(set)
+        for p in ctx.groups[upstream]:
+            members[segment_of(p, key)].add(p.request_id)
+        merged: dict[str, set[str]] = {}
+        for name, requests in sorted(members.items()):
+            target = name if len(requests) >= min_pairs else OTHER
+            merged.setdefault(target, set()).update(requests)
+        rows = [
+            _segment_row(_restricted(ctx, requests), upstream, headline, name)
+            for name, requests in merged.items()
+        ]
+        for r in rows:
+            rel = r["relative_difference"]
+            if rel is not None and r["reliable"]:
+                est = Estimate(rel["value"], rel["lo"], rel["hi"], rel["n"])
+                r["p_worse"] = stats.p_beyond(est, 0.0, False, ctx.cfg.confidence)
+        tested = [r for r in rows if r["p_worse"] is not None]
+        for r, worse in zip(tested, stats.holm([r["p_worse"] for r in tested], alpha), strict=True):
+            r["worse"] = worse
+        rows.sort(key=lambda r: (r["segment"] == OTHER, -r["pairs"], r["segment"]))
+        out[key] = rows
+    return out
+
+
+def weakest_line(segments: Json) -> str | None:
+    """The verdict's line on the weakest segment: the lowest relative quality difference
+    among the reliable ones, with its interval."""
+    best: tuple[float, str, Json] | None = None
+    for key, rows in segments.items():
+        for r in rows:
+            rel = r["relative_difference"]
+            usable = r["reliable"] and rel and rel["value"] is not None
+            if usable and (best is None or rel["value"] < best[0]):
+                best = (rel["value"], key, r)
+    if best is None:
+        return None
+    _, key, r = best
+    rel = r["relative_difference"]
+    interval = (
+        f" [{rel['lo'] * 100:+.1f}%, {rel['hi'] * 100:+.1f}%]"
+        if rel["lo"] is not None and rel["hi"] is not None
+        else ""
+    )
+    claim = (
+        f"worse than the primary (Holm across the {len(segments[key])} {key} segments)"
+        if r["worse"]
+        else "not shown worse than the primary"
+    )
+    return (
+        f"weakest {key}: {r['segment']}, {r['scorer']} {rel['value'] * 100:+.1f}%{interval} "
+        f"on {r['pairs']} pairs, {claim}"
+    )
+
+
 # -- the report ---------------------------------------------------------------------------
 
 
@@ -661,7 +800,7 @@ def _iso(ts: float) -> str:
 
 
 def _scorers(ctx: _Ctx) -> tuple[list[str], list[str]]:
-    names = {scorer for (_, scorer, _) in ctx.ds.scores}
+    names = {scorer for (scorer, _) in score_kinds(ctx.ds.scores)}
     safety = sorted(s for s in names if ctx.info(s).kind == "safety")
     quality = sorted(
         (s for s in names if ctx.info(s).kind != "safety"),
@@ -677,7 +816,11 @@ def build_report(
     redaction: Redaction | None = None,
     *,
     filters: Json | None = None,
+    by: Sequence[str] = (),
 ) -> Json:
+    for key in by:
+        if key not in SEGMENT_KEYS:
+            raise ValueError(f"unknown segment {key!r} (one of {', '.join(SEGMENT_KEYS)})")
     groups: dict[str, list[PairRow]] = defaultdict(list)
     roles: dict[str, str] = {}
     # Probes are attacks, not traffic: they make the robustness section and stay out of the
@@ -707,7 +850,7 @@ def build_report(
         notes.append(f"quality rule names scorers with no scores: {', '.join(missing)}")
     # The headline is the metric that can decide: agreement scores read against the
     # reference 1.0 (no control, no per-side values) go last.
-    per_side = {scorer for (_, scorer, side) in ds.scores if side != "pair"}
+    per_side = {scorer for (scorer, side) in score_kinds(ds.scores) if side != "pair"}
 
     def unreadable(name: str) -> bool:
         return control is None and ctx.info(name).pair == "agreement" and name not in per_side
@@ -753,6 +896,8 @@ def build_report(
             "timeline": timeline_block(ctx, upstream, headline, start, width),
         }
         row["verdict"] = decide(row, cfg) if roles[upstream] == "candidate" else None
+        if by:
+            row["segments"] = segments_block(ctx, upstream, headline, by)
         rows[upstream] = row
         tokens = row["operations"]["tokens"]
         estimated[upstream] = tokens["candidate"]["estimated_share"] or 0.0
@@ -777,6 +922,11 @@ def build_report(
             )
     candidates = [rows[u] for u in order if roles[u] == "candidate"]
     gate, gate_notes = finalise(candidates, cfg)
+    for row in candidates:
+        # finalise writes the secondary lines; the weakest segment's comes after them.
+        line = weakest_line(row["segments"]) if by else None
+        if line is not None:
+            row["verdict"]["secondary"].append(line)
     notes += gate_notes
     primaries = sorted({p.primary.upstream for p in ds.pairs})
     return {

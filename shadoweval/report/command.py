@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ class Options:
     details: bool = True
     strict: bool = False
     allow_empty: bool = False  # no valid pair record: a report of nothing instead of an error
+    by: tuple[str, ...] = ()  # segments: task, route, model, input_tokens_bucket
 
 
 def load_pricing(path: Path) -> Pricing:
@@ -70,6 +72,11 @@ def _settings(opts: Options) -> tuple[ReportSettings, str | None]:
     return settings, source
 
 
+def _engine() -> str:
+    """DuckDB reads the score files when it is installed (the report extra)."""
+    return "duckdb" if importlib.util.find_spec("duckdb") is not None else "python"
+
+
 def make_report(opts: Options) -> dict[str, Any]:
     settings, pricing_source = _settings(opts)
     try:
@@ -84,7 +91,7 @@ def make_report(opts: Options) -> dict[str, Any]:
     for path in [*opts.pairs, *opts.scores]:
         if not Path(path).is_file():
             raise ConfigError(f"report: no such file: {path}")
-    ds = load(opts.pairs, opts.scores, filters, settings.report.snippet_chars)
+    ds = load(opts.pairs, opts.scores, filters, settings.report.snippet_chars, engine=_engine())
     _tell_skipped(ds)
     if ds.pairs_read == 0 and not opts.allow_empty:
         files = ", ".join(opts.pairs)
@@ -95,12 +102,15 @@ def make_report(opts: Options) -> dict[str, Any]:
         "sources": list(opts.sources),
         "tasks": list(opts.tasks),
     }
+    if opts.by:
+        described["by"] = list(opts.by)
     report = build_report(
         ds,
         settings.report,
         PriceTable(settings.pricing),
         settings.redaction,
         filters=described,
+        by=opts.by,
     )
     report["inputs"]["pricing"] = pricing_source
     if not ds.pairs:

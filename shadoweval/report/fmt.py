@@ -71,3 +71,22 @@ def headline(row: Json, scorer: str | None) -> Json | None:
 
 
 STATUS_WORDS = {"pass": "PASS", "fail": "FAIL", "insufficient": "NOT ENOUGH DATA", None: "—"}
+
+
+SEGMENT_HEAD = ["segment", "pairs", "quality (relative)", "failure", "cost ratio", "worse"]
+
+
+def segment_cells(r: Json) -> list[str]:
+    """One segment's row (terminal and HTML): the figures with their intervals."""
+    quality = ci(r["relative_difference"], signed_pct)
+    if r["relative_difference"] and not r["reliable"]:
+        quality += " (unreliable)"
+    pairs = f"{r['pairs']}" + (" (few)" if r["small"] else "")
+    return [
+        r["segment"],
+        pairs,
+        quality,
+        ci(r["failure"], pct),
+        ci(r["cost_ratio"], ratio),
+        "yes" if r["worse"] else "-",
+    ]

@@ -503,8 +503,22 @@ def _details(row: Json) -> str:
         "<h3>Operations</h3>",
         _ops_table(row),
         _robustness(row),
+        _segments(row),
         _worst(row),
     ]
+    return "".join(parts)
+
+
+def _segments(row: Json) -> str:
+    parts = []
+    for key, rows in (row.get("segments") or {}).items():
+        scorer = rows[0]["scorer"] if rows else None
+        parts.append(
+            f'<h3>By {escape(key)} <small class="muted">{escape(scorer or "")}</small></h3>'
+        )
+        parts.append(
+            _table(fmt.SEGMENT_HEAD, [[escape(c) for c in fmt.segment_cells(r)] for r in rows])
+        )
     return "".join(parts)
 
 

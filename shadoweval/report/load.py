@@ -11,13 +11,15 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
+from numpy.typing import NDArray
 
 from shadoweval.records import iter_jsonl
 from shadoweval.score.registry import ScorerInfo, info_of
@@ -74,11 +76,79 @@ class ScoreRow:
     explanation: str
 
 
+ScoreKey = tuple[str, str, str]  # (pair_id, scorer, side)
+
+
+class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
+    """Scores by (pair_id, scorer, side), held as one code array per (scorer, side) over
+    the pairs, and one ScoreRow per distinct (value, label, explanation): millions of
+    score records cost a few bytes each instead of a dict entry, a tuple and an object."""
+
+    def __init__(self, pair_ids: Sequence[str]) -> None:
+        self._ids = list(pair_ids)
+        self._pos = {p: i for i, p in enumerate(self._ids)}
+        self._codes: dict[tuple[str, str], NDArray[np.int32]] = {}
+        self._rows: list[ScoreRow] = []
+        self._row_codes: dict[tuple[float | None, str | None, str], int] = {}
+        self._len = 0
+
+    def kinds(self) -> set[tuple[str, str]]:
+        return set(self._codes)
+
+    def get(self, key: ScoreKey, default: Any = None) -> Any:
+        pos = self._pos.get(key[0])
+        codes = self._codes.get((key[1], key[2]))
+        if pos is None or codes is None:
+            return default
+        code = int(codes[pos])
+        return self._rows[code] if code >= 0 else default
+
+    def __getitem__(self, key: ScoreKey) -> ScoreRow:
+        row = self.get(key)
+        if row is None:
+            raise KeyError(key)
+        return row  # type: ignore[no-any-return]
+
+    def __setitem__(self, key: ScoreKey, row: ScoreRow) -> None:
+        pos = self._pos[key[0]]  # only scores of pairs in the report are kept
+        codes = self._codes.get((key[1], key[2]))
+        if codes is None:
+            codes = self._codes[(key[1], key[2])] = np.full(len(self._ids), -1, np.int32)
+        ident = (row.value, row.label, row.explanation)
+        code = self._row_codes.get(ident)
+        if code is None:
+            code = self._row_codes[ident] = len(self._rows)
+            self._rows.append(row)
+        if codes[pos] < 0:
+            self._len += 1
+        codes[pos] = code
+
+    def __delitem__(self, key: ScoreKey) -> None:
+        self[key]  # KeyError when absent
+        self._codes[(key[1], key[2])][self._pos[key[0]]] = -1
+        self._len -= 1
+
+    def __iter__(self) -> Iterator[ScoreKey]:
+        for (scorer, side), codes in self._codes.items():
+            for pos in np.flatnonzero(codes >= 0):
+                yield (self._ids[pos], scorer, side)
+
+    def __len__(self) -> int:
+        return self._len
+
+
+def score_kinds(scores: Mapping[ScoreKey, ScoreRow]) -> set[tuple[str, str]]:
+    """The (scorer, side) combinations that have scores."""
+    if isinstance(scores, ScoreTable):
+        return scores.kinds()
+    return {(scorer, side) for (_, scorer, side) in scores}
+
+
 @dataclass
 class Dataset:
     pairs: list[PairRow] = field(default_factory=list)
-    # (pair_id, scorer, side) -> score
-    scores: dict[tuple[str, str, str], ScoreRow] = field(default_factory=dict)
+    # (pair_id, scorer, side) -> score: a dict, or a ScoreTable (engine="duckdb")
+    scores: MutableMapping[ScoreKey, ScoreRow] = field(default_factory=dict)
     skipped: Counter[str] = field(default_factory=Counter)
     # scorer -> what it is, from its score records (else the registry, else the default)
     scorer_info: dict[str, ScorerInfo] = field(default_factory=dict)
@@ -219,10 +289,16 @@ def load(
     score_paths: Iterable[str | Path] = (),
     filters: Filters | None = None,
     snippet_chars: int = 160,
+    engine: str = "python",
 ) -> Dataset:
+    """``engine="duckdb"`` reads the score files (nine records in ten) with DuckDB; the
+    result is the same Dataset (see _load_scores_duckdb for the one difference)."""
     filters = filters or Filters()
     ds = Dataset(pair_files=[str(p) for p in pair_paths], score_files=[str(p) for p in score_paths])
     by_id: dict[str, PairRow] = {}
+    # A request mirrored to several upstreams repeats its primary side and prompt in each
+    # pair: equal ones are kept once (a third of a report's memory with three candidates).
+    primaries: dict[str, tuple[str, SideRow]] = {}
     for path, rec in _records(ds, ds.pair_files):
         if rec.get("schema") != PAIR_SCHEMA:
             _corrupt(ds, path, "pairs file: not a shadoweval.pair.v1 record")
@@ -258,9 +334,27 @@ def load(
             continue
         if row.pair_id in by_id:
             ds.skipped["duplicate pair (re-delivery)"] += 1
+        seen = primaries.get(row.request_id)
+        if seen is not None and seen[1] == row.primary:
+            row.primary = seen[1]
+            if seen[0] == row.prompt:
+                row.prompt = seen[0]
+        else:
+            primaries[row.request_id] = (row.prompt, row.primary)
         by_id[row.pair_id] = row
     ds.pairs = sorted(by_id.values(), key=lambda p: (p.ts, p.pair_id))
-    for path, rec in _records(ds, ds.score_files):
+    if engine == "duckdb":
+        ds.scores = ScoreTable([p.pair_id for p in ds.pairs])
+    for path in ds.score_files:  # in order: a later file's re-score replaces
+        if engine != "duckdb" or not _load_scores_duckdb(ds, path, snippet_chars):
+            _load_scores_python(ds, path, by_id, snippet_chars)
+    return ds
+
+
+def _load_scores_python(
+    ds: Dataset, path: str, by_id: Mapping[str, PairRow], snippet_chars: int
+) -> None:
+    for _, rec in _records(ds, [path]):
         if rec.get("schema") != SCORE_SCHEMA:
             _corrupt(ds, path, "scores file: not a shadoweval.score.v1 record")
             continue
@@ -288,4 +382,109 @@ def load(
             label=label if isinstance(label, str) else None,
             explanation=snippet(str(rec.get("explanation") or ""), snippet_chars),
         )
-    return ds
+
+
+# The score record's fields as JSON values: their types are checked in SQL, as above.
+_SCORE_COLUMNS = {
+    k: "JSON"
+    for k in ("schema", "pair_id", "scorer", "side", "value", "label", "explanation", "scorer_info")
+}
+_SCORES_SQL = """
+WITH raw AS (
+    SELECT * FROM read_json(
+        $path, format = 'newline_delimited', columns = $columns, ignore_errors = true
+    ) WITH ORDINALITY
+), typed AS (
+    SELECT
+        ordinality AS seq,
+        coalesce(json_type(schema) = 'VARCHAR' AND schema ->> '$' = $schema, false) AS ours,
+        CASE WHEN json_type(pair_id) = 'VARCHAR' THEN pair_id ->> '$' END AS pair_id,
+        CASE WHEN json_type(scorer) = 'VARCHAR' THEN scorer ->> '$' END AS scorer,
+        CASE WHEN json_type(side) = 'VARCHAR' THEN side ->> '$' END AS side,
+        CASE WHEN json_type(value) IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')
+            THEN TRY_CAST(value ->> '$' AS DOUBLE) END AS raw_value,
+        CASE WHEN json_type(label) = 'VARCHAR' THEN label ->> '$' END AS label,
+        CASE
+            WHEN explanation IS NULL OR json_type(explanation) = 'NULL' THEN ''
+            WHEN json_type(explanation) = 'VARCHAR' THEN explanation ->> '$'
+            ELSE CAST(explanation AS VARCHAR)
+        END AS explanation,
+        CASE WHEN json_type(scorer_info) NOT IN ('NULL') THEN CAST(scorer_info AS VARCHAR) END
+            AS scorer_info
+    FROM raw
+)
+SELECT
+    pair_id, scorer, side,
+    CASE WHEN isfinite(raw_value) THEN raw_value END AS value,
+    coalesce(isfinite(raw_value) AND (raw_value < 0 OR raw_value > 1), false) AS outside,
+    label, explanation, scorer_info
+FROM typed
+WHERE ours AND pair_id IS NOT NULL AND scorer IS NOT NULL AND side IS NOT NULL
+"""
+_COUNTS_SQL = """
+SELECT
+    count(*) FILTER (WHERE json IS NULL OR json_type(json) <> 'OBJECT'),
+    count(*) FILTER (WHERE json_type(json) = 'OBJECT' AND NOT ours),
+    count(*) FILTER (WHERE ours AND coalesce(ids <> ['VARCHAR', 'VARCHAR', 'VARCHAR'], true))
+FROM (
+    SELECT
+        json,
+        coalesce(json ->> '$.schema' = $schema AND json_type(json, '$.schema') = 'VARCHAR', false)
+            AS ours,
+        json_type(json, ['$.pair_id', '$.scorer', '$.side']) AS ids
+    FROM read_json_objects($path, format = 'newline_delimited', ignore_errors = true)
+)
+"""
+
+
+def _load_scores_duckdb(ds: Dataset, path: str, limit: int) -> bool:
+    """One score file through DuckDB into ``ds``; False (nothing done) when the file has
+    lines DuckDB would drop silently (invalid JSON, not an object): the Python reader then
+    reads it, so the skipped counts stay exact.
+
+    The last record of a (pair, scorer, side) wins, as in the Python reader. Where they
+    differ: a non-string ``explanation`` is kept as its JSON text."""
+    import duckdb  # the report extra: only this engine needs it
+
+    # One thread, rows streamed in file order: Python keeps the last of a (pair, scorer,
+    # side) as it reads, so DuckDB holds no more than a batch (a GROUP BY over millions
+    # of keys would hold them all).
+    con = duckdb.connect(config={"threads": 1})
+    params = {"path": path, "columns": _SCORE_COLUMNS, "schema": SCORE_SCHEMA}
+    counted = con.execute(_COUNTS_SQL, {"path": path, "schema": SCORE_SCHEMA}).fetchone()
+    # Blank lines are skipped; a bad line is a NULL (invalid JSON) or a non-object.
+    bad, foreign, malformed = counted or (0, 0, 0)
+    if bad:
+        return False
+    for reason, count in (
+        ("scores file: not a shadoweval.score.v1 record", foreign),
+        ("malformed score record", malformed),
+    ):
+        if count:
+            ds.skipped[reason] += count
+            ds.corrupt[path, reason] += count
+    pair_ids = {p.pair_id for p in ds.pairs}
+    rows: dict[tuple[float | None, str | None, str], ScoreRow] = {}
+    infos: dict[str, str] = {}
+    skipped = ds.skipped
+    cur = con.execute(_SCORES_SQL, params)
+    while batch := cur.fetchmany(100_000):
+        for pid, scorer, side, value, outside, label, expl, info in batch:
+            if pid not in pair_ids:
+                skipped["score of a pair not in the report"] += 1
+                continue
+            if outside:
+                skipped["score value outside [0, 1]"] += 1
+                continue
+            if info is not None:
+                infos[scorer] = info
+            if scorer not in ds.scorer_info:
+                ds.scorer_info[scorer] = info_of(scorer)
+            row = rows.get((value, label, expl))
+            if row is None:
+                row = rows[(value, label, expl)] = ScoreRow(value, label, snippet(expl, limit))
+            ds.scores[(pid, scorer, side)] = row
+    for scorer, info in infos.items():
+        ds.scorer_info[scorer] = ScorerInfo.from_dict(orjson.loads(info))
+    con.close()
+    return True

@@ -187,6 +187,20 @@ def robustness_table(row: Json) -> Table | None:
     return t
 
 
+def segment_tables(row: Json) -> list[Table]:
+    tables = []
+    for key, rows in (row.get("segments") or {}).items():
+        scorer = rows[0]["scorer"] if rows else None
+        t = Table(title=f"{row['upstream']}: by {key} ({scorer or 'no quality scorer'})",
+                  title_justify="left")  # fmt: skip
+        for name in fmt.SEGMENT_HEAD:
+            t.add_column(name, justify="left" if name == "segment" else "right")
+        for r in rows:
+            t.add_row(*fmt.segment_cells(r))
+        tables.append(t)
+    return tables
+
+
 def render(report: Json, stream: IO[str] | None = None, *, details: bool = True) -> None:
     out = stream if stream is not None else sys.stdout
     # Piped output (CI logs) gets a wide fixed width instead of rich's 80 columns.
@@ -199,6 +213,9 @@ def render(report: Json, stream: IO[str] | None = None, *, details: bool = True)
         f"noise floor: {report.get('control') or 'none'}"
     )
     console.print(summary_table(report))
+    for row in report["candidates"]:
+        for table in segment_tables(row):
+            console.print(table)
     if details:
         for row in _rows(report):
             for table in detail_tables(row):

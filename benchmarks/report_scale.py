@@ -1,0 +1,193 @@
+"""CPU time and peak memory of ``shadoweval report`` at production sizes.
+
+Synthetic pairs and scores (:mod:`shadoweval.testing.synthetic`: a primary, a control and
+two candidates, 9 score records per pair, four tasks) are written once per size as JSONL;
+each report then runs in a child process of its own, so its peak RSS is its alone
+(``os.wait4``) and its CPU time is the report's (``time.process_time`` in the child).
+
+    python benchmarks/report_scale.py            # 30k and 300k pairs
+    python benchmarks/report_scale.py --full     # and 3M pairs (~15 GB of JSONL)
+    python benchmarks/report_scale.py --label baseline --sizes 30000
+
+Results are merged by label into benchmarks/results/report_scale.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from shadoweval.testing.synthetic import T0, Upstream, generate
+
+RESULTS = Path(__file__).parent / "results"
+UPSTREAMS = 3  # pairs per request
+TASKS = ("simple", "reasoning", "code", "extraction")
+CHUNK = 5000  # requests generated at a time: the generator holds its records in memory
+SPACING_S = 0.05  # 1M requests span ~14 hours
+# 3 per-side scorers (6 records) + 2 pair scorers + the pairwise judge = 9 per pair.
+PER_SIDE = ("exact", "token_f1", "rouge_l")
+PAIR_SCORERS = ("semantic", "normalized")
+
+PRIMARY = Upstream("prod", role="primary", model="prod-model", accuracy=0.8, cost_usd=0.002)
+OTHERS = [
+    Upstream("prod-again", role="control", model="prod-model", accuracy=0.8, cost_usd=0.002),
+    Upstream("cand-a", model="cand-a", accuracy=0.78, latency_s=0.4, cost_usd=0.001),
+    Upstream("cand-b", model="cand-b", accuracy=0.82, latency_s=0.7, cost_usd=0.003),
+]
+
+
+def write_inputs(pairs: int, directory: Path) -> tuple[Path, Path]:
+    """The JSONL files for ``pairs`` pairs (kept between runs: generating is slow)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pair_path, score_path = directory / f"pairs-{pairs}.jsonl", directory / f"scores-{pairs}.jsonl"
+    done = directory / f"done-{pairs}"
+    if done.exists():
+        return pair_path, score_path
+    requests = pairs // UPSTREAMS
+    with pair_path.open("wb") as pf, score_path.open("wb") as sf:
+        for start in range(0, requests, CHUNK):
+            n = min(CHUNK, requests - start)
+            ps, ss = generate(
+                PRIMARY,
+                OTHERS,
+                n,
+                seed=start,
+                per_side=PER_SIDE,
+                pair_scorers=PAIR_SCORERS,
+                judge=True,
+            )
+            # generate numbers requests from 0 on each call: renumber them globally.
+            for rec in (*ps, *ss):
+                local = int(rec["request_id"][3:])
+                i = start + local
+                rid = f"req{i:08d}"
+                upstream = rec["pair_id"].rsplit(":", 1)[-1]
+                rec["pair_id"] = f"{rid}:{upstream}"
+                rec["request_id"] = rid
+                rec["ts"] = datetime.fromtimestamp(T0 + i * SPACING_S, UTC).isoformat(
+                    timespec="milliseconds"
+                )
+                rec["task"] = TASKS[i % len(TASKS)]
+                if rec["schema"] == "shadoweval.score.v1":
+                    rec["score_id"] = f"{rec['pair_id']}:{rec['scorer']}:{rec['side']}"
+                    rec["scored_at"] = rec["ts"]
+            pf.write(b"".join(orjson.dumps(r) + b"\n" for r in ps))
+            sf.write(b"".join(orjson.dumps(r) + b"\n" for r in ss))
+    done.touch()
+    return pair_path, score_path
+
+
+def child(pair_path: str, score_path: str, by: list[str], out: str) -> None:
+    """One report, the real command's code path; writes its own figures to ``out``."""
+    from shadoweval.report import command
+
+    start = time.process_time()
+    kwargs: dict[str, Any] = {"pairs": [pair_path], "scores": [score_path]}
+    if by:
+        if "by" not in {f.name for f in dataclasses.fields(command.Options)}:
+            Path(out).write_bytes(orjson.dumps({"unsupported": True}))
+            return
+        kwargs["by"] = tuple(by)
+    report = command.make_report(command.Options(**kwargs))
+    cpu = time.process_time() - start
+    Path(out).write_bytes(
+        orjson.dumps(
+            {"cpu_s": cpu, "pairs": report["inputs"]["pair_records"], "gate": report["gate"]}
+        )
+    )
+
+
+def measure(pair_path: Path, score_path: Path, by: list[str], tmp: Path) -> dict[str, Any]:
+    out = tmp / "child.json"
+    out.unlink(missing_ok=True)
+    argv = [sys.executable, __file__, "--child", str(pair_path), str(score_path), str(out)]
+    for name in by:
+        argv += ["--by", name]
+    proc = subprocess.Popen(argv)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    if proc.returncode != 0:
+        raise SystemExit(f"report child failed with exit code {proc.returncode}")
+    figures: dict[str, Any] = orjson.loads(out.read_bytes())
+    figures["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux: KiB
+    figures["child_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
+    return figures
+
+
+def write_results(rows: list[dict[str, Any]]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "report_scale.json"
+    old: list[dict[str, Any]] = orjson.loads(path.read_bytes()) if path.exists() else []
+    keys = {(r["label"], r["pairs"], r["by"]) for r in rows}
+    merged = [r for r in old if (r["label"], r["pairs"], r["by"]) not in keys] + rows
+    merged.sort(key=lambda r: (r["label"], r["by"], r["pairs"]))
+    path.write_bytes(orjson.dumps(merged, option=orjson.OPT_INDENT_2) + b"\n")
+    lines = [
+        "# shadoweval report at scale",
+        "",
+        "Synthetic inputs (benchmarks/report_scale.py): 3 pairs per request, 9 score records",
+        "per pair. CPU = `time.process_time` of the report's child process; peak RSS of that",
+        "child. Targets: 300k pairs <= 15 s and <= 500 MB; 3M pairs <= 120 s and <= 1 GB.",
+        "`baseline`: the report before its engine (index bootstrap, every record parsed in",
+        "Python); `engine`: the Poisson bootstrap of means, DuckDB score loading, ScoreTable.",
+        "",
+        "| label | --by | pairs | input MB | CPU s | peak RSS MB | measured |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in merged:
+        lines.append(
+            f"| {r['label']} | {r['by'] or '-'} | {r['pairs']:,} | {r['input_mb']:,.0f} | "
+            f"{r['cpu_s']:.1f} | {r['peak_rss_mb']:,.0f} | {r['measured']} |"
+        )
+    (RESULTS / "report_scale.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="*", default=None, help="pair counts")
+    ap.add_argument("--full", action="store_true", help="also 3M pairs")
+    ap.add_argument("--by", action="append", default=[], help="segment (child: passed on)")
+    ap.add_argument("--also-by", action="append", default=[], help="segmented runs: task, ...")
+    ap.add_argument("--label", default="current", help="row label in the results")
+    ap.add_argument("--data", default=str(Path(__file__).parent / ".report_scale"))
+    ap.add_argument("--child", nargs=3, metavar=("PAIRS", "SCORES", "OUT"))
+    args = ap.parse_args()
+    if args.child:
+        pairs, scores, out = args.child
+        child(pairs, scores, args.by, out)
+        return
+    sizes = args.sizes or ([30_000, 300_000] + ([3_000_000] if args.full else []))
+    data = Path(args.data)
+    rows = []
+    for by in [[], *([b] for b in args.also_by)]:
+        for size in sizes:
+            pair_path, score_path = write_inputs(size, data)
+            figures = measure(pair_path, score_path, by, data)
+            if figures.get("unsupported"):
+                print(f"--by {','.join(by)}: not supported by this code", file=sys.stderr)
+                break
+            row = {
+                "label": args.label,
+                "by": ",".join(by),
+                "pairs": size,
+                "input_mb": round((pair_path.stat().st_size + score_path.stat().st_size) / 1e6),
+                "cpu_s": round(figures["cpu_s"], 2),
+                "peak_rss_mb": figures["peak_rss_mb"],
+                "measured": datetime.now(UTC).date().isoformat(),
+            }
+            print(orjson.dumps(row).decode(), flush=True)
+            rows.append(row)
+    write_results(rows)
+
+
+if __name__ == "__main__":
+    main()
