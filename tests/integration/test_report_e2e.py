@@ -221,7 +221,9 @@ def test_html_report_renders_in_headless_chromium(
     ):
         assert f'data-plot="{plot}"' in dom, plot
     assert dom.count("<path") >= 8 and dom.count('class="point"') >= 3
-    assert "worse: FAIL" in dom and "equivalent: PASS" in dom
+    assert "worse: FAIL" in dom  # the failing rules' line
+    # Each candidate's sentence, ending with its verdict and rule.
+    assert "FAIL under rule `strict`" in dom and "PASS under rule `strict`" in dom
     shot = tmp_path / "report.png"
     _browser(
         chromium, tmp_path / "profile-shot", "--window-size=1360,2200", f"--screenshot={shot}", url
