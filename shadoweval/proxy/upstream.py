@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import ssl as ssl_module
 import time
 from collections import deque
@@ -53,6 +54,7 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.used = False  # served at least one exchange (a stale keep-alive is possible)
         self.keepalive_s = pool._keepalive  # lowered by the server's Keep-Alive: timeout=N
+        self.exchanges_left: int | None = None  # the server's Keep-Alive: max=N
         self.response: UpstreamResponse | None = None
         self._header_name = b""
 
@@ -120,6 +122,27 @@ class _Connection(asyncio.Protocol):
             if key.lower() == b"timeout" and number.strip().isdigit():
                 hinted = int(number.strip()) - _KEEPALIVE_MARGIN_S
                 self.keepalive_s = max(0.0, min(self._pool._keepalive, hinted))
+            elif key.lower() == b"max" and number.strip().isdigit():
+                # Requests the server still allows on this connection (Apache, cpp-httplib
+                # count down on each answer).
+                self.exchanges_left = int(number.strip())
+
+    def dropped(self) -> bool:
+        """The idle connection is readable: the server closed it (or broke the protocol)
+        and the event loop has not seen it yet, e.g. on a busy machine. Checked before
+        every reuse, as urllib3 does: a POST written into it would fail unanswered, and a
+        generation is not resent (a caller saw 502s from llama.cpp's server this way)."""
+        if self.exchanges_left is not None and self.exchanges_left <= 0:
+            return True
+        transport = self.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
 
     def on_headers_complete(self) -> None:
         resp = self.response
@@ -386,7 +409,8 @@ class UpstreamPool:
             now = time.monotonic()
             while self._idle:
                 conn = self._idle.pop()  # most recently used: the least likely to be stale
-                if not conn.closed and now - conn.idle_since < conn.keepalive_s:
+                fresh = not conn.closed and now - conn.idle_since < conn.keepalive_s
+                if fresh and not conn.dropped():
                     return conn
                 conn.close()
             if not self._full():

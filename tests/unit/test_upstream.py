@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import select
+import socket
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -205,3 +208,54 @@ async def test_pool_limit_bounds_connections(server: ServerFactory) -> None:
     assert results == [(200, b"{}")] * 6
     assert len(conns) == 2
     await pool.close()
+
+
+def _threaded_server(closes: threading.Event, closed: threading.Event) -> tuple[int, list[int]]:
+    """A blocking server in a thread: answers each connection's first request, waits for
+    ``closes``, then closes that connection and sets ``closed``. Every connection counts."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[int] = []
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5, max=100\r\n\r\nok"
+
+    def serve() -> None:
+        with listener:
+            for _ in range(2):
+                conn, _ = listener.accept()
+                accepted.append(1)
+                with conn:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += conn.recv(65536)
+                    conn.sendall(answer)
+                    if len(accepted) == 1:
+                        closes.wait(10)
+                        conn.shutdown(socket.SHUT_RDWR)
+                        closed.set()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1], accepted
+
+
+async def test_a_connection_closed_while_idle_is_not_reused_for_a_post() -> None:
+    # The server closes the kept-alive connection, and its FIN is in the kernel before the
+    # event loop has run to see it (a busy machine): the pool must notice at reuse, or the
+    # POST is written into a dead connection and fails unanswered (a caller's 502).
+    closes, closed = threading.Event(), threading.Event()
+    port, accepted = _threaded_server(closes, closed)
+    pool = UpstreamPool(f"http://127.0.0.1:{port}", limit=4)
+    try:
+        first = await pool.request("POST", "/v1/chat/completions", [], b"{}")
+        assert await first.read() == b"ok"
+        first.release()
+        closes.set()
+        assert closed.wait(10)  # blocks the loop: the FIN arrives unseen by it
+        # Wait (still without running the loop) until the FIN is in this end's buffer.
+        [idle] = pool._idle
+        sock = idle.transport.get_extra_info("socket")  # type: ignore[union-attr]
+        assert select.select([sock.fileno()], [], [], 10)[0]
+        second = await pool.request("POST", "/v1/chat/completions", [], b"{}")
+        assert await second.read() == b"ok"
+        second.release()
+        assert len(accepted) == 2  # a new connection, not the dead one
+    finally:
+        await pool.close()
