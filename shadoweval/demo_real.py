@@ -184,13 +184,14 @@ class Sent:
     latency_s: float
 
 
-def proxy_config(upstream: str, out: Path) -> Json:
+def proxy_config(upstream: str, out: Path, primary_url: str | None = None) -> Json:
     """The proxy's config: four roles on one server. Shadow concurrency stays below the
-    server's slots so the primary's requests rarely wait for a slot."""
+    server's slots so the primary's requests rarely wait for a slot. ``primary_url``: reach
+    the same server another way for the primary (a recording tap in the tests)."""
     return {
         "listen": {"port": 0},
         "admin": {"port": 0},
-        "primary": {"name": "prod", "url": upstream, "timeout_s": 300},
+        "primary": {"name": "prod", "url": primary_url or upstream, "timeout_s": 300},
         "candidates": [
             {
                 "name": "cand-terse",
@@ -223,8 +224,10 @@ def proxy_config(upstream: str, out: Path) -> Json:
 
 
 @contextlib.asynccontextmanager
-async def running_proxy(upstream: str, out: Path) -> AsyncIterator[ProxyServer]:
-    cfg = parse(proxy_config(upstream, out), "demo --real-model", environ={})
+async def running_proxy(
+    upstream: str, out: Path, primary_url: str | None = None
+) -> AsyncIterator[ProxyServer]:
+    cfg = parse(proxy_config(upstream, out, primary_url), "demo --real-model", environ={})
     proxy = ProxyServer(cfg)
     await proxy.start()
     try:
