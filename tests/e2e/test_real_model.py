@@ -29,13 +29,18 @@ pytestmark = [
     ),
 ]
 
-# One of each shape: known answer, stream, refusal, tool call, open question.
+
+def _first(kind: str, stream: bool = False) -> Prompt:
+    return next(p for p in PROMPTS if p.kind == kind and p.stream == stream)
+
+
+# One of each shape: known answer (plain and streamed), refusal, tool call, open stream.
 CHOSEN: tuple[Prompt, ...] = (
-    PROMPTS[0],
-    PROMPTS[2],
-    PROMPTS[12],
-    next(p for p in PROMPTS if p.kind == "tool"),
-    PROMPTS[18],
+    _first("expected"),
+    _first("expected", stream=True),
+    _first("refuse"),
+    _first("tool"),
+    _first("open", stream=True),
 )
 
 
