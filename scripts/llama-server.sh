@@ -15,7 +15,7 @@
 #                  --parallel N   slots (requests decoded together) [4]
 #                  --seed N       sampling seed [42]
 #                  --temp T       default temperature (a request's own wins) [0]
-#                  --threads N    CPU threads [2]
+#                  --threads N    CPU threads [1: on two shared cores, 2 threads were 4x slower]
 #                anything else is passed on to llama-server unchanged
 #   stop PORT    stop the server on PORT (SIGTERM, then SIGKILL after 20 s)
 #   status PORT  exit 0 and print the URL when that server answers /health
@@ -79,7 +79,7 @@ build() {
     -DGGML_VULKAN=OFF -DGGML_CCACHE=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
     -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_UI=OFF >"$TOOLS/llama-configure.log" 2>&1 ||
     { tail -n 30 "$TOOLS/llama-configure.log" >&2; die "cmake configure failed"; }
-  log "building the llama-server target with -j$JOBS (usually 25-35 minutes on two busy cores)..."
+  log "building the llama-server target with -j$JOBS (about 40 minutes on two busy cores)..."
   nice -n 10 cmake --build "$BUILD" --target llama-server -j "$JOBS" >"$TOOLS/llama-build.log" 2>&1 ||
     { tail -n 30 "$TOOLS/llama-build.log" >&2; die "build failed (log: $TOOLS/llama-build.log)"; }
   mkdir -p "$(dirname "$BIN")"
@@ -133,7 +133,7 @@ start() {
   [[ -n "$port" ]] || die "start needs a PORT"
   check_port "$port"
   shift
-  local model_path="" ctx=8192 parallel=4 seed=42 temp=0 threads=2 extra=()
+  local model_path="" ctx=8192 parallel=4 seed=42 temp=0 threads=1 extra=()
   while (($#)); do
     case "$1" in
       --model) model_path=${2:?--model needs a path}; shift 2 ;;

@@ -33,7 +33,7 @@ from shadoweval.types import Json
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "llama-server.sh"
 MODEL_NAME = "gemma-3-270m"
-MAX_TOKENS = 96
+MAX_TOKENS = 48
 TERSE_PROMPT = "You are a terse assistant. Answer in at most ten words. Never explain."
 
 
@@ -149,7 +149,7 @@ class LlamaServer:
             self.port = None
 
 
-def start_server(parallel: int = 6, ctx: int = 12288, seed: int = 42) -> LlamaServer:
+def start_server(parallel: int = 4, ctx: int = 8192, seed: int = 42) -> LlamaServer:
     """A llama-server on a free port; builds and installs first if needed (the script says
     how long that takes). ``ctx`` is shared by the slots: 2048 tokens each here."""
     if not SCRIPT.is_file():
@@ -255,7 +255,7 @@ async def send_all(
 # --- scoring, probes, report --------------------------------------------------------------
 
 
-def scorer_config(pairs: Path, scores: Path, judge_url: str) -> Json:
+def scorer_config(pairs: Path, scores: Path, judge_url: str, judge_rate: float) -> Json:
     return {
         "source": {"kind": "file", "path": str(pairs)},
         "sink": {"kind": "file", "path": str(scores)},
@@ -267,8 +267,10 @@ def scorer_config(pairs: Path, scores: Path, judge_url: str) -> Json:
             "url": judge_url,
             "model": MODEL_NAME,
             "json_mode": True,
-            "max_tokens": 64,
+            "max_tokens": 48,
             "verdict_retries": 1,
+            # The judge's prompts are the longest the server sees: on two cores a sample.
+            "sample_rate": judge_rate,
             "concurrency": 2,
             "timeout_s": 300,
         },
@@ -281,13 +283,15 @@ def _fresh(*paths: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-async def score(pairs: Path, judge_url: str) -> Path:
+async def score(pairs: Path, judge_url: str, judge_rate: float = 0.25) -> Path:
     from shadoweval.config import parse_scorer
     from shadoweval.score.runner import run_scorer
 
     scores = pairs.with_name("scores.jsonl")
     await asyncio.to_thread(_fresh, scores, scores.with_name("scores.jsonl.offsets"))
-    cfg = parse_scorer(scorer_config(pairs, scores, judge_url), "demo --real-model", environ={})
+    cfg = parse_scorer(
+        scorer_config(pairs, scores, judge_url, judge_rate), "demo --real-model", environ={}
+    )
     await run_scorer(cfg, once=True, install_signals=False)
     return scores
 

@@ -175,7 +175,7 @@ async def test_real_model_loop(
             assert primary["output_text"], s.prompt.text
 
     # Detectors and the judge score the real answers.
-    scores_file = await demo_real.score(pairs, llama.url)
+    scores_file = await demo_real.score(pairs, llama.url, judge_rate=1.0)
     scores = [orjson.loads(line) for line in scores_file.read_bytes().splitlines()]
     by_scorer: dict[str, list[dict[str, Any]]] = {}
     for sc in scores:
