@@ -266,8 +266,8 @@ def scorer_config(pairs: Path, scores: Path, judge_url: str, judge_rate: float) 
         "judge": {
             "url": judge_url,
             "model": MODEL_NAME,
-            "json_mode": True,
-            "max_tokens": 48,
+            "json_schema": True,
+            "max_tokens": 80,
             "verdict_retries": 1,
             # The judge's prompts are the longest the server sees: on two cores a sample.
             "sample_rate": judge_rate,
