@@ -114,6 +114,27 @@ model() {
   log "model ready: $MODEL"
 }
 
+# Gemma 3's chat template. The pinned GGUF carries none, and llama-server then falls back to
+# ChatML (<|im_start|>), which this model does not know: it echoes the markers back.
+write_template() {
+  cat >"$1" <<'EOF'
+{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+{%- set loop_messages = messages[1:] -%}
+{%- else -%}
+{%- set first_user_prefix = '' -%}
+{%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}
+{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}
+{{- (message['content'] or '') | trim }}{{ '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}
+EOF
+}
+
 check_port() { [[ "$1" =~ ^[0-9]+$ ]] && (($1 > 0 && $1 < 65536)) || die "PORT must be 1-65535, got '$1'"; }
 
 healthy() { curl -fsS -m 2 "http://$HOST:$1/health" 2>/dev/null | grep -q '"ok"'; }
@@ -157,6 +178,8 @@ start() {
   if [[ -z "$model_path" ]]; then
     model
     model_path=$MODEL
+    write_template "$MODEL_DIR/gemma3-chat-template.jinja"
+    extra=(--chat-template-file "$MODEL_DIR/gemma3-chat-template.jinja" "${extra[@]}")
   fi
   [[ -s "$model_path" ]] || die "--model $model_path: no such file"
   local run="$RUN_ROOT/$port"
