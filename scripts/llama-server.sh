@@ -179,7 +179,9 @@ start() {
     model
     model_path=$MODEL
     write_template "$MODEL_DIR/gemma3-chat-template.jinja"
-    extra=(--chat-template-file "$MODEL_DIR/gemma3-chat-template.jinja" "${extra[@]}")
+    # --alias: answers name the model, not the GGUF's path on this machine.
+    extra=(--chat-template-file "$MODEL_DIR/gemma3-chat-template.jinja" --alias gemma-3-270m
+      "${extra[@]}")
   fi
   [[ -s "$model_path" ]] || die "--model $model_path: no such file"
   local run="$RUN_ROOT/$port"
