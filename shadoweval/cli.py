@@ -111,6 +111,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from shadoweval.demo import print_summary, run_demo, score_and_report
 
     _setup_logging("warning")
+    if args.real_model:
+        from shadoweval.demo_real import main as real_model_demo
+
+        return real_model_demo(args.out, args.llama_url)
     out = Path(args.out)
     result = loop.run(run_demo(args.requests, out))
     print_summary(result)
@@ -417,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run fake upstreams + the proxy + traffic, print a summary")
     p.add_argument("--requests", type=int, default=300)
     p.add_argument("--out", default="shadoweval-demo/pairs.jsonl", help="pairs file to write")
+    p.add_argument("--real-model", action="store_true", help="llama-server + Gemma 3 270M")
+    p.add_argument("--llama-url", help="with --real-model: a running llama-server to use")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("fake-upstream", help="run a fake OpenAI-compatible server")

@@ -1436,6 +1436,10 @@ class JudgeSettings(_Model):
     max_tokens: int = Field(256, ge=16)
     # Ask for response_format {"type": "json_object"} (not every server supports it).
     json_mode: bool = False
+    # Ask for response_format {"type": "json_schema"} with the verdict's own schema: a server
+    # that constrains decoding to it (llama.cpp, OpenAI structured outputs) cannot answer with
+    # other keys, which a small judge model does under plain JSON mode. Wins over json_mode.
+    json_schema: bool = False
     price_input_per_mtok: float = Field(0.0, ge=0.0)
     price_output_per_mtok: float = Field(0.0, ge=0.0)
     rubric: str = (

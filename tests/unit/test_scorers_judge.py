@@ -214,3 +214,19 @@ def test_judge_needs_a_url_and_has_its_sample_rate() -> None:
     assert [scorer.sampled(f"req{i}:cand") for i in range(50)] == [
         scorer.sampled(f"req{i}:cand") for i in range(50)
     ]
+
+
+async def test_json_schema_sends_the_verdicts_schema() -> None:
+    fake = FakeUpstream(style="fixed", text='{"score": 8, "reason": "mostly right"}')
+    await fake.start()
+    try:
+        scorer = build("judge_single", judge_cfg(fake, json_schema=True, json_mode=True))
+        await scorer.fn(Pair(pair_record("Paris", "Lyon")))
+    finally:
+        await fake.stop()
+    fmt = fake.received[0].body["response_format"]
+    assert fmt["type"] == "json_schema"
+    schema = fmt["json_schema"]["schema"]
+    assert schema["required"] == ["score", "reason"]
+    assert schema["properties"]["score"] == {"type": "integer", "minimum": 1, "maximum": 10}
+    assert schema["additionalProperties"] is False

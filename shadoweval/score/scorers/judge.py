@@ -72,6 +72,20 @@ _PLACEHOLDER = re.compile(
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)\s*```", re.S)
 
 
+def verdict_schema(verdict: Json, key: str = "score") -> Json:
+    """The reply's JSON Schema (judge.json_schema). The reason is capped so a constrained
+    reply ends well inside judge.max_tokens instead of being cut mid-string."""
+    return {
+        "type": "object",
+        "properties": {key: verdict, "reason": {"type": "string", "maxLength": 160}},
+        "required": [key, "reason"],
+        "additionalProperties": False,
+    }
+
+
+WINNER_SCHEMA = verdict_schema({"type": "string", "enum": ["A", "B", "tie"]}, "winner")
+
+
 def render(template: str, **values: Any) -> str:
     """Fills the known placeholders only, so literal braces (JSON examples) need no escaping."""
     return _PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), m.group(0))), template)
@@ -189,7 +203,9 @@ class Judge:
             ctx.closers.append(judge.endpoint.close)
         return judge
 
-    async def ask(self, prompt: str, parse: Callable[[str], T]) -> tuple[T, Call]:
+    async def ask(
+        self, prompt: str, parse: Callable[[str], T], schema: Json | None = None
+    ) -> tuple[T, Call]:
         s = self.settings
         messages: list[Json] = [
             {"role": "system", "content": SYSTEM},
@@ -204,7 +220,12 @@ class Judge:
                     "temperature": s.temperature,
                     "max_tokens": s.max_tokens,
                 }
-                if s.json_mode:
+                if s.json_schema and schema is not None:
+                    body["response_format"] = {
+                        "type": "json_schema",
+                        "json_schema": {"name": "verdict", "strict": True, "schema": schema},
+                    }
+                elif s.json_mode:
                     body["response_format"] = {"type": "json_object"}
                 started = time.perf_counter()
                 try:
@@ -300,7 +321,9 @@ def judge_single(ctx: ScorerContext, *, rubric: str | None = None) -> Scorer:
         )
         try:
             (grade, reason), call = await judge.ask(
-                prompt, lambda c: parse_grade(c, s.scale_min, s.scale_max)
+                prompt,
+                lambda c: parse_grade(c, s.scale_min, s.scale_max),
+                verdict_schema({"type": "integer", "minimum": s.scale_min, "maximum": s.scale_max}),
             )
         except JudgeFailed as exc:
             return _failed(exc, side)
@@ -354,7 +377,8 @@ def judge_pairwise(ctx: ScorerContext, *, rubric: str | None = None) -> Scorer:
             ),
         ]
         results = await asyncio.gather(
-            *(judge.ask(p, parse_winner) for p in prompts), return_exceptions=True
+            *(judge.ask(p, parse_winner, WINNER_SCHEMA) for p in prompts),
+            return_exceptions=True,
         )
         total = Call()
         views: list[str] = []  # each order's verdict from the candidate's point of view
