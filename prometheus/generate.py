@@ -25,7 +25,7 @@ PLAIN = ROOT / "prometheus" / "alerts.yaml"
 HELM = ROOT / "helm" / "shadoweval" / "files" / "alerts.yaml"
 
 # Defaults of the chart's prometheusRule.thresholds / .forDurations (keep values.yaml in step;
-# tests/deploy/test_alerts.py checks it).
+# tests/deploy/test_helm.py checks it).
 THRESHOLDS: dict[str, float] = {
     "candidateLatencyRatio": 1.5,  # candidate P99 / primary P99, same route
     "primaryLatencySeconds": 30,  # primary P99, any route

@@ -248,11 +248,6 @@ def ratio_ci(x: Sequence[float] | Array, y: Sequence[float] | Array, **kw: Any) 
     return bootstrap(lambda a, b: ratio(a.mean(axis=1), b.mean(axis=1)), x, y, **kw)[0]
 
 
-def relative_diff_ci(x: Sequence[float] | Array, y: Sequence[float] | Array, **kw: Any) -> Estimate:
-    """mean(x) / mean(y) - 1: "-3%" quality, paired bootstrap CI."""
-    return bootstrap(lambda a, b: ratio(a.mean(axis=1), b.mean(axis=1)) - 1.0, x, y, **kw)[0]
-
-
 def quantile_comparison(
     x: Sequence[float] | Array,
     y: Sequence[float] | Array,

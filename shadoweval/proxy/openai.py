@@ -92,15 +92,6 @@ def iter_sse(data: bytes) -> Iterator[tuple[int, bytes]]:
             yield (pos, b"\n".join(payload))
 
 
-def _next_blank_line(data: bytes, start: int) -> tuple[int, int]:
-    best = (len(data), 0)
-    for sep in _BLANK_LINES:
-        idx = data.find(sep, start)
-        if idx != -1 and idx < best[0]:
-            best = (idx, len(sep))
-    return best
-
-
 def _decode_body(capture: Capture) -> tuple[bytes, bool]:
     """The body as text bytes, and whether decoding stopped at the capture limit: a
     compressed body inflates to at most ``capture.limit`` bytes (a gzip bomb costs what a

@@ -50,13 +50,11 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
-        self.reusable = False
         self.idle_since = 0.0
         self.used = False  # served at least one exchange (a stale keep-alive is possible)
         self.keepalive_s = pool._keepalive  # lowered by the server's Keep-Alive: timeout=N
         self.exchanges_left: int | None = None  # the server's Keep-Alive: max=N
         self.response: UpstreamResponse | None = None
-        self._header_name = b""
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
