@@ -129,6 +129,6 @@ if [ "${SHADOWEVAL_TEST_STRESS:-0}" -gt 0 ]; then
     stress_pids+=("$!")
   done
 fi
-step "pytest: the whole suite (~25-30 min on 2 cores)"
+step "pytest: the whole suite (~6 min on 2 cores)"
 .venv/bin/pytest "$@" || failed=1
 exit "$failed"
