@@ -179,9 +179,20 @@ class ShadowWorker(Handoff):
         if it is still there well after both (a worker that does not answer)."""
         self._closing = True
         self._flush()
+        lift_priority(self.process.pid)
         self.process.tell_close(grace_s, flush_s)
         flush = self._cfg.shutdown.grace_s if flush_s is None else flush_s
         await self.process.wait_closed(grace_s + flush + 5.0)
+
+
+def lift_priority(pid: int | None) -> None:
+    """At shutdown the worker's remaining work has the proxy's deadline: under SCHED_IDLE a
+    saturated machine starves it past the grace (beside two CPU-burning processes the proxy
+    did not exit in time). Best effort: an unprivileged process may not be allowed to."""
+    if pid is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):  # Linux only; EPERM without RLIMIT_NICE
+        os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
 
 
 def fork_worker() -> ForkedProcess | None:

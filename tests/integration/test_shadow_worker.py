@@ -276,3 +276,23 @@ async def test_random_sampling_is_not_applied_twice(tmp_path: Path) -> None:
         assert decided == n  # every request decided once, in one process or the other
         pairs = sample(text, "shadoweval_pairs_total")
         assert 70 <= pairs <= 130, pairs
+
+
+async def test_the_worker_leaves_idle_priority_to_shut_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under SCHED_IDLE a saturated machine starves the worker past the shutdown grace: the
+    # proxy lifts it to the normal policy before telling it to close.
+    lifted: list[tuple[int, int]] = []
+    real = os.sched_setscheduler
+
+    def record(pid: int, policy: int, param: os.sched_param) -> None:
+        lifted.append((pid, policy))
+        real(pid, policy, param)
+
+    async with running_stack(overrides=overrides(tmp_path)) as stack:
+        worker = stack.proxy.worker
+        assert worker is not None and worker.process.pid is not None
+        pid = worker.process.pid
+        monkeypatch.setattr(os, "sched_setscheduler", record)
+    assert (pid, os.SCHED_OTHER) in lifted
