@@ -8,7 +8,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from prometheus_client import Counter
 
@@ -18,56 +17,26 @@ from shadoweval.proxy.candidate import CandidateClient
 from shadoweval.proxy.openai import (
     InvalidRequest,
     error_type_for_status,
-    parse_answer,
-    parse_request,
 )
+from shadoweval.proxy.shadow import ParsedOnce
 from shadoweval.routes import METRIC_ROUTES
-from shadoweval.types import Capture, Json, Outcome, Route
+from shadoweval.types import Capture, Outcome, Route
 
 log = logging.getLogger(__name__)
 
 
-class Parsed(Protocol):
-    """A request and its primary answer, each parsed at most once, whoever asks first: a
-    ``ShadowJob`` when the request is mirrored in this process, else a PrimaryAnswer."""
-
-    def request(self) -> Json: ...
-
-    def primary_outcome(self, upstream: str, prices: PriceTable) -> Outcome: ...
-
-
-class PrimaryAnswer:
+class PrimaryAnswer(ParsedOnce):
     """The primary's answer to a request no shadow job holds here (not mirrored, or
     mirrored by the shadow worker): the metrics and the spans share one parse of it."""
 
-    __slots__ = ("_body", "_capture", "_outcome", "_request", "_route")
+    __slots__ = ("_capture",)
 
     def __init__(self, route: Route, body: bytes, capture: Capture) -> None:
-        self._route = route
-        self._body = body
+        super().__init__(route, body)
         self._capture = capture
-        self._request: Json | InvalidRequest | None = None
-        self._outcome: Outcome | None = None
 
-    def request(self) -> Json:
-        """The parsed request body; raises InvalidRequest (every time) if it is not one."""
-        if self._request is None:
-            try:
-                self._request = parse_request(self._body)
-            except InvalidRequest as exc:
-                self._request = exc
-        if isinstance(self._request, InvalidRequest):
-            raise self._request
-        return self._request
-
-    def primary_outcome(self, upstream: str, prices: PriceTable) -> Outcome:
-        if self._outcome is None:
-            request = self.request()
-            outcome = parse_answer(
-                self._route, request, self._capture, upstream=upstream, role="primary"
-            )
-            self._outcome = prices.annotate(outcome, request.get("model"))
-        return self._outcome
+    def _primary_capture(self) -> Capture:
+        return self._capture
 
 
 class Recorder:
@@ -85,7 +54,7 @@ class Recorder:
         route: Route | None,
         body: bytes,
         overhead: float,
-        parsed: Parsed | None,
+        parsed: ParsedOnce | None,
     ) -> None:
         """Every primary call; runs via call_soon after the handler returned. ``parsed``
         holds the answer's one parse, shared with the spans and the shadows."""

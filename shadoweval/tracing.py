@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
     from shadoweval.proxy.candidate import CandidateClient
     from shadoweval.proxy.http import Request
-    from shadoweval.telemetry import Parsed
+    from shadoweval.proxy.shadow import ParsedOnce
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ class RequestTrace(TraceLink):
         t.propagator.inject(carrier, trace.set_span_in_context(self._client))
         return carrier
 
-    def finish(self, capture: Capture, body: bytes, parsed: Parsed | None, status: int) -> None:
+    def finish(self, capture: Capture, body: bytes, parsed: ParsedOnce | None, status: int) -> None:
         """End both spans, scheduled after the answer was handed over. The primary's answer
         is read from ``parsed`` (one parse shared with the metrics and, when mirrored, the
         shadow side) so its CLIENT span carries the gen_ai.* attributes; its end time is
@@ -347,7 +347,7 @@ class RequestTrace(TraceLink):
         return attrs
 
     def _describe_primary(
-        self, span: Span, capture: Capture, body: bytes, parsed: Parsed | None
+        self, span: Span, capture: Capture, body: bytes, parsed: ParsedOnce | None
     ) -> None:
         t, route = self._tracer, self._route
         span.set_attributes(t.primary_attrs)

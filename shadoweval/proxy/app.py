@@ -10,17 +10,17 @@ from typing import TYPE_CHECKING
 
 from shadoweval.proxy.forward import Forwarder
 from shadoweval.proxy.http import Request, Responder
-from shadoweval.proxy.shadow import ShadowDispatcher, ShadowJob
+from shadoweval.proxy.shadow import ParsedOnce, ShadowDispatcher, ShadowJob
 from shadoweval.proxy.worker import Handoff
 from shadoweval.routes import ROUTES
-from shadoweval.telemetry import Parsed, PrimaryAnswer
+from shadoweval.telemetry import PrimaryAnswer
 from shadoweval.types import Capture, Route
 
 if TYPE_CHECKING:  # imported only when tracing is on (it loads OpenTelemetry)
     from shadoweval.tracing import RequestTrace, Tracer
 
 # Called after each primary answer, off the caller's path (metrics hook).
-PrimaryObserver = Callable[[Capture, "Route | None", bytes, float, "Parsed | None"], None]
+PrimaryObserver = Callable[[Capture, "Route | None", bytes, float, "ParsedOnce | None"], None]
 
 
 class ProxyHandler:
@@ -82,7 +82,7 @@ class ProxyHandler:
                 self._worker.send(route, request, capture, trace)
         # One parse of the primary's answer for the metrics and the spans: the job's when
         # mirrored here, else parsed on first use.
-        parsed: Parsed | None = job
+        parsed: ParsedOnce | None = job
         if parsed is None and route is not None:
             parsed = PrimaryAnswer(route, body, capture)
         if trace is not None:

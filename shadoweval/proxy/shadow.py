@@ -42,42 +42,23 @@ ObserveFn = Callable[[Outcome, Route], None]
 TASK_HEADER = "x-shadoweval-task"
 
 
-class ShadowJob:
-    """One sampled request, shared by every candidate it was queued for."""
+class ParsedOnce:
+    """A request and its primary's answer, each parsed at most once, whoever asks first:
+    the candidates of a shadow job, or the metrics and spans of a request no job holds."""
 
-    __slots__ = (
-        "_primary_outcome",
-        "_request",
-        "body",
-        "caller_auth",
-        "info",
-        "primary",
-        "record_parts",
-        "route",
-        "trace",
-    )
+    __slots__ = ("_primary_outcome", "_request", "body", "route")
 
-    def __init__(
-        self,
-        info: RequestInfo,
-        route: Route,
-        body: bytes,
-        caller_auth: str | None,
-        trace: TraceLink | None = None,
-    ) -> None:
-        self.info = info
+    def __init__(self, route: Route, body: bytes) -> None:
         self.route = route
         self.body = body
-        self.caller_auth = caller_auth
-        self.trace = trace
-        self.primary: asyncio.Future[Capture] = asyncio.get_running_loop().create_future()
         self._request: Json | InvalidRequest | None = None
         self._primary_outcome: Outcome | None = None
-        # The redacted request and primary side, built once for all candidates' records.
-        self.record_parts: dict[str, Any] = {}
+
+    def _primary_capture(self) -> Capture:
+        raise NotImplementedError
 
     def request(self) -> Json:
-        """The parsed request body, parsed once for all candidates; raises InvalidRequest."""
+        """The parsed request body; raises InvalidRequest (every time) if it is not one."""
         if self._request is None:
             try:
                 self._request = parse_request(self.body)
@@ -88,14 +69,39 @@ class ShadowJob:
         return self._request
 
     def primary_outcome(self, upstream: str, prices: PriceTable) -> Outcome:
-        """The primary's parsed answer, parsed and priced once for every candidate."""
+        """The primary's parsed and priced answer."""
         if self._primary_outcome is None:
             request = self.request()
             outcome = parse_answer(
-                self.route, request, self.primary.result(), upstream=upstream, role="primary"
+                self.route, request, self._primary_capture(), upstream=upstream, role="primary"
             )
             self._primary_outcome = prices.annotate(outcome, request.get("model"))
         return self._primary_outcome
+
+
+class ShadowJob(ParsedOnce):
+    """One sampled request, shared by every candidate it was queued for."""
+
+    __slots__ = ("caller_auth", "info", "primary", "record_parts", "trace")
+
+    def __init__(
+        self,
+        info: RequestInfo,
+        route: Route,
+        body: bytes,
+        caller_auth: str | None,
+        trace: TraceLink | None = None,
+    ) -> None:
+        super().__init__(route, body)
+        self.info = info
+        self.caller_auth = caller_auth
+        self.trace = trace
+        self.primary: asyncio.Future[Capture] = asyncio.get_running_loop().create_future()
+        # The redacted request and primary side, built once for all candidates' records.
+        self.record_parts: dict[str, Any] = {}
+
+    def _primary_capture(self) -> Capture:
+        return self.primary.result()
 
     def primary_done(self, capture: Capture) -> None:
         if not self.primary.done():
