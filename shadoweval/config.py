@@ -473,20 +473,9 @@ BuiltinRedaction = Literal[
 
 
 # Everything but the noisy ones: ipv4 (log lines, hosts) and bare national phone numbers.
-_DEFAULT_REDACTIONS: tuple[BuiltinRedaction, ...] = (
-    "email",
-    "email_obfuscated",
-    "phone",
-    "credit_card",
-    "iban",
-    "ssn",
-    "uk_nino",
-    "bearer_token",
-    "basic_auth",
-    "api_key",
-    "cloud_secret",
-    "password",
-    "private_key",
+_OPT_IN_REDACTIONS = frozenset({"ipv4", "phone_national"})
+_DEFAULT_REDACTIONS: tuple[BuiltinRedaction, ...] = tuple(
+    r for r in get_args(BuiltinRedaction) if r not in _OPT_IN_REDACTIONS
 )
 
 
