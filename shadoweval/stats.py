@@ -64,6 +64,21 @@ def _num(value: float) -> float | None:
 # -- bootstrap ------------------------------------------------------------------------------
 
 
+def _percentiles(
+    point: NDArray[np.float64], parts: list[NDArray[np.float64]], confidence: float, n: int
+) -> list[Estimate]:
+    """Percentile intervals of the resampled statistics, one Estimate per column."""
+    dist = np.concatenate(parts, axis=0)
+    tail = (1 - confidence) / 2 * 100
+    with warnings.catch_warnings():
+        # A resample can make a ratio undefined (x/0); those draws are left out, and a
+        # statistic undefined in every draw gets a nan interval.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo = np.nanpercentile(dist, tail, axis=0)
+        hi = np.nanpercentile(dist, 100 - tail, axis=0)
+    return [Estimate(float(point[j]), float(lo[j]), float(hi[j]), n) for j in range(len(point))]
+
+
 def bootstrap(
     statistic: Statistic,
     *samples: Sequence[float] | Array,
@@ -114,15 +129,7 @@ def bootstrap(
             out = np.asarray(statistic(*(a[None, :] * w for a in arrays)), dtype=np.float64)
         parts.append(out.reshape(size, k))
         done += size
-    dist = np.concatenate(parts, axis=0)
-    tail = (1 - confidence) / 2 * 100
-    with warnings.catch_warnings():
-        # A resample can make a ratio undefined (x/0); those draws are left out, and a
-        # statistic undefined in every draw gets a nan interval.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        lo = np.nanpercentile(dist, tail, axis=0)
-        hi = np.nanpercentile(dist, 100 - tail, axis=0)
-    return [Estimate(float(point[j]), float(lo[j]), float(hi[j]), n) for j in range(k)]
+    return _percentiles(point, parts, confidence, n)
 
 
 def _poisson_table(levels: int = 65536) -> NDArray[np.float32]:
@@ -200,13 +207,7 @@ def bootstrap_means(
         out = np.asarray(combine(*(resampled[:, j] for j in range(len(arrays)))))
         parts.append(out.astype(np.float64).reshape(size, k))
         done += size
-    dist = np.concatenate(parts, axis=0)
-    tail = (1 - confidence) / 2 * 100
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        lo = np.nanpercentile(dist, tail, axis=0)
-        hi = np.nanpercentile(dist, 100 - tail, axis=0)
-    return [Estimate(float(point[j]), float(lo[j]), float(hi[j]), n) for j in range(k)]
+    return _percentiles(point, parts, confidence, n)
 
 
 def cluster_index(clusters: Sequence[Hashable] | None, n: int) -> NDArray[np.intp] | None:
