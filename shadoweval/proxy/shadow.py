@@ -22,11 +22,12 @@ from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.proxy.breaker import Breaker
 from shadoweval.proxy.candidate import AttemptHook, CandidateClient
+from shadoweval.proxy.conversations import ConversationStore
 from shadoweval.proxy.loops import hop_header
 from shadoweval.proxy.openai import InvalidRequest, parse_answer, parse_request
 from shadoweval.records import RequestInfo, build_pair, fit, record_limit
 from shadoweval.redaction import Redactor
-from shadoweval.routes import refers_to_state
+from shadoweval.routes import deployment_of, refers_to_state
 from shadoweval.sampling import Sampler
 from shadoweval.sinks import Sink
 from shadoweval.types import Capture, Json, Outcome, Route
@@ -46,11 +47,13 @@ class ParsedOnce:
     """A request and its primary's answer, each parsed at most once, whoever asks first:
     the candidates of a shadow job, or the metrics and spans of a request no job holds."""
 
-    __slots__ = ("_primary_outcome", "_request", "body", "route")
+    __slots__ = ("_primary_outcome", "_request", "body", "deployment", "route")
 
-    def __init__(self, route: Route, body: bytes) -> None:
+    def __init__(self, route: Route, body: bytes, deployment: str | None = None) -> None:
         self.route = route
         self.body = body
+        # An Azure OpenAI deployment path names the model: the request's model if it has none.
+        self.deployment = deployment
         self._request: Json | InvalidRequest | None = None
         self._primary_outcome: Outcome | None = None
 
@@ -64,6 +67,9 @@ class ParsedOnce:
                 self._request = parse_request(self.body)
             except InvalidRequest as exc:
                 self._request = exc
+            else:
+                if self.deployment is not None and "model" not in self._request:
+                    self._request["model"] = self.deployment
         if isinstance(self._request, InvalidRequest):
             raise self._request
         return self._request
@@ -82,7 +88,7 @@ class ParsedOnce:
 class ShadowJob(ParsedOnce):
     """One sampled request, shared by every candidate it was queued for."""
 
-    __slots__ = ("caller_auth", "info", "primary", "record_parts", "trace")
+    __slots__ = ("caller_auth", "info", "primary", "query", "rebuilt", "record_parts", "trace")
 
     def __init__(
         self,
@@ -91,11 +97,16 @@ class ShadowJob(ParsedOnce):
         body: bytes,
         caller_auth: str | None,
         trace: TraceLink | None = None,
+        query: str = "",
     ) -> None:
-        super().__init__(route, body)
+        super().__init__(route, body, info.deployment)
         self.info = info
         self.caller_auth = caller_auth
         self.trace = trace
+        self.query = query  # the caller's query string, passed on to candidates
+        # The whole conversation of a stateful request (stateful: rebuild), built once for
+        # every candidate; False: tried and not resolvable.
+        self.rebuilt: Json | bool | None = None
         self.primary: asyncio.Future[Capture] = asyncio.get_running_loop().create_future()
         # The redacted request and primary side, built once for all candidates' records.
         self.record_parts: dict[str, Any] = {}
@@ -139,6 +150,7 @@ class _Lane:
         self.drop_invalid = metrics.dropped.labels(name, "invalid_request")
         self.drop_circuit = metrics.dropped.labels(name, "circuit_open")
         self.drop_stateful = metrics.dropped.labels(name, "stateful")
+        self.stateful = client.cfg.stateful
         breaker = client.cfg.circuit_breaker
         self.breaker = (
             Breaker(name, breaker, metrics.circuit_open.labels(name)) if breaker.enabled else None
@@ -162,8 +174,11 @@ class ShadowDispatcher:
         prices: PriceTable,
         observe: ObserveFn | None = None,
         max_record_bytes: int = 4 * 1024 * 1024,
+        conversations: ConversationStore | None = None,
     ) -> None:
         self.prices = prices
+        # Kept Responses turns, when a candidate rebuilds stateful conversations.
+        self._conversations = conversations
         self._max_record = max_record_bytes
         self._lanes = [_Lane(c, metrics) for c in clients]
         self._sampler = sampler
@@ -212,6 +227,11 @@ class ShadowDispatcher:
             prices=prices,
             observe=observe,
             max_record_bytes=record_limit(cfg),
+            conversations=(
+                ConversationStore(cfg.conversations.max_turns, cfg.conversations.max_bytes, metrics)
+                if any(c.stateful == "rebuild" for c in cfg.candidates)
+                else None
+            ),
         )
 
     @property
@@ -223,15 +243,16 @@ class ShadowDispatcher:
     def offer(
         self,
         route: Route,
-        path: str,
+        target: str,
         headers: Mapping[str, str],
         body: bytes,
         trace: TraceLink | None = None,
         mirrored: bool = False,
     ) -> ShadowJob | None:
         """Sample and enqueue; returns the job to complete with the primary's capture.
-        ``mirrored``: the global sampling decision was already taken (the shadow worker's
-        proxy takes it, so unsampled requests never cross to the worker)."""
+        ``target``: the request's path and query. ``mirrored``: the global sampling decision
+        was already taken (the shadow worker's proxy takes it, so unsampled requests never
+        cross to the worker)."""
         if self._closing or not self._lanes:
             return None
         key = self._sampler.key(headers, body)
@@ -257,20 +278,24 @@ class ShadowDispatcher:
                 lane.err_full.inc()
                 continue
             if job is None:
-                job = self._new_job(route, path, headers, key, body, trace)
+                job = self._new_job(route, target, headers, key, body, trace)
             lane.queue.put_nowait(job)
             lane.depth.inc()
+        if job is None and self._conversations is not None and route == "responses":
+            # No candidate takes this turn, but a later one may continue it.
+            job = self._new_job(route, target, headers, key, body, trace)
         return job
 
     def _new_job(
         self,
         route: Route,
-        path: str,
+        target: str,
         headers: Mapping[str, str],
         key: bytes | None,
         body: bytes,
         trace: TraceLink | None,
     ) -> ShadowJob:
+        path, _, query = target.partition("?")
         info = RequestInfo(
             request_id=self._ids.next(),
             received_at=time.time(),
@@ -279,9 +304,24 @@ class ShadowDispatcher:
             task=headers.get(TASK_HEADER),
             sampling_key=hashlib.blake2b(key, digest_size=8).hexdigest() if key else None,
             trace_id=trace.trace_id if trace is not None else None,
+            deployment=deployment_of(path),
         )
         auth = headers.get("Authorization") if self._keeps_caller_auth else None
-        return ShadowJob(info, route, body, auth, trace)
+        job = ShadowJob(info, route, body, auth, trace, query)
+        if self._conversations is not None and route == "responses":
+            job.primary.add_done_callback(lambda _: self._remember(job))
+        return job
+
+    def _remember(self, job: ShadowJob) -> None:
+        """Keep the turn the primary's answer ended, for requests that continue it."""
+        assert self._conversations is not None
+        try:
+            self._conversations.remember(job.request(), job.primary.result())
+        except InvalidRequest:
+            return
+        except Exception:  # a shadow-side bug is logged and counted, never propagated
+            log.exception("keeping a Responses turn failed")
+            self._metrics.errors.labels("primary", self._primary_name, "internal").inc()
 
     @property
     def accepting(self) -> bool:
@@ -329,9 +369,13 @@ class ShadowDispatcher:
             lane.drop_invalid.inc()
             self._metrics.errors.labels(client.role, client.name, "invalid_request").inc()
             return
-        if client.cfg.stateful == "skip" and refers_to_state(job.route, request):
-            lane.drop_stateful.inc()  # it would answer without the conversation it continues
-            return
+        rebuilt = False
+        if lane.stateful != "send" and refers_to_state(job.route, request):
+            conversation = self._rebuilt(job) if lane.stateful == "rebuild" else None
+            if conversation is None:
+                lane.drop_stateful.inc()  # it would answer without the conversation it continues
+                return
+            request, rebuilt = conversation, True
         payload = client.transform(job.route, request)
         ticket = None
         if breaker is not None:
@@ -341,7 +385,7 @@ class ShadowDispatcher:
                 return
         span = job.trace.shadow(client, job.info.request_id, payload) if job.trace else None
         try:
-            capture = await client.send(job.info.path, payload, job.caller_auth)
+            capture = await client.send(job.info.path, payload, job.caller_auth, job.query)
         except BaseException:
             if breaker is not None and ticket is not None:
                 breaker.abort(ticket)
@@ -361,12 +405,25 @@ class ShadowDispatcher:
             except TimeoutError:
                 log.warning("primary answer for %s never completed", job.info.request_id)
                 return
-        self._emit(lane, job, outcome)
+        self._emit(lane, job, outcome, rebuilt)
 
-    def _emit(self, lane: _Lane, job: ShadowJob, candidate: Outcome) -> None:
+    def _rebuilt(self, job: ShadowJob) -> Json | None:
+        if job.rebuilt is None:
+            store = self._conversations
+            found = store.rebuild(job.request()) if store is not None else None
+            job.rebuilt = found if found is not None else False
+        return job.rebuilt if isinstance(job.rebuilt, dict) else None
+
+    def _emit(self, lane: _Lane, job: ShadowJob, candidate: Outcome, rebuilt: bool) -> None:
         primary = job.primary_outcome(self._primary_name, self.prices)
         record = build_pair(
-            job.info, job.request(), primary, candidate, self._redactor, job.record_parts
+            job.info,
+            job.request(),
+            primary,
+            candidate,
+            self._redactor,
+            job.record_parts,
+            rebuilt=rebuilt,
         )
         self._sink.put(fit(record, self._max_record), job.info.request_id.encode())
         lane.pairs.inc()
