@@ -33,8 +33,9 @@ _KEPT_OUTPUT = ("message", "function_call")
 @dataclass(frozen=True, slots=True)
 class Turn:
     previous: str | None
-    items: tuple[Json, ...]
-    size: int  # bytes of the items' JSON
+    # The items as JSON: what is kept is what is counted (parsed objects would take
+    # several times the bytes the bound names).
+    items: bytes
 
 
 class ConversationStore:
@@ -65,13 +66,12 @@ class ConversationStore:
             self._unkept.labels("unresolvable_input").inc()
             return
         outputs = [_as_input(i) for i in answer.get("output") or () if _kept(i)]
-        items = (*inputs, *outputs)
-        size = len(orjson.dumps(items))
-        if size > self._max_bytes:
+        items = orjson.dumps([*inputs, *outputs])
+        if len(items) > self._max_bytes:
             self._unkept.labels("too_large").inc()
             return
         previous = request.get("previous_response_id")
-        self._put(response_id, Turn(previous if isinstance(previous, str) else None, items, size))
+        self._put(response_id, Turn(previous if isinstance(previous, str) else None, items))
 
     def rebuild(self, request: Json) -> Json | None:
         """The request as a whole conversation without ``previous_response_id``; None when
@@ -81,7 +81,7 @@ class ConversationStore:
         inputs = input_items(request.get("input"))
         if inputs is None:
             return None
-        chain: list[tuple[Json, ...]] = []
+        chain: list[bytes] = []
         current = request.get("previous_response_id")
         seen: set[str] = set()
         while current is not None:
@@ -94,7 +94,7 @@ class ConversationStore:
             seen.add(current)
             chain.append(turn.items)
             current = turn.previous
-        items = [item for turn_items in reversed(chain) for item in turn_items]
+        items = [item for turn_items in reversed(chain) for item in orjson.loads(turn_items)]
         out = {k: v for k, v in request.items() if k != "previous_response_id"}
         out["input"] = [*items, *inputs]
         return out
@@ -102,12 +102,12 @@ class ConversationStore:
     def _put(self, response_id: str, turn: Turn) -> None:
         old = self._turns.pop(response_id, None)
         if old is not None:
-            self._bytes -= old.size
+            self._bytes -= len(old.items)
         self._turns[response_id] = turn
-        self._bytes += turn.size
+        self._bytes += len(turn.items)
         while len(self._turns) > self._max_turns or self._bytes > self._max_bytes:
             _, evicted = self._turns.popitem(last=False)
-            self._bytes -= evicted.size
+            self._bytes -= len(evicted.items)
             self._evicted.inc()
         self._turns_gauge.set(len(self._turns))
         self._bytes_gauge.set(self._bytes)
