@@ -251,6 +251,10 @@ class Candidate(_Model):
     # is marked stateful and left out of the report's comparisons), or rebuild the
     # conversation from the turns the proxy kept (see Conversations; unresolvable: skipped).
     stateful: Literal["skip", "send", "rebuild"] = "skip"
+    # The path form a candidate is sent: the caller's (an Azure request as Azure's), or
+    # always OpenAI's (/v1/...) or Azure OpenAI's (its model as the deployment, its url's
+    # api-version); translated requests do not carry the caller's query.
+    paths: Literal["caller", "openai", "azure"] = "caller"
     sample_rate: float = Field(1.0, ge=0.0, le=1.0)
     concurrency: int = Field(8, ge=1, le=4096)
     queue_size: int = Field(256, ge=1, le=1_000_000)
@@ -276,6 +280,10 @@ class Candidate(_Model):
             )
         if self.forward_caller_auth and self.api_key_env:
             raise ValueError("set either forward_caller_auth or api_key_env, not both")
+        if self.paths == "azure" and not self.model:
+            raise ValueError("paths: azure needs model (the candidate's deployment name)")
+        if self.paths == "azure" and "api-version=" not in self.url.partition("?")[2]:
+            raise ValueError("paths: azure needs ?api-version=... in url")
         _tls_needs_https(self.url, self.tls)
         return self
 

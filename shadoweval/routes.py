@@ -20,6 +20,8 @@ from typing import Literal
 from shadoweval.types import Json, Route
 
 Protocol = Literal["openai", "anthropic"]
+# The API forms a candidate can be sent a request in (candidates[].paths, besides "caller").
+PathForm = Literal["openai", "azure"]
 # Where a candidate's system prompt goes: the chat messages, the Responses API's
 # instructions, Anthropic's top-level system, or nowhere (no conversation to steer).
 SystemSlot = Literal["messages", "instructions", "system", "none"]
@@ -139,6 +141,21 @@ def with_deployment(path: str, name: str) -> str:
             if _segment(path, prefix, suffix):
                 return f"{prefix}{name}{suffix}"
     return path
+
+
+def path_in_form(route: Route, form: PathForm, deployment: str | None) -> str | None:
+    """A surface's path in another API's form: OpenAI's own, or Azure OpenAI's versioned
+    one (a deployment's, naming ``deployment``, or the resource's); None if it has none."""
+    surface = BY_ROUTE[route]
+    if form == "openai":
+        return surface.path
+    for alias in surface.aliases:
+        if alias.startswith("/openai/v1/"):
+            continue
+        if DEPLOYMENT not in alias:
+            return alias
+        return alias.replace(DEPLOYMENT, deployment) if deployment else None
+    return None
 
 
 def _segment(path: str, prefix: str, suffix: str) -> str | None:

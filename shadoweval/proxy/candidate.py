@@ -21,7 +21,13 @@ from shadoweval.proxy.forward import classify
 from shadoweval.proxy.openai import error_type_for_status
 from shadoweval.proxy.upstream import UpstreamPool
 from shadoweval.retry import RetryPolicy
-from shadoweval.routes import BY_ROUTE, deployment_of, route_of, with_deployment
+from shadoweval.routes import (
+    BY_ROUTE,
+    deployment_of,
+    path_in_form,
+    route_of,
+    with_deployment,
+)
 from shadoweval.tls import client_context
 from shadoweval.types import Capture, Json, Route
 
@@ -181,9 +187,16 @@ class CandidateClient:
         return self._raw_headers
 
     def target(self, path: str, query: str = "") -> str:
-        """The candidate's request target for the caller's path and query: an Azure OpenAI
-        deployment path names the candidate's ``model`` as its deployment, and the query
-        is merged with the URL's (``merged_query``)."""
+        """The candidate's request target for the caller's path and query: in the form its
+        ``paths`` asks for (a request translated from the other form drops the caller's
+        query, which belongs to that form); an Azure OpenAI deployment path names the candidate's
+        ``model`` as its deployment; the query is merged with the URL's (``merged_query``)."""
+        form = self.cfg.paths
+        if form != "caller" and (route := route_of(path)) is not None:
+            translated = path_in_form(route, form, self.cfg.model)
+            caller_form = "openai" if path == BY_ROUTE[route].path else "azure"
+            if translated is not None and form != caller_form:
+                path, query = translated, ""
         if self.cfg.model and deployment_of(path) is not None:
             path = with_deployment(path, self.cfg.model)
         params = merged_query(query, self._query) if query or self._query else ""

@@ -192,3 +192,33 @@ async def test_a_missing_api_version_is_the_primarys_answer_to_give() -> None:
         [rec] = await stack.memory.wait_for(1)
     assert rec["primary"]["error_type"] == "http_4xx"
     assert rec["candidate"]["error_type"] == "http_4xx"
+
+
+async def test_azure_traffic_goes_to_an_openai_candidate_and_the_reverse() -> None:
+    plain, az = FakeUpstream(model="plain"), FakeUpstream(model="az")
+    options = {
+        "plain": {"paths": "openai", "model": "small-model"},
+        "az": {"paths": "azure", "model": "az-deploy", "url_query": "api-version=2025-01-01"},
+    }
+    async with running_stack(candidates={"plain": plain, "az": az}, candidate_options=options) as s:
+        await azure(s.url).chat.completions.create(model="prod-deploy", messages=MESSAGES)
+        c = openai.AsyncOpenAI(base_url=f"{s.url}/v1", api_key="caller-secret", max_retries=0)
+        await c.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        await c.responses.create(model="gpt-4o", input="hi")
+        await c.embeddings.create(model="ada", input="hi")
+        records = await s.memory.wait_for(8)
+    assert all(r["candidate"]["error_type"] is None for r in records), records
+    # The Azure request's api-version belongs to Azure's form: not sent to /v1 paths.
+    assert [(g.path, g.query) for g in plain.received] == [
+        ("/v1/chat/completions", ""),
+        ("/v1/chat/completions", ""),
+        ("/v1/responses", ""),
+        ("/v1/embeddings", ""),
+    ]
+    # An Azure candidate's own api-version replaces the caller's.
+    assert [(g.path, g.query) for g in az.received] == [
+        ("/openai/deployments/az-deploy/chat/completions", "api-version=2025-01-01"),
+        ("/openai/deployments/az-deploy/chat/completions", "api-version=2025-01-01"),
+        ("/openai/responses", "api-version=2025-01-01"),
+        ("/openai/deployments/az-deploy/embeddings", "api-version=2025-01-01"),
+    ]

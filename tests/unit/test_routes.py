@@ -62,3 +62,14 @@ def test_a_deployment_is_read_and_replaced_in_its_segment() -> None:
     assert routes.with_deployment(path, "cand") == "/openai/deployments/cand/chat/completions"
     assert routes.deployment_of("/openai/responses") is None
     assert routes.with_deployment("/v1/chat/completions", "cand") == "/v1/chat/completions"
+
+
+def test_each_openai_surface_has_a_path_in_either_form() -> None:
+    assert routes.path_in_form("chat", "openai", None) == "/v1/chat/completions"
+    assert routes.path_in_form("chat", "azure", "d") == "/openai/deployments/d/chat/completions"
+    assert routes.path_in_form("responses", "azure", None) == "/openai/responses"
+    assert routes.path_in_form("messages", "azure", "d") is None  # no Azure form
+    for surface in routes.SURFACES:
+        for form in ("openai", "azure"):
+            path = routes.path_in_form(surface.route, form, "d")  # type: ignore[arg-type]
+            assert path is None or routes.route_of(path) == surface.route
