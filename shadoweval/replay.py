@@ -37,8 +37,8 @@ import orjson
 
 from shadoweval.config import Candidate, Config
 from shadoweval.pricing import PriceTable
+from shadoweval.protocols.openai import parse_answer
 from shadoweval.proxy.candidate import CandidateClient
-from shadoweval.proxy.openai import parse_answer
 from shadoweval.records import RequestInfo, build_pair
 from shadoweval.redaction import Redactor
 from shadoweval.routes import ROUTES, SURFACES

@@ -4,7 +4,7 @@ Every list that names routes is derived from :data:`SURFACES`: the paths the pro
 (``ROUTES``), the GenAI operation names of spans (``OPERATIONS``), the metric routes, and
 (checked by a test, since a type cannot be computed) the ``Route`` literal, the scorer
 config's route keys and the pair schema's enum. Adding a surface is one entry here, its
-answer parsing (``proxy/openai.py`` or ``proxy/anthropic.py``) and tests.
+answer parsing (``protocols/openai.py`` or ``protocols/anthropic.py``) and tests.
 
 A surface may be reached by several paths: OpenAI's, and Azure OpenAI's forms of the same
 API (under ``/openai/v1``, or a deployment's ``/openai/deployments/{deployment}/...``, where

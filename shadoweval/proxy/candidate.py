@@ -17,8 +17,8 @@ import orjson
 
 from shadoweval.config import Candidate, ConfigError
 from shadoweval.headers import header_line
+from shadoweval.protocols.openai import error_type_for_status
 from shadoweval.proxy.forward import classify
-from shadoweval.proxy.openai import error_type_for_status
 from shadoweval.proxy.upstream import UpstreamPool
 from shadoweval.retry import RetryPolicy
 from shadoweval.routes import (

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from shadoweval.metrics import Metrics
-from shadoweval.proxy.openai import decoded_body, iter_sse
+from shadoweval.protocols.openai import decoded_body, iter_sse
 from shadoweval.types import Capture, Json
 
 # Output items sent back as input: messages and function calls (their outputs arrive in

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 from shadoweval.config import Config
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
+from shadoweval.protocols.openai import InvalidRequest, parse_answer, parse_request
 from shadoweval.proxy.breaker import Breaker
 from shadoweval.proxy.candidate import AttemptHook, CandidateClient
 from shadoweval.proxy.conversations import ConversationStore
 from shadoweval.proxy.loops import hop_header
-from shadoweval.proxy.openai import InvalidRequest, parse_answer, parse_request
 from shadoweval.records import RequestInfo, build_pair, fit, record_limit
 from shadoweval.redaction import Redactor
 from shadoweval.routes import deployment_of, refers_to_state

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from shadoweval.proxy import anthropic
+from shadoweval.protocols import anthropic
 from shadoweval.types import Capture, ErrorType, Json, Outcome, Role, Route, Usage
 
 
