@@ -211,9 +211,10 @@ async def _replay_one(
     )
     payloads = [c.transform(item.route, item.body) for c in clients]
     # Sent together, as the proxy does: both sides see the same moment of load.
+    auth = (("Authorization", primary_auth),) if primary_auth else ()
     captures = await asyncio.gather(
-        primary.send(item.path, item.body, primary_auth),
-        *(c.send(item.path, p, primary_auth) for c, p in zip(clients, payloads, strict=True)),
+        primary.send(item.path, item.body, auth),
+        *(c.send(item.path, p, auth) for c, p in zip(clients, payloads, strict=True)),
     )
     prim = _outcome(item, item.body, captures[0], cfg.primary.name, "primary", prices)
     records = []

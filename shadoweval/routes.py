@@ -168,6 +168,24 @@ def _segment(path: str, prefix: str, suffix: str) -> str | None:
     return middle if "/" not in middle else None
 
 
+# The headers a caller's credential travels in, by API form: Authorization everywhere;
+# Azure OpenAI's key header on its paths, Anthropic's on the Messages API. A control with
+# forward_caller_auth gets these and nothing else of the caller's.
+_AZURE_KEY = "api-key"
+_ANTHROPIC_KEY = "x-api-key"
+
+
+def credential_headers(path: str) -> tuple[str, ...]:
+    """The caller's credential headers for a request path: what a control that forwards the
+    caller's credentials passes on (a key header of another API form stays behind)."""
+    if path.startswith("/openai/"):
+        return ("Authorization", _AZURE_KEY)
+    route = route_of(path)
+    if route is not None and BY_ROUTE[route].protocol == "anthropic":
+        return ("Authorization", _ANTHROPIC_KEY)
+    return ("Authorization",)
+
+
 def refers_to_state(route: str, request: Json) -> bool:
     """The request continues state stored on the primary (a Responses API
     ``previous_response_id`` or ``conversation``): a candidate does not have it."""

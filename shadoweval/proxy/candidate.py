@@ -31,6 +31,9 @@ from shadoweval.routes import (
 from shadoweval.tls import client_context
 from shadoweval.types import Capture, Json, Route
 
+# The caller's credential headers a control forwards (routes.credential_headers), as sent.
+CallerAuth = tuple[tuple[str, str], ...]
+
 # Called after every attempt: (client, attempt number, capture, will_retry).
 AttemptHook = Callable[["CandidateClient", int, Capture, bool], None]
 
@@ -173,17 +176,21 @@ class CandidateClient:
             }
         return out
 
-    def headers_for(self, caller_auth: str | None) -> dict[str, str]:
+    def headers_for(self, caller_auth: CallerAuth = ()) -> dict[str, str]:
         if self.cfg.forward_caller_auth and caller_auth:
-            return {**self._headers, "Authorization": caller_auth}
+            return {**self._headers, **dict(caller_auth)}
         return self._headers
 
-    def _raw_headers_for(self, caller_auth: str | None) -> list[tuple[bytes, bytes]]:
+    def _raw_headers_for(self, caller_auth: CallerAuth = ()) -> list[tuple[bytes, bytes]]:
         if self.cfg.forward_caller_auth and caller_auth:
-            # The caller's value passed the proxy's HTTP parser; checked again here because
-            # it is written into a request of ours (sent without it if it is not clean).
-            with contextlib.suppress(ValueError):
-                return _raw(self.headers_for(_as_latin1(caller_auth))) + self._hop
+            # The caller's values passed the proxy's HTTP parser; checked again here because
+            # they are written into a request of ours (one that is not clean stays behind).
+            forwarded = []
+            for name, value in caller_auth:
+                with contextlib.suppress(ValueError):
+                    forwarded.append(header_line(name, _as_latin1(value)))
+            names = _names(forwarded)
+            return [line for line in self._raw_headers if line[0].lower() not in names] + forwarded
         return self._raw_headers
 
     def target(self, path: str, query: str = "") -> str:
@@ -203,7 +210,7 @@ class CandidateClient:
         return f"{path}?{params}" if params else path
 
     async def send(
-        self, path: str, payload: Json, caller_auth: str | None = None, query: str = ""
+        self, path: str, payload: Json, caller_auth: CallerAuth = (), query: str = ""
     ) -> Capture:
         """Send with the retry policy and read the whole answer (bounded copy); never raises.
 
@@ -296,6 +303,10 @@ class _Deadline:
 def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     """Raw header lines; ValueError if one could break the request (line breaks, controls)."""
     return [header_line(k, v) for k, v in headers.items()]
+
+
+def _names(lines: list[tuple[bytes, bytes]]) -> set[bytes]:
+    return {name.lower() for name, _ in lines}
 
 
 def _as_latin1(value: str) -> str:

@@ -22,12 +22,12 @@ from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.protocols.openai import InvalidRequest, parse_answer, parse_request
 from shadoweval.proxy.breaker import Breaker
-from shadoweval.proxy.candidate import AttemptHook, CandidateClient
+from shadoweval.proxy.candidate import AttemptHook, CallerAuth, CandidateClient
 from shadoweval.proxy.conversations import ConversationStore
 from shadoweval.proxy.loops import hop_header
 from shadoweval.records import RequestInfo, build_pair, fit, record_limit
 from shadoweval.redaction import Redactor
-from shadoweval.routes import deployment_of, refers_to_state
+from shadoweval.routes import credential_headers, deployment_of, refers_to_state
 from shadoweval.sampling import Sampler
 from shadoweval.sinks import Sink
 from shadoweval.types import Capture, Json, Outcome, Route
@@ -95,7 +95,7 @@ class ShadowJob(ParsedOnce):
         info: RequestInfo,
         route: Route,
         body: bytes,
-        caller_auth: str | None,
+        caller_auth: CallerAuth,
         trace: TraceLink | None = None,
         query: str = "",
     ) -> None:
@@ -306,7 +306,11 @@ class ShadowDispatcher:
             trace_id=trace.trace_id if trace is not None else None,
             deployment=deployment_of(path),
         )
-        auth = headers.get("Authorization") if self._keeps_caller_auth else None
+        auth: CallerAuth = ()
+        if self._keeps_caller_auth:
+            auth = tuple(
+                (name, value) for name in credential_headers(path) if (value := headers.get(name))
+            )
         job = ShadowJob(info, route, body, auth, trace, query)
         if self._conversations is not None and route == "responses":
             job.primary.add_done_callback(lambda _: self._remember(job))

@@ -151,3 +151,21 @@ async def test_multipart_uploads_are_relayed_exactly_and_not_mirrored() -> None:
         await client(stack.url).messages.create(model="prod-model", max_tokens=8, messages=MESSAGES)
         records = await stack.memory.wait_for(1)
         assert [r["path"] for r in records] == ["/v1/messages"]
+
+
+async def test_a_control_forwarding_the_callers_credentials_gets_its_x_api_key() -> None:
+    cands = {"ctl": FakeUpstream(model="claude-prod")}
+    opts = {"ctl": {"role": "control", "forward_caller_auth": True}}
+    body = {
+        "model": "claude-prod",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    async with running_stack(candidates=cands, candidate_options=opts) as stack:
+        status, _ = await raw_bytes(stack.url, body)  # the caller's key in x-api-key
+        assert status == 200
+        [rec] = await stack.memory.wait_for(1)
+        assert rec["candidate"]["error_type"] is None
+    got = {k.lower(): v for k, v in cands["ctl"].received[0].headers.items()}
+    assert got["x-api-key"] == "k"
+    assert "authorization" not in got

@@ -222,3 +222,15 @@ async def test_azure_traffic_goes_to_an_openai_candidate_and_the_reverse() -> No
         ("/openai/responses", "api-version=2025-01-01"),
         ("/openai/deployments/az-deploy/embeddings", "api-version=2025-01-01"),
     ]
+
+
+async def test_a_control_forwarding_the_callers_credentials_gets_its_api_key() -> None:
+    cands = {"ctl": FakeUpstream(model="prod-deploy")}
+    opts = {"ctl": {"role": "control", "forward_caller_auth": True}}
+    async with running_stack(candidates=cands, candidate_options=opts) as stack:
+        await azure(stack.url).chat.completions.create(model="prod-deploy", messages=MESSAGES)
+        [rec] = await stack.memory.wait_for(1)
+        assert rec["candidate"]["error_type"] is None
+    got = lower(cands["ctl"].received[0].headers)
+    assert got["api-key"] == "caller-secret"  # Azure's key header, as the caller sent it
+    assert "authorization" not in got

@@ -5,7 +5,8 @@ a query string; traffic of every kind runs with tracing on (in-memory exporter) 
 logger at DEBUG, against candidates that answer, fail and cut off. Then everything the proxy
 wrote is scanned: pair records, log lines, span names and attributes, /metrics, and the
 headers and bodies each candidate received. The control with ``forward_caller_auth`` is the
-one documented exception: it is the primary's own endpoint and gets the Authorization only.
+one documented exception: it is the primary's own endpoint and gets the credential headers of
+the API form called (here OpenAI's: the Authorization only, not the X-Api-Key).
 """
 
 from __future__ import annotations
