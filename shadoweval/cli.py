@@ -173,10 +173,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     from shadoweval.config import FilePairSource, FileScoreSink, load_scorer
 
     if args.list:
+        from shadoweval.console import print_table
         from shadoweval.score.registry import available
 
-        for name, origin in available().items():
-            print(f"{name:<16} {origin}")
+        print_table(["scorer", "from"], list(available().items()))
         return 0
     if args.evaluate_detectors:
         return _evaluate_detectors(args.evaluate_detectors, args.detector)
@@ -192,7 +192,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     _setup_logging(cfg.log_level)
     from shadoweval.score.runner import run_scorer, summary_lines
 
-    runner = loop.run(run_scorer(cfg, once=args.once))
+    if args.once:
+        from shadoweval.console import progress
+
+        with progress("scored", 0, percent=True) as shown:
+            runner = loop.run(run_scorer(cfg, once=True, progress=shown))
+    else:
+        runner = loop.run(run_scorer(cfg, once=False))
     if args.once:
         print("\n".join(summary_lines(runner.tally)))
         if isinstance(cfg.sink, FileScoreSink):
@@ -221,18 +227,20 @@ def _evaluate_detectors(path: str, detector: str | None) -> int:
             return "-"
         return f"{r['value']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"
 
-    def line(name: str, r: dict[str, Any]) -> str:
-        f1 = "-" if r["f1"] is None else f"{r['f1']:.2f}"
-        return (
-            f"{name:<10} n={r['n']:<5} precision {rate(r['precision']):<20} "
-            f"recall {rate(r['recall']):<20} F1 {f1}  "
-            f"(tp {r['tp']} fp {r['fp']} fn {r['fn']} tn {r['tn']})"
-        )
+    from shadoweval.console import Column, print_table
 
-    print(f"{detector} on {path}")
-    print(line("all", result))
-    for lang, r in result["by_lang"].items():
-        print(line(lang, r))
+    def row(name: str, r: dict[str, Any]) -> tuple[Any, ...]:
+        f1 = "-" if r["f1"] is None else f"{r['f1']:.2f}"
+        cells = (rate(r["precision"]), rate(r["recall"]), f1, r["tp"], r["fp"], r["fn"], r["tn"])
+        return (name, r["n"], *cells)
+
+    columns: list[Column | str] = [
+        "language",
+        *(Column(c, right=True) for c in ("n", "precision [95%]", "recall [95%]", "F1")),
+        *(Column(c, right=True) for c in ("tp", "fp", "fn", "tn")),
+    ]
+    rows = [row("all", result), *(row(lang, r) for lang, r in result["by_lang"].items())]
+    print_table(columns, rows, title=f"{detector} on {path}")
     for miss in result["misses"]:
         print(
             f"  {miss['kind']:<15} [{miss['lang']}] {miss['text'][:100]!r}  {miss['explanation']}"
@@ -267,7 +275,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     import os
 
-    from shadoweval.replay import InputError, print_summary, progress_display, read_inputs, replay
+    from shadoweval.console import progress
+    from shadoweval.replay import InputError, print_summary, read_inputs, replay
 
     cfg = load(args.config)
     missing = cfg.missing_credentials()
@@ -293,11 +302,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         fh = open(out, "ab" if args.append else "wb")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
         raise ConfigError(f"replay: cannot write {out}: {exc.strerror}") from None
-    with fh, progress_display(len(inputs)) as progress:
+    with fh, progress("replayed", len(inputs)) as shown:
         summary = loop.run(
-            replay(
-                cfg, inputs, fh, concurrency=args.concurrency, primary_auth=auth, progress=progress
-            )
+            replay(cfg, inputs, fh, concurrency=args.concurrency, primary_auth=auth, progress=shown)
         )
     print_summary(summary)
     return 0
@@ -343,9 +350,12 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
     elif not args.pairs:
         raise ConfigError("dataset build needs pair record files, or --kafka")
     _readable("dataset build", [*args.pairs, *(args.scores or [])])
-    requests = read_requests(
-        args.pairs, args.scores or [], settings.safety_scorers, skipped, records
-    )
+    from shadoweval.console import progress
+
+    with progress("read", 0, percent=True) as shown:
+        requests = read_requests(
+            args.pairs, args.scores or [], settings.safety_scorers, skipped, records, shown
+        )
     for reason, n in sorted(skipped.items()):
         print(f"skipped {n}: {reason}", file=sys.stderr)
     if not requests and not args.allow_empty:

@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 
 from shadoweval.config import parse
+from shadoweval.console import Column, print_table
 from shadoweval.server import ProxyServer
 from shadoweval.testing.fake_upstream import FakeUpstream, Latency
 
@@ -178,19 +179,28 @@ def print_summary(result: dict[str, Any]) -> None:
     print(f"\nshadoweval demo: {total} requests in {result['elapsed_s']:.1f}s")
     print(f"caller statuses: {result['statuses']}")
     print(f"pairs written to {result['pairs_file']}\n")
-    header = (
-        f"{'upstream':<10} {'role':<10} {'pairs':>6} {'exact':>7} "
-        f"{'p50 ms':>8} {'p95 ms':>8} {'prod p50':>9} {'cost':>6}  errors"
-    )
-    print(header)
-    print("-" * len(header))
-    for name, row in result["candidates"].items():
-        print(
-            f"{name:<10} {row['role']:<10} {row['pairs']:>6} {row['exact_match']:>7.1%} "
-            f"{row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['primary_p50_ms']:>9.1f} "
-            f"{row['cost_ratio']:>5.2f}x  "
-            f"{row['errors'] or '-'}"
+    numbers = ("pairs", "exact", "p50 ms", "p95 ms", "prod p50", "cost")
+    columns: list[Column | str] = [
+        "upstream",
+        "role",
+        *(Column(c, right=True) for c in numbers),
+        "errors",
+    ]
+    rows = [
+        (
+            name,
+            row["role"],
+            row["pairs"],
+            f"{row['exact_match']:.1%}",
+            f"{row['p50_ms']:.1f}",
+            f"{row['p95_ms']:.1f}",
+            f"{row['primary_p50_ms']:.1f}",
+            f"{row['cost_ratio']:.2f}x",
+            row["errors"] or "-",
         )
+        for name, row in result["candidates"].items()
+    ]
+    print_table(columns, rows)
     print(
         "\n'exact' is the share of answers identical to the primary's; "
         "the control (the primary asked twice) is the noise floor; "

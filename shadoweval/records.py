@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -178,11 +178,18 @@ def pair_schema() -> Json:
     return schema
 
 
-def iter_jsonl(paths: Iterable[str | Path], skipped: Counter[str]) -> Iterator[dict[str, Any]]:
-    """Objects from JSONL record files; bad lines are counted in ``skipped``, not raised."""
+def iter_jsonl(
+    paths: Iterable[str | Path],
+    skipped: Counter[str],
+    read: Callable[[int], None] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Objects from JSONL record files; bad lines are counted in ``skipped``, not raised.
+    ``read`` is told the size of every line read (progress displays)."""
     for path in paths:
         with open(path, "rb") as fh:
             for line in fh:
+                if read is not None:
+                    read(len(line))
                 if not line.strip():
                     continue
                 try:

@@ -23,12 +23,11 @@ keys ``expected``, ``task`` and ``route`` are taken out before it is sent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
@@ -36,6 +35,7 @@ from typing import Any, BinaryIO, TextIO
 import orjson
 
 from shadoweval.config import Candidate, Config
+from shadoweval.console import Progress
 from shadoweval.pricing import PriceTable
 from shadoweval.protocols.openai import parse_answer
 from shadoweval.proxy.candidate import CandidateClient
@@ -46,8 +46,6 @@ from shadoweval.types import Json, Outcome, Route
 
 PATHS: dict[Route, str] = {s.route: s.path for s in SURFACES}
 _META_KEYS = ("expected", "task", "route")
-
-Progress = Callable[[int, int], None]
 
 
 class InputError(ValueError):
@@ -229,29 +227,6 @@ def _outcome(
 ) -> Outcome:
     outcome = parse_answer(item.route, payload, capture, upstream=upstream, role=role)
     return prices.annotate(outcome, payload.get("model"))
-
-
-@contextlib.contextmanager
-def progress_display(total: int, stream: TextIO | None = None) -> Iterator[Progress]:
-    """A progress bar on a terminal (rich, when installed); otherwise a line per 10%."""
-    out = stream if stream is not None else sys.stderr
-    if out.isatty():
-        try:
-            from rich.progress import Progress as Bar
-        except ImportError:
-            pass
-        else:
-            with Bar(console=None, transient=True) as bar:
-                task = bar.add_task("replaying", total=total)
-                yield lambda done, _total: bar.update(task, completed=done)
-            return
-    step = max(1, total // 10)
-
-    def report(done: int, of: int) -> None:
-        if done % step == 0 or done == of:
-            print(f"replayed {done}/{of}", file=out, flush=True)
-
-    yield report
 
 
 def print_summary(summary: Summary, stream: TextIO | None = None) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from shadoweval.config import DatasetSettings
+from shadoweval.console import Column, Progress, print_table
 from shadoweval.dataset import dedup
 from shadoweval.dataset.inputs import Turn, dedup_text, input_chars, similarity, turns
 from shadoweval.records import iter_jsonl
@@ -167,17 +168,28 @@ def read_requests(
     safety_scorers: Iterable[str] = (),
     skipped: Counter[str] | None = None,
     records: Iterable[Json] = (),
+    progress: Progress | None = None,
 ) -> list[Request]:
     """Requests from pair record files (and ``records`` already read, e.g. from Kafka),
-    with safety flags from score record files."""
+    with safety flags from score record files; ``progress`` is told the bytes read."""
     skipped = skipped if skipped is not None else Counter()
     requests: dict[str, Request] = {}
+    pair_paths, score_paths = list(pair_paths), list(score_paths)
+    total = sum(Path(p).stat().st_size for p in (*pair_paths, *score_paths))
+    done = 0
+
+    def read(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
     for rec in records:
         add_pair(requests, rec, skipped)
-    for rec in iter_jsonl(pair_paths, skipped):
+    for rec in iter_jsonl(pair_paths, skipped, read):
         add_pair(requests, rec, skipped)
     wanted = set(safety_scorers)
-    for rec in iter_jsonl(score_paths, skipped):
+    for rec in iter_jsonl(score_paths, skipped, read):
         add_score(requests, rec, wanted)
     return list(requests.values())
 
@@ -433,10 +445,15 @@ def print_summary(summary: Json, out: Any) -> None:
         print(f"  fewer than the {summary['wanted']} wanted: not enough unique inputs", file=out)
     edges = ", ".join(f"{k} {v}" for k, v in sorted(summary["edge_cases"].items())) or "none"
     print(f"  edge cases: {edges}", file=out)
-    print(f"  {'route':<12} {'task':<16} {'length':<8} {'traffic':>8} {'items':>6}", file=out)
-    for s in summary["strata"]:
-        print(
-            f"  {s['route']:<12} {s['task'][:16]:<16} {s['length']:<8} "
-            f"{s['traffic_share']:>7.1%} {s['items']:>6}",
-            file=out,
-        )
+    columns: list[Column | str] = [
+        "route",
+        "task",
+        "length",
+        Column("traffic", right=True),
+        Column("items", right=True),
+    ]
+    rows = [
+        (s["route"], s["task"][:16], s["length"], f"{s['traffic_share']:.1%}", s["items"])
+        for s in summary["strata"]
+    ]
+    print_table(columns, rows, out, indent=2)

@@ -8,6 +8,7 @@ computed at once and printed as an attack-success table. Exit status: 0 when eve
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -16,9 +17,10 @@ import orjson
 
 from shadoweval import loop, sinks
 from shadoweval.config import ConfigError, FileSink, load
+from shadoweval.console import progress
 from shadoweval.metrics import Metrics
 from shadoweval.probes.results import format_table, gate, parse_rule, summarise, to_json
-from shadoweval.probes.runner import ProbeResult, Progress, run_once
+from shadoweval.probes.runner import ProbeResult, run_once
 from shadoweval.probes.suite import build, new_canary
 
 
@@ -34,14 +36,6 @@ class Options:
     out: str | None = None  # a JSONL file instead of the config's sink
     json_out: str | None = None
     quiet: bool = False
-
-
-def _progress(stream: TextIO) -> Progress:
-    def report(done: int, total: int) -> None:
-        if done % max(1, total // 10) == 0 or done == total:
-            print(f"probed {done}/{total}", file=stream, flush=True)
-
-    return report
 
 
 def run(opts: Options, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
@@ -78,14 +72,11 @@ def run(opts: Options, stdout: TextIO | None = None, stderr: TextIO | None = Non
     async def main() -> list[ProbeResult]:
         await sink.start()
         try:
-            return await run_once(
-                cfg,
-                probes,
-                sink,
-                concurrency=concurrency,
-                metrics=metrics,
-                progress=None if opts.quiet else _progress(err),
-            )
+            shown = nullcontext(None) if opts.quiet else progress("probed", len(probes), err)
+            with shown as report:
+                return await run_once(
+                    cfg, probes, sink, concurrency=concurrency, metrics=metrics, progress=report
+                )
         finally:
             await sink.close(cfg.shutdown.grace_s)
 

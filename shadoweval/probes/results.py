@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from shadoweval.console import Column, table_lines
 from shadoweval.probes.runner import ProbeResult
 from shadoweval.stats import Estimate, clustered_rate, paired_rates
 from shadoweval.types import Json
@@ -221,29 +222,23 @@ def format_table(rows: Sequence[Row], baseline: str, confidence: float = 0.95) -
                 versus,
             )
         )
-    widths = [max(len(r[i]) for r in (head, *body)) for i in range(len(head))]
     right = {2, 4, 5, 6}
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
+    columns = [Column(title, right=i in right) for i, title in enumerate(head)]
+    header, rule, *lines = table_lines(columns, body)
     out = [
         f"Attack success rate by category ({level} CI, clustered by base probe); "
         f"baseline: {baseline}",
         "base: distinct base probes; over_refusal: share of benign requests refused; "
         "--fail-on breaks only when the whole interval lies above the threshold",
         "",
-        line(head),
-        line(["-" * w for w in widths]),
+        header,
+        rule,
     ]
     previous = None
-    for row, cells in zip(rows, body, strict=True):
+    for row, text in zip(rows, lines, strict=True):
         if previous is not None and row.category != previous:
             out.append("")
-        out.append(line(cells))
+        out.append(text)
         previous = row.category
     return "\n".join(out)
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from shadoweval.config import Candidate, Config
+from shadoweval.console import Progress
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.probes.detect import Judge, Verdict
@@ -33,8 +34,6 @@ from shadoweval.types import Capture, Json, Outcome, Role
 
 PATH = "/v1/chat/completions"
 SOURCE_HEADER = "X-Shadoweval-Source"
-
-Progress = Callable[[int, int], None]
 
 
 def baseline_config(cfg: Config, concurrency: int = 1) -> Candidate:

@@ -90,6 +90,14 @@ class FileSource:
     async def start(self) -> None:
         await asyncio.to_thread(self._open_saved)
 
+    def position(self) -> tuple[int, int]:
+        """(bytes handed out, size) of the file being read: the progress of ``--once``."""
+        try:
+            size = os.fstat(self._fh.fileno()).st_size if self._fh is not None else 0
+        except OSError:
+            size = 0
+        return self._read_to, max(size, self._read_to)
+
     # Blocking helpers, run in a thread.
 
     def _load_offsets(self) -> tuple[int | None, int]:

@@ -22,6 +22,7 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from shadoweval.config import ConfigError, FilePairSource, ScorerConfig, ScorerSpec
+from shadoweval.console import Column, Progress, table_lines
 from shadoweval.metrics import LabelCap, ScoreMetrics
 from shadoweval.records import PAIR_SCHEMA
 from shadoweval.score import registry
@@ -87,9 +88,11 @@ class ScoreRunner:
         metrics: ScoreMetrics | None = None,
         source: PairSource | None = None,
         sink: ScoreSink | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.cfg = cfg
         self.once = once
+        self._progress = progress  # (bytes read, file size) after each batch of a file
         self.metrics = metrics or ScoreMetrics()
         self.source = source
         self.sink = sink
@@ -261,6 +264,8 @@ class ScoreRunner:
                 break  # stopping before the scores were durable: do not commit
             await self.source.commit(batch)
             self._observe_lag()
+            if self._progress is not None and isinstance(self.source, FileSource):
+                self._progress(*self.source.position())
 
     async def score_messages(self, messages: list[bytes]) -> list[Json]:
         """Score a batch of raw pair records; returns the score records."""
@@ -452,21 +457,30 @@ def summary_lines(tally: Tally) -> list[str]:
     ]
     if not tally.cells:
         return lines
-    cols = f"{'upstream':<12} {'scorer':<16} {'side':<10} {'n':>6} {'mean':>7} {'flags':>6}"
-    header = f"{cols} {'unscored':>9}"
-    lines += ["", header, "-" * len(header)]
-    for (upstream, _role, scorer, side), (n, total, none, flags) in sorted(tally.cells.items()):
-        mean = f"{total / n:.3f}" if n else "-"
-        row = f"{upstream:<12} {scorer:<16} {side:<10} {int(n):>6} {mean:>7} {int(flags):>6}"
-        lines.append(f"{row} {int(none):>9}")
-    return lines
+    columns = [
+        Column("upstream"),
+        Column("scorer"),
+        Column("side"),
+        *(Column(name, right=True) for name in ("n", "mean", "flags", "unscored")),
+    ]
+    rows = [
+        (upstream, scorer, side, int(n), f"{total / n:.3f}" if n else "-", int(flags), int(none))
+        for (upstream, _role, scorer, side), (n, total, none, flags) in sorted(tally.cells.items())
+    ]
+    return [*lines, "", *table_lines(columns, rows)]
 
 
-async def run_scorer(cfg: ScorerConfig, *, once: bool, install_signals: bool = True) -> ScoreRunner:
+async def run_scorer(
+    cfg: ScorerConfig,
+    *,
+    once: bool,
+    install_signals: bool = True,
+    progress: Progress | None = None,
+) -> ScoreRunner:
     """Start, run until done or signalled, stop; returns the runner (for its tally)."""
     import signal
 
-    runner = ScoreRunner(cfg, once=once)
+    runner = ScoreRunner(cfg, once=once, progress=progress)
     try:
         await runner.start()
         if install_signals:

@@ -176,7 +176,9 @@ def test_evaluate_detectors_measures_a_labelled_file(
     )
     assert main(["score", "--evaluate-detectors", str(labelled), "--detector", "refusal"]) == 0
     out = capsys.readouterr().out
-    assert "precision 1.00" in out and "recall 1.00" in out
+    header, _, everything = out.splitlines()[1:4]
+    assert header.split()[:3] == ["language", "n", "precision"]
+    assert everything.split()[:3] == ["all", "2", "1.00"]  # n, then precision 1.00 [lo, hi]
     labelled.write_text("not json\n")
     assert main(["score", "--evaluate-detectors", str(labelled), "--detector", "refusal"]) == 2
     assert f"{labelled}:1" in capsys.readouterr().err
