@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from shadoweval.campaign import Campaign, Clock
 from shadoweval.config import Config
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
@@ -56,6 +57,10 @@ class ParsedOnce:
 
     def _primary_capture(self) -> Capture:
         raise NotImplementedError
+
+    def parsed(self, request: Json) -> None:
+        """The request, already parsed by whoever needed it first."""
+        self._request = request
 
     def request(self) -> Json:
         """The parsed request body; raises InvalidRequest (every time) if it is not one."""
@@ -123,7 +128,7 @@ class RequestIds:
 class _Lane:
     """A candidate's queue and workers."""
 
-    def __init__(self, client: CandidateClient, metrics: Metrics) -> None:
+    def __init__(self, client: CandidateClient, metrics: Metrics, clock: Clock) -> None:
         self.client = client
         self.queue: asyncio.Queue[ShadowJob] = asyncio.Queue(client.cfg.queue_size)
         self.workers: list[asyncio.Task[None]] = []
@@ -147,6 +152,16 @@ class _Lane:
         self.err_rate = metrics.errors.labels(client.role, name, "dropped_rate_limit")
         self.err_shutdown = metrics.errors.labels(client.role, name, "dropped_shutdown")
         self.pairs = metrics.pairs.labels(name)
+        self.unmatched = metrics.sampled.labels(name, "unmatched")
+        self.drop_budget = metrics.dropped.labels(name, "budget")
+        self.drop_schedule = metrics.dropped.labels(name, "schedule")
+        lane_breaker = self.breaker
+        self.campaign = Campaign(
+            client.cfg,
+            metrics,
+            clock,
+            circuit=(lambda: lane_breaker.state != "closed") if lane_breaker else None,
+        )
 
 
 class ShadowDispatcher:
@@ -162,10 +177,14 @@ class ShadowDispatcher:
         prices: PriceTable,
         observe: ObserveFn | None = None,
         max_record_bytes: int = 4 * 1024 * 1024,
+        clock: Clock = time.time,
     ) -> None:
+        """``clock``: unix seconds for the campaigns' schedules and days (tests fake it)."""
         self.prices = prices
         self._max_record = max_record_bytes
-        self._lanes = [_Lane(c, metrics) for c in clients]
+        self._lanes = [_Lane(c, metrics, clock) for c in clients]
+        # Only a model match needs the request body parsed in ``offer``.
+        self._match_models = any(lane.campaign.match.needs_model for lane in self._lanes)
         self._sampler = sampler
         self._sink = sink
         self._redactor = redactor
@@ -187,6 +206,7 @@ class ShadowDispatcher:
         prices: PriceTable,
         on_attempt: AttemptHook | None = None,
         observe: ObserveFn | None = None,
+        clock: Clock = time.time,
     ) -> ShadowDispatcher:
         """The candidates' clients and their dispatcher, as the proxy or its shadow worker
         runs them."""
@@ -212,11 +232,17 @@ class ShadowDispatcher:
             prices=prices,
             observe=observe,
             max_record_bytes=record_limit(cfg),
+            clock=clock,
         )
 
     @property
     def clients(self) -> list[CandidateClient]:
         return [lane.client for lane in self._lanes]
+
+    @property
+    def campaigns(self) -> dict[str, Campaign]:
+        """Each candidate's campaign state (what a reload carries over)."""
+        return {lane.client.name: lane.campaign for lane in self._lanes}
 
     # -- called on the hot path -------------------------------------------------------
 
@@ -240,11 +266,20 @@ class ShadowDispatcher:
                 lane.sampled_out.inc()
             return None
         job: ShadowJob | None = None
+        task = headers.get(TASK_HEADER)
+        request, model = self._model_of(body) if self._match_models else (None, None)
         for lane in self._lanes:
+            campaign = lane.campaign
+            if not campaign.admits(route, model, task, headers):
+                lane.unmatched.inc()
+                continue
             if not self._sampler.candidate_in(key, lane.client.name, lane.client.cfg.sample_rate):
                 lane.sampled_out.inc()
                 continue
             lane.sampled_in.inc()
+            if (why := campaign.refusal()) is not None:
+                (lane.drop_budget if why == "budget" else lane.drop_schedule).inc()
+                continue
             if lane.breaker is not None and not lane.breaker.allow():
                 lane.drop_circuit.inc()
                 continue
@@ -258,9 +293,22 @@ class ShadowDispatcher:
                 continue
             if job is None:
                 job = self._new_job(route, path, headers, key, body, trace)
+                if request is not None:
+                    job.parsed(request)
             lane.queue.put_nowait(job)
             lane.depth.inc()
         return job
+
+    @staticmethod
+    def _model_of(body: bytes) -> tuple[Json | None, str | None]:
+        """The parsed request and its model, for ``match.models`` (parsed once, then the
+        job's)."""
+        try:
+            request = parse_request(body)
+        except InvalidRequest:
+            return None, None
+        model = request.get("model")
+        return request, model if isinstance(model, str) else None
 
     def _new_job(
         self,
@@ -332,13 +380,31 @@ class ShadowDispatcher:
         if client.cfg.stateful == "skip" and refers_to_state(job.route, request):
             lane.drop_stateful.inc()  # it would answer without the conversation it continues
             return
+        campaign = lane.campaign
+        if (why := campaign.begin()) is not None:  # queued before a cap or the window closed
+            (lane.drop_budget if why == "budget" else lane.drop_schedule).inc()
+            return
+        spent: list[float | None] = [None]  # the answer's price, once known
+        paired = False
+        try:
+            paired = await self._send(lane, job, request, spent)
+        finally:
+            campaign.end(spent[0], paired)
+
+    async def _send(
+        self, lane: _Lane, job: ShadowJob, request: Json, spent: list[float | None]
+    ) -> bool:
+        """Send, pair and emit; whether a pair was recorded (the price goes in ``spent``
+        as soon as the answer is parsed, so a pair that never forms is still paid for)."""
+        client = lane.client
+        breaker = lane.breaker
         payload = client.transform(job.route, request)
         ticket = None
         if breaker is not None:
             ticket = breaker.begin()
             if ticket is None:  # half-open, and its one trial call is under way
                 lane.drop_circuit.inc()
-                return
+                return False
         span = job.trace.shadow(client, job.info.request_id, payload) if job.trace else None
         try:
             capture = await client.send(job.info.path, payload, job.caller_auth)
@@ -350,6 +416,7 @@ class ShadowDispatcher:
             breaker.end(ticket, capture.error_type)
         outcome = parse_answer(job.route, payload, capture, upstream=client.name, role=client.role)
         self.prices.annotate(outcome, payload.get("model"))
+        spent[0] = outcome.cost_usd
         if span is not None:
             span.finish(capture, outcome)
         if self._observe is not None:
@@ -360,8 +427,9 @@ class ShadowDispatcher:
                     await asyncio.shield(job.primary)
             except TimeoutError:
                 log.warning("primary answer for %s never completed", job.info.request_id)
-                return
+                return False
         self._emit(lane, job, outcome)
+        return True
 
     def _emit(self, lane: _Lane, job: ShadowJob, candidate: Outcome) -> None:
         primary = job.primary_outcome(self._primary_name, self.prices)
