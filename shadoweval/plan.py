@@ -257,7 +257,7 @@ def render(
         f"{'candidate':<20} {'matched':>8} {'pairs/day':>11} {'USD/day':>10} {'days':>8}  notes",
     ]
     for p in plans:
-        usd = f"{p.usd_per_day:,.2f}" if p.usd_per_day is not None else "unpriced"
+        usd = _usd(p.usd_per_day) if p.usd_per_day is not None else "unpriced"
         days = f"{p.days_to_needed:,.1f}" if p.days_to_needed is not None else "never"
         notes = "; ".join(filter(None, [*(f"limited by {x}" for x in p.limited_by), p.note]))
         lines.append(
@@ -265,14 +265,18 @@ def render(
             f"{days:>8}  {notes}"
         )
     total = sum(p.usd_per_day or 0.0 for p in plans)
-    lines.append(f"{'candidates, total':<20} {'':>8} {'':>11} {total:>10,.2f}")
+    lines.append(f"{'candidates, total':<20} {'':>8} {'':>11} {_usd(total):>10}")
     if judge is not None:
         lim = f"  limited by {judge.limited_by}" if judge.limited_by else ""
         lines.append(
             f"judge: {judge.calls_per_pair:.2f} calls/pair at ~${judge.usd_per_call:.5f}: "
-            f"{judge.usd_per_day:,.2f} USD/day{lim}"
+            f"{_usd(judge.usd_per_day)} USD/day{lim}"
         )
     return "\n".join(lines)
+
+
+def _usd(value: float) -> str:
+    return f"{value:,.2f}" if value >= 1 else f"{value:.4f}"
 
 
 def traffic_rate(requests: list[Observed], recorded_rate: float) -> float:
@@ -295,7 +299,8 @@ def run(
     if not (0 < recorded_rate <= 1) or not math.isfinite(recorded_rate):
         raise ConfigError(f"plan: --recorded-rate must be in (0, 1], got {recorded_rate}")
     if not Path(pairs).is_file():
-        raise ConfigError(f"plan: {pairs}: no such file")
+        what = "not a regular file" if Path(pairs).exists() else "no such file"
+        raise ConfigError(f"plan: {pairs}: {what}")
     requests = read_requests(pairs)
     needed_from = "--pairs-needed"
     if pairs_needed is None:
