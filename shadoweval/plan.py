@@ -258,7 +258,8 @@ def render(
     ]
     for p in plans:
         usd = _usd(p.usd_per_day) if p.usd_per_day is not None else "unpriced"
-        days = f"{p.days_to_needed:,.1f}" if p.days_to_needed is not None else "never"
+        d = p.days_to_needed
+        days = "never" if d is None else f"{d:,.1f}" if d >= 1 else f"{d:.3f}"
         notes = "; ".join(filter(None, [*(f"limited by {x}" for x in p.limited_by), p.note]))
         lines.append(
             f"{p.name:<20} {p.matched_share:>7.0%} {p.pairs_per_day:>11,.0f} {usd:>10} "
