@@ -181,12 +181,19 @@ class Campaign:
 
     def begin(self) -> Refusal | None:
         """A worker is about to send: the caps again (the queue may hold many), and a
-        request and a pair reserved. Every successful begin is followed by one ``end``."""
+        request and a pair reserved. Every successful begin is followed by one ``end`` (or
+        ``cancel``)."""
         why = self.refusal()
         if why is None:
             self.requests += 1
             self._pending += 1
         return why
+
+    def cancel(self) -> None:
+        """A begun shadow that was not sent after all (the circuit breaker's trial call was
+        taken): its reservation is given back."""
+        self.requests -= 1
+        self._pending -= 1
 
     def end(self, cost_usd: float | None, paired: bool) -> None:
         """The answer of a begun shadow: its price counted, its pair (if any) too."""

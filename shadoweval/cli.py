@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shadoweval import __version__, logs, loop
-from shadoweval.config import ConfigError, load
+from shadoweval.config import Config, ConfigError, load
 
 
 def _setup_logging(level: str) -> None:
@@ -92,7 +92,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     problems = cfg.path_problems()
     if problems:
         raise ConfigError("; ".join(problems))
-    for warning in cfg.missing_credentials() + cfg.exposure_warnings():
+    for warning in cfg.missing_credentials() + cfg.exposure_warnings() + _unpriced_budgets(cfg):
         print(f"warning: {warning}", file=sys.stderr)
     names = ", ".join(f"{c.name} ({c.role})" for c in cfg.candidates) or "none"
     probes = ""
@@ -105,6 +105,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"candidates: {names}; sink: {cfg.sink.kind}{probes}"
     )
     return 0
+
+
+def _unpriced_budgets(cfg: Config) -> list[str]:
+    """A USD cap on a model the pricing table does not know never binds."""
+    from shadoweval.pricing import PriceTable
+
+    prices = PriceTable(cfg.pricing)
+    return [
+        f"candidates[{c.name}].budget.usd_per_day: model {c.model!r} has no price in the "
+        "pricing table, so its answers cost nothing here and the cap never binds"
+        for c in cfg.candidates
+        if c.budget.usd_per_day is not None and c.model and prices.lookup(c.model) is None
+    ]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -385,17 +385,21 @@ class ShadowDispatcher:
             (lane.drop_budget if why == "budget" else lane.drop_schedule).inc()
             return
         spent: list[float | None] = [None]  # the answer's price, once known
-        paired = False
+        paired: bool | None = False
         try:
             paired = await self._send(lane, job, request, spent)
         finally:
-            campaign.end(spent[0], paired)
+            if paired is None:  # not sent after all
+                campaign.cancel()
+            else:
+                campaign.end(spent[0], paired)
 
     async def _send(
         self, lane: _Lane, job: ShadowJob, request: Json, spent: list[float | None]
-    ) -> bool:
-        """Send, pair and emit; whether a pair was recorded (the price goes in ``spent``
-        as soon as the answer is parsed, so a pair that never forms is still paid for)."""
+    ) -> bool | None:
+        """Send, pair and emit; whether a pair was recorded, None if nothing was sent (the
+        price goes in ``spent`` as soon as the answer is parsed, so a pair that never forms
+        is still paid for)."""
         client = lane.client
         breaker = lane.breaker
         payload = client.transform(job.route, request)
@@ -404,7 +408,7 @@ class ShadowDispatcher:
             ticket = breaker.begin()
             if ticket is None:  # half-open, and its one trial call is under way
                 lane.drop_circuit.inc()
-                return False
+                return None
         span = job.trace.shadow(client, job.info.request_id, payload) if job.trace else None
         try:
             capture = await client.send(job.info.path, payload, job.caller_auth)

@@ -3,11 +3,13 @@ gauges and the admin view built from them, the judge's budget."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from shadoweval import sinks
 from shadoweval.campaign import Campaign, DailySpend, Match, candidates_view, utc_day
 from shadoweval.config import (
     Candidate,
@@ -18,6 +20,8 @@ from shadoweval.config import (
     parse_scorer,
 )
 from shadoweval.metrics import CANDIDATE_STATES, DROP_REASONS, Metrics, ScoreMetrics
+from shadoweval.pricing import PriceTable
+from shadoweval.proxy.shadow import ShadowDispatcher, ShadowJob
 from shadoweval.score import registry
 from shadoweval.score.base import Pair, ScorerContext
 from shadoweval.testing import FakeUpstream
@@ -199,3 +203,45 @@ async def test_judge_scores_are_skipped_once_its_daily_budget_is_spent() -> None
         == 1.0
     )
     assert metrics.registry.get_sample_value("shadoweval_judge_budget_remaining_usd") == 0.0
+
+
+async def test_the_dispatcher_counts_unmatched_and_drops_outside_the_window() -> None:
+    clock = FakeClock()
+    cfg = parse(
+        {
+            "primary": {"url": "http://127.0.0.1:1"},
+            "sink": {"kind": "memory"},
+            "candidates": [
+                {
+                    "name": "c",
+                    "url": "http://127.0.0.1:2",
+                    "match": {"models": ["gpt-4o"]},
+                    "schedule": {"start": "2026-12-08T00:00:00Z"},
+                }
+            ],
+        },
+        environ={},
+    )
+    m = Metrics()
+    d = ShadowDispatcher.from_config(
+        cfg, sinks.build(cfg.sink, m), m, PriceTable(cfg.pricing), clock=clock
+    )  # not started: a queued job stays queued
+
+    def offer(model: str) -> ShadowJob | None:
+        body = json.dumps({"model": model, "messages": []}).encode()
+        return d.offer("chat", "/v1/chat/completions", {}, body)
+
+    def count(name: str, **labels: str) -> float | None:
+        return m.registry.get_sample_value(name, {"upstream": "c", **labels})
+
+    assert offer("gpt-4o") is None  # 23:00, the window opens at midnight
+    assert count("shadoweval_shadow_dropped_total", reason="schedule") == 1
+    assert offer("gpt-4o-mini") is None
+    decisions = "shadoweval_shadow_sampling_decisions_total"
+    assert count(decisions, decision="unmatched") == 1
+    assert count(decisions, decision="in") == 1  # the first: matched, sampled, then dropped
+    clock.now = T0 + 3600
+    job = offer("gpt-4o")
+    assert job is not None and job.request()["model"] == "gpt-4o"
+    assert count("shadoweval_shadow_queue_depth") == 1
+    assert count("shadoweval_candidate_state", state="active") == 1

@@ -141,3 +141,17 @@ def test_one_instant_of_traffic_gives_no_rate(
     write_pairs(pairs, n=3, spacing_s=0)
     assert main(["plan", "--config", str(EXAMPLE), "--pairs", str(pairs)]) == 2
     assert "span no time" in capsys.readouterr().err
+
+
+def test_check_config_warns_of_a_usd_cap_on_an_unpriced_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "primary: {url: 'http://127.0.0.1:9001'}\n"
+        "candidates: [{name: c, url: 'http://127.0.0.1:9002', model: nowhere-7b,"
+        " budget: {usd_per_day: 5}}]\n"
+    )
+    assert main(["check-config", str(cfg)]) == 0
+    err = capsys.readouterr().err
+    assert "candidates[c].budget.usd_per_day: model 'nowhere-7b' has no price" in err
