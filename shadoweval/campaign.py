@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Literal
 
 from shadoweval.config import Candidate, CandidateMatch, CandidateSchedule, parse_duration
 from shadoweval.metrics import CANDIDATE_STATES, Metrics
+from shadoweval.proxy.openai import InvalidRequest, parse_request
 from shadoweval.types import Json, Route
 
 if TYPE_CHECKING:
@@ -46,6 +47,16 @@ def utc_day(ts: float) -> int:
 def _glob(patterns: Iterable[str]) -> re.Pattern[str] | None:
     parts = [fnmatch.translate(p) for p in patterns]
     return re.compile("|".join(f"(?:{p})" for p in parts)) if parts else None
+
+
+def request_model(body: bytes) -> tuple[Json | None, str | None]:
+    """The parsed request and its model, for ``match.models`` (None, None: not JSON)."""
+    try:
+        request = parse_request(body)
+    except InvalidRequest:
+        return None, None
+    model = request.get("model")
+    return request, model if isinstance(model, str) else None
 
 
 class Match:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from shadoweval.campaign import Campaign, Clock
+from shadoweval.campaign import Campaign, Clock, request_model
 from shadoweval.config import Config
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
@@ -267,7 +267,8 @@ class ShadowDispatcher:
             return None
         job: ShadowJob | None = None
         task = headers.get(TASK_HEADER)
-        request, model = self._model_of(body) if self._match_models else (None, None)
+        # Parsed once for match.models, then the job's.
+        request, model = request_model(body) if self._match_models else (None, None)
         for lane in self._lanes:
             campaign = lane.campaign
             if not campaign.admits(route, model, task, headers):
@@ -298,17 +299,6 @@ class ShadowDispatcher:
             lane.queue.put_nowait(job)
             lane.depth.inc()
         return job
-
-    @staticmethod
-    def _model_of(body: bytes) -> tuple[Json | None, str | None]:
-        """The parsed request and its model, for ``match.models`` (parsed once, then the
-        job's)."""
-        try:
-            request = parse_request(body)
-        except InvalidRequest:
-            return None, None
-        model = request.get("model")
-        return request, model if isinstance(model, str) else None
 
     def _new_job(
         self,
