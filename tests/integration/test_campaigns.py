@@ -195,7 +195,8 @@ async def test_match_and_budget_with_two_relay_processes(
 ) -> None:
     primary = FakeUpstream(model="gateway")
     big, small = FakeUpstream(model="big-cand"), FakeUpstream(model="small-cand")
-    for fake in (primary, big, small):
+    priced = FakeUpstream(model="cand-model")
+    for fake in (primary, big, small, priced):
         await fake.start()
     pairs = tmp_path / "pairs.jsonl"
     cfg = tmp_path / "c.yaml"
@@ -207,6 +208,9 @@ async def test_match_and_budget_with_two_relay_processes(
         f"  - {{name: big, url: '{big.url}', match: {{models: [gpt-4o]}}}}\n"
         f"  - {{name: small, url: '{small.url}', match: {{models: [gpt-4o-mini]}},"
         " budget: {max_pairs: 3}}\n"
+        f"  - {{name: priced, url: '{priced.url}', model: cand-model, concurrency: 1,"
+        " match: {models: [gpt-4o]}, budget: {usd_per_day: 5}}\n"
+        "pricing: {models: {cand-model: {input_per_mtok: 1000000, output_per_mtok: 0}}}\n"
         f"sink: {{kind: file, path: '{pairs}', flush_interval_s: 0.05}}\n"
         "shadow_worker: {enabled: true, scheduling: normal}\n"
     )
@@ -246,11 +250,25 @@ async def test_match_and_budget_with_two_relay_processes(
         view = {row["name"]: row for row in body["candidates"]}
         assert view["small"]["state"] == "paused_budget" and view["big"]["state"] == "active"
         assert view["small"]["budget"]["pairs_left"] == 0 and view["small"]["pairs_total"] == 3
+        # The USD cap across both relays: one budget, in the worker, stopped by the answer
+        # that crossed it.
+        text = await settled(admin, 11, "priced")
+        paid = int(sample(text, "shadoweval_pairs_total", upstream="priced"))
+        await wait_for(
+            lambda: sum(r["candidate"]["upstream"] == "priced" for r in records(pairs)) == paid,
+            what="the priced candidate's records",
+        )
+        costs = [r["candidate"]["cost_usd"] for r in records(pairs)
+                 if r["candidate"]["upstream"] == "priced"]  # fmt: skip
+        assert paid < 5 and sum(costs[:-1]) < 5 <= sum(costs)
+        assert len(priced.received) == paid
+        _, body = await candidates(admin)
+        assert {r["name"]: r["state"] for r in body["candidates"]}["priced"] == "paused_budget"
     finally:
         if proc.returncode is None:
             proc.terminate()
         await proc.wait()
         reader.cancel()
-        for fake in (primary, big, small):
+        for fake in (primary, big, small, priced):
             await fake.stop()
     assert os.path.exists(pairs)
