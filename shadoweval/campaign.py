@@ -6,7 +6,9 @@ candidates in ``offer`` (match, window, caps: cheap, no I/O), :meth:`Campaign.be
 worker takes the shadow (the caps again, and a reservation of a request and a pair, so the
 queue cannot carry a candidate past a cap) and :meth:`Campaign.end` once the answer is priced
 and paired. All state of one candidate lives in its :class:`Campaign`, so a reload that keeps
-the candidate can carry the object over unchanged.
+the candidate can carry the object over unchanged; one that changes its campaign settings
+builds a new one and :meth:`Campaign.adopt` s the old counters (after
+:meth:`Campaign.unexport`, so no series of a dropped limit is left behind).
 
 A USD cap is known only after an answer is priced: shadows already in flight when the cap
 is reached still complete, so a day's spend can pass ``usd_per_day`` by at most
@@ -16,6 +18,7 @@ are never passed. Days roll over at 00:00 UTC on the injected clock.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import re
 import time
@@ -144,9 +147,11 @@ class Campaign:
         """``circuit``: whether the candidate's breaker is open now (for its state)."""
         self.name = cfg.name
         self.match = Match(cfg.match)
+        self._schedule = cfg.schedule
         self._clock = clock
         self._circuit = circuit
-        self.start_ts, self.end_ts = window(cfg.schedule, clock())
+        self.taken_on = clock()
+        self.start_ts, self.end_ts = window(cfg.schedule, self.taken_on)
         budget = cfg.budget
         self.spend = DailySpend(budget.usd_per_day, clock)
         self.max_requests = budget.max_requests
@@ -165,6 +170,16 @@ class Campaign:
         )
         if metrics is not None:
             self._export(metrics)
+
+    def adopt(self, old: Campaign) -> None:
+        """Carry a previous configuration's counters over (a reload that changed this
+        candidate's campaign settings): spend, counts and the moment a ``duration`` counts
+        from stay; the new limits apply to them."""
+        self.taken_on = old.taken_on
+        self.start_ts, self.end_ts = window(self._schedule, self.taken_on)
+        self.requests, self.pairs, self._pending = old.requests, old.pairs, old._pending
+        self.spend._day, self.spend._spent = old.spend._day, old.spend._spent
+        self._pairs_day, self._pairs_today = old._pairs_day, old._pairs_today
 
     # -- admission --------------------------------------------------------------------
 
@@ -245,6 +260,21 @@ class Campaign:
 
     def _is(self, state: str) -> Callable[[], float]:
         return lambda: float(self.state() == state)
+
+    @staticmethod
+    def unexport(m: Metrics, name: str) -> None:
+        """Remove a candidate's campaign series (a reload that removed the candidate)."""
+        for state in CANDIDATE_STATES:
+            m.candidate_state.remove(name, state)
+        for gauge in (m.pairs_today, m.candidate_spend_today):
+            gauge.remove(name)
+        for gauge in (
+            m.budget_remaining_usd,
+            m.budget_remaining_requests,
+            m.budget_remaining_pairs,
+        ):
+            with contextlib.suppress(KeyError):  # only the limits that were set have one
+                gauge.remove(name)
 
     def _export(self, m: Metrics) -> None:
         """Gauges read at scrape time, so a window opening or a day rolling over shows

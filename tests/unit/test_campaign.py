@@ -245,3 +245,23 @@ async def test_the_dispatcher_counts_unmatched_and_drops_outside_the_window() ->
     assert job is not None and job.request()["model"] == "gpt-4o"
     assert count("shadoweval_shadow_queue_depth") == 1
     assert count("shadoweval_candidate_state", state="active") == 1
+
+
+def test_a_reload_can_carry_the_counters_over_and_drop_the_series() -> None:
+    clock = FakeClock()
+    m = Metrics()
+    old = Campaign(candidate(budget={"max_pairs": 10}, schedule={"duration": "2h"}), m, clock)
+    for _ in range(3):
+        old.begin()
+        old.end(0.5, paired=True)
+    clock.now = T0 + 1800
+    new = Campaign(candidate(budget={"max_pairs": 3}, schedule={"duration": "1h"}), m, clock)
+    new.adopt(old)
+    # The new cap applies to the old count; the duration still counts from the first start.
+    assert new.refusal() == "budget" and new.end_ts == T0 + 3600
+    assert new.spend.spent == 1.5 and new.pairs_today == 3
+    value = m.registry.get_sample_value
+    assert value("shadoweval_candidate_budget_remaining_pairs", {"upstream": "c"}) == 0
+    Campaign.unexport(m, "c")
+    assert value("shadoweval_candidate_state", {"upstream": "c", "state": "active"}) is None
+    assert value("shadoweval_candidate_budget_remaining_pairs", {"upstream": "c"}) is None
