@@ -46,8 +46,8 @@ from shadoweval import loop
 from shadoweval.config import Candidate, FileSink, Limits, Pricing, Redaction, Sampling
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
+from shadoweval.protocols.openai import parse_answer, parse_request
 from shadoweval.proxy.candidate import CandidateClient
-from shadoweval.proxy.openai import parse_answer, parse_request
 from shadoweval.proxy.shadow import ShadowDispatcher
 from shadoweval.records import RequestInfo, build_pair
 from shadoweval.redaction import Redactor

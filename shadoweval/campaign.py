@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Literal
 
 from shadoweval.config import Candidate, CandidateMatch, CandidateSchedule, parse_duration
 from shadoweval.metrics import CANDIDATE_STATES, Metrics
-from shadoweval.proxy.openai import InvalidRequest, parse_request
+from shadoweval.protocols.openai import InvalidRequest, parse_request
 from shadoweval.types import Json, Route
 
 if TYPE_CHECKING:

@@ -43,16 +43,23 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_url(value: str) -> str:
+def _check_url(value: str, query: bool = False) -> str:
     url = URL(value)
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError(f"must be an absolute http(s) URL, got {_hide_userinfo(value)!r}")
     if url.raw_user is not None or url.raw_password is not None:
         # yarl would send them nowhere: credentials go in api_key_env (or the tls section).
         raise ValueError("must not carry user:password@ (set credentials with api_key_env)")
-    if url.query_string or url.fragment:
+    if url.fragment or (url.query_string and not query):
         raise ValueError("must not carry a query string or fragment")
+    if url.query_string:  # a candidate's own parameters (e.g. Azure's api-version)
+        base, _, params = value.partition("?")
+        return f"{base.rstrip('/')}?{params}"
     return value.rstrip("/")
+
+
+def _check_candidate_url(value: str) -> str:
+    return _check_url(value, query=True)
 
 
 _USERINFO = re.compile(r"(//)[^@\s'\"]*@")
@@ -308,9 +315,14 @@ class Candidate(_Model):
     system_prompt: str | None = None
     system_prompt_mode: Literal["replace", "prepend"] = "replace"
     # A request that continues state stored on the primary (Responses previous_response_id
-    # or conversation): skip it (counted as dropped{stateful}) or send it as it is (the pair
-    # is marked stateful and left out of the report's comparisons).
-    stateful: Literal["skip", "send"] = "skip"
+    # or conversation): skip it (counted as dropped{stateful}), send it as it is (the pair
+    # is marked stateful and left out of the report's comparisons), or rebuild the
+    # conversation from the turns the proxy kept (see Conversations; unresolvable: skipped).
+    stateful: Literal["skip", "send", "rebuild"] = "skip"
+    # The path form a candidate is sent: the caller's (an Azure request as Azure's), or
+    # always OpenAI's (/v1/...) or Azure OpenAI's (its model as the deployment, its url's
+    # api-version); translated requests do not carry the caller's query.
+    paths: Literal["caller", "openai", "azure"] = "caller"
     sample_rate: float = Field(1.0, ge=0.0, le=1.0)
     concurrency: int = Field(8, ge=1, le=4096)
     queue_size: int = Field(256, ge=1, le=1_000_000)
@@ -326,7 +338,8 @@ class Candidate(_Model):
     schedule: CandidateSchedule = Field(default_factory=CandidateSchedule)
 
     _name = field_validator("name")(_check_name)
-    _url = field_validator("url")(_check_url)
+    # A query is allowed: merged with the caller's (the candidate's names win).
+    _url = field_validator("url")(_check_candidate_url)
 
     _headers = field_validator("headers")(_check_upstream_headers)
 
@@ -339,8 +352,21 @@ class Candidate(_Model):
             )
         if self.forward_caller_auth and self.api_key_env:
             raise ValueError("set either forward_caller_auth or api_key_env, not both")
+        if self.paths == "azure" and not self.model:
+            raise ValueError("paths: azure needs model (the candidate's deployment name)")
+        if self.paths == "azure" and "api-version=" not in self.url.partition("?")[2]:
+            raise ValueError("paths: azure needs ?api-version=... in url")
         _tls_needs_https(self.url, self.tls)
         return self
+
+
+class Conversations(_Model):
+    """The store of Responses turns that ``candidates[].stateful: rebuild`` rebuilds
+    conversations from (only built when a candidate asks for it); least recently used turns
+    are evicted past either bound."""
+
+    max_turns: int = Field(10_000, ge=1, le=10_000_000)
+    max_bytes: int = Field(64 * _MIB, ge=64 * 1024, le=16 * 1024 * _MIB)
 
 
 class Sampling(_Model):
@@ -830,6 +856,7 @@ class Config(_Model):
     admin: AdminListen = Field(default_factory=AdminListen)
     primary: Primary
     candidates: list[Candidate] = Field(default_factory=list)
+    conversations: Conversations = Field(default_factory=Conversations)
     sampling: Sampling = Field(default_factory=Sampling)
     sink: SinkConfig = Field(default_factory=FileSink)
     redaction: Redaction = Field(default_factory=Redaction)

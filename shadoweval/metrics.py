@@ -72,7 +72,8 @@ DROP_REASONS = (
     "invalid_request",
     "circuit_open",
     "worker_unavailable",
-    # A request continuing state stored on the primary (candidates[].stateful: skip).
+    # A request continuing state stored on the primary (candidates[].stateful: skip, or
+    # rebuild without every earlier turn in the conversation store).
     "stateful",
     # Campaigns (shadoweval.campaign): a spent budget, outside the schedule's window.
     "budget",
@@ -84,6 +85,8 @@ SAMPLING_DECISIONS = ("in", "out", "unmatched")
 CANDIDATE_STATES = ("active", "paused_schedule", "paused_budget", "circuit_open")
 # Why a judge score was not asked for (shadoweval_judge_skipped_total{reason}).
 JUDGE_SKIP_REASONS = ("budget",)
+# Why a primary's Responses turn was not kept for rebuilt conversations.
+CONVERSATION_UNKEPT = ("unreadable_answer", "unresolvable_input", "too_large")
 
 
 # What a model name looks like ("gpt-4o-2024-08-06", "meta-llama/Llama-3-8B",
@@ -215,6 +218,30 @@ class Metrics:
             ["upstream"],
             registry=r,
         )
+        # The conversation store (candidates[].stateful: rebuild, proxy/conversations.py).
+        self.conversation_turns = Gauge(
+            "shadoweval_conversation_store_turns",
+            "Responses turns kept to rebuild stateful conversations for candidates.",
+            registry=r,
+        )
+        self.conversation_bytes = Gauge(
+            "shadoweval_conversation_store_bytes",
+            "JSON bytes of the kept Responses turns.",
+            registry=r,
+        )
+        self.conversation_evictions = Counter(
+            "shadoweval_conversation_store_evictions",
+            "Kept turns evicted (least recently used) to stay within the store's bounds.",
+            registry=r,
+        )
+        self.conversation_unkept = Counter(
+            "shadoweval_conversation_store_unkept",
+            "Primary Responses turns not kept, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in CONVERSATION_UNKEPT:
+            self.conversation_unkept.labels(reason)
         self.pairs = Counter(
             "shadoweval_pairs",
             "Pair records handed to the sink.",

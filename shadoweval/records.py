@@ -39,6 +39,8 @@ class RequestInfo:
     trace_id: str | None = None
     # Replay and probes: the reference answer from the input file (absent from live traffic).
     expected: Any = None
+    # Azure OpenAI: the deployment the request's path names (it stands for the model).
+    deployment: str | None = None
 
 
 def _redacted_output(side: Outcome, redactor: Redactor) -> Json:
@@ -69,10 +71,13 @@ def build_pair(
     candidate: Outcome,
     redactor: Redactor,
     shared: dict[str, Any] | None = None,
+    *,
+    rebuilt: bool = False,
 ) -> Json:
     """One record per candidate. Pass the same ``shared`` dict for every candidate of a
     request: the redacted request, the primary side and the timestamp are then computed
-    once and shared."""
+    once and shared. ``rebuilt``: the candidate was sent the conversation a stateful
+    request continues, rebuilt from the turns the proxy kept."""
     shared = {} if shared is None else shared
     if "request" not in shared:
         try:
@@ -92,6 +97,7 @@ def build_pair(
         "source": info.source,
         "route": info.route,
         "path": info.path,
+        **({"deployment": info.deployment} if info.deployment is not None else {}),
         "task": redactor.text(task) if (task := _utf8(info.task)) else task,  # caller's text
         "sampling_key": info.sampling_key,
         "trace_id": info.trace_id,
@@ -99,8 +105,13 @@ def build_pair(
         **({"expected": redactor.json(info.expected)} if info.expected is not None else {}),
         "primary": shared["primary"],
         "candidate": _redacted_output(candidate, redactor),
-        # The candidate lacked the stored state the request continues: unlike with unlike.
-        **({"stateful": True} if refers_to_state(info.route, request) else {}),
+        # The candidate lacked the stored state the request continues (unlike with unlike),
+        # or was sent the conversation rebuilt (like with like, and marked so).
+        **(
+            {"stateful": "rebuilt" if rebuilt else True}
+            if refers_to_state(info.route, request)
+            else {}
+        ),
     }
 
 

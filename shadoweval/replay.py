@@ -37,14 +37,14 @@ import orjson
 
 from shadoweval.config import Candidate, Config
 from shadoweval.pricing import PriceTable
+from shadoweval.protocols.openai import parse_answer
 from shadoweval.proxy.candidate import CandidateClient
-from shadoweval.proxy.openai import parse_answer
 from shadoweval.records import RequestInfo, build_pair
 from shadoweval.redaction import Redactor
-from shadoweval.routes import ROUTES
+from shadoweval.routes import ROUTES, SURFACES
 from shadoweval.types import Json, Outcome, Route
 
-PATHS: dict[Route, str] = {route: path for path, route in ROUTES.items()}
+PATHS: dict[Route, str] = {s.route: s.path for s in SURFACES}
 _META_KEYS = ("expected", "task", "route")
 
 Progress = Callable[[int, int], None]

@@ -13,11 +13,11 @@ from prometheus_client import Counter
 
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
-from shadoweval.proxy.candidate import CandidateClient
-from shadoweval.proxy.openai import (
+from shadoweval.protocols.openai import (
     InvalidRequest,
     error_type_for_status,
 )
+from shadoweval.proxy.candidate import CandidateClient
 from shadoweval.proxy.shadow import ParsedOnce
 from shadoweval.routes import METRIC_ROUTES
 from shadoweval.types import Capture, Outcome, Route

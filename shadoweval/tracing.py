@@ -21,7 +21,7 @@ from shadoweval import __version__
 from shadoweval.config import Config, ConfigError, Primary
 from shadoweval.config import Tracing as TracingConfig
 from shadoweval.pricing import PriceTable
-from shadoweval.proxy.openai import InvalidRequest, error_type_for_status
+from shadoweval.protocols.openai import InvalidRequest, error_type_for_status
 from shadoweval.routes import OPERATIONS
 from shadoweval.telemetry import PrimaryAnswer
 from shadoweval.types import Capture, Json, Outcome, Route

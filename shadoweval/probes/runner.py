@@ -24,8 +24,8 @@ from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.probes.detect import Judge, Verdict
 from shadoweval.probes.suite import Probe
+from shadoweval.protocols.openai import parse_answer
 from shadoweval.proxy.candidate import CandidateClient
-from shadoweval.proxy.openai import parse_answer
 from shadoweval.records import RequestInfo, build_pair, fit, record_limit
 from shadoweval.redaction import Redactor
 from shadoweval.sinks import Sink

@@ -12,7 +12,7 @@ from shadoweval.proxy.forward import Forwarder
 from shadoweval.proxy.http import Request, Responder
 from shadoweval.proxy.shadow import ParsedOnce, ShadowDispatcher, ShadowJob
 from shadoweval.proxy.worker import Handoff
-from shadoweval.routes import ROUTES
+from shadoweval.routes import route_of
 from shadoweval.telemetry import PrimaryAnswer
 from shadoweval.types import Capture, Route
 
@@ -44,12 +44,12 @@ class ProxyHandler:
     async def __call__(self, request: Request, out: Responder) -> None:
         entered = time.perf_counter()
         body = request.body
-        route = ROUTES.get(request.path) if request.method == "POST" else None
+        route = route_of(request.path) if request.method == "POST" else None
         trace = self._tracer.start(request, route, entered) if self._tracer is not None else None
         job = None
         dispatcher = self._dispatcher
         if route and self._with_request and dispatcher is not None and dispatcher.accepting:
-            job = dispatcher.offer(route, request.path, request.headers, body, trace)
+            job = dispatcher.offer(route, request.raw_path, request.headers, body, trace)
         capture = await self._forwarder.relay(request, out, trace)
         if job is not None:
             job.primary_done(capture)
@@ -75,7 +75,7 @@ class ProxyHandler:
         if route and not self._with_request:
             dispatcher = self._dispatcher
             if dispatcher is not None and dispatcher.accepting:
-                job = dispatcher.offer(route, request.path, request.headers, body, trace)
+                job = dispatcher.offer(route, request.raw_path, request.headers, body, trace)
                 if job is not None:
                     job.primary_done(capture)
             elif self._worker is not None and self._worker.accepting:

@@ -17,11 +17,17 @@ import orjson
 
 from shadoweval.config import Candidate, ConfigError
 from shadoweval.headers import header_line
+from shadoweval.protocols.openai import error_type_for_status
 from shadoweval.proxy.forward import classify
-from shadoweval.proxy.openai import error_type_for_status
 from shadoweval.proxy.upstream import UpstreamPool
 from shadoweval.retry import RetryPolicy
-from shadoweval.routes import BY_ROUTE, ROUTES
+from shadoweval.routes import (
+    BY_ROUTE,
+    deployment_of,
+    path_in_form,
+    route_of,
+    with_deployment,
+)
 from shadoweval.tls import client_context
 from shadoweval.types import Capture, Json, Route
 
@@ -35,6 +41,30 @@ class _CaptureFull(Exception):
 
 # Anthropic's API wants its version on every request; official clients send this one.
 ANTHROPIC_VERSION = "2023-06-01"
+
+# Query parameters that carry a caller's credentials on some APIs (keys, SAS signatures,
+# tokens): never passed on to a candidate, which has credentials of its own.
+CALLER_SECRET_PARAMS = frozenset(
+    ("api-key", "api_key", "apikey", "key", "code", "sig", "token", "access_token")
+)
+
+
+def merged_query(caller: str, own: str) -> str:
+    """The caller's query string with the candidate URL's parameters: a name the candidate
+    sets replaces every caller parameter of that name; caller credentials are left out.
+    Both stay as encoded as they came."""
+    own_pairs = [p for p in own.split("&") if p]
+    own_names = {_param_name(p) for p in own_pairs}
+    kept = [
+        p
+        for p in caller.split("&")
+        if p and (name := _param_name(p)) not in own_names and name not in CALLER_SECRET_PARAMS
+    ]
+    return "&".join([*kept, *own_pairs])
+
+
+def _param_name(pair: str) -> str:
+    return pair.partition("=")[0].lower()
 
 
 def _with_system_prompt(route: Route, request: Json, prompt: str, mode: str) -> None:
@@ -85,6 +115,7 @@ class CandidateClient:
         self._on_attempt = on_attempt
         self.name = cfg.name
         self.role = cfg.role
+        self._query = cfg.url.partition("?")[2]  # the URL's own parameters
         # Its own pool: a slow candidate can only exhaust its own connections.
         self.pool = UpstreamPool(
             cfg.url,
@@ -155,18 +186,37 @@ class CandidateClient:
                 return _raw(self.headers_for(_as_latin1(caller_auth))) + self._hop
         return self._raw_headers
 
-    async def send(self, path: str, payload: Json, caller_auth: str | None = None) -> Capture:
+    def target(self, path: str, query: str = "") -> str:
+        """The candidate's request target for the caller's path and query: in the form its
+        ``paths`` asks for (a request translated from the other form drops the caller's
+        query, which belongs to that form); an Azure OpenAI deployment path names the candidate's
+        ``model`` as its deployment; the query is merged with the URL's (``merged_query``)."""
+        form = self.cfg.paths
+        if form != "caller" and (route := route_of(path)) is not None:
+            translated = path_in_form(route, form, self.cfg.model)
+            caller_form = "openai" if path == BY_ROUTE[route].path else "azure"
+            if translated is not None and form != caller_form:
+                path, query = translated, ""
+        if self.cfg.model and deployment_of(path) is not None:
+            path = with_deployment(path, self.cfg.model)
+        params = merged_query(query, self._query) if query or self._query else ""
+        return f"{path}?{params}" if params else path
+
+    async def send(
+        self, path: str, payload: Json, caller_auth: str | None = None, query: str = ""
+    ) -> Capture:
         """Send with the retry policy and read the whole answer (bounded copy); never raises.
 
         The returned capture is the last attempt's, with ``attempts`` set.
         """
         data = orjson.dumps(payload)
         headers = self._raw_headers_for(caller_auth)
-        if ROUTES.get(path) == "messages":
+        if route_of(path) == "messages":
             headers = headers + self._messages_extra
+        target = self.target(path, query)
         attempt = 1
         while True:
-            cap, retry_after = await self._attempt(path, data, headers)
+            cap, retry_after = await self._attempt(target, data, headers)
             cap.attempts = attempt
             delay = self._retry.delay(attempt, cap.error_type, retry_after)
             if self._on_attempt is not None:

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from shadoweval.config import Limits, Primary
+from shadoweval.protocols.openai import error_type_for_status
 from shadoweval.proxy.http import Request, Responder
-from shadoweval.proxy.openai import error_type_for_status
 from shadoweval.proxy.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from shadoweval.retry import RetryPolicy
 from shadoweval.types import Capture, ErrorType

@@ -21,13 +21,14 @@ from shadoweval.campaign import Campaign, Clock, request_model
 from shadoweval.config import Config
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
+from shadoweval.protocols.openai import InvalidRequest, parse_answer, parse_request
 from shadoweval.proxy.breaker import Breaker
 from shadoweval.proxy.candidate import AttemptHook, CandidateClient
+from shadoweval.proxy.conversations import ConversationStore
 from shadoweval.proxy.loops import hop_header
-from shadoweval.proxy.openai import InvalidRequest, parse_answer, parse_request
 from shadoweval.records import RequestInfo, build_pair, fit, record_limit
 from shadoweval.redaction import Redactor
-from shadoweval.routes import refers_to_state
+from shadoweval.routes import deployment_of, refers_to_state
 from shadoweval.sampling import Sampler
 from shadoweval.sinks import Sink
 from shadoweval.types import Capture, Json, Outcome, Route
@@ -47,11 +48,13 @@ class ParsedOnce:
     """A request and its primary's answer, each parsed at most once, whoever asks first:
     the candidates of a shadow job, or the metrics and spans of a request no job holds."""
 
-    __slots__ = ("_primary_outcome", "_request", "body", "route")
+    __slots__ = ("_primary_outcome", "_request", "body", "deployment", "route")
 
-    def __init__(self, route: Route, body: bytes) -> None:
+    def __init__(self, route: Route, body: bytes, deployment: str | None = None) -> None:
         self.route = route
         self.body = body
+        # An Azure OpenAI deployment path names the model: the request's model if it has none.
+        self.deployment = deployment
         self._request: Json | InvalidRequest | None = None
         self._primary_outcome: Outcome | None = None
 
@@ -60,6 +63,8 @@ class ParsedOnce:
 
     def parsed(self, request: Json) -> None:
         """The request, already parsed by whoever needed it first."""
+        if self.deployment is not None and "model" not in request:
+            request["model"] = self.deployment
         self._request = request
 
     def request(self) -> Json:
@@ -69,6 +74,9 @@ class ParsedOnce:
                 self._request = parse_request(self.body)
             except InvalidRequest as exc:
                 self._request = exc
+            else:
+                if self.deployment is not None and "model" not in self._request:
+                    self._request["model"] = self.deployment
         if isinstance(self._request, InvalidRequest):
             raise self._request
         return self._request
@@ -87,7 +95,7 @@ class ParsedOnce:
 class ShadowJob(ParsedOnce):
     """One sampled request, shared by every candidate it was queued for."""
 
-    __slots__ = ("caller_auth", "info", "primary", "record_parts", "trace")
+    __slots__ = ("caller_auth", "info", "primary", "query", "rebuilt", "record_parts", "trace")
 
     def __init__(
         self,
@@ -96,11 +104,16 @@ class ShadowJob(ParsedOnce):
         body: bytes,
         caller_auth: str | None,
         trace: TraceLink | None = None,
+        query: str = "",
     ) -> None:
-        super().__init__(route, body)
+        super().__init__(route, body, info.deployment)
         self.info = info
         self.caller_auth = caller_auth
         self.trace = trace
+        self.query = query  # the caller's query string, passed on to candidates
+        # The whole conversation of a stateful request (stateful: rebuild), built once for
+        # every candidate; False: tried and not resolvable.
+        self.rebuilt: Json | bool | None = None
         self.primary: asyncio.Future[Capture] = asyncio.get_running_loop().create_future()
         # The redacted request and primary side, built once for all candidates' records.
         self.record_parts: dict[str, Any] = {}
@@ -144,6 +157,7 @@ class _Lane:
         self.drop_invalid = metrics.dropped.labels(name, "invalid_request")
         self.drop_circuit = metrics.dropped.labels(name, "circuit_open")
         self.drop_stateful = metrics.dropped.labels(name, "stateful")
+        self.stateful = client.cfg.stateful
         breaker = client.cfg.circuit_breaker
         self.breaker = (
             Breaker(name, breaker, metrics.circuit_open.labels(name)) if breaker.enabled else None
@@ -178,9 +192,12 @@ class ShadowDispatcher:
         observe: ObserveFn | None = None,
         max_record_bytes: int = 4 * 1024 * 1024,
         clock: Clock = time.time,
+        conversations: ConversationStore | None = None,
     ) -> None:
         """``clock``: unix seconds for the campaigns' schedules and days (tests fake it)."""
         self.prices = prices
+        # Kept Responses turns, when a candidate rebuilds stateful conversations.
+        self._conversations = conversations
         self._max_record = max_record_bytes
         self._lanes = [_Lane(c, metrics, clock) for c in clients]
         # Only a model match needs the request body parsed in ``offer``.
@@ -232,6 +249,11 @@ class ShadowDispatcher:
             prices=prices,
             observe=observe,
             max_record_bytes=record_limit(cfg),
+            conversations=(
+                ConversationStore(cfg.conversations.max_turns, cfg.conversations.max_bytes, metrics)
+                if any(c.stateful == "rebuild" for c in cfg.candidates)
+                else None
+            ),
             clock=clock,
         )
 
@@ -249,15 +271,16 @@ class ShadowDispatcher:
     def offer(
         self,
         route: Route,
-        path: str,
+        target: str,
         headers: Mapping[str, str],
         body: bytes,
         trace: TraceLink | None = None,
         mirrored: bool = False,
     ) -> ShadowJob | None:
         """Sample and enqueue; returns the job to complete with the primary's capture.
-        ``mirrored``: the global sampling decision was already taken (the shadow worker's
-        proxy takes it, so unsampled requests never cross to the worker)."""
+        ``target``: the request's path and query. ``mirrored``: the global sampling decision
+        was already taken (the shadow worker's proxy takes it, so unsampled requests never
+        cross to the worker)."""
         if self._closing or not self._lanes:
             return None
         key = self._sampler.key(headers, body)
@@ -269,6 +292,8 @@ class ShadowDispatcher:
         task = headers.get(TASK_HEADER)
         # Parsed once for match.models, then the job's.
         request, model = request_model(body) if self._match_models else (None, None)
+        if self._match_models and model is None:  # an Azure deployment path names it
+            model = deployment_of(target.partition("?")[0])
         for lane in self._lanes:
             campaign = lane.campaign
             if not campaign.admits(route, model, task, headers):
@@ -293,22 +318,26 @@ class ShadowDispatcher:
                 lane.err_full.inc()
                 continue
             if job is None:
-                job = self._new_job(route, path, headers, key, body, trace)
+                job = self._new_job(route, target, headers, key, body, trace)
                 if request is not None:
                     job.parsed(request)
             lane.queue.put_nowait(job)
             lane.depth.inc()
+        if job is None and self._conversations is not None and route == "responses":
+            # No candidate takes this turn, but a later one may continue it.
+            job = self._new_job(route, target, headers, key, body, trace)
         return job
 
     def _new_job(
         self,
         route: Route,
-        path: str,
+        target: str,
         headers: Mapping[str, str],
         key: bytes | None,
         body: bytes,
         trace: TraceLink | None,
     ) -> ShadowJob:
+        path, _, query = target.partition("?")
         info = RequestInfo(
             request_id=self._ids.next(),
             received_at=time.time(),
@@ -317,9 +346,24 @@ class ShadowDispatcher:
             task=headers.get(TASK_HEADER),
             sampling_key=hashlib.blake2b(key, digest_size=8).hexdigest() if key else None,
             trace_id=trace.trace_id if trace is not None else None,
+            deployment=deployment_of(path),
         )
         auth = headers.get("Authorization") if self._keeps_caller_auth else None
-        return ShadowJob(info, route, body, auth, trace)
+        job = ShadowJob(info, route, body, auth, trace, query)
+        if self._conversations is not None and route == "responses":
+            job.primary.add_done_callback(lambda _: self._remember(job))
+        return job
+
+    def _remember(self, job: ShadowJob) -> None:
+        """Keep the turn the primary's answer ended, for requests that continue it."""
+        assert self._conversations is not None
+        try:
+            self._conversations.remember(job.request(), job.primary.result())
+        except InvalidRequest:
+            return
+        except Exception:  # a shadow-side bug is logged and counted, never propagated
+            log.exception("keeping a Responses turn failed")
+            self._metrics.errors.labels("primary", self._primary_name, "internal").inc()
 
     @property
     def accepting(self) -> bool:
@@ -367,9 +411,13 @@ class ShadowDispatcher:
             lane.drop_invalid.inc()
             self._metrics.errors.labels(client.role, client.name, "invalid_request").inc()
             return
-        if client.cfg.stateful == "skip" and refers_to_state(job.route, request):
-            lane.drop_stateful.inc()  # it would answer without the conversation it continues
-            return
+        rebuilt = False
+        if lane.stateful != "send" and refers_to_state(job.route, request):
+            conversation = self._rebuilt(job) if lane.stateful == "rebuild" else None
+            if conversation is None:
+                lane.drop_stateful.inc()  # it would answer without the conversation it continues
+                return
+            request, rebuilt = conversation, True
         campaign = lane.campaign
         if (why := campaign.begin()) is not None:  # queued before a cap or the window closed
             (lane.drop_budget if why == "budget" else lane.drop_schedule).inc()
@@ -377,7 +425,7 @@ class ShadowDispatcher:
         spent: list[float | None] = [None]  # the answer's price, once known
         paired: bool | None = False
         try:
-            paired = await self._send(lane, job, request, spent)
+            paired = await self._send(lane, job, request, rebuilt, spent)
         finally:
             if paired is None:  # not sent after all
                 campaign.cancel()
@@ -385,7 +433,12 @@ class ShadowDispatcher:
                 campaign.end(spent[0], paired)
 
     async def _send(
-        self, lane: _Lane, job: ShadowJob, request: Json, spent: list[float | None]
+        self,
+        lane: _Lane,
+        job: ShadowJob,
+        request: Json,
+        rebuilt: bool,
+        spent: list[float | None],
     ) -> bool | None:
         """Send, pair and emit; whether a pair was recorded, None if nothing was sent (the
         price goes in ``spent`` as soon as the answer is parsed, so a pair that never forms
@@ -401,7 +454,7 @@ class ShadowDispatcher:
                 return None
         span = job.trace.shadow(client, job.info.request_id, payload) if job.trace else None
         try:
-            capture = await client.send(job.info.path, payload, job.caller_auth)
+            capture = await client.send(job.info.path, payload, job.caller_auth, job.query)
         except BaseException:
             if breaker is not None and ticket is not None:
                 breaker.abort(ticket)
@@ -422,13 +475,26 @@ class ShadowDispatcher:
             except TimeoutError:
                 log.warning("primary answer for %s never completed", job.info.request_id)
                 return False
-        self._emit(lane, job, outcome)
+        self._emit(lane, job, outcome, rebuilt)
         return True
 
-    def _emit(self, lane: _Lane, job: ShadowJob, candidate: Outcome) -> None:
+    def _rebuilt(self, job: ShadowJob) -> Json | None:
+        if job.rebuilt is None:
+            store = self._conversations
+            found = store.rebuild(job.request()) if store is not None else None
+            job.rebuilt = found if found is not None else False
+        return job.rebuilt if isinstance(job.rebuilt, dict) else None
+
+    def _emit(self, lane: _Lane, job: ShadowJob, candidate: Outcome, rebuilt: bool) -> None:
         primary = job.primary_outcome(self._primary_name, self.prices)
         record = build_pair(
-            job.info, job.request(), primary, candidate, self._redactor, job.record_parts
+            job.info,
+            job.request(),
+            primary,
+            candidate,
+            self._redactor,
+            job.record_parts,
+            rebuilt=rebuilt,
         )
         self._sink.put(fit(record, self._max_record), job.info.request_id.encode())
         lane.pairs.inc()

@@ -118,7 +118,7 @@ class Handoff:
             self._lose(key, route, request.headers, request.body)
             return
         link = trace.link() if trace is not None else None
-        offer = (route, request.path, request.raw_headers, request.body, capture, link)
+        offer = (route, request.raw_path, request.raw_headers, request.body, capture, link)
         self._queue(frame(("offer", offer), OFFER))
 
     def _lose(

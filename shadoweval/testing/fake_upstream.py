@@ -1,6 +1,8 @@
 """A fake OpenAI-compatible server for tests, the demo and benchmarks.
 
-Serves chat completions, completions, embeddings and responses, streaming or not, with a
+Serves chat completions, completions, embeddings and responses, streaming or not, on OpenAI's
+paths and Azure OpenAI's (``/openai/deployments/{name}/...`` and ``/openai/responses``, which
+want an ``api-version`` query, and ``/openai/v1/...``), with a
 configurable latency distribution, error rate, answer style and misbehaviour (hang, garbage,
 cut streams, resets, 429 with Retry-After) and hostility towards whoever reads it (answers of
 ``bomb_bytes``: length-framed, chunked or a gzip bomb; a stall after the first bytes). It
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import random
 import ssl
 import time
@@ -22,6 +25,7 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
+from shadoweval.routes import route_of
 from shadoweval.testing import fake_anthropic
 
 Mode = Literal[
@@ -76,6 +80,7 @@ class Received:
     headers: dict[str, str]
     body: Any
     at: float = field(default_factory=time.monotonic)
+    query: str = ""
 
 
 @dataclass
@@ -130,6 +135,8 @@ class FakeUpstream:
     @staticmethod
     def _prompt(body: dict[str, Any]) -> str:
         messages = body.get("messages")
+        if not isinstance(messages, list) and isinstance(body.get("input"), list):
+            messages = body["input"]  # Responses input items: the last user message
         if isinstance(messages, list):
             for msg in reversed(messages):
                 if isinstance(msg, dict) and msg.get("role") == "user":
@@ -152,6 +159,10 @@ class FakeUpstream:
         app.router.add_post("/v1/embeddings", self._handle)
         app.router.add_post("/v1/responses", self._handle)
         app.router.add_post("/v1/messages", self._handle)  # Anthropic Messages
+        # Azure OpenAI: a deployment's paths, the resource's Responses, the v1 form.
+        app.router.add_post("/openai/deployments/{deployment}/{tail:.+}", self._handle)
+        app.router.add_post("/openai/responses", self._handle)
+        app.router.add_post("/openai/v1/{tail:.+}", self._handle)
         app.router.add_get("/v1/models", self._models)
         app.router.add_route("*", "/{tail:.*}", self._echo_other)
         return app
@@ -190,6 +201,9 @@ class FakeUpstream:
         )
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        route = route_of(request.path)
+        if route is None:  # an Azure path of no surface
+            return await self._echo_other(request)
         raw = await request.read()
         try:
             body = orjson.loads(raw)
@@ -199,7 +213,13 @@ class FakeUpstream:
                 status=400,
             )
         if self.record:
-            self.received.append(Received(request.path, dict(request.headers), body))
+            received = Received(request.path, dict(request.headers), body)
+            received.query = request.query_string
+            self.received.append(received)
+        if _needs_api_version(request.path) and "api-version" not in request.query:
+            return web.json_response(
+                {"error": {"code": "404", "message": "Resource not found"}}, status=404
+            )
         if not isinstance(body, dict):
             return web.json_response({"error": {"message": "body must be an object"}}, status=400)
 
@@ -228,7 +248,6 @@ class FakeUpstream:
         if self.mode == "garbage":
             return web.Response(body=b"\x00not json{{", content_type="application/json")
 
-        route = request.path.removeprefix("/v1/")
         model = body["model"] if isinstance(body.get("model"), str) else self.model
         prompt = self._prompt(body)
         if route == "embeddings":
@@ -338,6 +357,18 @@ class FakeUpstream:
         return resp
 
 
+def _needs_api_version(path: str) -> bool:
+    """Azure OpenAI's versioned paths (not its /openai/v1 form) answer 404 without one."""
+    return path.startswith("/openai/") and not path.startswith("/openai/v1/")
+
+
+_RESPONSE_IDS = itertools.count(1)
+
+
+def _response_id() -> str:
+    return f"resp_fake{next(_RESPONSE_IDS):06d}"
+
+
 def _tokens(text: str) -> int:
     """Deterministic token count: whitespace-separated words."""
     return len(text.split())
@@ -348,14 +379,19 @@ def _sse(obj: Any) -> bytes:
 
 
 def _complete(
-    route: str, model: str, answer: str, usage: dict[str, int], body: dict[str, Any]
+    route: str,
+    model: str,
+    answer: str,
+    usage: dict[str, int],
+    body: dict[str, Any],
+    response_id: str | None = None,
 ) -> dict[str, Any]:
     created = int(time.time())
     if route == "messages":
         return fake_anthropic.message(model, answer, usage, body)
     if route == "responses":
         return {
-            "id": "resp_fake",
+            "id": response_id or _response_id(),
             "object": "response",
             "created_at": created,
             "model": model,
@@ -425,17 +461,18 @@ def _stream_events(
         yield from fake_anthropic.events(model, words, usage, body)
         return
     if route == "responses":
+        response_id = _response_id()
         yield b"event: response.created\n" + _sse(
             {
                 "type": "response.created",
-                "response": {"id": "resp_fake", "model": model, "status": "in_progress"},
+                "response": {"id": response_id, "model": model, "status": "in_progress"},
             }
         )
         for p in pieces:
             yield b"event: response.output_text.delta\n" + _sse(
                 {"type": "response.output_text.delta", "delta": p}
             )
-        done = _complete("responses", model, "".join(pieces), usage, body)
+        done = _complete("responses", model, "".join(pieces), usage, body, response_id)
         yield b"event: response.completed\n" + _sse(
             {"type": "response.completed", "response": done}
         )

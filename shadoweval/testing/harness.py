@@ -45,7 +45,8 @@ async def running_stack(
     """Fakes on free ports, a proxy in front of them; memory sink unless overridden.
 
     ``overrides`` are merged section by section into the config; ``candidate_options`` into each
-    candidate's entry by name. Everything is stopped (gracefully) on exit.
+    candidate's entry by name (``url_query``: a query string for its URL). Everything is
+    stopped (gracefully) on exit.
     """
     primary = primary or FakeUpstream(model="prod-model")
     candidates = (
@@ -63,7 +64,7 @@ async def running_stack(
             "admin": {"host": "127.0.0.1", "port": 0},
             "primary": {"name": "prod", "url": primary.url},
             "candidates": [
-                {"name": name, "url": fake.url, **(candidate_options or {}).get(name, {})}
+                _candidate(name, fake.url, (candidate_options or {}).get(name, {}))
                 for name, fake in candidates.items()
             ],
             "sink": {"kind": "memory"},
@@ -87,3 +88,10 @@ async def running_stack(
     finally:
         for fake in started:
             await fake.stop()
+
+
+def _candidate(name: str, url: str, options: dict[str, Any]) -> dict[str, Any]:
+    entry = {"name": name, "url": url, **options}
+    if query := entry.pop("url_query", None):
+        entry["url"] = f"{url}?{query}"
+    return entry

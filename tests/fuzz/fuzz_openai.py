@@ -19,7 +19,7 @@ import atheris
 import orjson
 
 with atheris.instrument_imports():
-    from shadoweval.proxy import openai
+    from shadoweval.protocols import openai
 
 import jsonschema
 

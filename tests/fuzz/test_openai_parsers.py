@@ -1,4 +1,4 @@
-"""Property tests of the protocol parsers (proxy/openai.py): whatever an upstream sends,
+"""Property tests of the protocol parsers (protocols/openai.py): whatever an upstream sends,
 ``iter_sse`` and ``parse_answer`` never raise, and the outcome always makes a schema-valid,
 serialisable pair record. tests/fuzz/fuzz_openai.py drives the same functions with atheris."""
 
@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shadoweval.config import Redaction
-from shadoweval.proxy.openai import (
+from shadoweval.protocols.openai import (
     _BLANK_LINES,
     MAX_REQUEST_DEPTH,
     InvalidRequest,

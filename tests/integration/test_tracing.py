@@ -292,7 +292,7 @@ async def test_the_primarys_answer_is_parsed_once_for_metrics_and_spans(
     users = [
         m
         for name, m in list(sys.modules.items())
-        if name.startswith("shadoweval.") and name != "shadoweval.proxy.openai"
+        if name.startswith("shadoweval.") and name != "shadoweval.protocols.openai"
         and hasattr(m, "parse_answer")
     ]  # fmt: skip
     for module in users:

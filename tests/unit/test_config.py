@@ -56,6 +56,18 @@ def test_shipped_example_config_is_valid() -> None:
             "forward_caller_auth is only allowed for role: control",
         ),
         (
+            "primary: {url: 'http://x'}\ncandidates: [{name: a, url: 'http://y', paths: azure}]",
+            "paths: azure needs model",
+        ),
+        (
+            "primary: {url: 'http://x'}\ncandidates: [{name: a, url: 'http://y', paths: azure, model: d}]",
+            "paths: azure needs ?api-version=... in url",
+        ),
+        (
+            "primary: {url: 'http://x?api-version=1'}",
+            "primary.url: must not carry a query string",
+        ),
+        (
             "primary: {name: a, url: 'http://x'}\ncandidates: [{name: a, url: 'http://y'}]",
             "upstream name 'a' is used twice",
         ),

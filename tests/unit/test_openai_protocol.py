@@ -3,7 +3,7 @@ import gzip
 import orjson
 import pytest
 
-from shadoweval.proxy.openai import iter_sse, parse_answer
+from shadoweval.protocols.openai import iter_sse, parse_answer
 from shadoweval.types import Capture
 
 

@@ -31,4 +31,45 @@ def test_paths_are_unique_and_versioned() -> None:
     paths = [s.path for s in routes.SURFACES]
     assert len(set(paths)) == len(paths)
     assert all(p.startswith("/v1/") for p in paths)
+    aliases = [a for s in routes.SURFACES for a in s.aliases]
+    assert len(set(aliases)) == len(aliases) and not set(aliases) & set(paths)
     assert routes.ROUTES["/v1/messages"] == "messages"
+
+
+def test_azure_paths_are_the_registrys_surfaces() -> None:
+    assert routes.route_of("/openai/deployments/gpt4o/chat/completions") == "chat"
+    assert routes.route_of("/openai/deployments/gpt4o/completions") == "completions"
+    assert routes.route_of("/openai/deployments/ada/embeddings") == "embeddings"
+    assert routes.route_of("/openai/responses") == "responses"
+    for surface in routes.SURFACES:
+        if surface.protocol == "openai":
+            assert routes.route_of("/openai/v1" + surface.path.removeprefix("/v1")) == surface.route
+        for alias in surface.aliases:
+            assert routes.route_of(alias.replace(routes.DEPLOYMENT, "d-1")) == surface.route
+    # One path segment names the deployment; nothing else is a surface.
+    for path in (
+        "/openai/deployments//chat/completions",
+        "/openai/deployments/a/b/chat/completions",
+        "/openai/deployments/a/audio/transcriptions",
+        "/openai/deployments/a/chat/completions/",
+    ):
+        assert routes.route_of(path) is None, path
+
+
+def test_a_deployment_is_read_and_replaced_in_its_segment() -> None:
+    path = "/openai/deployments/prod-1/chat/completions"
+    assert routes.deployment_of(path) == "prod-1"
+    assert routes.with_deployment(path, "cand") == "/openai/deployments/cand/chat/completions"
+    assert routes.deployment_of("/openai/responses") is None
+    assert routes.with_deployment("/v1/chat/completions", "cand") == "/v1/chat/completions"
+
+
+def test_each_openai_surface_has_a_path_in_either_form() -> None:
+    assert routes.path_in_form("chat", "openai", None) == "/v1/chat/completions"
+    assert routes.path_in_form("chat", "azure", "d") == "/openai/deployments/d/chat/completions"
+    assert routes.path_in_form("responses", "azure", None) == "/openai/responses"
+    assert routes.path_in_form("messages", "azure", "d") is None  # no Azure form
+    for surface in routes.SURFACES:
+        for form in ("openai", "azure"):
+            path = routes.path_in_form(surface.route, form, "d")  # type: ignore[arg-type]
+            assert path is None or routes.route_of(path) == surface.route

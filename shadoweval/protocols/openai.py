@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from shadoweval.proxy import anthropic
+from shadoweval.protocols import anthropic
 from shadoweval.types import Capture, ErrorType, Json, Outcome, Role, Route, Usage
 
 
@@ -92,7 +92,7 @@ def iter_sse(data: bytes) -> Iterator[tuple[int, bytes]]:
             yield (pos, b"\n".join(payload))
 
 
-def _decode_body(capture: Capture) -> tuple[bytes, bool]:
+def decoded_body(capture: Capture) -> tuple[bytes, bool]:
     """The body as text bytes, and whether decoding stopped at the capture limit: a
     compressed body inflates to at most ``capture.limit`` bytes (a gzip bomb costs what a
     plain answer of that size costs, whatever its ratio)."""
@@ -383,7 +383,7 @@ def parse_answer(
         return out
     if out.error_type is None:
         out.error_type = error_type_for_status(capture.status)
-    body, decode_cut = _decode_body(capture)
+    body, decode_cut = decoded_body(capture)
     # The copy ends at the capture limit: what is missing is ours, not the upstream's.
     cut = out.capture_truncated = capture.body_truncated or decode_cut
     out.truncated = out.truncated or cut

@@ -6,7 +6,7 @@ Anthropic counts input in three parts: ``input_tokens`` (not cached),
 ``input_tokens`` is their sum, as OpenAI's ``prompt_tokens`` includes cached tokens;
 ``cached_input_tokens`` is the read part and ``cache_write_input_tokens`` the written part,
 so pricing can charge each at its own rate. Runs off the caller's path, like
-``proxy/openai.py``, whose accumulator it fills.
+``protocols/openai.py``, whose accumulator it fills.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import orjson
 from shadoweval.types import Json, Usage
 
 if TYPE_CHECKING:
-    from shadoweval.proxy.openai import Accumulator
+    from shadoweval.protocols.openai import Accumulator
 
 
 def _count(value: Any) -> int | None:
