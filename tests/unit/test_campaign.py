@@ -265,3 +265,23 @@ def test_a_reload_can_carry_the_counters_over_and_drop_the_series() -> None:
     Campaign.unexport(m, "c")
     assert value("shadoweval_candidate_state", {"upstream": "c", "state": "active"}) is None
     assert value("shadoweval_candidate_budget_remaining_pairs", {"upstream": "c"}) is None
+
+
+async def test_an_azure_deployment_path_names_the_model_for_match() -> None:
+    cfg = parse(
+        {
+            "primary": {"url": "http://127.0.0.1:1"},
+            "sink": {"kind": "memory"},
+            "candidates": [
+                {"name": "c", "url": "http://127.0.0.1:2", "match": {"models": ["gpt-4o"]}}
+            ],
+        },
+        environ={},
+    )
+    m = Metrics()
+    d = ShadowDispatcher.from_config(cfg, sinks.build(cfg.sink, m), m, PriceTable(cfg.pricing))
+    target = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+    job = d.offer("chat", target, {}, b'{"messages": []}')
+    assert job is not None and job.request()["model"] == "gpt-4o"
+    other = "/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21"
+    assert d.offer("chat", other, {}, b'{"messages": []}') is None
