@@ -234,11 +234,12 @@ def primary_rps() -> Panel:
 def coverage_stat() -> Panel:
     return stat(
         "Shadow coverage",
-        "Share of sampling decisions that mirrored the request, over the selected upstreams.",
+        "Share of sampling decisions that mirrored the request, over the selected upstreams "
+        "(requests a candidate's match rules leave out are not counted).",
         "percentunit",
         f'sum(rate(shadoweval_shadow_sampling_decisions_total{{{UPSTREAM}, decision="in"}}'
-        f"[{RATE}]))\n/\nsum(rate(shadoweval_shadow_sampling_decisions_total{{{UPSTREAM}}}"
-        f"[{RATE}]))",
+        f"[{RATE}]))\n/\nsum(rate(shadoweval_shadow_sampling_decisions_total{{{UPSTREAM}, "
+        f'decision!="unmatched"}}[{RATE}]))',
     )
 
 
@@ -288,7 +289,8 @@ def traffic_by_route() -> Panel:
 def sampling() -> Panel:
     return timeseries(
         "Sampling decisions",
-        "Requests on mirrored routes sampled in or out, per upstream (coverage = in / all).",
+        "Requests on mirrored routes sampled in or out, or unmatched by a candidate's match "
+        "rules, per upstream (coverage = in / (in + out)).",
         "reqps",
         [
             target(
@@ -305,7 +307,8 @@ def drops() -> Panel:
         "Shadows dropped before being sent: queue_full (candidate too slow), rate_limit "
         "(sampling.max_per_second), shutdown, invalid_request, circuit_open (candidate "
         "down: its circuit breaker is open), worker_unavailable (the shadow worker is "
-        "restarting or cannot keep up).",
+        "restarting or cannot keep up), budget and schedule (the candidate's campaign cap "
+        "is spent, or it is outside its window).",
         "ops",
         [
             target(
@@ -634,6 +637,40 @@ def judge_cost() -> Panel:
     )
 
 
+def budget_left() -> Panel:
+    return timeseries(
+        "Campaign budget left today",
+        "USD left of each candidate's budget.usd_per_day (the day rolls at 00:00 UTC), and "
+        "the spend counted against it; a candidate at 0 has its shadows dropped{budget}.",
+        "currencyUSD",
+        [
+            target(
+                f"sum by (upstream) (shadoweval_candidate_budget_remaining_usd{{{UPSTREAM}}})",
+                "{{upstream}} left",
+            ),
+            target(
+                f"sum by (upstream) (shadoweval_candidate_spend_today_usd{{{UPSTREAM}}})",
+                "{{upstream}} spent",
+            ),
+        ],
+    )
+
+
+def campaign_state() -> Panel:
+    return timeseries(
+        "Campaign state",
+        "Each candidate's state: active, paused_schedule (outside its schedule), "
+        "paused_budget (a cap spent) or circuit_open (docs/campaigns.md).",
+        "short",
+        [
+            target(
+                f"max by (upstream, state) (shadoweval_candidate_state{{{UPSTREAM}}}) > 0",
+                "{{upstream}} {{state}}",
+            )
+        ],
+    )
+
+
 def cost_dashboard() -> dict[str, Any]:
     return dashboard(
         "shadoweval-cost",
@@ -651,6 +688,9 @@ def cost_dashboard() -> dict[str, Any]:
             output_tokens_per_request(),
             unpriced(),
             judge_cost(),
+            row("Campaigns"),
+            budget_left(),
+            campaign_state(),
         ],
     )
 

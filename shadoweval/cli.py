@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shadoweval import __version__, logs, loop
-from shadoweval.config import ConfigError, load
+from shadoweval.config import Config, ConfigError, load
 
 
 def _setup_logging(level: str) -> None:
@@ -92,7 +92,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     problems = cfg.path_problems()
     if problems:
         raise ConfigError("; ".join(problems))
-    for warning in cfg.missing_credentials() + cfg.exposure_warnings():
+    for warning in cfg.missing_credentials() + cfg.exposure_warnings() + _unpriced_budgets(cfg):
         print(f"warning: {warning}", file=sys.stderr)
     names = ", ".join(f"{c.name} ({c.role})" for c in cfg.candidates) or "none"
     probes = ""
@@ -105,6 +105,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"candidates: {names}; sink: {cfg.sink.kind}{probes}"
     )
     return 0
+
+
+def _unpriced_budgets(cfg: Config) -> list[str]:
+    """A USD cap on a model the pricing table does not know never binds."""
+    from shadoweval.pricing import PriceTable
+
+    prices = PriceTable(cfg.pricing)
+    return [
+        f"candidates[{c.name}].budget.usd_per_day: model {c.model!r} has no price in the "
+        "pricing table, so its answers cost nothing here and the cap never binds"
+        for c in cfg.candidates
+        if c.budget.usd_per_day is not None and c.model and prices.lookup(c.model) is None
+    ]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -270,6 +283,31 @@ def cmd_report(args: argparse.Namespace) -> int:
             by=tuple(args.by or ()),
         )
     )
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import time
+
+    import orjson
+
+    from shadoweval.config import load_scorer
+    from shadoweval.plan import run
+
+    text, data = run(
+        load(args.config),
+        args.pairs,
+        scorer=load_scorer(args.scorer_config) if args.scorer_config else None,
+        recorded_rate=args.recorded_rate,
+        pairs_needed=args.pairs_needed,
+        sd=args.sd,
+        baseline_mean=args.baseline_mean,
+        now=time.time(),
+    )
+    if args.json:
+        print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(text)
+    return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -511,6 +549,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="report even when the files hold no valid pair record (default: exit 2)",
     )
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "plan",
+        help="expected daily spend, pairs per day and days to enough pairs, from observed traffic",
+        description="Reads the primary requests of a pairs file (rate, routes, models, "
+        "tokens) and prints, per candidate of --config, the shadows and USD per day its "
+        "match, sample rates, budget and schedule allow, and the days to the report's "
+        "pairs_needed (docs/campaigns.md). Exit status 2 on bad input.",
+    )
+    p.add_argument("--config", "-c", required=True, help="proxy config (candidates, pricing)")
+    p.add_argument("--pairs", required=True, help="pair records (JSONL) of observed traffic")
+    p.add_argument("--scorer-config", help="scorer config: adds the judge's daily spend")
+    p.add_argument(
+        "--recorded-rate",
+        type=float,
+        default=1.0,
+        help="share of the traffic the pairs file holds (the sampling rate it was recorded at)",
+    )
+    p.add_argument("--pairs-needed", type=int, help="pairs per candidate (a report's pairs_needed)")
+    p.add_argument("--sd", type=float, default=0.3, help="score SD assumed for pairs_needed")
+    p.add_argument(
+        "--baseline-mean", type=float, default=0.75, help="baseline score assumed for pairs_needed"
+    )
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser(
         "replay", help="send an inputs file through the primary and candidates of a config"

@@ -11,6 +11,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Collection, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
@@ -28,6 +29,7 @@ from yarl import URL
 
 from shadoweval.headers import RESERVED as _RESERVED_HEADERS
 from shadoweval.headers import header_problem
+from shadoweval.types import Route
 
 ENV_PREFIX = "SHADOWEVAL_"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -230,6 +232,72 @@ class CircuitBreaker(_Model):
         return self
 
 
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
+
+
+def parse_duration(value: str) -> float:
+    """``"90m"``, ``"36h"``, ``"7d"`` -> seconds; ValueError otherwise."""
+    m = _DURATION_RE.match(value.strip())
+    if m is None:
+        raise ValueError(f"must be a duration such as 90m, 36h or 7d, got {value!r}")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+class CandidateMatch(_Model):
+    """Which requests a candidate is offered (every key set must match; within a key, any
+    value). Globs as in shell patterns (``gpt-4o*``); a value without ``*?[`` is exact."""
+
+    models: list[str] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)
+    # The x-shadoweval-task header's value.
+    tasks: list[str] = Field(default_factory=list)
+    # Request header name -> glob of its value (names case-insensitive).
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class CandidateBudget(_Model):
+    """Spend caps of a candidate; unset = no cap. Shadows beyond one are dropped{budget}."""
+
+    # Priced with the pricing table as answers arrive; the day rolls at 00:00 UTC.
+    usd_per_day: float | None = Field(None, ge=0, allow_inf_nan=False)
+    # Over the campaign (since the proxy started, carried over a reload).
+    max_requests: int | None = Field(None, ge=0)
+    max_pairs: int | None = Field(None, ge=0)
+
+
+class CandidateSchedule(_Model):
+    """When a candidate receives shadows; outside it they are dropped{schedule}. Times are
+    ISO 8601 (without an offset: UTC). ``duration`` (``36h``, ``7d``) counts from ``start``,
+    or from when the proxy took the candidate on."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    duration: str | None = None
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _window(self) -> CandidateSchedule:
+        if self.end is not None and self.duration is not None:
+            raise ValueError("set either end or duration, not both")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
 class Candidate(_Model):
     """A model that receives sampled copies of the traffic; its answers never reach the caller."""
 
@@ -264,6 +332,10 @@ class Candidate(_Model):
     retry: Retry = Field(default_factory=Retry)
     tls: UpstreamTLS = Field(default_factory=UpstreamTLS)
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    # Campaigns (docs/campaigns.md): which requests, how much, when.
+    match: CandidateMatch = Field(default_factory=CandidateMatch)
+    budget: CandidateBudget = Field(default_factory=CandidateBudget)
+    schedule: CandidateSchedule = Field(default_factory=CandidateSchedule)
 
     _name = field_validator("name")(_check_name)
     # A query is allowed: merged with the caller's (the candidate's names win).
@@ -1433,6 +1505,10 @@ class SemanticSettings(_Model):
 _JUDGED_SIDES: tuple[JudgedSide, ...] = ("candidate",)
 
 
+class JudgeBudget(_Model):
+    usd_per_day: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+
 class JudgeSettings(_Model):
     """An OpenAI-compatible chat endpoint that grades answers (LLM-as-judge)."""
 
@@ -1458,6 +1534,9 @@ class JudgeSettings(_Model):
     json_schema: bool = False
     price_input_per_mtok: float = Field(0.0, ge=0.0)
     price_output_per_mtok: float = Field(0.0, ge=0.0)
+    # Daily cap on the judge's spend (priced from its usage); past it judge scores are
+    # skipped and counted (shadoweval_judge_skipped_total{reason="budget"}).
+    budget: JudgeBudget = Field(default_factory=lambda: JudgeBudget())
     rubric: str = (
         "Judge correctness first, then helpfulness, completeness and clarity. "
         "Do not reward length for its own sake."

@@ -75,7 +75,16 @@ DROP_REASONS = (
     # A request continuing state stored on the primary (candidates[].stateful: skip, or
     # rebuild without every earlier turn in the conversation store).
     "stateful",
+    # Campaigns (shadoweval.campaign): a spent budget, outside the schedule's window.
+    "budget",
+    "schedule",
 )
+# A candidate's sampling decision: in, out (its sample rate), or unmatched (its match rules).
+SAMPLING_DECISIONS = ("in", "out", "unmatched")
+# What a candidate is doing (shadoweval_candidate_state{state}: 1 for the current one).
+CANDIDATE_STATES = ("active", "paused_schedule", "paused_budget", "circuit_open")
+# Why a judge score was not asked for (shadoweval_judge_skipped_total{reason}).
+JUDGE_SKIP_REASONS = ("budget",)
 # Why a primary's Responses turn was not kept for rebuilt conversations.
 CONVERSATION_UNKEPT = ("unreadable_answer", "unresolvable_input", "too_large")
 
@@ -236,6 +245,45 @@ class Metrics:
         self.pairs = Counter(
             "shadoweval_pairs",
             "Pair records handed to the sink.",
+            ["upstream"],
+            registry=r,
+        )
+        # Campaign state (shadoweval.campaign), read at scrape time; a limit left unset has
+        # no remaining-series.
+        self.candidate_state = Gauge(
+            "shadoweval_candidate_state",
+            "1 for a candidate's current state (active, paused_schedule, paused_budget, "
+            "circuit_open), 0 for the others.",
+            ["upstream", "state"],
+            registry=r,
+        )
+        self.budget_remaining_usd = Gauge(
+            "shadoweval_candidate_budget_remaining_usd",
+            "USD left of a candidate's budget.usd_per_day today (UTC).",
+            ["upstream"],
+            registry=r,
+        )
+        self.budget_remaining_requests = Gauge(
+            "shadoweval_candidate_budget_remaining_requests",
+            "Shadow requests left of a candidate's budget.max_requests.",
+            ["upstream"],
+            registry=r,
+        )
+        self.budget_remaining_pairs = Gauge(
+            "shadoweval_candidate_budget_remaining_pairs",
+            "Pairs left of a candidate's budget.max_pairs.",
+            ["upstream"],
+            registry=r,
+        )
+        self.candidate_spend_today = Gauge(
+            "shadoweval_candidate_spend_today_usd",
+            "USD a candidate's answers cost today (UTC), as counted against its budget.",
+            ["upstream"],
+            registry=r,
+        )
+        self.pairs_today = Gauge(
+            "shadoweval_candidate_pairs_today",
+            "Pairs of a candidate recorded today (UTC).",
             ["upstream"],
             registry=r,
         )
@@ -409,7 +457,7 @@ class Metrics:
             self.queue_depth.labels(upstream)
             self.in_flight.labels(upstream)
             self.pairs.labels(upstream)
-            for decision in ("in", "out"):
+            for decision in SAMPLING_DECISIONS:
                 self.sampled.labels(upstream, decision)
             self.circuit_open.labels(upstream)
             for reason in DROP_REASONS:
@@ -480,6 +528,19 @@ class ScoreMetrics:
             "shadoweval_judge_cost_usd",
             "Cost of judge and embedding calls made while scoring.",
             ["scorer"],
+            registry=r,
+        )
+        self.judge_skipped = Counter(
+            "shadoweval_judge_skipped",
+            "Judge verdicts not asked for, by reason (budget: judge.budget.usd_per_day spent).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in JUDGE_SKIP_REASONS:
+            self.judge_skipped.labels(reason)
+        self.judge_budget_remaining_usd = Gauge(
+            "shadoweval_judge_budget_remaining_usd",
+            "USD left of judge.budget.usd_per_day today (UTC).",
             registry=r,
         )
         # Anytime-valid evidence that a candidate is worse than its baseline by more than

@@ -17,6 +17,7 @@ from prometheus_client.metrics_core import Metric
 from shadoweval import sinks
 from shadoweval.admin import admin_token as resolve_admin_token
 from shadoweval.admin import bearer_auth
+from shadoweval.campaign import candidates_view
 from shadoweval.config import Config, ConfigError
 from shadoweval.metrics import REFUSED_REASONS, Metrics
 from shadoweval.pricing import PriceTable
@@ -223,14 +224,25 @@ class ProxyServer:
             app.router.add_get("/metrics", make_aiohttp_handler(self.metrics.registry))
         else:
             app.router.add_get("/metrics", self._merged_metrics)
+        app.router.add_get("/candidates", self._candidates)
         return app
+
+    async def _families(self) -> list[Metric]:
+        """This process's metric families, merged with the relays' and the shadow worker's."""
+        if self.worker is None:
+            return list(self.metrics.registry.collect())
+        relays = self.relays.families() if self.relays is not None else asyncio.sleep(0, [])
+        theirs, worker = await asyncio.gather(relays, self.worker.families())
+        return merge_families(self.metrics.registry.collect(), *theirs, worker)
+
+    async def _candidates(self, _: web.Request) -> web.Response:
+        """Each candidate's campaign state (docs/campaigns.md), read from the same families
+        as /metrics, so it works with the shadow worker alike."""
+        return web.json_response(candidates_view(self.cfg.candidates, await self._families()))
 
     async def _merged_metrics(self, request: web.Request) -> web.Response:
         """This process's metrics, the relays' and the shadow worker's, as one exposition."""
-        assert self.worker is not None
-        relays = self.relays.families() if self.relays is not None else asyncio.sleep(0, [])
-        theirs, worker = await asyncio.gather(relays, self.worker.families())
-        families = merge_families(self.metrics.registry.collect(), *theirs, worker)
+        families = await self._families()
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         body = encoder(_Families(families))
         return web.Response(body=body, headers={"Content-Type": content_type})

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from shadoweval.campaign import Campaign, Clock, request_model
 from shadoweval.config import Config
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
@@ -59,6 +60,12 @@ class ParsedOnce:
 
     def _primary_capture(self) -> Capture:
         raise NotImplementedError
+
+    def parsed(self, request: Json) -> None:
+        """The request, already parsed by whoever needed it first."""
+        if self.deployment is not None and "model" not in request:
+            request["model"] = self.deployment
+        self._request = request
 
     def request(self) -> Json:
         """The parsed request body; raises InvalidRequest (every time) if it is not one."""
@@ -134,7 +141,7 @@ class RequestIds:
 class _Lane:
     """A candidate's queue and workers."""
 
-    def __init__(self, client: CandidateClient, metrics: Metrics) -> None:
+    def __init__(self, client: CandidateClient, metrics: Metrics, clock: Clock) -> None:
         self.client = client
         self.queue: asyncio.Queue[ShadowJob] = asyncio.Queue(client.cfg.queue_size)
         self.workers: list[asyncio.Task[None]] = []
@@ -159,6 +166,16 @@ class _Lane:
         self.err_rate = metrics.errors.labels(client.role, name, "dropped_rate_limit")
         self.err_shutdown = metrics.errors.labels(client.role, name, "dropped_shutdown")
         self.pairs = metrics.pairs.labels(name)
+        self.unmatched = metrics.sampled.labels(name, "unmatched")
+        self.drop_budget = metrics.dropped.labels(name, "budget")
+        self.drop_schedule = metrics.dropped.labels(name, "schedule")
+        lane_breaker = self.breaker
+        self.campaign = Campaign(
+            client.cfg,
+            metrics,
+            clock,
+            circuit=(lambda: lane_breaker.state != "closed") if lane_breaker else None,
+        )
 
 
 class ShadowDispatcher:
@@ -174,13 +191,17 @@ class ShadowDispatcher:
         prices: PriceTable,
         observe: ObserveFn | None = None,
         max_record_bytes: int = 4 * 1024 * 1024,
+        clock: Clock = time.time,
         conversations: ConversationStore | None = None,
     ) -> None:
+        """``clock``: unix seconds for the campaigns' schedules and days (tests fake it)."""
         self.prices = prices
         # Kept Responses turns, when a candidate rebuilds stateful conversations.
         self._conversations = conversations
         self._max_record = max_record_bytes
-        self._lanes = [_Lane(c, metrics) for c in clients]
+        self._lanes = [_Lane(c, metrics, clock) for c in clients]
+        # Only a model match needs the request body parsed in ``offer``.
+        self._match_models = any(lane.campaign.match.needs_model for lane in self._lanes)
         self._sampler = sampler
         self._sink = sink
         self._redactor = redactor
@@ -202,6 +223,7 @@ class ShadowDispatcher:
         prices: PriceTable,
         on_attempt: AttemptHook | None = None,
         observe: ObserveFn | None = None,
+        clock: Clock = time.time,
     ) -> ShadowDispatcher:
         """The candidates' clients and their dispatcher, as the proxy or its shadow worker
         runs them."""
@@ -232,11 +254,17 @@ class ShadowDispatcher:
                 if any(c.stateful == "rebuild" for c in cfg.candidates)
                 else None
             ),
+            clock=clock,
         )
 
     @property
     def clients(self) -> list[CandidateClient]:
         return [lane.client for lane in self._lanes]
+
+    @property
+    def campaigns(self) -> dict[str, Campaign]:
+        """Each candidate's campaign state (what a reload carries over)."""
+        return {lane.client.name: lane.campaign for lane in self._lanes}
 
     # -- called on the hot path -------------------------------------------------------
 
@@ -261,11 +289,23 @@ class ShadowDispatcher:
                 lane.sampled_out.inc()
             return None
         job: ShadowJob | None = None
+        task = headers.get(TASK_HEADER)
+        # Parsed once for match.models, then the job's.
+        request, model = request_model(body) if self._match_models else (None, None)
+        if self._match_models and model is None:  # an Azure deployment path names it
+            model = deployment_of(target.partition("?")[0])
         for lane in self._lanes:
+            campaign = lane.campaign
+            if not campaign.admits(route, model, task, headers):
+                lane.unmatched.inc()
+                continue
             if not self._sampler.candidate_in(key, lane.client.name, lane.client.cfg.sample_rate):
                 lane.sampled_out.inc()
                 continue
             lane.sampled_in.inc()
+            if (why := campaign.refusal()) is not None:
+                (lane.drop_budget if why == "budget" else lane.drop_schedule).inc()
+                continue
             if lane.breaker is not None and not lane.breaker.allow():
                 lane.drop_circuit.inc()
                 continue
@@ -279,6 +319,8 @@ class ShadowDispatcher:
                 continue
             if job is None:
                 job = self._new_job(route, target, headers, key, body, trace)
+                if request is not None:
+                    job.parsed(request)
             lane.queue.put_nowait(job)
             lane.depth.inc()
         if job is None and self._conversations is not None and route == "responses":
@@ -380,13 +422,40 @@ class ShadowDispatcher:
                 lane.drop_stateful.inc()  # it would answer without the conversation it continues
                 return
             request, rebuilt = conversation, True
+        campaign = lane.campaign
+        if (why := campaign.begin()) is not None:  # queued before a cap or the window closed
+            (lane.drop_budget if why == "budget" else lane.drop_schedule).inc()
+            return
+        spent: list[float | None] = [None]  # the answer's price, once known
+        paired: bool | None = False
+        try:
+            paired = await self._send(lane, job, request, rebuilt, spent)
+        finally:
+            if paired is None:  # not sent after all
+                campaign.cancel()
+            else:
+                campaign.end(spent[0], paired)
+
+    async def _send(
+        self,
+        lane: _Lane,
+        job: ShadowJob,
+        request: Json,
+        rebuilt: bool,
+        spent: list[float | None],
+    ) -> bool | None:
+        """Send, pair and emit; whether a pair was recorded, None if nothing was sent (the
+        price goes in ``spent`` as soon as the answer is parsed, so a pair that never forms
+        is still paid for)."""
+        client = lane.client
+        breaker = lane.breaker
         payload = client.transform(job.route, request)
         ticket = None
         if breaker is not None:
             ticket = breaker.begin()
             if ticket is None:  # half-open, and its one trial call is under way
                 lane.drop_circuit.inc()
-                return
+                return None
         span = job.trace.shadow(client, job.info.request_id, payload) if job.trace else None
         try:
             capture = await client.send(job.info.path, payload, job.caller_auth, job.query)
@@ -398,6 +467,7 @@ class ShadowDispatcher:
             breaker.end(ticket, capture.error_type)
         outcome = parse_answer(job.route, payload, capture, upstream=client.name, role=client.role)
         self.prices.annotate(outcome, payload.get("model"))
+        spent[0] = outcome.cost_usd
         if span is not None:
             span.finish(capture, outcome)
         if self._observe is not None:
@@ -408,8 +478,9 @@ class ShadowDispatcher:
                     await asyncio.shield(job.primary)
             except TimeoutError:
                 log.warning("primary answer for %s never completed", job.info.request_id)
-                return
+                return False
         self._emit(lane, job, outcome, rebuilt)
+        return True
 
     def _rebuilt(self, job: ShadowJob) -> Json | None:
         if job.rebuilt is None:

@@ -20,10 +20,12 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.metrics_core import Metric
 
+from shadoweval.campaign import Match, request_model
 from shadoweval.config import Config
 from shadoweval.metrics import Metrics
 from shadoweval.proxy.children import (
@@ -37,6 +39,7 @@ from shadoweval.proxy.children import (
     unframe,
 )
 from shadoweval.proxy.http import Request, decode_headers
+from shadoweval.proxy.shadow import TASK_HEADER
 from shadoweval.sampling import Sampler
 from shadoweval.types import Capture, Route
 
@@ -71,9 +74,12 @@ class Handoff:
                 metrics.sampled.labels(c.name, "in"),
                 metrics.sampled.labels(c.name, "out"),
                 metrics.dropped.labels(c.name, "worker_unavailable"),
+                Match(c.match),
+                metrics.sampled.labels(c.name, "unmatched"),
             )
             for c in cfg.candidates
         ]
+        self._match_models = any(c.match.models for c in cfg.candidates)
         self._sampled_out = [metrics.sampled.labels(c.name, "out") for c in cfg.candidates]
 
     @property
@@ -109,16 +115,23 @@ class Handoff:
                 counter.inc()
             return
         if self._open() is None:
-            self._lose(key)
+            self._lose(key, route, request.headers, request.body)
             return
         link = trace.link() if trace is not None else None
         offer = (route, request.raw_path, request.raw_headers, request.body, capture, link)
         self._queue(frame(("offer", offer), OFFER))
 
-    def _lose(self, key: bytes | None) -> None:
-        """Counted as the dispatcher would have: sampled for a candidate, then dropped."""
-        for name, rate, sampled_in, sampled_out, lost in self._candidates:
-            if self._sampler.candidate_in(key, name, rate):
+    def _lose(
+        self, key: bytes | None, route: Route, headers: Mapping[str, str], body: bytes
+    ) -> None:
+        """Counted as the dispatcher would have: matched and sampled for a candidate, then
+        dropped."""
+        model = request_model(body)[1] if self._match_models else None
+        task = headers.get(TASK_HEADER)
+        for name, rate, sampled_in, sampled_out, lost, match, unmatched in self._candidates:
+            if not match(route, model, task, headers):
+                unmatched.inc()
+            elif self._sampler.candidate_in(key, name, rate):
                 sampled_in.inc()
                 lost.inc()
             else:
@@ -169,9 +182,10 @@ class ShadowWorker(Handoff):
         if self._open() is not None:
             self._queue(data)
             return
-        _, (_, _, raw_headers, body, _, _) = unframe(data)
+        _, (route, _, raw_headers, body, _, _) = unframe(data)
         sampler = self._sampler
-        self._lose(sampler.key(decode_headers(raw_headers), body) if sampler.keyed else None)
+        headers = decode_headers(raw_headers)
+        self._lose(sampler.key(headers, body) if sampler.keyed else None, route, headers, body)
 
     async def close(self, grace_s: float, flush_s: float | None = None) -> None:
         """The worker finishes its shadows within ``grace_s``, flushes its sink within

@@ -49,3 +49,33 @@ async def test_a_relays_offer_the_worker_cannot_take_is_counted_as_lost() -> Non
         assert (
             m.registry.get_sample_value("shadoweval_shadow_sampling_decisions_total", labels) == 1
         )
+
+
+async def test_a_lost_offer_is_counted_by_the_candidates_match_rules() -> None:
+    cfg = parse(
+        {
+            "primary": {"url": "http://p"},
+            "candidates": [
+                {"name": "big", "url": "http://a", "match": {"models": ["gpt-4o"]}},
+                {"name": "small", "url": "http://b", "match": {"models": ["gpt-4o-mini"]}},
+            ],
+            "shadow_worker": {"enabled": True},
+            "listen": {"processes": 2},
+        }
+    )
+    m = Metrics()
+    worker = ShadowWorker(cfg, m)  # never started: its channel is down
+    body = b'{"model": "gpt-4o", "messages": []}'
+    offer = ("chat", "/v1/chat/completions", [(b"host", b"h")], body, Capture(started=0.0), None)
+    worker.forward(frame(("offer", offer), OFFER))
+
+    def value(name: str, **labels: str) -> float | None:
+        return m.registry.get_sample_value(name, labels)
+
+    decisions = "shadoweval_shadow_sampling_decisions_total"
+    assert value(decisions, upstream="big", decision="in") == 1
+    assert (
+        value("shadoweval_shadow_dropped_total", upstream="big", reason="worker_unavailable") == 1
+    )
+    assert value(decisions, upstream="small", decision="unmatched") == 1
+    assert value(decisions, upstream="small", decision="in") == 0

@@ -18,7 +18,9 @@ from typing import Any, Literal, TypeVar
 
 import orjson
 
+from shadoweval.campaign import Clock, DailySpend
 from shadoweval.config import ConfigError, JudgeSettings
+from shadoweval.metrics import ScoreMetrics
 from shadoweval.score.base import (
     AnswerSide,
     Pair,
@@ -179,7 +181,12 @@ class JudgeFailed(Exception):
 class Judge:
     """The judge endpoint, shared by judge_single and judge_pairwise (one concurrency bound)."""
 
-    def __init__(self, settings: JudgeSettings) -> None:
+    def __init__(
+        self,
+        settings: JudgeSettings,
+        metrics: ScoreMetrics | None = None,
+        clock: Clock = time.time,
+    ) -> None:
         if settings.url is None:
             raise ConfigError("judge.url is required by the judge scorers")
         self.settings = settings
@@ -194,12 +201,26 @@ class Judge:
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._price_in = settings.price_input_per_mtok / 1e6
         self._price_out = settings.price_output_per_mtok / 1e6
+        # judge.budget: checked before each verdict, so verdicts already asked for may
+        # pass the cap by at most judge.concurrency calls' worth.
+        self.budget = DailySpend(settings.budget.usd_per_day, clock)
+        self._skipped = metrics.judge_skipped.labels("budget") if metrics else None
+        if metrics is not None and self.budget.cap is not None:
+            metrics.judge_budget_remaining_usd.set_function(lambda: self.budget.remaining() or 0.0)
+
+    def spent_out(self) -> bool:
+        """Whether today's judge budget is spent (the verdict is then skipped, counted)."""
+        if not self.budget.exhausted():
+            return False
+        if self._skipped is not None:
+            self._skipped.inc()
+        return True
 
     @classmethod
     def shared(cls, ctx: ScorerContext) -> Judge:
         judge = ctx.shared.get("judge")
         if judge is None:
-            judge = ctx.shared["judge"] = cls(ctx.config.judge)
+            judge = ctx.shared["judge"] = cls(ctx.config.judge, ctx.metrics)
             ctx.closers.append(judge.endpoint.close)
         return judge
 
@@ -264,7 +285,9 @@ class Judge:
             tout = len(content) // 4
         call.input_tokens += tin
         call.output_tokens += tout
-        call.cost_usd += tin * self._price_in + tout * self._price_out
+        cost = tin * self._price_in + tout * self._price_out
+        call.cost_usd += cost
+        self.budget.add(cost)
 
 
 def _content(data: Json) -> str:
@@ -303,9 +326,11 @@ def judge_single(ctx: ScorerContext, *, rubric: str | None = None) -> Scorer:
     template = s.single_template or SINGLE_TEMPLATE
     text_rubric = rubric or s.rubric
 
-    async def one(pair: Pair, side: AnswerSide) -> Score:
+    async def one(pair: Pair, side: AnswerSide) -> Score | None:
         if (skip := unscored(pair, side, side=side)) is not None:
             return skip[0]
+        if judge.spent_out():
+            return None
         # {reference} for custom templates: the expected answer, else the primary's.
         reference = pair.expected
         if reference is None:
@@ -337,7 +362,8 @@ def judge_single(ctx: ScorerContext, *, rubric: str | None = None) -> Scorer:
         )
 
     async def score(pair: Pair) -> Scores:
-        return list(await asyncio.gather(*(one(pair, side) for side in s.single_sides)))
+        graded = await asyncio.gather(*(one(pair, side) for side in s.single_sides))
+        return [g for g in graded if g is not None]
 
     return score
 
@@ -359,6 +385,8 @@ def judge_pairwise(ctx: ScorerContext, *, rubric: str | None = None) -> Scorer:
     async def score(pair: Pair) -> Scores:
         if (skip := unscored(pair, "primary", "candidate")) is not None:
             return skip
+        if judge.spent_out():
+            return []
         primary, candidate = pair.text("primary"), pair.text("candidate")
         prompts = [
             render(
