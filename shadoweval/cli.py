@@ -1,5 +1,5 @@
-"""Command line: ``shadoweval serve | check-config | demo | fake-upstream | kafka init | score |
-report | replay | probe | dataset build | review serve|export|publish``."""
+"""The ``shadoweval`` command line: one subcommand per tool, each in its own module and
+imported only when run (``serve`` must not pay for the report's dependencies)."""
 
 from __future__ import annotations
 
@@ -445,8 +445,43 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Help(argparse.HelpFormatter):
+    """Every option's default in its help line, unless the text already gives it (or there
+    is none to give: no value, a flag that is off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help
+        default = action.default
+        if (
+            text is None
+            or text is argparse.SUPPRESS
+            or "default" in text
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
+
+# Started by `serve` only (the shadow worker, extra relay processes): not in --help.
+HIDDEN_COMMANDS = ("shadow-worker", "relay")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shadoweval", description=__doc__)
+    parser = _Parser(
+        prog="shadoweval",
+        description="Evaluate candidate LLMs on your own production traffic: a proxy that "
+        "mirrors sampled requests to candidates, scorers, reports with intervals "
+        "(docs/ has the guides). `shadoweval COMMAND --help` for a command's options.",
+    )
     parser.add_argument("--version", action="version", version=f"shadoweval {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -454,32 +489,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", required=True, help="YAML config file")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("shadow-worker", help=argparse.SUPPRESS)  # started by `serve`
-    p.add_argument("--fd", type=int, required=True)
-    p.set_defaults(func=cmd_shadow_worker)
-
-    p = sub.add_parser("relay", help=argparse.SUPPRESS)  # started by `serve` (listen.processes)
-    p.add_argument("--fd", type=int, required=True)
-    p.set_defaults(func=cmd_relay)
+    for name, func in zip(HIDDEN_COMMANDS, (cmd_shadow_worker, cmd_relay), strict=True):
+        p = sub.add_parser(name)  # no help: not listed
+        p.add_argument("--fd", type=int, required=True, help="the channel to `serve`")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("check-config", help="validate a config file and exit")
     p.add_argument("config", help="YAML config file")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("demo", help="run fake upstreams + the proxy + traffic, print a summary")
-    p.add_argument("--requests", type=int, default=300)
+    p.add_argument("--requests", type=int, default=300, help="caller requests to send")
     p.add_argument("--out", default="shadoweval-demo/pairs.jsonl", help="pairs file to write")
     p.add_argument("--real-model", action="store_true", help="llama-server + Gemma 3 270M")
     p.add_argument("--llama-url", help="with --real-model: a running llama-server to use")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("fake-upstream", help="run a fake OpenAI-compatible server")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=9001)
-    p.add_argument("--model", default="fake-model")
-    p.add_argument("--latency-ms", type=float, default=0.0)
-    p.add_argument("--token-delay-ms", type=float, default=0.0)
-    p.add_argument("--error-rate", type=float, default=0.0)
+    p.add_argument("--host", default="127.0.0.1", help="listen address")
+    p.add_argument("--port", type=int, default=9001, help="listen port")
+    p.add_argument("--model", default="fake-model", help="the model name its answers carry")
+    p.add_argument("--latency-ms", type=float, default=0.0, help="delay before each answer")
+    p.add_argument(
+        "--token-delay-ms", type=float, default=0.0, help="delay between streamed tokens"
+    )
+    p.add_argument(
+        "--error-rate", type=float, default=0.0, help="share of requests answered with a 500"
+    )
     p.add_argument(
         "--mode",
         default="normal",
@@ -656,6 +692,8 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--config", "-c", help="review config (YAML)")
         r.add_argument("--db", help="SQLite file (default: db_path, review.sqlite)")
         r.set_defaults(func=cmd_review)
+    # The commands' list shows the visible ones only (argparse would name every choice).
+    sub.metavar = "{" + ",".join(n for n in sub.choices if n not in HIDDEN_COMMANDS) + "}"
     return parser
 
 

@@ -20,6 +20,7 @@ from typing import Any, cast
 from shadoweval import stats
 from shadoweval.campaign import Match, window
 from shadoweval.config import Candidate, Config, ConfigError, ScorerConfig, ScorerSpec
+from shadoweval.console import Column, table_lines
 from shadoweval.pricing import PriceTable
 from shadoweval.records import PAIR_SCHEMA, iter_jsonl
 from shadoweval.types import Json, Route, Usage
@@ -254,19 +255,18 @@ def render(
         f"observed traffic: {traffic_per_day:,.0f} requests/day; pairs needed per "
         f"candidate: {pairs_needed} ({needed_from})",
         "",
-        f"{'candidate':<20} {'matched':>8} {'pairs/day':>11} {'USD/day':>10} {'days':>8}  notes",
     ]
+    rows: list[tuple[object, ...]] = []
     for p in plans:
         usd = _usd(p.usd_per_day) if p.usd_per_day is not None else "unpriced"
         d = p.days_to_needed
         days = "never" if d is None else f"{d:,.1f}" if d >= 1 else f"{d:.3f}"
         notes = "; ".join(filter(None, [*(f"limited by {x}" for x in p.limited_by), p.note]))
-        lines.append(
-            f"{p.name:<20} {p.matched_share:>7.0%} {p.pairs_per_day:>11,.0f} {usd:>10} "
-            f"{days:>8}  {notes}"
-        )
+        rows.append((p.name, f"{p.matched_share:.0%}", f"{p.pairs_per_day:,.0f}", usd, days, notes))
     total = sum(p.usd_per_day or 0.0 for p in plans)
-    lines.append(f"{'candidates, total':<20} {'':>8} {'':>11} {_usd(total):>10}")
+    rows.append(("candidates, total", "", "", _usd(total), "", ""))
+    numbers = ("matched", "pairs/day", "USD/day", "days")
+    lines += table_lines(["candidate", *(Column(c, right=True) for c in numbers), "notes"], rows)
     if judge is not None:
         lim = f"  limited by {judge.limited_by}" if judge.limited_by else ""
         lines.append(
