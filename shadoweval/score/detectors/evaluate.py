@@ -170,6 +170,7 @@ class Counts:
 
         p = rate(self.tp, self.tp + self.fp)
         r = rate(self.tp, self.tp + self.fn)
+        spec = rate(self.tn, self.tn + self.fp)
         pv, rv = p["value"], r["value"]
         f1 = (
             round(2 * pv * rv / (pv + rv), 4)
@@ -184,6 +185,7 @@ class Counts:
             "tn": self.tn,
             "precision": p,
             "recall": r,
+            "specificity": spec,
             "f1": f1,
         }
 
