@@ -45,6 +45,8 @@ class RefusalModel:
         self._w = np.asarray(weights, dtype=np.float32)
         self._b = float(bias)
         self.threshold = threshold
+        # Refusals repeat word for word across answers: each distinct text is encoded once.
+        self._read = functools.lru_cache(maxsize=4096)(self._probability)
 
     @staticmethod
     def wants(text: str) -> bool:
@@ -55,10 +57,13 @@ class RefusalModel:
         return any(g in folded for g in GATE)
 
     def __call__(self, text: str) -> ModelReading:
-        vec = self._enc.encode([text[:MAX_CHARS]])[0]
-        z = float(self._np.dot(vec, self._w)) + self._b
-        p = 1.0 / (1.0 + math.exp(-z))
+        p = self._read(text[:MAX_CHARS])
         return ModelReading(p, p >= self.threshold)
+
+    def _probability(self, text: str) -> float:
+        vec = self._enc.encode([text])[0]
+        z = float(self._np.dot(vec, self._w)) + self._b
+        return 1.0 / (1.0 + math.exp(-z))
 
 
 @functools.cache
