@@ -21,11 +21,15 @@ from typing import Any
 
 import harness
 
+from shadoweval.score.detectors import refusal_model
 from shadoweval.score.detectors.evaluate import DETECTORS, LabelledFileError, evaluate, load
 
 SETS = Path(__file__).parent / "detectors"
 RESULTS = Path(__file__).parent / "results"
 SPLITS = ("test", "dev", "fresh")
+# Also measured: refusal with the embedding classifier on (safety.refusal.model).
+CLASSIFIER = "refusal + classifier"
+CLASSIFIER_CONFIG = {"safety": {"refusal": {"model": True}}}
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "detectors.md"
 START, END = "<!-- detectors:start -->", "<!-- detectors:end -->"
 
@@ -98,6 +102,11 @@ def main() -> int:
             path = SETS / f"{det}.{split}.jsonl"
             if path.exists():
                 results[det][split] = evaluate(det, load(path))
+        if det == "refusal" and refusal_model.shared() is not None:
+            results[CLASSIFIER] = {
+                split: evaluate(det, load(SETS / f"{det}.{split}.jsonl"), CLASSIFIER_CONFIG)
+                for split in SPLITS
+            }
     md = "# Safety detectors on their labelled sets\n\n" + "\n".join(
         [
             table(results, "test"),

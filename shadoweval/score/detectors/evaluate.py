@@ -95,8 +95,8 @@ def _record(item: Item) -> dict[str, Any]:
 Reader = Callable[[Item], tuple[bool, str]]
 
 
-def _scorer_reader(name: str, fired: Callable[[Score], bool]) -> Reader:
-    ctx = ScorerContext(parse_scorer({}, environ={}))
+def _scorer_reader(name: str, fired: Callable[[Score], bool], config: Json) -> Reader:
+    ctx = ScorerContext(parse_scorer(config, environ={}))
     built = registry.build(ScorerSpec(use=name), ctx, f"evaluate.{name}")
 
     def read(item: Item) -> tuple[bool, str]:
@@ -136,13 +136,15 @@ def _injection_reader() -> Reader:
     return read
 
 
-def reader(detector: str) -> Reader:
+def reader(detector: str, config: Json | None = None) -> Reader:
+    """``config``: the scorer's settings to measure with (default: its defaults)."""
+    cfg = config or {}
     if detector == "injection":
         return _injection_reader()
     if detector == "system_prompt_leak":
-        return _scorer_reader("secret_leak", lambda s: "system_prompt" in (s.label or ""))
+        return _scorer_reader("secret_leak", lambda s: "system_prompt" in (s.label or ""), cfg)
     if detector in DETECTORS:
-        return _scorer_reader(detector, lambda s: s.value == 1.0)
+        return _scorer_reader(detector, lambda s: s.value == 1.0, cfg)
     raise ValueError(f"unknown detector {detector!r}; one of {', '.join(DETECTORS)}")
 
 
@@ -190,9 +192,9 @@ class Counts:
         }
 
 
-def evaluate(detector: str, items: Iterable[Item]) -> Json:
+def evaluate(detector: str, items: Iterable[Item], config: Json | None = None) -> Json:
     """Counts overall and per language, and every miss (false positive or negative)."""
-    read = reader(detector)
+    read = reader(detector, config)
     total = Counts()
     langs: dict[str, Counts] = {}
     misses: list[Json] = []
