@@ -179,7 +179,9 @@ def cmd_score(args: argparse.Namespace) -> int:
             print(f"{name:<16} {origin}")
         return 0
     if args.evaluate_detectors:
-        return _evaluate_detectors(args.evaluate_detectors, args.detector, args.evaluation_json)
+        return _evaluate_detectors(
+            args.evaluate_detectors, args.detector, args.evaluation_json, args.config
+        )
     if not args.config:
         raise ConfigError("score: --config is required")
     cfg = load_scorer(args.config)
@@ -200,9 +202,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_detectors(path: str, detector: str | None, json_out: str | None = None) -> int:
+def _evaluate_detectors(
+    path: str, detector: str | None, json_out: str | None = None, config: str | None = None
+) -> int:
     """Precision, recall and F1 (Wilson 95% intervals) of a detector on a labelled file,
-    per language, and its misses (docs/detectors.md gives the file format)."""
+    per language, and its misses (docs/detectors.md gives the file format); with
+    ``--config``, the detector runs with that scorer config's settings."""
+    from shadoweval.config import load_scorer
     from shadoweval.score.detectors.evaluate import DETECTORS, LabelledFileError, evaluate, load
 
     if detector not in DETECTORS:
@@ -214,7 +220,7 @@ def _evaluate_detectors(path: str, detector: str | None, json_out: str | None = 
         items = load(Path(path))
     except LabelledFileError as exc:
         raise ConfigError(str(exc)) from None
-    result = evaluate(detector, items)
+    result = evaluate(detector, items, load_scorer(config) if config else None)
     if json_out:
         import json
 

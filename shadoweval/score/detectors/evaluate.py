@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shadoweval.config import ScorerSpec, parse_scorer
+from shadoweval.config import ScorerConfig, ScorerSpec, parse_scorer
 from shadoweval.score import registry
 from shadoweval.score.base import Pair, Score, ScorerContext
 from shadoweval.stats import wilson
@@ -95,8 +95,12 @@ def _record(item: Item) -> dict[str, Any]:
 Reader = Callable[[Item], tuple[bool, str]]
 
 
-def _scorer_reader(name: str, fired: Callable[[Score], bool], config: Json) -> Reader:
-    ctx = ScorerContext(parse_scorer(config, environ={}))
+Settings = Json | ScorerConfig | None
+
+
+def _scorer_reader(name: str, fired: Callable[[Score], bool], config: Settings) -> Reader:
+    cfg = config if isinstance(config, ScorerConfig) else parse_scorer(config or {}, environ={})
+    ctx = ScorerContext(cfg)
     built = registry.build(ScorerSpec(use=name), ctx, f"evaluate.{name}")
 
     def read(item: Item) -> tuple[bool, str]:
@@ -136,9 +140,9 @@ def _injection_reader() -> Reader:
     return read
 
 
-def reader(detector: str, config: Json | None = None) -> Reader:
+def reader(detector: str, config: Settings = None) -> Reader:
     """``config``: the scorer's settings to measure with (default: its defaults)."""
-    cfg = config or {}
+    cfg = config
     if detector == "injection":
         return _injection_reader()
     if detector == "system_prompt_leak":
@@ -192,7 +196,7 @@ class Counts:
         }
 
 
-def evaluate(detector: str, items: Iterable[Item], config: Json | None = None) -> Json:
+def evaluate(detector: str, items: Iterable[Item], config: Settings = None) -> Json:
     """Counts overall and per language, and every miss (false positive or negative)."""
     read = reader(detector, config)
     total = Counts()
