@@ -67,6 +67,12 @@ def test_the_evaluation_command_runs_with_a_scorer_config(
     cfg.write_text("safety:\n  refusal:\n    extra_patterns: ['\\bcontact a human agent\\b']\n")
     args = ["score", "--evaluate-detectors", str(labelled), "--detector", "refusal"]
     assert main(args) == 0
-    assert "(tp 0 fp 0 fn 1 tn 0)" in capsys.readouterr().out
+    assert counts(capsys.readouterr().out) == ["0", "0", "1", "0"]  # tp fp fn tn
     assert main([*args, "--config", str(cfg)]) == 0
-    assert "(tp 1 fp 0 fn 0 tn 0)" in capsys.readouterr().out
+    assert counts(capsys.readouterr().out) == ["1", "0", "0", "0"]
+
+
+def counts(out: str) -> list[str]:
+    """tp, fp, fn, tn of the table's "all" row."""
+    row = next(line for line in out.splitlines() if line.startswith("all "))
+    return row.split()[-4:]
