@@ -61,6 +61,12 @@ def cmd_shadow_worker(args: argparse.Namespace) -> int:
     return run_worker(args.fd)
 
 
+def cmd_shadow_pairing(args: argparse.Namespace) -> int:
+    from shadoweval.proxy.pairing_child import run_pairing
+
+    return run_pairing(args.fd)
+
+
 def cmd_relay(args: argparse.Namespace) -> int:
     from shadoweval.proxy.relays import run_relay
 
@@ -409,6 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("shadow-worker", help=argparse.SUPPRESS)  # started by `serve`
     p.add_argument("--fd", type=int, required=True)
     p.set_defaults(func=cmd_shadow_worker)
+
+    p = sub.add_parser("shadow-pairing", help=argparse.SUPPRESS)  # started by the worker
+    p.add_argument("--fd", type=int, required=True)
+    p.set_defaults(func=cmd_shadow_pairing)
 
     p = sub.add_parser("relay", help=argparse.SUPPRESS)  # started by `serve` (listen.processes)
     p.add_argument("--fd", type=int, required=True)

@@ -14,7 +14,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from shadoweval.config import Config
@@ -24,7 +24,8 @@ from shadoweval.proxy.breaker import Breaker
 from shadoweval.proxy.candidate import AttemptHook, CandidateClient
 from shadoweval.proxy.loops import hop_header
 from shadoweval.proxy.openai import InvalidRequest, parse_answer, parse_request
-from shadoweval.records import RequestInfo, build_pair, fit, record_limit
+from shadoweval.proxy.pairing import FinishFn, ObserveFn, Pairing
+from shadoweval.records import RequestInfo, record_limit
 from shadoweval.redaction import Redactor
 from shadoweval.routes import refers_to_state
 from shadoweval.sampling import Sampler
@@ -36,8 +37,7 @@ if TYPE_CHECKING:  # imported only when tracing is on (it loads OpenTelemetry)
 
 log = logging.getLogger(__name__)
 
-# Called with every parsed upstream outcome (metrics hook).
-ObserveFn = Callable[[Outcome, Route], None]
+__all__ = ["ObserveFn", "ParsedOnce", "ShadowDispatcher", "ShadowJob"]
 
 TASK_HEADER = "x-shadoweval-task"
 
@@ -82,7 +82,7 @@ class ParsedOnce:
 class ShadowJob(ParsedOnce):
     """One sampled request, shared by every candidate it was queued for."""
 
-    __slots__ = ("caller_auth", "info", "primary", "record_parts", "trace")
+    __slots__ = ("caller_auth", "info", "link", "primary", "queued_at", "record_parts", "trace")
 
     def __init__(
         self,
@@ -97,6 +97,11 @@ class ShadowJob(ParsedOnce):
         self.caller_auth = caller_auth
         self.trace = trace
         self.primary: asyncio.Future[Capture] = asyncio.get_running_loop().create_future()
+        # time.perf_counter() when it was handed over (the proxy's, in worker mode): the
+        # origin of the record's queue_wait_s.
+        self.queued_at = time.perf_counter()
+        # The shadow worker's: the SERVER span's context, for the idle child's spans.
+        self.link: tuple[int, int, int] | None = None
         # The redacted request and primary side, built once for all candidates' records.
         self.record_parts: dict[str, Any] = {}
 
@@ -146,7 +151,6 @@ class _Lane:
         self.err_full = metrics.errors.labels(client.role, name, "dropped_queue_full")
         self.err_rate = metrics.errors.labels(client.role, name, "dropped_rate_limit")
         self.err_shutdown = metrics.errors.labels(client.role, name, "dropped_shutdown")
-        self.pairs = metrics.pairs.labels(name)
 
 
 class ShadowDispatcher:
@@ -162,18 +166,20 @@ class ShadowDispatcher:
         prices: PriceTable,
         observe: ObserveFn | None = None,
         max_record_bytes: int = 4 * 1024 * 1024,
+        finish: FinishFn | None = None,
     ) -> None:
+        """``finish``: where finished shadows go instead of being paired here (the shadow
+        worker hands them to its idle child)."""
         self.prices = prices
-        self._max_record = max_record_bytes
         self._lanes = [_Lane(c, metrics) for c in clients]
         self._sampler = sampler
-        self._sink = sink
-        self._redactor = redactor
         self._metrics = metrics
-        self._primary_name = primary_name
+        self._pairing = Pairing(
+            sink, redactor, metrics, primary_name, prices, observe, max_record_bytes
+        )
+        self._finish = finish
         # A candidate may finish long before the primary; wait for it, but not forever.
         self._primary_wait = primary_timeout_s + 5.0
-        self._observe = observe
         self._keeps_caller_auth = any(c.cfg.forward_caller_auth for c in clients)
         self._closing = False
         self._ids = RequestIds()
@@ -187,6 +193,7 @@ class ShadowDispatcher:
         prices: PriceTable,
         on_attempt: AttemptHook | None = None,
         observe: ObserveFn | None = None,
+        finish: FinishFn | None = None,
     ) -> ShadowDispatcher:
         """The candidates' clients and their dispatcher, as the proxy or its shadow worker
         runs them."""
@@ -212,6 +219,7 @@ class ShadowDispatcher:
             prices=prices,
             observe=observe,
             max_record_bytes=record_limit(cfg),
+            finish=finish,
         )
 
     @property
@@ -339,7 +347,8 @@ class ShadowDispatcher:
             if ticket is None:  # half-open, and its one trial call is under way
                 lane.drop_circuit.inc()
                 return
-        span = job.trace.shadow(client, job.info.request_id, payload) if job.trace else None
+        span = job.trace.shadow(client.cfg, job.info.request_id, payload) if job.trace else None
+        sent_at = time.perf_counter()
         try:
             capture = await client.send(job.info.path, payload, job.caller_auth)
         except BaseException:
@@ -348,28 +357,22 @@ class ShadowDispatcher:
             raise
         if breaker is not None and ticket is not None:
             breaker.end(ticket, capture.error_type)
-        outcome = parse_answer(job.route, payload, capture, upstream=client.name, role=client.role)
-        self.prices.annotate(outcome, payload.get("model"))
-        if span is not None:
-            span.finish(capture, outcome)
-        if self._observe is not None:
-            self._observe(outcome, job.route)
         if not job.primary.done():
             try:
                 async with asyncio.timeout(self._primary_wait):
                     await asyncio.shield(job.primary)
             except TimeoutError:
                 log.warning("primary answer for %s never completed", job.info.request_id)
+                if span is not None:
+                    outcome = parse_answer(
+                        job.route, payload, capture, upstream=client.name, role=client.role
+                    )
+                    span.finish(capture, outcome)
                 return
-        self._emit(lane, job, outcome)
-
-    def _emit(self, lane: _Lane, job: ShadowJob, candidate: Outcome) -> None:
-        primary = job.primary_outcome(self._primary_name, self.prices)
-        record = build_pair(
-            job.info, job.request(), primary, candidate, self._redactor, job.record_parts
-        )
-        self._sink.put(fit(record, self._max_record), job.info.request_id.encode())
-        lane.pairs.inc()
+        if self._finish is not None:
+            self._finish(client.cfg, job, payload, capture, sent_at)
+        else:
+            self._pairing.record(client.cfg, job, payload, capture, sent_at, span)
 
     # -- lifecycle ---------------------------------------------------------------------
 
