@@ -99,6 +99,10 @@ class FakeUpstream:
     received: list[Received] = field(default_factory=list)
     # The size of a hostile answer (for gzip_bomb: inflated); 1 GiB by default.
     bomb_bytes: int = 1 << 30
+    # Streams: (seconds to the last byte, seconds to the first token) of each answer, from
+    # the request's arrival in the handler to those writes; served at GET /_fake/served as
+    # the truth a record's candidate timings are checked against (testing/timings.py).
+    served: list[tuple[float, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -153,6 +157,7 @@ class FakeUpstream:
         app.router.add_post("/v1/responses", self._handle)
         app.router.add_post("/v1/messages", self._handle)  # Anthropic Messages
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/_fake/served", self._timings)
         app.router.add_route("*", "/{tail:.*}", self._echo_other)
         return app
 
@@ -178,6 +183,9 @@ class FakeUpstream:
             {"object": "list", "data": [{"id": self.model, "object": "model"}]}
         )
 
+    async def _timings(self, _: web.Request) -> web.Response:
+        return web.json_response({"served": self.served})
+
     async def _echo_other(self, request: web.Request) -> web.Response:
         """Unknown routes: say what arrived, so pass-through can be checked."""
         body = await request.read()
@@ -190,6 +198,7 @@ class FakeUpstream:
         )
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.perf_counter()
         raw = await request.read()
         try:
             body = orjson.loads(raw)
@@ -237,7 +246,7 @@ class FakeUpstream:
         usage = {"prompt_tokens": _tokens(prompt), "completion_tokens": _tokens(answer)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if body.get("stream") is True:
-            return await self._stream(request, route, body, model, answer, usage)
+            return await self._stream(request, route, body, model, answer, usage, arrived)
         return web.json_response(_complete(route, model, answer, usage, body))
 
     def _bomb_parts(self) -> tuple[bytes, int, bytes]:
@@ -318,6 +327,7 @@ class FakeUpstream:
         model: str,
         answer: str,
         usage: dict[str, int],
+        arrived: float = 0.0,
     ) -> web.StreamResponse:
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -326,15 +336,19 @@ class FakeUpstream:
         words = answer.split(" ")
         events = list(_stream_events(route, model, words, usage, body))
         cut = len(events) // 2 if self.mode == "truncate" else None
+        first = arrived
         for i, event in enumerate(events):
             if cut is not None and i == cut:
                 assert request.transport is not None
                 request.transport.close()  # half an answer, then gone
                 return resp
             await resp.write(event)
+            if i == 0:
+                first = time.perf_counter()
             if self.token_delay_s and i < len(events) - 1:
                 await asyncio.sleep(self.token_delay_s)
         await resp.write_eof()
+        self.served.append((time.perf_counter() - arrived, first - arrived))
         return resp
 
 

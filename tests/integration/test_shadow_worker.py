@@ -74,7 +74,7 @@ async def wait_for_pairs(admin_url: str, n: int, **labels: str) -> str:
     return text
 
 
-async def test_pairs_and_metrics_come_from_the_worker(tmp_path: Path) -> None:
+async def test_pairs_and_metrics_come_from_the_worker(tmp_path: Path, validate_pair: Any) -> None:
     async with running_stack(overrides=overrides(tmp_path)) as stack:
         worker = stack.proxy.worker
         assert worker is not None and stack.proxy.dispatcher is None
@@ -111,6 +111,9 @@ async def test_pairs_and_metrics_come_from_the_worker(tmp_path: Path) -> None:
         assert r["primary"]["output_text"] == "Echo: hello worker"
         assert r["candidate"]["upstream"] == "cand-a"
         assert r["request"]["messages"] == MESSAGES
+        validate_pair(r)
+        # Timed in the worker, parsed in its idle child: both waits are on the record.
+        assert r["candidate"]["queue_wait_s"] >= 0 and r["candidate"]["parse_wait_s"] >= 0
 
 
 async def test_a_dead_worker_costs_shadows_only_and_is_replaced(tmp_path: Path) -> None:
