@@ -164,6 +164,40 @@ async def test_a_dead_worker_costs_shadows_only_and_is_replaced(tmp_path: Path) 
     assert 1 <= len(contents) <= 2
 
 
+async def test_a_dead_pairing_process_costs_records_only_and_is_replaced(tmp_path: Path) -> None:
+    async with running_stack(overrides=overrides(tmp_path)) as stack:
+        worker = stack.proxy.worker
+        assert worker is not None and worker.process.pid is not None
+        (first,) = children_of(worker.process.pid)
+        c = client(stack.url)
+        os.kill(first, signal.SIGKILL)
+
+        async def restarted() -> bool:
+            text = await scrape(stack.proxy.admin_url)
+            return sample(text, "shadoweval_process_restarts_total", process="shadow_pairing") == 1
+
+        await wait_for(restarted, what="the worker to notice its dead pairing process")
+        # Callers never notice; the answers the worker cannot hand over are counted.
+        answer = await c.chat.completions.create(model="prod-model", messages=MESSAGES)
+        assert answer.choices[0].message.content == "Echo: hello worker"
+
+        async def counted() -> bool:
+            text = await scrape(stack.proxy.admin_url)
+            unrecorded = sample(text, "shadoweval_shadow_unrecorded_total", upstream="cand-a")
+            return unrecorded + sample(text, "shadoweval_pairs_total", upstream="cand-a") == 1
+
+        await wait_for(counted, what="the shadow to be recorded or counted unrecorded")
+        # A new pairing process takes over (after a short back-off) and records flow again.
+        await wait_for(
+            lambda: children_of(worker.process.pid) not in ([], [first]),
+            what="a replacement pairing process",
+        )
+        before = sample(await scrape(stack.proxy.admin_url), "shadoweval_pairs_total")
+        await c.chat.completions.create(model="prod-model", messages=MESSAGES)
+        await wait_for_pairs(stack.proxy.admin_url, int(before) + 1, upstream="cand-a")
+    assert len(list(iter_jsonl([tmp_path / "pairs.jsonl"], Counter()))) >= 1
+
+
 async def test_sampling_is_decided_once_and_only_mirrored_requests_cross(tmp_path: Path) -> None:
     """The proxy takes the global decision (the worker never draws again) and counts the
     requests it keeps; a keyed decision gives the same pairs as in one process."""
