@@ -200,6 +200,11 @@ class Campaign:
             return "budget"
         return None
 
+    @property
+    def prices_answers(self) -> bool:
+        """Whether each answer's price is needed as it arrives (a USD budget)."""
+        return self.spend.cap is not None
+
     def admits(
         self, route: Route, model: str | None, task: str | None, headers: Mapping[str, str]
     ) -> bool:

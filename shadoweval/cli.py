@@ -61,6 +61,12 @@ def cmd_shadow_worker(args: argparse.Namespace) -> int:
     return run_worker(args.fd)
 
 
+def cmd_shadow_pairing(args: argparse.Namespace) -> int:
+    from shadoweval.proxy.pairing_child import run_pairing
+
+    return run_pairing(args.fd)
+
+
 def cmd_relay(args: argparse.Namespace) -> int:
     from shadoweval.proxy.relays import run_relay
 
@@ -485,8 +491,9 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-# Started by `serve` only (the shadow worker, extra relay processes): not in --help.
-HIDDEN_COMMANDS = ("shadow-worker", "relay")
+# Started by `serve` only (the shadow worker, its pairing process, extra relay processes):
+# not in --help.
+HIDDEN_COMMANDS = ("shadow-worker", "shadow-pairing", "relay")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -503,9 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", required=True, help="YAML config file")
     p.set_defaults(func=cmd_serve)
 
-    for name, func in zip(HIDDEN_COMMANDS, (cmd_shadow_worker, cmd_relay), strict=True):
+    hidden = (cmd_shadow_worker, cmd_shadow_pairing, cmd_relay)
+    for name, func in zip(HIDDEN_COMMANDS, hidden, strict=True):
         p = sub.add_parser(name)  # no help: not listed
-        p.add_argument("--fd", type=int, required=True, help="the channel to `serve`")
+        p.add_argument("--fd", type=int, required=True, help="the channel to its parent")
         p.set_defaults(func=func)
 
     p = sub.add_parser("check-config", help="validate a config file and exit")

@@ -627,14 +627,16 @@ class MetricsConfig(_Model):
 
 
 class ShadowWorker(_Model):
-    # Shadows (candidates, pairing, redaction, the sink, probes) in a child process at a
-    # lower priority, so their CPU never sits in the callers' latency tail.
+    # Shadows in child processes: the worker sends and reads (normal priority, so candidate
+    # timings are the wire's); its pairing process (parsing, pairing, redaction, the sink,
+    # probes) at a lower priority, so their CPU never sits in the callers' latency tail.
     enabled: bool = False
-    # idle: the worker runs only on CPU time the proxy leaves (Linux SCHED_IDLE, preempted
-    # at once when the proxy wakes); normal: an ordinary process, `nice` lower.
+    # The pairing process's. idle: it runs only on CPU time the rest leaves (Linux
+    # SCHED_IDLE, preempted at once when the proxy wakes); normal: ordinary, `nice` lower.
     scheduling: Literal["idle", "normal"] = "idle"
     nice: int = Field(10, ge=0, le=19)
-    # Handed-over requests waiting for the worker beyond this are dropped and counted.
+    # Handed-over requests waiting for the worker beyond this are dropped and counted, and
+    # so are answers waiting for the pairing process.
     max_pending_bytes: int = Field(64 * _MIB, ge=64 * 1024, le=4096 * _MIB)
     start_timeout_s: float = Field(30.0, gt=0, le=600, allow_inf_nan=False)
 

@@ -200,6 +200,14 @@ class Metrics:
             ["upstream", "reason"],
             registry=r,
         )
+        self.unrecorded = Counter(
+            "shadoweval_shadow_unrecorded",
+            "Candidate answers received but not recorded: the shadow worker's idle pairing "
+            "process was behind (its hand-off over shadow_worker.max_pending_bytes) or "
+            "restarting.",
+            ["upstream"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "shadoweval_shadow_queue_depth",
             "Shadow requests waiting for a worker.",
@@ -430,6 +438,7 @@ class Metrics:
             "sampled_in": total("shadoweval_shadow_sampling_decisions_total", decision="in"),
             "pairs": total("shadoweval_pairs_total"),
             "shadows_dropped": total("shadoweval_shadow_dropped_total"),
+            "shadows_unrecorded": total("shadoweval_shadow_unrecorded_total"),
             "shadows_internal": sum(
                 total("shadoweval_upstream_errors_total", role=role, error_type="internal")
                 for role in ("candidate", "control")
@@ -457,6 +466,7 @@ class Metrics:
             self.queue_depth.labels(upstream)
             self.in_flight.labels(upstream)
             self.pairs.labels(upstream)
+            self.unrecorded.labels(upstream)
             for decision in SAMPLING_DECISIONS:
                 self.sampled.labels(upstream, decision)
             self.circuit_open.labels(upstream)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from yarl import URL
 
 from shadoweval import __version__
-from shadoweval.config import Config, ConfigError, Primary
+from shadoweval.config import Candidate, Config, ConfigError, Primary
 from shadoweval.config import Tracing as TracingConfig
 from shadoweval.pricing import PriceTable
 from shadoweval.protocols.openai import InvalidRequest, error_type_for_status
@@ -51,7 +51,6 @@ except ImportError as exc:  # the optional extra "tracing"
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
-    from shadoweval.proxy.candidate import CandidateClient
     from shadoweval.proxy.http import Request
     from shadoweval.proxy.shadow import ParsedOnce
 
@@ -230,15 +229,19 @@ class TraceLink:
         """Hex trace id of the SERVER span (the caller's trace when it sent traceparent)."""
         return trace.format_trace_id(self.context.trace_id)
 
-    def shadow(self, client: CandidateClient, request_id: str, payload: Json) -> ShadowSpan:
+    def shadow(
+        self, cand: Candidate, request_id: str, payload: Json, started: float | None = None
+    ) -> ShadowSpan:
         """A CLIENT span for one shadow call: a new trace (the shadow outlives the caller's
-        request and is not part of what the caller waited for), linked to the SERVER span."""
+        request and is not part of what the caller waited for), linked to the SERVER span.
+        ``started``: the ``time.perf_counter()`` it was sent at, when the span is made after
+        the call (the shadow worker's idle child); default now."""
         operation = OPERATIONS[self._route or "chat"]  # only understood routes are mirrored
         attrs: dict[str, str | int] = {
-            **_server_attrs(client.cfg.url),
+            **_server_attrs(cand.url),
             "gen_ai.operation.name": operation,
-            "shadoweval.upstream": client.name,
-            "shadoweval.role": client.role,
+            "shadoweval.upstream": cand.name,
+            "shadoweval.role": cand.role,
             "shadoweval.request_id": request_id,
         }
         model = _model(payload)
@@ -251,7 +254,7 @@ class TraceLink:
             SpanKind.CLIENT,
             attrs,
             links=[Link(self.context)],
-            start_time=anchor[0],
+            start_time=anchor[0] if started is None else _at(anchor, started),
         )
         return ShadowSpan(span, anchor)
 

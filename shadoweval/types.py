@@ -126,6 +126,10 @@ class Outcome:
     attempts: int = 1
     cost_usd: float | None = None
     extra: Json = field(default_factory=dict)
+    # Candidates: seconds the shadow waited before it was sent (hand-off to first send) and
+    # its answer waited before parsing (last byte to parse): load, not the model's latency.
+    queue_wait_s: float | None = None
+    parse_wait_s: float | None = None
 
     def as_dict(self) -> Json:
         return {
@@ -147,4 +151,14 @@ class Outcome:
             "attempts": self.attempts,
             "cost_usd": self.cost_usd,
             **({"extra": self.extra} if self.extra else {}),
+            **(
+                {"queue_wait_s": round(self.queue_wait_s, 6)}
+                if self.queue_wait_s is not None
+                else {}
+            ),
+            **(
+                {"parse_wait_s": round(self.parse_wait_s, 6)}
+                if self.parse_wait_s is not None
+                else {}
+            ),
         }

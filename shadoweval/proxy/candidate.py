@@ -238,6 +238,7 @@ class CandidateClient:
     ) -> tuple[Capture, str | None]:
         cap = Capture(started=time.perf_counter(), limit=self._capture_max)
         retry_after = None
+        ended: float | None = None
 
         def keep(chunk: bytes) -> None:
             cap.keep(chunk)
@@ -255,12 +256,14 @@ class CandidateClient:
                     # At the limit release() closes the connection: the exchange is unfinished.
                     with contextlib.suppress(_CaptureFull):
                         await resp.relay_to(keep)
+                        ended = resp.completed_at
                 finally:
                     resp.release()
             cap.error_type = error_type_for_status(resp.status or 0)
         except Exception as exc:
             cap.error_type, cap.error = classify(exc)
-        cap.latency_s = time.perf_counter() - cap.started
+        # A whole answer ends with its last byte; a cut or failed one when it was given up.
+        cap.latency_s = (ended if ended is not None else time.perf_counter()) - cap.started
         return cap, retry_after
 
 

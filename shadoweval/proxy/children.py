@@ -25,7 +25,7 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
@@ -346,6 +346,10 @@ class Parent:
         self.flush_s: float | None = None
         # Set once the child has built what answers them.
         self.collect: Callable[[], Iterable[Metric]] | None = None
+        # Instead of ``collect`` while running: families gathered from a child of this
+        # child (the shadow worker's idle one); ``collect`` still gives the final ones.
+        self.gather: Callable[[], Awaitable[list[Metric]]] | None = None
+        self._answers: set[asyncio.Task[None]] = set()
         self.on_offer: Callable[[tuple[Any, ...]], None] | None = None
         self.channel: Channel | None = None
 
@@ -371,12 +375,19 @@ class Parent:
             if not self.stop.done():
                 self.flush_s = message[2] if len(message) > 2 else None
                 self.stop.set_result(message[1])
+        elif kind == "metrics" and self.gather is not None:
+            task = asyncio.get_running_loop().create_task(self._answer(message[1], self.gather))
+            self._answers.add(task)
+            task.add_done_callback(self._answers.discard)
         elif kind == "metrics" and self.collect is not None:
             self.reply(("metrics", message[1], list(self.collect())))
         elif kind == "offer" and self.on_offer is not None:
             # Handled as it is read (offer is synchronous and bounded by the candidates'
             # queues), so nothing piles up in this process between reads.
             self.on_offer(message)
+
+    async def _answer(self, rid: int, gather: Callable[[], Awaitable[list[Metric]]]) -> None:
+        self.reply(("metrics", rid, await gather()))
 
     def _on_lost(self) -> None:  # the proxy is gone: finish what is in hand, then stop
         if not self.config.done():

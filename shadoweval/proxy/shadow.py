@@ -14,7 +14,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from shadoweval.campaign import Campaign, Clock, request_model
@@ -26,7 +26,8 @@ from shadoweval.proxy.breaker import Breaker
 from shadoweval.proxy.candidate import AttemptHook, CallerAuth, CandidateClient
 from shadoweval.proxy.conversations import ConversationStore
 from shadoweval.proxy.loops import hop_header
-from shadoweval.records import RequestInfo, build_pair, fit, record_limit
+from shadoweval.proxy.pairing import FinishFn, ObserveFn, Pairing
+from shadoweval.records import RequestInfo, record_limit
 from shadoweval.redaction import Redactor
 from shadoweval.routes import credential_headers, deployment_of, refers_to_state
 from shadoweval.sampling import Sampler
@@ -38,8 +39,7 @@ if TYPE_CHECKING:  # imported only when tracing is on (it loads OpenTelemetry)
 
 log = logging.getLogger(__name__)
 
-# Called with every parsed upstream outcome (metrics hook).
-ObserveFn = Callable[[Outcome, Route], None]
+__all__ = ["ObserveFn", "ParsedOnce", "ShadowDispatcher", "ShadowJob"]
 
 TASK_HEADER = "x-shadoweval-task"
 
@@ -95,7 +95,17 @@ class ParsedOnce:
 class ShadowJob(ParsedOnce):
     """One sampled request, shared by every candidate it was queued for."""
 
-    __slots__ = ("caller_auth", "info", "primary", "query", "rebuilt", "record_parts", "trace")
+    __slots__ = (
+        "caller_auth",
+        "info",
+        "link",
+        "primary",
+        "query",
+        "queued_at",
+        "rebuilt",
+        "record_parts",
+        "trace",
+    )
 
     def __init__(
         self,
@@ -115,6 +125,11 @@ class ShadowJob(ParsedOnce):
         # every candidate; False: tried and not resolvable.
         self.rebuilt: Json | bool | None = None
         self.primary: asyncio.Future[Capture] = asyncio.get_running_loop().create_future()
+        # time.perf_counter() when it was handed over (the proxy's, in worker mode): the
+        # origin of the record's queue_wait_s.
+        self.queued_at = time.perf_counter()
+        # The shadow worker's: the SERVER span's context, for the idle child's spans.
+        self.link: tuple[int, int, int] | None = None
         # The redacted request and primary side, built once for all candidates' records.
         self.record_parts: dict[str, Any] = {}
 
@@ -165,7 +180,6 @@ class _Lane:
         self.err_full = metrics.errors.labels(client.role, name, "dropped_queue_full")
         self.err_rate = metrics.errors.labels(client.role, name, "dropped_rate_limit")
         self.err_shutdown = metrics.errors.labels(client.role, name, "dropped_shutdown")
-        self.pairs = metrics.pairs.labels(name)
         self.unmatched = metrics.sampled.labels(name, "unmatched")
         self.drop_budget = metrics.dropped.labels(name, "budget")
         self.drop_schedule = metrics.dropped.labels(name, "schedule")
@@ -193,23 +207,26 @@ class ShadowDispatcher:
         max_record_bytes: int = 4 * 1024 * 1024,
         clock: Clock = time.time,
         conversations: ConversationStore | None = None,
+        finish: FinishFn | None = None,
     ) -> None:
-        """``clock``: unix seconds for the campaigns' schedules and days (tests fake it)."""
+        """``clock``: unix seconds for the campaigns' schedules and days (tests fake it).
+        ``finish``: where finished shadows go instead of being paired here (the shadow
+        worker hands them to its idle child)."""
         self.prices = prices
         # Kept Responses turns, when a candidate rebuilds stateful conversations.
         self._conversations = conversations
-        self._max_record = max_record_bytes
         self._lanes = [_Lane(c, metrics, clock) for c in clients]
         # Only a model match needs the request body parsed in ``offer``.
         self._match_models = any(lane.campaign.match.needs_model for lane in self._lanes)
         self._sampler = sampler
-        self._sink = sink
-        self._redactor = redactor
         self._metrics = metrics
         self._primary_name = primary_name
+        self._pairing = Pairing(
+            sink, redactor, metrics, primary_name, prices, observe, max_record_bytes
+        )
+        self._finish = finish
         # A candidate may finish long before the primary; wait for it, but not forever.
         self._primary_wait = primary_timeout_s + 5.0
-        self._observe = observe
         self._keeps_caller_auth = any(c.cfg.forward_caller_auth for c in clients)
         self._closing = False
         self._ids = RequestIds()
@@ -224,6 +241,7 @@ class ShadowDispatcher:
         on_attempt: AttemptHook | None = None,
         observe: ObserveFn | None = None,
         clock: Clock = time.time,
+        finish: FinishFn | None = None,
     ) -> ShadowDispatcher:
         """The candidates' clients and their dispatcher, as the proxy or its shadow worker
         runs them."""
@@ -255,6 +273,7 @@ class ShadowDispatcher:
                 else None
             ),
             clock=clock,
+            finish=finish,
         )
 
     @property
@@ -456,7 +475,8 @@ class ShadowDispatcher:
             if ticket is None:  # half-open, and its one trial call is under way
                 lane.drop_circuit.inc()
                 return None
-        span = job.trace.shadow(client, job.info.request_id, payload) if job.trace else None
+        span = job.trace.shadow(client.cfg, job.info.request_id, payload) if job.trace else None
+        sent_at = time.perf_counter()
         try:
             capture = await client.send(job.info.path, payload, job.caller_auth, job.query)
         except BaseException:
@@ -465,21 +485,30 @@ class ShadowDispatcher:
             raise
         if breaker is not None and ticket is not None:
             breaker.end(ticket, capture.error_type)
-        outcome = parse_answer(job.route, payload, capture, upstream=client.name, role=client.role)
-        self.prices.annotate(outcome, payload.get("model"))
-        spent[0] = outcome.cost_usd
-        if span is not None:
-            span.finish(capture, outcome)
-        if self._observe is not None:
-            self._observe(outcome, job.route)
+        outcome = None
+        if lane.campaign.prices_answers:
+            # A USD budget needs the price where the budget is kept (in worker mode, the
+            # I/O process): parsed here, and again where the pair is made.
+            outcome = parse_answer(
+                job.route, payload, capture, upstream=client.name, role=client.role
+            )
+            spent[0] = self.prices.annotate(outcome, payload.get("model")).cost_usd
         if not job.primary.done():
             try:
                 async with asyncio.timeout(self._primary_wait):
                     await asyncio.shield(job.primary)
             except TimeoutError:
                 log.warning("primary answer for %s never completed", job.info.request_id)
+                if span is not None:
+                    outcome = outcome or parse_answer(
+                        job.route, payload, capture, upstream=client.name, role=client.role
+                    )
+                    span.finish(capture, outcome)
                 return False
-        self._emit(lane, job, outcome, rebuilt)
+        if self._finish is not None:
+            self._finish(client.cfg, job, payload, capture, sent_at, rebuilt)
+        else:
+            self._pairing.record(client.cfg, job, payload, capture, sent_at, span, rebuilt)
         return True
 
     def _rebuilt(self, job: ShadowJob) -> Json | None:
@@ -488,20 +517,6 @@ class ShadowDispatcher:
             found = store.rebuild(job.request()) if store is not None else None
             job.rebuilt = found if found is not None else False
         return job.rebuilt if isinstance(job.rebuilt, dict) else None
-
-    def _emit(self, lane: _Lane, job: ShadowJob, candidate: Outcome, rebuilt: bool) -> None:
-        primary = job.primary_outcome(self._primary_name, self.prices)
-        record = build_pair(
-            job.info,
-            job.request(),
-            primary,
-            candidate,
-            self._redactor,
-            job.record_parts,
-            rebuilt=rebuilt,
-        )
-        self._sink.put(fit(record, self._max_record), job.info.request_id.encode())
-        lane.pairs.inc()
 
     # -- lifecycle ---------------------------------------------------------------------
 

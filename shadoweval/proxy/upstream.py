@@ -182,6 +182,9 @@ class UpstreamResponse:
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.keep_alive = False
         self.complete = False
+        # time.perf_counter() when its last byte was parsed (a clean end only): the end of
+        # the exchange as the bytes moved, not when the reading task next ran.
+        self.completed_at: float | None = None
         self._until_close = False
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
@@ -229,6 +232,7 @@ class UpstreamResponse:
             self._conn.transport.pause_reading()
 
     def _finish(self) -> None:
+        self.completed_at = time.perf_counter()
         self.complete = True
         self._wake()
         if not self._headers_future.done():

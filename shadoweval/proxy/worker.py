@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
+import struct
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,7 @@ from prometheus_client.metrics_core import Metric
 from shadoweval.campaign import Match, request_model
 from shadoweval.config import Config
 from shadoweval.metrics import Metrics
+from shadoweval.pricing import PriceTable
 from shadoweval.proxy.children import (
     OFFER,
     Child,
@@ -36,16 +39,17 @@ from shadoweval.proxy.children import (
     configure_logging,
     fork_child,
     frame,
+    merge_families,
     unframe,
 )
 from shadoweval.proxy.http import Request, decode_headers
 from shadoweval.proxy.shadow import TASK_HEADER
 from shadoweval.sampling import Sampler
-from shadoweval.types import Capture, Route
+from shadoweval.types import Capture, Json, Route
 
 if TYPE_CHECKING:  # imported only when tracing is on (it loads OpenTelemetry)
     from shadoweval.proxy.children import Channel
-    from shadoweval.tracing import RequestTrace, Tracer
+    from shadoweval.tracing import RequestTrace
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +122,16 @@ class Handoff:
             self._lose(key, route, request.headers, request.body)
             return
         link = trace.link() if trace is not None else None
-        offer = (route, request.raw_path, request.raw_headers, request.body, capture, link)
+        handed_at = time.perf_counter()  # the origin of the record's queue_wait_s
+        offer = (
+            route,
+            request.raw_path,
+            request.raw_headers,
+            request.body,
+            capture,
+            link,
+            handed_at,
+        )
         self._queue(frame(("offer", offer), OFFER))
 
     def _lose(
@@ -182,7 +195,7 @@ class ShadowWorker(Handoff):
         if self._open() is not None:
             self._queue(data)
             return
-        _, (route, _, raw_headers, body, _, _) = unframe(data)
+        _, (route, _, raw_headers, body, *_) = unframe(data)
         sampler = self._sampler
         headers = decode_headers(raw_headers)
         self._lose(sampler.key(headers, body) if sampler.keyed else None, route, headers, body)
@@ -209,6 +222,38 @@ def lift_priority(pid: int | None) -> None:
         os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
 
 
+# sched_setattr(2) by machine: Python has no binding for it.
+_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}
+_SLICE_NS = 500_000
+
+
+def short_slice() -> None:
+    """Ask for a 0.5 ms scheduler slice (Linux 6.12+ EEVDF reads a fair task's
+    ``sched_runtime`` as its slice): the policy and weight stay normal, but this process's
+    wake-ups, when a candidate's bytes arrive, preempt CPU-bound work sooner, so their
+    timestamps are closer to the wire. Best effort: older kernels ignore it."""
+    number = _SCHED_SETATTR.get(os.uname().machine)
+    if number is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        # struct sched_attr: size, policy, flags, nice, priority, runtime, deadline, period
+        attr = struct.pack(
+            "IIQiIQQQ",
+            48,
+            os.SCHED_OTHER,
+            0,
+            os.getpriority(os.PRIO_PROCESS, 0),
+            0,
+            _SLICE_NS,
+            0,
+            0,
+        )
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall(number, 0, ctypes.create_string_buffer(attr, len(attr)), 0)
+
+
 def fork_worker() -> ForkedProcess | None:
     """Fork the shadow worker before the event loop starts (it then shares the proxy's
     pages). None where fork is not available; the proxy then starts the worker afresh."""
@@ -221,15 +266,21 @@ def fork_worker() -> ForkedProcess | None:
 
 
 def run_worker(fd: int) -> int:
-    """``shadoweval shadow-worker --fd N``: started by the proxy, never by hand."""
+    """``shadoweval shadow-worker --fd N``: started by the proxy, never by hand. Its idle
+    child (parsing, pairing, the sink) is forked first, before the event loop."""
     from shadoweval import loop as event_loop
+    from shadoweval.proxy.pairing_child import run_pairing
 
-    return event_loop.run(_worker_main(fd))
+    def pairing(child_fd: int) -> int:
+        os.close(fd)  # the worker's channel to the proxy has two ends only
+        return run_pairing(child_fd)
+
+    forked = fork_child(pairing) if hasattr(os, "fork") else None
+    return event_loop.run(_worker_main(fd, forked))
 
 
-async def _worker_main(fd: int) -> int:
-    from shadoweval import sinks
-    from shadoweval.pricing import PriceTable
+async def _worker_main(fd: int, forked: ForkedProcess | None = None) -> int:
+    from shadoweval.proxy.pairing_child import PairingHandoff, families
     from shadoweval.proxy.shadow import ShadowDispatcher
     from shadoweval.telemetry import Heartbeat, Recorder
 
@@ -238,38 +289,31 @@ async def _worker_main(fd: int) -> int:
     reply = parent.reply
     config = await parent.config
     if config is None:
+        if forked is not None:
+            forked.kill()
         return 2
     cfg = Config.model_validate(config)
     configure_logging(cfg.log_level, "shadow-worker")
-    with contextlib.suppress(OSError, AttributeError):  # SCHED_IDLE: Linux only
-        if cfg.shadow_worker.scheduling == "idle":
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        os.nice(cfg.shadow_worker.nice)
+    # This process only sends, reads and timestamps, at the normal priority: its times are
+    # the wire's. The CPU-heavy rest runs in the idle child (shadow_worker.scheduling).
+    short_slice()
     try:
         known = tuple(c.model for c in cfg.candidates if c.model)
         m = Metrics(model_label_limit=cfg.metrics.model_label_limit, known_models=known)
         for cand in cfg.candidates:
             m.init_upstream(cand.role, cand.name)
         prices = PriceTable(cfg.pricing)
-        sink = sinks.build(cfg.sink, m)
-        probes = None
-        if cfg.probes.enabled:
-            from shadoweval.probes.scheduler import ProbeScheduler
-
-            probes = ProbeScheduler.from_config(cfg, sink, m)
-        await sink.start()
+        pairing = PairingHandoff(cfg, m, forked)
+        await pairing.process.start()
         recorder = Recorder(m, cfg.primary.name, prices)
         dispatcher = ShadowDispatcher.from_config(
-            cfg, sink, m, prices, on_attempt=recorder.attempt, observe=recorder.outcome
+            cfg, _NoSink(), m, prices, on_attempt=recorder.attempt, finish=pairing.send
         )
         clients = dispatcher.clients
         await dispatcher.start()
-        tracer: Tracer | None = None
-        if cfg.tracing.enabled:
-            from shadoweval.tracing import LinkedTrace, Tracer
-
-            tracer = Tracer.build(cfg, prices)
     except Exception as exc:
+        if forked is not None:
+            forked.kill()
         reply(("failed", f"{type(exc).__name__}: {exc}"))
         return 1
     loop = asyncio.get_running_loop()
@@ -281,37 +325,55 @@ async def _worker_main(fd: int) -> int:
 
     heartbeat = Heartbeat(m, cfg.metrics.loop_lag_interval_s, prices, roles, connections)
     heartbeat.start()
-    if probes is not None:
-        probes.start()
     reply(("ready",))
 
     def offer(message: tuple[Any, ...]) -> None:
-        route, path, raw_headers, body, capture, link = message[1]
+        route, path, raw_headers, body, capture, link, handed_at = message[1]
         headers = decode_headers(raw_headers)
-        trace = LinkedTrace(tracer, link, route) if tracer is not None and link else None
-        job = dispatcher.offer(route, path, headers, body, trace, mirrored=True)
+        job = dispatcher.offer(route, path, headers, body, None, mirrored=True)
         if job is not None:
+            job.queued_at = handed_at
+            if link is not None:  # the spans are the idle child's: it has the tracer
+                job.link = link
+                job.info = dataclasses.replace(job.info, trace_id=f"{link[0]:032x}")
             job.primary_done(capture)
 
     parent.on_offer = offer
-    parent.collect = m.registry.collect
+    parent.gather = lambda: families(pairing, list(m.registry.collect()))
     grace = await parent.stop
     if grace is None:
         grace = cfg.shutdown.shadow_grace_s
     flush_s = parent.flush_s if parent.flush_s is not None else cfg.shutdown.grace_s
 
     started = time.monotonic()
-    # Probes and shadows share the grace (one after the other would take it twice).
-    await asyncio.gather(
-        probes.stop(grace) if probes is not None else asyncio.sleep(0), dispatcher.close(grace)
-    )
-    await sink.close(flush_s)
+    lift_priority(pairing.process.pid)  # its flush has the proxy's deadline too
+    await dispatcher.close(grace)
+    # Everything handed over is in its socket before this: it pairs that, then flushes.
+    pairing.process.tell_close(0.0, flush_s)
+    await pairing.process.wait_closed(flush_s + 5.0)
     await heartbeat.stop()
-    if tracer is not None:  # after the shadows, so their spans are exported too
-        await tracer.close()
     for client in clients:
         await client.pool.close()
-    totals = " ".join(f"{k}={v:g}" for k, v in m.totals().items())
+    parent.gather = None
+    final = pairing.process.final or []
+    parent.collect = lambda: merge_families(m.registry.collect(), final)
+    counts = m.totals(parent.collect())
+    totals = " ".join(f"{k}={v:g}" for k, v in counts.items())
     log.info("stopped in %.2fs; final counts: %s", time.monotonic() - started, totals)
     await parent.close()
     return 0
+
+
+class _NoSink:
+    """The worker's dispatcher hands finished shadows to its idle child, never to a sink."""
+
+    name = "none"
+
+    async def start(self) -> None:
+        pass
+
+    def put(self, record: Json, key: bytes | None = None) -> bool:  # pragma: no cover
+        raise AssertionError("the shadow worker writes no records itself")
+
+    async def close(self, timeout: float) -> None:
+        pass

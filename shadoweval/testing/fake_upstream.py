@@ -104,6 +104,10 @@ class FakeUpstream:
     received: list[Received] = field(default_factory=list)
     # The size of a hostile answer (for gzip_bomb: inflated); 1 GiB by default.
     bomb_bytes: int = 1 << 30
+    # Streams: (seconds to the last byte, seconds to the first token) of each answer, from
+    # the request's arrival in the handler to those writes; served at GET /_fake/served as
+    # the truth a record's candidate timings are checked against (testing/timings.py).
+    wire_timings: list[tuple[float, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -164,6 +168,7 @@ class FakeUpstream:
         app.router.add_post("/openai/responses", self._handle)
         app.router.add_post("/openai/v1/{tail:.+}", self._handle)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/_fake/served", self._timings)
         app.router.add_route("*", "/{tail:.*}", self._echo_other)
         return app
 
@@ -189,6 +194,9 @@ class FakeUpstream:
             {"object": "list", "data": [{"id": self.model, "object": "model"}]}
         )
 
+    async def _timings(self, _: web.Request) -> web.Response:
+        return web.json_response({"served": self.wire_timings})
+
     async def _echo_other(self, request: web.Request) -> web.Response:
         """Unknown routes: say what arrived, so pass-through can be checked."""
         body = await request.read()
@@ -204,6 +212,7 @@ class FakeUpstream:
         route = route_of(request.path)
         if route is None:  # an Azure path of no surface
             return await self._echo_other(request)
+        arrived = time.perf_counter()
         raw = await request.read()
         try:
             body = orjson.loads(raw)
@@ -256,7 +265,7 @@ class FakeUpstream:
         usage = {"prompt_tokens": _tokens(prompt), "completion_tokens": _tokens(answer)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if body.get("stream") is True:
-            return await self._stream(request, route, body, model, answer, usage)
+            return await self._stream(request, route, body, model, answer, usage, arrived)
         return web.json_response(_complete(route, model, answer, usage, body))
 
     def _bomb_parts(self) -> tuple[bytes, int, bytes]:
@@ -337,6 +346,7 @@ class FakeUpstream:
         model: str,
         answer: str,
         usage: dict[str, int],
+        arrived: float = 0.0,
     ) -> web.StreamResponse:
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -345,15 +355,19 @@ class FakeUpstream:
         words = answer.split(" ")
         events = list(_stream_events(route, model, words, usage, body))
         cut = len(events) // 2 if self.mode == "truncate" else None
+        first = arrived
         for i, event in enumerate(events):
             if cut is not None and i == cut:
                 assert request.transport is not None
                 request.transport.close()  # half an answer, then gone
                 return resp
             await resp.write(event)
+            if i == 0:
+                first = time.perf_counter()
             if self.token_delay_s and i < len(events) - 1:
                 await asyncio.sleep(self.token_delay_s)
         await resp.write_eof()
+        self.wire_timings.append((time.perf_counter() - arrived, first - arrived))
         return resp
 
 

@@ -58,6 +58,10 @@ async def test_answers_are_identical_to_calling_the_primary(validate_pair: Any) 
         records = await stack.memory.wait_for(3)
         for rec in records:
             validate_pair(rec)
+            # How long the shadow queued and its answer waited for parsing: load, told
+            # apart from the candidate's latency (a candidate's figures only).
+            assert rec["candidate"]["queue_wait_s"] >= 0 and rec["candidate"]["parse_wait_s"] >= 0
+            assert "queue_wait_s" not in rec["primary"]
         streamed = [r for r in records if r["primary"]["stream"]]
         assert (
             streamed

@@ -34,6 +34,10 @@ def overrides(tmp_path: Path) -> dict[str, Any]:
     }
 
 
+def children_of(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def client(url: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-test", max_retries=0)
 
@@ -70,7 +74,7 @@ async def wait_for_pairs(admin_url: str, n: int, **labels: str) -> str:
     return text
 
 
-async def test_pairs_and_metrics_come_from_the_worker(tmp_path: Path) -> None:
+async def test_pairs_and_metrics_come_from_the_worker(tmp_path: Path, validate_pair: Any) -> None:
     async with running_stack(overrides=overrides(tmp_path)) as stack:
         worker = stack.proxy.worker
         assert worker is not None and stack.proxy.dispatcher is None
@@ -94,16 +98,22 @@ async def test_pairs_and_metrics_come_from_the_worker(tmp_path: Path) -> None:
         assert sample(text, "shadoweval_ready") == 1
         # Per-process facts are the proxy's, not a sum.
         assert sample(text, "process_start_time_seconds") < 2 * 10**10
-        # The worker runs at a lower priority than the proxy.
+        # The worker sends and reads at the proxy's priority (its times are the wire's);
+        # its one child, which parses, pairs and writes, runs lower.
         assert worker.process.pid is not None
-        nice = os.getpriority(os.PRIO_PROCESS, worker.process.pid)
-        assert nice >= os.getpriority(os.PRIO_PROCESS, 0) + 10
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, worker.process.pid) == ours
+        (pairing,) = children_of(worker.process.pid)
+        assert os.getpriority(os.PRIO_PROCESS, pairing) >= ours + 10
     records = list(iter_jsonl([tmp_path / "pairs.jsonl"], Counter()))
     assert len(records) == 5
     for r in records:
         assert r["primary"]["output_text"] == "Echo: hello worker"
         assert r["candidate"]["upstream"] == "cand-a"
         assert r["request"]["messages"] == MESSAGES
+        validate_pair(r)
+        # Timed in the worker, parsed in its idle child: both waits are on the record.
+        assert r["candidate"]["queue_wait_s"] >= 0 and r["candidate"]["parse_wait_s"] >= 0
 
 
 async def test_a_dead_worker_costs_shadows_only_and_is_replaced(tmp_path: Path) -> None:
@@ -152,6 +162,40 @@ async def test_a_dead_worker_costs_shadows_only_and_is_replaced(tmp_path: Path) 
     # it (a SIGKILL loses its buffer); the last is always there.
     contents = list(iter_jsonl([tmp_path / "pairs.jsonl"], Counter()))
     assert 1 <= len(contents) <= 2
+
+
+async def test_a_dead_pairing_process_costs_records_only_and_is_replaced(tmp_path: Path) -> None:
+    async with running_stack(overrides=overrides(tmp_path)) as stack:
+        worker = stack.proxy.worker
+        assert worker is not None and worker.process.pid is not None
+        (first,) = children_of(worker.process.pid)
+        c = client(stack.url)
+        os.kill(first, signal.SIGKILL)
+
+        async def restarted() -> bool:
+            text = await scrape(stack.proxy.admin_url)
+            return sample(text, "shadoweval_process_restarts_total", process="shadow_pairing") == 1
+
+        await wait_for(restarted, what="the worker to notice its dead pairing process")
+        # Callers never notice; the answers the worker cannot hand over are counted.
+        answer = await c.chat.completions.create(model="prod-model", messages=MESSAGES)
+        assert answer.choices[0].message.content == "Echo: hello worker"
+
+        async def counted() -> bool:
+            text = await scrape(stack.proxy.admin_url)
+            unrecorded = sample(text, "shadoweval_shadow_unrecorded_total", upstream="cand-a")
+            return unrecorded + sample(text, "shadoweval_pairs_total", upstream="cand-a") == 1
+
+        await wait_for(counted, what="the shadow to be recorded or counted unrecorded")
+        # A new pairing process takes over (after a short back-off) and records flow again.
+        await wait_for(
+            lambda: children_of(worker.process.pid) not in ([], [first]),
+            what="a replacement pairing process",
+        )
+        before = sample(await scrape(stack.proxy.admin_url), "shadoweval_pairs_total")
+        await c.chat.completions.create(model="prod-model", messages=MESSAGES)
+        await wait_for_pairs(stack.proxy.admin_url, int(before) + 1, upstream="cand-a")
+    assert len(list(iter_jsonl([tmp_path / "pairs.jsonl"], Counter()))) >= 1
 
 
 async def test_sampling_is_decided_once_and_only_mirrored_requests_cross(tmp_path: Path) -> None:
