@@ -254,10 +254,13 @@ def _evaluate_detectors(path: str, detector: str | None) -> int:
     ]
     rows = [row("all", result), *(row(lang, r) for lang, r in result["by_lang"].items())]
     print_table(columns, rows, title=f"{detector} on {path}")
-    for miss in result["misses"]:
-        print(
-            f"  {miss['kind']:<15} [{miss['lang']}] {miss['text'][:100]!r}  {miss['explanation']}"
-        )
+    if result["misses"]:
+        print()
+        misses = [
+            (m["kind"], m["lang"], repr(m["text"][:100]), m["explanation"])
+            for m in result["misses"]
+        ]
+        print_table(["miss", "language", "text", "why"], misses, title="misses", indent=2)
     return 0
 
 
