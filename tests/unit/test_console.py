@@ -4,6 +4,7 @@ plain fallback that works without rich (the proxy's own install does not bring i
 from __future__ import annotations
 
 import io
+import logging
 import sys
 
 import pytest
@@ -84,3 +85,20 @@ def test_a_pipe_gets_plain_tables_even_with_rich() -> None:
     out = io.StringIO()
     print_table(["k", "v"], [("x", "y")], out, indent=2)
     assert out.getvalue().splitlines() == ["  k  v", "  -  -", "  x  y"]
+
+
+def test_log_records_during_a_bar_are_printed_above_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("rich")
+    tty = Terminal()
+    monkeypatch.setattr(sys, "stderr", tty)
+    handler = logging.StreamHandler(tty)
+    logging.getLogger().addHandler(handler)
+    try:
+        with progress("scored", 2) as shown:
+            assert handler.stream is not tty  # rich's stand-in for stderr, not through the bar
+            logging.getLogger("shadoweval.test").warning("a record mid-run")
+            shown(2, 2)
+        assert handler.stream is tty
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert "a record mid-run" in tty.getvalue()
