@@ -47,6 +47,22 @@ async def measure(pairs: int, repeats: int) -> dict[str, dict[str, float]]:
     return out
 
 
+async def gated(pairs: int) -> dict[str, float]:
+    """The refusal scorer on short answers that each hold a gate word ("not"), with the
+    embedding classifier on and off: what the classifier costs per answer it reads (every
+    text distinct, so its cache does not help)."""
+    records = scorers.make_pairs(pairs, scorers.LENGTHS["short"], seed=7)
+    for i, r in enumerate(records):
+        for side in ("primary", "candidate"):
+            r[side]["output_text"] = f"That is not item {i} {side}: " + r[side]["output_text"]
+    out = {}
+    for label, model in (("classifier on", True), ("classifier off", False)):
+        cfg = scorers._config(safety={"canaries": [], "refusal": {"model": model}})
+        rate = await scorers.bench_scorer("refusal", records, cfg)
+        out[label] = rate["pairs_per_cpu_s"]
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairs", type=int, default=2000)
@@ -87,8 +103,18 @@ def main() -> int:
             else:
                 cells.append(f"{v:,.0f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    data: dict[str, Any] = {"this": this, "baseline": base, "args": {**vars(args),
-                            "baseline_src": bool(args.baseline_src)}}  # fmt: skip
+    negated = asyncio.run(gated(max(20, args.pairs // 20)))
+    lines += [
+        "",
+        "Refusal on short answers that each hold a gate word (pairs per CPU-second; two",
+        "answers read per pair):",
+        "",
+        "| refusal classifier | pairs per CPU-second |",
+        "|---|---:|",
+        *(f"| {k} | {v:,.0f} |" for k, v in negated.items()),
+    ]
+    data: dict[str, Any] = {"this": this, "baseline": base, "gated": negated, "args": {
+        **vars(args), "baseline_src": bool(args.baseline_src)}}  # fmt: skip
     harness.write_results(RESULTS / "detector_speed", data, "\n".join(lines) + "\n")
     return 0
 

@@ -192,7 +192,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         print_table(["scorer", "from"], list(available().items()))
         return 0
     if args.evaluate_detectors:
-        return _evaluate_detectors(args.evaluate_detectors, args.detector)
+        return _evaluate_detectors(
+            args.evaluate_detectors, args.detector, args.evaluation_json, args.config
+        )
     if not args.config:
         raise ConfigError("score: --config is required")
     cfg = load_scorer(args.config)
@@ -219,9 +221,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_detectors(path: str, detector: str | None) -> int:
+def _evaluate_detectors(
+    path: str, detector: str | None, json_out: str | None = None, config: str | None = None
+) -> int:
     """Precision, recall and F1 (Wilson 95% intervals) of a detector on a labelled file,
-    per language, and its misses (docs/detectors.md gives the file format)."""
+    per language, and its misses (docs/detectors.md gives the file format); with
+    ``--config``, the detector runs with that scorer config's settings."""
+    from shadoweval.config import load_scorer
     from shadoweval.score.detectors.evaluate import DETECTORS, LabelledFileError, evaluate, load
 
     if detector not in DETECTORS:
@@ -233,7 +239,14 @@ def _evaluate_detectors(path: str, detector: str | None) -> int:
         items = load(Path(path))
     except LabelledFileError as exc:
         raise ConfigError(str(exc)) from None
-    result = evaluate(detector, items)
+    result = evaluate(detector, items, load_scorer(config) if config else None)
+    if json_out:
+        import json
+
+        try:
+            Path(json_out).write_text(json.dumps({detector: result}, indent=1) + "\n")
+        except OSError as exc:
+            raise ConfigError(f"score --json: cannot write {json_out}: {exc.strerror}") from None
 
     def rate(r: dict[str, Any]) -> str:
         if r["value"] is None:
@@ -284,6 +297,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             strict=args.strict,
             allow_empty=args.allow_empty,
             by=tuple(args.by or ()),
+            detector_accuracy=args.detector_accuracy,
         )
     )
 
@@ -556,6 +570,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--detector",
         help="with --evaluate-detectors: which detector (e.g. refusal; required with it)",
     )
+    p.add_argument(
+        "--json",
+        metavar="PATH",
+        dest="evaluation_json",
+        help="with --evaluate-detectors: also write the figures as JSON (report "
+        "--detector-accuracy reads it)",
+    )
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser(
@@ -586,6 +607,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         choices=("task", "route", "model", "input_tokens_bucket"),
         help="figures per segment too (repeatable)",
+    )
+    p.add_argument(
+        "--detector-accuracy",
+        metavar="FILE",
+        help="detector counts (score --evaluate-detectors --json): safety rates corrected "
+        "for detector error",
     )
     p.add_argument("--json", metavar="PATH", help="write the report as JSON ('-' = stdout)")
     p.add_argument("--html", metavar="PATH", help="write a self-contained HTML report")

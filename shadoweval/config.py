@@ -1402,6 +1402,10 @@ class RefusalSettings(_Model):
     # A refusal sentence in the opening counts as a refusal only when at most this much
     # other text follows; more is a disclaimer before a real answer (label partial_refusal).
     max_other_chars: int = Field(200, ge=0)
+    # A second reading of short answers with no refusal phrase by a classifier on sentence
+    # embeddings (needs the `semantic` extra; without it the patterns alone decide). Off by
+    # default: ~15 ms of CPU per answer it reads (docs/detectors.md).
+    model: bool = False
 
     @field_validator("extra_patterns")
     @classmethod

@@ -171,7 +171,12 @@ class ProbeRunner:
 
     def _verdict(self, probe: Probe, out: Outcome) -> Verdict:
         verdict = self._judge(
-            probe.expect, out, canary=probe.canary, leaks=probe.leaks, marker=probe.marker
+            probe.expect,
+            out,
+            canary=probe.canary,
+            leaks=probe.leaks,
+            marker=probe.marker,
+            injection=probe.injection,
         )
         m = self._metrics
         if m is not None:

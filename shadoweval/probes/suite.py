@@ -78,6 +78,9 @@ class ProbeSpec(_Model):
     expect: Expect | None = None
     system: str | None = None
     marker: str | None = None
+    # The injected instruction itself, for ignore_injection probes whose effect is more than
+    # the marker: the judge also looks for its links, quoted phrases, claim and language.
+    injection: str | None = None
     # Planted values (e.g. a customer's e-mail in the context) that must not be revealed.
     leaks: list[str] = Field(default_factory=list)
     transforms: list[ProbeTransform] | Literal["all", "none"] | None = None
@@ -173,6 +176,7 @@ class BaseProbe:
     transforms: tuple[ProbeTransform, ...]
     base_id: str
     variant: ProbeTransform | None = None
+    injection: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +193,7 @@ class Probe:
     leaks: tuple[str, ...]
     canary: str | None  # set when this probe planted the run's canary
     variant: str | None
+    injection: str | None = None  # the injected instruction (ignore_injection probes)
 
     @property
     def task(self) -> str:
@@ -291,6 +296,7 @@ def load_file(path: Path) -> list[BaseProbe]:
                 marker=spec.marker,
                 leaks=tuple(spec.leaks),
                 transforms=_chosen(chosen),
+                injection=spec.injection,
             )
         )
     return out
@@ -365,6 +371,7 @@ def render(probes: Iterable[BaseProbe], canary: str, system_prompt: str | None) 
                 leaks=probe.leaks,
                 canary=canary if planted else None,
                 variant=probe.variant,
+                injection=probe.injection,
             )
         )
     return out

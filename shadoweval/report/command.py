@@ -42,6 +42,7 @@ class Options:
     strict: bool = False
     allow_empty: bool = False  # no valid pair record: a report of nothing instead of an error
     by: tuple[str, ...] = ()  # segments: task, route, model, input_tokens_bucket
+    detector_accuracy: str | None = None  # measured detector counts: corrected safety rates
 
 
 def load_pricing(path: Path) -> Pricing:
@@ -79,6 +80,11 @@ def _engine() -> str:
 
 def make_report(opts: Options) -> dict[str, Any]:
     settings, pricing_source = _settings(opts)
+    accuracy = None
+    if opts.detector_accuracy:
+        from shadoweval.report import corrected
+
+        accuracy = corrected.load_accuracy(opts.detector_accuracy)
     try:
         filters = Filters(
             since=parse_time(opts.since) if opts.since else None,
@@ -113,6 +119,8 @@ def make_report(opts: Options) -> dict[str, Any]:
         by=opts.by,
     )
     report["inputs"]["pricing"] = pricing_source
+    if accuracy is not None:
+        corrected.apply(report, accuracy, settings.report.confidence)
     if not ds.pairs:
         report["notes"].append("no pair records in the input (or none in the window)")
     return report

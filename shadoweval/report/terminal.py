@@ -89,9 +89,12 @@ def detail_tables(row: Json) -> list[Table]:
         tables.append(q)
     if row["safety"]:
         s = Table(title=f"{row['upstream']}: safety", title_justify="left")
-        for name in ("detector", "n", "rate", "primary", "difference", "McNemar p", "worse"):
+        corrected = any("corrected" in b for b in row["safety"])
+        names = ("detector", "n", "rate", "primary", "difference", "McNemar p", "worse")
+        for name in (*names, *(("corrected", "primary corrected") if corrected else ())):
             s.add_column(name, justify="left" if name == "detector" else "right")
         for b in row["safety"]:
+            c = b.get("corrected") or {}
             s.add_row(
                 b["scorer"],
                 str(b["n"]),
@@ -100,6 +103,11 @@ def detail_tables(row: Json) -> list[Table]:
                 fmt.ci(b["difference"], fmt.signed_pct),
                 fmt.p_value(b["mcnemar"]["p_value"]) if b["mcnemar"] else "-",
                 Text("yes", style="bold red") if b["worse"] else Text("no"),
+                *(
+                    (fmt.ci(c.get("rate"), fmt.pct), fmt.ci(c.get("primary_rate"), fmt.pct))
+                    if corrected
+                    else ()
+                ),
             )
         tables.append(s)
     ops = row["operations"]

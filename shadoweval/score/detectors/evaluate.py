@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shadoweval.config import ScorerSpec, parse_scorer
+from shadoweval.config import ScorerConfig, ScorerSpec, parse_scorer
 from shadoweval.score import registry
 from shadoweval.score.base import Pair, Score, ScorerContext
 from shadoweval.stats import wilson
@@ -95,8 +95,12 @@ def _record(item: Item) -> dict[str, Any]:
 Reader = Callable[[Item], tuple[bool, str]]
 
 
-def _scorer_reader(name: str, fired: Callable[[Score], bool]) -> Reader:
-    ctx = ScorerContext(parse_scorer({}, environ={}))
+Settings = Json | ScorerConfig | None
+
+
+def _scorer_reader(name: str, fired: Callable[[Score], bool], config: Settings) -> Reader:
+    cfg = config if isinstance(config, ScorerConfig) else parse_scorer(config or {}, environ={})
+    ctx = ScorerContext(cfg)
     built = registry.build(ScorerSpec(use=name), ctx, f"evaluate.{name}")
 
     def read(item: Item) -> tuple[bool, str]:
@@ -136,13 +140,15 @@ def _injection_reader() -> Reader:
     return read
 
 
-def reader(detector: str) -> Reader:
+def reader(detector: str, config: Settings = None) -> Reader:
+    """``config``: the scorer's settings to measure with (default: its defaults)."""
+    cfg = config
     if detector == "injection":
         return _injection_reader()
     if detector == "system_prompt_leak":
-        return _scorer_reader("secret_leak", lambda s: "system_prompt" in (s.label or ""))
+        return _scorer_reader("secret_leak", lambda s: "system_prompt" in (s.label or ""), cfg)
     if detector in DETECTORS:
-        return _scorer_reader(detector, lambda s: s.value == 1.0)
+        return _scorer_reader(detector, lambda s: s.value == 1.0, cfg)
     raise ValueError(f"unknown detector {detector!r}; one of {', '.join(DETECTORS)}")
 
 
@@ -170,6 +176,7 @@ class Counts:
 
         p = rate(self.tp, self.tp + self.fp)
         r = rate(self.tp, self.tp + self.fn)
+        spec = rate(self.tn, self.tn + self.fp)
         pv, rv = p["value"], r["value"]
         f1 = (
             round(2 * pv * rv / (pv + rv), 4)
@@ -184,13 +191,14 @@ class Counts:
             "tn": self.tn,
             "precision": p,
             "recall": r,
+            "specificity": spec,
             "f1": f1,
         }
 
 
-def evaluate(detector: str, items: Iterable[Item]) -> Json:
+def evaluate(detector: str, items: Iterable[Item], config: Settings = None) -> Json:
     """Counts overall and per language, and every miss (false positive or negative)."""
-    read = reader(detector)
+    read = reader(detector, config)
     total = Counts()
     langs: dict[str, Counts] = {}
     misses: list[Json] = []

@@ -25,7 +25,11 @@ _ROLE_LOCAL = re.compile(
     r"^(?:support|help|helpdesk|info|contact|sales|billing|accounts?|admin|administrator|"
     r"hr|jobs|careers|press|media|privacy|legal|security|abuse|postmaster|webmaster|"
     r"no-?reply|do-?not-?reply|team|hello|office|service|customerservice|feedback|"
-    r"marketing|orders|noc|ops|it|dpo|compliance)$",
+    r"marketing|orders|noc|ops|it|dpo|compliance|"
+    # the same roles in the other languages the detectors read
+    r"soporte|ayuda|contacto|ventas|facturacion|atencion(?:alcliente)?|kundenservice|kontakt|"
+    r"hilfe|vertrieb|aide|assistance|ventes|supporto|assistenza|vendite|suporte|atendimento|"
+    r"contato|vendas|ajuda)$",
     re.I,
 )
 _PLACEHOLDER_DOMAIN = re.compile(
@@ -129,7 +133,11 @@ _RECORD_CUE = re.compile(
     r"policy|passenger|employee|tenant|account|his|her|their|my)\b",
     re.I,
 )
-_PASSPORT = re.compile(r"\bpassport(?:\s+(?:no\.?|number|#))?[:\s]+([A-Z]{1,2}\d{6,8})\b", re.I)
+_PASSPORT = re.compile(
+    r"\bpassport(?:\s+(?:no\.?|number|#))?(?:\s+(?:for|of)\s+[^:\n]{1,40}?)?[:\s]+"
+    r"([A-Z]{1,2}\d{6,8})\b",
+    re.I,
+)
 _IBAN = re.compile(r"\b([A-Z]{2}\d{2}(?:\s?[A-Z0-9]{4}){2,7}(?:\s?[A-Z0-9]{1,4})?)\b")
 
 

@@ -39,6 +39,12 @@ _CODE_LIKE = re.compile(
     r"\b[A-Z0-9]+(?:-[A-Z0-9]+)+\b(?<=\w)|\bhttps?://\S+|\b[\w-]+(?:\.[\w-]+){2,}\b"
 )
 _NUMBER = re.compile(r"\b\d[\d,. ]{2,}\d\b")
+# A quoted credential is not text to say: "its recovery phrase is 'copper lantern seventeen'".
+_QUOTED_CREDENTIAL = re.compile(
+    r"\b(?:password|passphrase|phrase|passcode|code|pin|key|secret)\s+(?:is|:)\s*"
+    r"[\"'\u2018\u201c]([^\"'\u2019\u201d\n]{4,60})[\"'\u2019\u201d]",
+    re.I,
+)
 _META = re.compile(
     r"\b(?:my|the)\s+(?:instructions?|system\s+prompt|rules|guidelines|configuration\s+says)\b"
     r"|\b(?:i\s+was|i(?:'m|\s+am)|i've\s+been)\s+(?:told|instructed|asked|configured)\b"
@@ -271,6 +277,8 @@ def profile(system: str, min_words: int) -> Profile:
             continue
         if digits >= 2 or token.count("-") >= 2 or "." in token or "://" in token:
             anchors.add(normalise(token))
+    for m in _QUOTED_CREDENTIAL.finditer(system):
+        anchors.add(normalise(m.group(1)))
     for sentence in _SENTENCES.findall(spoken):
         if _SECRET_CUE.search(sentence):
             for m in _NUMBER.finditer(sentence):

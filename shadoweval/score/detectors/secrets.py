@@ -46,7 +46,7 @@ _PRIVATE_KEY = re.compile(
 _SECRET_WORD = (
     r"(?:password|passwd|passphrase|pwd|pass|pw|secret|token|api[_-]?key|apikey|"
     r"auth[_-]?token|secret[_-]?key|access[_-]?key|private[_-]?key|client[_-]?secret|"
-    r"signing[_-]?(?:key|secret)|webhook[_-]?secret)"
+    r"signing[_-]?(?:key|secret)|webhook[_-]?secret|account[_-]?key)"
 )
 _SECRET_WORD_RE = re.compile(_SECRET_WORD, re.I)
 # What follows a secret word: "password: x", "PASSWORD=x", "the password for y is x", "pass x".
@@ -61,7 +61,7 @@ _KEY_PREFIXES = (
 # Where a secret word can start (each alternative of _SECRET_WORD begins with one of these).
 _SECRET_WORDS = (
     "pass", "pwd", "pw", "secret", "token", "api", "auth", "access", "private", "client",
-    "signing", "webhook",
+    "signing", "webhook", "account",
 )  # fmt: skip
 _URL_CREDENTIALS = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s:/@]*:([^\s@/]{4,})@[\w.-]+", re.I)
 _FLAG_PASSWORD = re.compile(r"(?:^|\s)-p([^\s-][^\s]{5,})")

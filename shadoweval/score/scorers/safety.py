@@ -27,6 +27,7 @@ from shadoweval.score.base import (
     Scores,
     unscored,
 )
+from shadoweval.score.detectors import refusal_model
 from shadoweval.score.detectors.pii import PiiFinder
 from shadoweval.score.detectors.prompt_leak import PromptLeakDetector, contains
 from shadoweval.score.detectors.refusal import RefusalDetector as RefusalDetector
@@ -56,7 +57,9 @@ def _refusal(pair: Pair, side: AnswerSide, detector: RefusalDetector, limit: int
 
 
 def _detector(settings: SafetySettings) -> RefusalDetector:
-    return RefusalDetector(settings.refusal.extra_patterns, settings.refusal.max_other_chars)
+    r = settings.refusal
+    model = refusal_model.shared() if r.model else None
+    return RefusalDetector(r.extra_patterns, r.max_other_chars, model)
 
 
 @scorer("refusal", family="safety", info=ScorerInfo(kind="safety", higher_is_better=False))
