@@ -273,10 +273,13 @@ def _evaluate_detectors(
     ]
     rows = [row("all", result), *(row(lang, r) for lang, r in result["by_lang"].items())]
     print_table(columns, rows, title=f"{detector} on {path}")
-    for miss in result["misses"]:
-        print(
-            f"  {miss['kind']:<15} [{miss['lang']}] {miss['text'][:100]!r}  {miss['explanation']}"
-        )
+    if result["misses"]:
+        print()
+        misses = [
+            (m["kind"], m["lang"], repr(m["text"][:100]), m["explanation"])
+            for m in result["misses"]
+        ]
+        print_table(["miss", "language", "text", "why"], misses, title="misses", indent=2)
     return 0
 
 
@@ -571,7 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="measure a safety detector on a labelled JSONL file (docs/detectors.md)",
     )
-    p.add_argument("--detector", help="with --evaluate-detectors: which detector (e.g. refusal)")
+    p.add_argument(
+        "--detector",
+        help="with --evaluate-detectors: which detector (e.g. refusal; required with it)",
+    )
     p.add_argument(
         "--json",
         metavar="PATH",
@@ -593,10 +599,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", "-c", help="proxy config, or a file with report/pricing/redaction sections"
     )
     p.add_argument("--pricing", help="pricing table (default: config/pricing.yaml if present)")
-    p.add_argument("--since", help="ISO 8601 time or a duration back from now (24h, 7d)")
-    p.add_argument("--until", help="ISO 8601 time or a duration back from now")
-    p.add_argument("--source", action="append", help="only this source (traffic, replay, probe)")
-    p.add_argument("--task", action="append", help="only this task tag")
+    p.add_argument(
+        "--since",
+        help="ISO 8601 time or a duration back from now (24h, 7d) (default: the first record)",
+    )
+    p.add_argument(
+        "--until", help="ISO 8601 time or a duration back from now (default: the last record)"
+    )
+    p.add_argument(
+        "--source", action="append", help="only this source (traffic, replay, probe; default: all)"
+    )
+    p.add_argument("--task", action="append", help="only this task tag (default: all)")
     p.add_argument(
         "--by",
         action="append",
@@ -638,7 +651,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="share of the traffic the pairs file holds (the sampling rate it was recorded at)",
     )
-    p.add_argument("--pairs-needed", type=int, help="pairs per candidate (a report's pairs_needed)")
+    p.add_argument(
+        "--pairs-needed",
+        type=int,
+        help="pairs per candidate (a report's pairs_needed; default: the non-inferiority "
+        "sample size at the config's rules, from --sd and --baseline-mean)",
+    )
     p.add_argument("--sd", type=float, default=0.3, help="score SD assumed for pairs_needed")
     p.add_argument(
         "--baseline-mean", type=float, default=0.75, help="baseline score assumed for pairs_needed"
@@ -670,7 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--suite", action="append", help="suite file or directory (default: probes.suites)"
     )
-    p.add_argument("--category", action="append", help="only this category")
+    p.add_argument("--category", action="append", help="only this category (default: all)")
     p.add_argument(
         "--fail-on",
         action="append",
@@ -697,13 +715,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--kafka", action="store_true", help="also read the topic in the config's dataset.kafka"
     )
-    d.add_argument("--max-records", type=int, help="with --kafka: read at most this many")
+    d.add_argument(
+        "--max-records", type=int, help="with --kafka: read at most this many (default: all)"
+    )
     d.add_argument("--scores", "-s", nargs="+", help="score record files: safety flags")
     d.add_argument("--config", "-c", help="review config (dataset and redaction sections)")
     d.add_argument("--size", "-n", type=int, help="items wanted (default: dataset.size, 100)")
     d.add_argument("--edge-share", type=float, help="share of edge cases (default 0.2)")
     d.add_argument("--seed", type=int, help="random seed (default 0)")
-    d.add_argument("--scoring", choices=["exact", "rubric", "human"], help="default scoring rule")
+    d.add_argument(
+        "--scoring",
+        choices=["exact", "rubric", "human"],
+        help="default scoring rule (default: dataset.scoring, human)",
+    )
     d.add_argument("--out", "-o", default="eval-set.jsonl", help="dataset file (JSONL)")
     d.add_argument(
         "--allow-empty",

@@ -10,6 +10,7 @@ to run.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ def progress(
         from rich.console import Console
         from rich.progress import Progress as Bar
 
-        with Bar(console=Console(file=out), transient=True) as bar:
+        with Bar(console=Console(file=out), transient=True) as bar, _logs_above_the_bar(out):
             task = bar.add_task(label, total=max(total, 1))
 
             def advance(done: int, of: int) -> None:
@@ -55,6 +56,25 @@ def progress(
             yield advance
         return
     yield _plain_lines(label, out, percent)
+
+
+@contextlib.contextmanager
+def _logs_above_the_bar(out: TextIO) -> Iterator[None]:
+    """Log records bound for ``out`` go through rich's stand-in for stderr while a bar is
+    live (printed above it); a handler holding the real stream would write through the bar."""
+    proxy = sys.stderr  # rich's, when the bar is on stderr
+    moved = [
+        h
+        for h in logging.getLogger().handlers
+        if type(h) is logging.StreamHandler and h.stream is out and proxy is not out
+    ]
+    for handler in moved:
+        handler.setStream(proxy)
+    try:
+        yield
+    finally:
+        for handler in moved:
+            handler.setStream(out)
 
 
 def _plain_lines(label: str, out: TextIO, percent: bool) -> Progress:

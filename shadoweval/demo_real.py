@@ -28,6 +28,7 @@ import aiohttp
 import orjson
 
 from shadoweval.config import ConfigError, parse
+from shadoweval.console import Column, print_table
 from shadoweval.server import ProxyServer
 from shadoweval.types import Json
 
@@ -434,15 +435,25 @@ def print_summary(s: Summary) -> None:
     phases = ", ".join(f"{k} {v:.0f}s" for k, v in s.phases.items())
     print(f"\nshadoweval demo --real-model: {s.elapsed_s:.0f}s in all ({phases})")
     print(f"caller statuses: {s.statuses}")
-    head = f"{'upstream':<11} {'role':<10} {'right':>7} {'refused':>8} {'tools':>6} {'=prod':>6}"
-    print(head + "  errors")
-    print("-" * (len(head) + 8))
-    for name, r in s.rows.items():
-        same = f"{r['same_as_primary']}/{r['pairs']}" if r["pairs"] else "-"
-        print(
-            f"{name:<11} {r['role']:<10} {r['right']:>3}/{r['expected']:<3} "
-            f"{r['refused']:>4}/{r['refuse']:<3} {r['tool_calls']:>6} {same:>6}  {r['errors']}"
+    columns = [
+        Column("upstream"),
+        Column("role"),
+        *(Column(name, right=True) for name in ("right", "refused", "tools", "=prod")),
+        Column("errors"),
+    ]
+    rows = [
+        (
+            name,
+            r["role"],
+            f"{r['right']}/{r['expected']}",
+            f"{r['refused']}/{r['refuse']}",
+            r["tool_calls"],
+            f"{r['same_as_primary']}/{r['pairs']}" if r["pairs"] else "-",
+            r["errors"],
         )
+        for name, r in s.rows.items()
+    ]
+    print_table(columns, rows)
     print(
         "\n'right': answers matching the expected one; 'refused': refusals of the prompts a "
         "model should refuse; '=prod': answers byte-identical to the primary's."

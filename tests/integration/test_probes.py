@@ -153,7 +153,10 @@ async def test_unreachable_target_is_an_error_not_a_verdict(
 
 
 async def test_probe_command_gates_ci_and_writes_records(
-    fakes: dict[str, RedTeamFake], tmp_path: Path, validate_pair: Callable[[Any], None]
+    fakes: dict[str, RedTeamFake],
+    tmp_path: Path,
+    validate_pair: Callable[[Any], None],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # A user suite next to the config, referenced relatively, plus one built-in category.
     (tmp_path / "probes").mkdir()
@@ -198,6 +201,11 @@ probes:
     assert "no probes in category 'jailbreak'" in report.read_text()
     assert await asyncio.to_thread(main, [*narrowed, "--fail-on", "refund_abuse:asr>0.1"]) == 1
     assert json.loads(report.read_text())["probes"] == 1
+    # Without -q and not on a terminal: plain progress lines, not a bar.
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, [a for a in narrowed if a != "-q"]) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("probed ")] == ["probed 1/1"]
     raw["candidates"] = [c for c in raw["candidates"] if c["name"] != "weak"]
     config.write_text(yaml.safe_dump(raw))
     passing = await asyncio.to_thread(

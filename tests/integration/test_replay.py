@@ -164,7 +164,10 @@ def test_input_lines_and_routes() -> None:
 
 
 async def test_replay_cli_then_report(
-    fakes: dict[str, FakeUpstream], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fakes: dict[str, FakeUpstream],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("CAND_KEY", "cand-secret")
     monkeypatch.setenv("PRIMARY_KEY", "primary-secret")
@@ -179,6 +182,11 @@ async def test_replay_cli_then_report(
     )
     assert code == 0
     assert len(out.read_bytes().splitlines()) == 2 * len(INPUTS)
+    # Not a terminal: plain progress lines (a CI log stays readable), ending with all done.
+    err = capsys.readouterr().err
+    shown = [line for line in err.splitlines() if line.startswith("replayed ")]
+    assert shown and shown[-1] == f"replayed {len(INPUTS)}/{len(INPUTS)}", err
+    assert "\r" not in err and "\x1b" not in err
     assert await asyncio.to_thread(main, [*args, "--append"]) == 0
     assert len(out.read_bytes().splitlines()) == 4 * len(INPUTS)
     assert await asyncio.to_thread(main, [*args, "--primary-key-env", "UNSET_VARIABLE_X"]) == 2

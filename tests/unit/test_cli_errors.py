@@ -179,6 +179,13 @@ def test_evaluate_detectors_measures_a_labelled_file(
     header, _, everything = out.splitlines()[1:4]
     assert header.split()[:3] == ["language", "n", "precision"]
     assert everything.split()[:3] == ["all", "2", "1.00"]  # n, then precision 1.00 [lo, hi]
+    assert "misses" not in out
+    with labelled.open("a") as fh:
+        fh.write('{"text": "Sure thing, done.", "label": true}\n')  # a refusal it cannot see
+    assert main(["score", "--evaluate-detectors", str(labelled), "--detector", "refusal"]) == 0
+    misses = capsys.readouterr().out.split("misses\n", 1)[1].splitlines()
+    assert misses[0].split() == ["miss", "language", "text", "why"]
+    assert misses[2].split()[:2] == ["false_negative", "en"] and "Sure thing" in misses[2]
     labelled.write_text("not json\n")
     assert main(["score", "--evaluate-detectors", str(labelled), "--detector", "refusal"]) == 2
     assert f"{labelled}:1" in capsys.readouterr().err

@@ -45,11 +45,33 @@ def test_every_option_has_help_and_its_default(
         if not isinstance(a, argparse._SubParsersAction) and not a.help
     ]
     assert not missing, f"shadoweval {' '.join(path)}: options without help: {missing}"
-    for action in parser._actions:
-        default = action.default
-        if not action.option_strings or default is None or isinstance(default, bool):
-            continue
-        if default is argparse.SUPPRESS or action.help is argparse.SUPPRESS:
-            continue
-        shown = parser._get_formatter()._get_help_string(action) or ""
-        assert "default" in shown, f"shadoweval {' '.join(path)} {action.option_strings}"
+    formatter = parser._get_formatter()
+    no_default = [
+        "/".join(a.option_strings)
+        for a in parser._actions
+        if a.option_strings
+        and a.default is not None
+        and not isinstance(a.default, bool)
+        and a.default is not argparse.SUPPRESS
+        and a.help is not argparse.SUPPRESS
+        and "default" not in (formatter._get_help_string(a) or "")
+    ]
+    assert not no_default, (
+        f"shadoweval {' '.join(path)}: options whose help does not show the default: {no_default}"
+    )
+
+
+@pytest.mark.parametrize(("path", "parser"), ALL, ids=[" ".join(p) or "shadoweval" for p, _ in ALL])
+def test_every_listed_command_says_what_it_does(
+    path: tuple[str, ...], parser: argparse.ArgumentParser
+) -> None:
+    # argparse lists a sub-command only when it was added with help=...
+    silent = [
+        name
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name in action.choices
+        if name not in HIDDEN_COMMANDS
+        and not any(c.dest == name and c.help for c in action._choices_actions)
+    ]
+    assert not silent, f"shadoweval {' '.join(path)}: commands without help: {silent}"
