@@ -881,6 +881,15 @@ class Config(_Model):
             return {"kind": "file", **value}
         return value
 
+    def for_children(self) -> dict[str, Any]:
+        """The configuration as the proxy's own child processes are sent it (the shadow
+        worker, its pairing process, extra relays): with its secrets, which a plain
+        ``model_dump`` masks and the child's validation would then refuse."""
+        data = self.model_dump(mode="json")
+        if self.admin.token is not None:
+            data["admin"]["token"] = self.admin.token.get_secret_value()
+        return data
+
     @model_validator(mode="after")
     def _ports_apart(self) -> Config:
         if self.listen.port and self.listen.port == self.admin.port:

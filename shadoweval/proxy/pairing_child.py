@@ -46,7 +46,7 @@ class PairingHandoff:
         self.process = Child(
             "shadow pairing process",
             "shadow-pairing",
-            cfg.model_dump(mode="json"),
+            cfg.for_children(),
             cfg.shadow_worker.start_timeout_s,
             forked,
             on_death=metrics.restarts.labels("shadow_pairing").inc,

@@ -75,7 +75,7 @@ class Relays:
         """Start the relays on the leader's port (bound, so a configured port 0 is known)."""
         cfg = self._cfg
         listen = cfg.listen.model_copy(update={"port": port})
-        config = cfg.model_copy(update={"listen": listen}).model_dump(mode="json")
+        config = cfg.model_copy(update={"listen": listen}).for_children()
         for i in range(cfg.listen.processes - 1):
             self.children.append(
                 Child(

@@ -174,7 +174,7 @@ class ShadowWorker(Handoff):
         self.process = Child(
             "shadow worker",
             "shadow-worker",
-            cfg.model_dump(mode="json"),
+            cfg.for_children(),
             cfg.shadow_worker.start_timeout_s,
             forked,
             on_death=metrics.restarts.labels("shadow_worker").inc,

@@ -182,3 +182,16 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load(tmp_path / "nope.yaml")
+
+
+def test_child_processes_get_the_secrets_a_dump_masks() -> None:
+    from shadoweval.config import Config
+
+    token = "an-admin-token-long-enough-0123456789"
+    cfg = parse(
+        {"primary": {"url": "http://p"}, "admin": {"port": 9101, "token": token}}, environ={}
+    )
+    assert cfg.model_dump(mode="json")["admin"]["token"] != token  # masked
+    again = Config.model_validate(cfg.for_children())
+    assert again.admin.token is not None and again.admin.token.get_secret_value() == token
+    assert again == cfg
