@@ -41,9 +41,9 @@ def children_of(pid: int) -> list[int]:
 
 
 def relays_of(leader: int) -> list[int]:
-    """The leader's children but the shadow worker (which runs at nice 10)."""
-    mine = os.getpriority(os.PRIO_PROCESS, leader)
-    return sorted(p for p in children_of(leader) if os.getpriority(os.PRIO_PROCESS, p) == mine)
+    """The leader's children but the shadow worker (the one with a child of its own: its
+    pairing process)."""
+    return sorted(p for p in children_of(leader) if not children_of(p))
 
 
 def accepted(pid: int, port: int, state: str = "01") -> int:
