@@ -123,6 +123,30 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
             self._len += 1
         codes[pos] = code
 
+    def assign(
+        self,
+        scorer: str,
+        side: str,
+        positions: NDArray[np.int32],
+        codes: NDArray[np.int32],
+        rows: Sequence[ScoreRow],
+    ) -> None:
+        """Many scores of one (scorer, side) at once: ``rows[codes[i]]`` is the score of the
+        pair at ``positions[i]`` (in the order the table was made with); replaces."""
+        table = self._codes.get((scorer, side))
+        if table is None:
+            table = self._codes[(scorer, side)] = np.full(len(self._ids), -1, np.int32)
+        mapped = np.empty(len(rows), np.int32)
+        for i, row in enumerate(rows):
+            ident = (row.value, row.label, row.explanation)
+            code = self._row_codes.get(ident)
+            if code is None:
+                code = self._row_codes[ident] = len(self._rows)
+                self._rows.append(row)
+            mapped[i] = code
+        self._len += int(np.count_nonzero(table[positions] < 0))
+        table[positions] = mapped[codes]
+
     def __delitem__(self, key: ScoreKey) -> None:
         self[key]  # KeyError when absent
         self._codes[(key[1], key[2])][self._pos[key[0]]] = -1
@@ -384,56 +408,69 @@ def _load_scores_python(
         )
 
 
-# The score record's fields as JSON values: their types are checked in SQL, as above.
-_SCORE_COLUMNS = {
-    k: "JSON"
-    for k in ("schema", "pair_id", "scorer", "side", "value", "label", "explanation", "scorer_info")
-}
+_DUCKDB_MEMORY = "400MB"
+# One pass over the file: each line's fields extracted with one parse, typed in SQL as the
+# Python reader types them, joined to the pairs' positions, reduced to the last record of
+# each (pair, scorer, side). Lines that are not records are counted in groups of their own.
 _SCORES_SQL = """
 WITH raw AS (
-    SELECT * FROM read_json(
-        $path, format = 'newline_delimited', columns = $columns, ignore_errors = true
+    SELECT
+        ordinality AS seq,
+        json,
+        json_extract(json, [
+            '$.schema', '$.pair_id', '$.scorer', '$.side', '$.value', '$.label',
+            '$.explanation', '$.scorer_info'
+        ]) AS f
+    FROM read_json_objects(
+        $path, format = 'newline_delimited', ignore_errors = true
     ) WITH ORDINALITY
 ), typed AS (
     SELECT
-        ordinality AS seq,
-        coalesce(json_type(schema) = 'VARCHAR' AND schema ->> '$' = $schema, false) AS ours,
-        CASE WHEN json_type(pair_id) = 'VARCHAR' THEN pair_id ->> '$' END AS pair_id,
-        CASE WHEN json_type(scorer) = 'VARCHAR' THEN scorer ->> '$' END AS scorer,
-        CASE WHEN json_type(side) = 'VARCHAR' THEN side ->> '$' END AS side,
-        CASE WHEN json_type(value) IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')
-            THEN TRY_CAST(value ->> '$' AS DOUBLE) END AS raw_value,
-        CASE WHEN json_type(label) = 'VARCHAR' THEN label ->> '$' END AS label,
+        seq,
         CASE
-            WHEN explanation IS NULL OR json_type(explanation) = 'NULL' THEN ''
-            WHEN json_type(explanation) = 'VARCHAR' THEN explanation ->> '$'
-            ELSE CAST(explanation AS VARCHAR)
+            WHEN json IS NULL OR json_type(json) <> 'OBJECT' THEN 'bad'
+            WHEN NOT coalesce(json_type(f[1]) = 'VARCHAR' AND f[1] ->> '$' = $schema, false)
+                THEN 'foreign'
+            WHEN coalesce([json_type(f[2]), json_type(f[3]), json_type(f[4])]
+                <> ['VARCHAR', 'VARCHAR', 'VARCHAR'], true) THEN 'malformed'
+            ELSE 'record'
+        END AS line,
+        f[2] ->> '$' AS pair_id,
+        f[3] ->> '$' AS scorer,
+        f[4] ->> '$' AS side,
+        CASE WHEN json_type(f[5]) IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')
+            THEN TRY_CAST(f[5] ->> '$' AS DOUBLE) END AS raw_value,
+        CASE WHEN json_type(f[6]) = 'VARCHAR' THEN f[6] ->> '$' END AS label,
+        CASE
+            WHEN f[7] IS NULL OR json_type(f[7]) = 'NULL' THEN ''
+            WHEN json_type(f[7]) = 'VARCHAR' THEN f[7] ->> '$'
+            ELSE CAST(f[7] AS VARCHAR)
         END AS explanation,
-        CASE WHEN json_type(scorer_info) NOT IN ('NULL') THEN CAST(scorer_info AS VARCHAR) END
+        CASE WHEN json_type(f[8]) NOT IN ('NULL') THEN CAST(f[8] AS VARCHAR) END
             AS scorer_info
     FROM raw
-)
-SELECT
-    pair_id, scorer, side,
-    CASE WHEN isfinite(raw_value) THEN raw_value END AS value,
-    coalesce(isfinite(raw_value) AND (raw_value < 0 OR raw_value > 1), false) AS outside,
-    label, explanation, scorer_info
-FROM typed
-WHERE ours AND pair_id IS NOT NULL AND scorer IS NOT NULL AND side IS NOT NULL
-"""
-_COUNTS_SQL = """
-SELECT
-    count(*) FILTER (WHERE json IS NULL OR json_type(json) <> 'OBJECT'),
-    count(*) FILTER (WHERE json_type(json) = 'OBJECT' AND NOT ours),
-    count(*) FILTER (WHERE ours AND coalesce(ids <> ['VARCHAR', 'VARCHAR', 'VARCHAR'], true))
-FROM (
+), scored AS (
     SELECT
-        json,
-        coalesce(json ->> '$.schema' = $schema AND json_type(json, '$.schema') = 'VARCHAR', false)
-            AS ours,
-        json_type(json, ['$.pair_id', '$.scorer', '$.side']) AS ids
-    FROM read_json_objects($path, format = 'newline_delimited', ignore_errors = true)
+        seq, line, pos.pos, scorer, side, label, scorer_info,
+        CASE WHEN isfinite(raw_value) THEN raw_value END AS value,
+        coalesce(isfinite(raw_value) AND (raw_value < 0 OR raw_value > 1), false) AS outside,
+        CASE WHEN length(explanation) <= $limit THEN explanation
+            ELSE left(explanation, $limit - 1) || '\u2026' END AS explanation
+    FROM typed LEFT JOIN pos ON line = 'record' AND typed.pair_id = pos.pair_id
 )
+SELECT
+    line, pos,
+    CASE WHEN line = 'record' THEN scorer END AS scorer,
+    CASE WHEN line = 'record' THEN side END AS side,
+    arg_max(value, seq) FILTER (WHERE NOT outside) AS value,
+    arg_max(label, seq) FILTER (WHERE NOT outside) AS label,
+    arg_max(explanation, seq) FILTER (WHERE NOT outside) AS explanation,
+    count(*) FILTER (WHERE NOT outside) AS kept,
+    count(*) FILTER (WHERE outside) AS outside,
+    arg_max(scorer_info, seq) FILTER (WHERE NOT outside AND scorer_info IS NOT NULL) AS info,
+    max(seq) FILTER (WHERE NOT outside AND scorer_info IS NOT NULL) AS info_seq
+FROM scored
+GROUP BY ALL
 """
 
 
@@ -446,45 +483,84 @@ def _load_scores_duckdb(ds: Dataset, path: str, limit: int) -> bool:
     differ: a non-string ``explanation`` is kept as its JSON text."""
     import duckdb  # the report extra: only this engine needs it
 
-    # One thread, rows streamed in file order: Python keeps the last of a (pair, scorer,
-    # side) as it reads, so DuckDB holds no more than a batch (a GROUP BY over millions
-    # of keys would hold them all).
-    con = duckdb.connect(config={"threads": 1})
-    params = {"path": path, "columns": _SCORE_COLUMNS, "schema": SCORE_SCHEMA}
-    counted = con.execute(_COUNTS_SQL, {"path": path, "schema": SCORE_SCHEMA}).fetchone()
-    # Blank lines are skipped; a bad line is a NULL (invalid JSON) or a non-object.
-    bad, foreign, malformed = counted or (0, 0, 0)
-    if bad:
+    # The whole file is reduced in DuckDB (the last score of each key, codes for the
+    # distinct scores); what crosses into Python is two int32 arrays per scorer and side.
+    # Past the memory limit DuckDB spills to disk instead of growing the report's RSS.
+    con = duckdb.connect(
+        config={"threads": 2, "memory_limit": _DUCKDB_MEMORY, "preserve_insertion_order": False}
+    )
+    ids = [p.pair_id for p in ds.pairs]
+    con.execute(
+        "CREATE TEMP TABLE pos AS SELECT unnest($ids) AS pair_id,"
+        " unnest(range(len($ids)))::INTEGER AS pos",
+        {"ids": ids},
+    )
+    params = {"path": path, "schema": SCORE_SCHEMA, "limit": limit}
+    con.execute(f"CREATE TEMP TABLE last AS {_SCORES_SQL}", params)
+    lines = dict(
+        con.execute(
+            "SELECT line, sum(kept + outside) FROM last WHERE line <> 'record' GROUP BY line"
+        ).fetchall()
+    )
+    if lines.get("bad"):
+        con.close()
         return False
-    for reason, count in (
-        ("scores file: not a shadoweval.score.v1 record", foreign),
-        ("malformed score record", malformed),
+    for reason, line in (
+        ("scores file: not a shadoweval.score.v1 record", "foreign"),
+        ("malformed score record", "malformed"),
     ):
-        if count:
-            ds.skipped[reason] += count
-            ds.corrupt[path, reason] += count
-    pair_ids = {p.pair_id for p in ds.pairs}
-    rows: dict[tuple[float | None, str | None, str], ScoreRow] = {}
-    infos: dict[str, str] = {}
+        if lines.get(line):
+            ds.skipped[reason] += int(lines[line])
+            ds.corrupt[path, reason] += int(lines[line])
+    con.execute("DELETE FROM last WHERE line <> 'record'")
     skipped = ds.skipped
-    cur = con.execute(_SCORES_SQL, params)
-    while batch := cur.fetchmany(100_000):
-        for pid, scorer, side, value, outside, label, expl, info in batch:
-            if pid not in pair_ids:
-                skipped["score of a pair not in the report"] += 1
-                continue
-            if outside:
-                skipped["score value outside [0, 1]"] += 1
-                continue
-            if info is not None:
-                infos[scorer] = info
-            if scorer not in ds.scorer_info:
-                ds.scorer_info[scorer] = info_of(scorer)
-            row = rows.get((value, label, expl))
-            if row is None:
-                row = rows[(value, label, expl)] = ScoreRow(value, label, snippet(expl, limit))
-            ds.scores[(pid, scorer, side)] = row
-    for scorer, info in infos.items():
+    outside_pairs, outside_range = con.execute(
+        "SELECT coalesce(sum(kept + outside) FILTER (WHERE pos IS NULL), 0),"
+        " coalesce(sum(outside) FILTER (WHERE pos IS NOT NULL), 0) FROM last"
+    ).fetchone() or (0, 0)
+    for reason, n in (
+        ("score of a pair not in the report", outside_pairs),
+        ("score value outside [0, 1]", outside_range),
+    ):
+        if n:
+            skipped[reason] += int(n)
+    # The distinct scores get a code; each (scorer, side) is fetched as two int arrays.
+    con.execute(
+        "CREATE TEMP TABLE dist AS SELECT (row_number() OVER () - 1)::INTEGER AS code, *"
+        " FROM (SELECT DISTINCT value, label, explanation FROM last"
+        " WHERE pos IS NOT NULL AND kept > 0)"
+    )
+    rows = [
+        ScoreRow(value, label, explanation)
+        for value, label, explanation in con.execute(
+            "SELECT value, label, explanation FROM dist ORDER BY code"
+        ).fetchall()
+    ]
+    con.execute(
+        "CREATE TEMP TABLE kept AS SELECT pos, scorer, side, code FROM last JOIN dist"
+        " ON last.value IS NOT DISTINCT FROM dist.value"
+        " AND last.label IS NOT DISTINCT FROM dist.label"
+        " AND last.explanation IS NOT DISTINCT FROM dist.explanation"
+        " WHERE pos IS NOT NULL AND kept > 0"
+    )
+    kinds = con.execute("SELECT DISTINCT scorer, side FROM kept ORDER BY ALL").fetchall()
+    for scorer, side in kinds:
+        if scorer not in ds.scorer_info:
+            ds.scorer_info[scorer] = info_of(scorer)
+        got = con.execute(
+            "SELECT pos, code FROM kept WHERE scorer = $scorer AND side = $side",
+            {"scorer": scorer, "side": side},
+        ).fetchnumpy()
+        table = ds.scores
+        if isinstance(table, ScoreTable):
+            table.assign(scorer, side, got["pos"], got["code"], rows)
+        else:
+            for p, c in zip(got["pos"].tolist(), got["code"].tolist(), strict=True):
+                table[(ids[p], scorer, side)] = rows[c]
+    for scorer, info in con.execute(
+        "SELECT scorer, arg_max(info, info_seq) FROM last"
+        " WHERE pos IS NOT NULL AND info IS NOT NULL GROUP BY scorer"
+    ).fetchall():
         ds.scorer_info[scorer] = ScorerInfo.from_dict(orjson.loads(info))
     con.close()
     return True
