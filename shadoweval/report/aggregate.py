@@ -25,17 +25,18 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from shadoweval import stats
 from shadoweval.config import Redaction, Report
 from shadoweval.pricing import PriceTable
 from shadoweval.redaction import Redactor
-from shadoweval.report.load import Dataset, PairRow, SideRow, score_kinds
+from shadoweval.report.load import Dataset, PairRow, ScoreTable, SideRow, score_kinds
 from shadoweval.report.robustness import robustness
 from shadoweval.report.verdict import decide, finalise
 from shadoweval.score.registry import QUALITY_PREFERENCE, ScorerInfo, info_of
@@ -75,6 +76,8 @@ class _Ctx:
     groups: dict[str, list[PairRow]]
     by_request: dict[str, dict[str, PairRow]]
     control: str | None
+    # upstream -> its pairs' positions in the ScoreTable (computed once per upstream)
+    _positions: dict[str, NDArray[np.intp]] = field(default_factory=dict)
 
     @property
     def kw(self) -> dict[str, Any]:
@@ -105,6 +108,24 @@ class _Ctx:
         ):
             return JUDGE_LABELS[row.label]
         return row.value
+
+    def values(self, upstream: str, scorer: str, side: str) -> dict[str, float | None]:
+        """request_id -> this upstream's value of a scorer and side (None: not scored);
+        read as arrays from a ScoreTable (a report asks for millions of them)."""
+        pairs = self.groups[upstream]
+        table = self.ds.scores
+        if not isinstance(table, ScoreTable):
+            return {p.request_id: self.value(p.pair_id, scorer, side) for p in pairs}
+        pos = self._positions.get(upstream)
+        if pos is None:
+            pos = self._positions[upstream] = table.positions([p.pair_id for p in pairs])
+        preference = self.info(scorer).pair == "preference"
+        labels = JUDGE_LABELS if preference else None
+        got = table.values_at(scorer, side, pos, labels).tolist()
+        return {
+            p.request_id: None if v != v else v  # NaN: no score
+            for p, v in zip(pairs, got, strict=True)
+        }
 
 
 def _arr(values: Sequence[float]) -> np.ndarray[Any, np.dtype[np.float64]]:
@@ -140,9 +161,8 @@ class _Series:
 
 
 def _series(ctx: _Ctx, upstream: str, scorer: str) -> _Series | None:
-    pairs = ctx.groups[upstream]
-    cand = {p.request_id: ctx.value(p.pair_id, scorer, "candidate") for p in pairs}
-    prim = {p.request_id: ctx.value(p.pair_id, scorer, "primary") for p in pairs}
+    cand = ctx.values(upstream, scorer, "candidate")
+    prim = ctx.values(upstream, scorer, "primary")
     both = [r for r in cand if cand[r] is not None and prim[r] is not None]
     if both:
         x_all = {r: v for r, v in cand.items() if v is not None}
@@ -156,14 +176,13 @@ def _series(ctx: _Ctx, upstream: str, scorer: str) -> _Series | None:
             [base_all[r] for r in both],
             both,
         )
-    pair_vals = {p.request_id: ctx.value(p.pair_id, scorer, "pair") for p in pairs}
+    pair_vals = ctx.values(upstream, scorer, "pair")
     x_all = {r: v for r, v in pair_vals.items() if v is not None}
     if not x_all:
         return None
     control = ctx.control
     if control is not None and control != upstream:
-        ctl_pairs = ctx.by_request[control]
-        ctl = {r: ctx.value(p.pair_id, scorer, "pair") for r, p in ctl_pairs.items()}
+        ctl = ctx.values(control, scorer, "pair")
         base_all = {r: v for r, v in ctl.items() if v is not None}
         ids = [r for r in x_all if r in base_all]
         if ids:
@@ -186,7 +205,7 @@ def _versus_control(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> E
     control = ctx.control
     if series.mode != "per_side" or control is None or control == upstream:
         return None
-    ctl = {r: ctx.value(p.pair_id, scorer, "candidate") for r, p in ctx.by_request[control].items()}
+    ctl = ctx.values(control, scorer, "candidate")
     ids = [r for r in series.x_all if ctl.get(r) is not None]
     if len(ids) < 2:
         return None
@@ -426,14 +445,13 @@ def safety_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
     """Flag rates, candidate vs primary, paired. ``p_worse``/``p_better`` are one-sided
     p-values the verdict corrects across the gate; ``worse``/``better`` read them alone."""
     info = ctx.info(scorer)
-    pairs = ctx.groups[upstream]
     conf = ctx.cfg.confidence
     alpha = (1 - conf) / 2
     side = "candidate"
-    flags = {p.request_id: ctx.value(p.pair_id, scorer, "candidate") for p in pairs}
+    flags = ctx.values(upstream, scorer, "candidate")
     if all(v is None for v in flags.values()):
         side = "pair"
-        flags = {p.request_id: ctx.value(p.pair_id, scorer, "pair") for p in pairs}
+        flags = ctx.values(upstream, scorer, "pair")
     cand = {r: float(v >= 0.5) for r, v in flags.items() if v is not None}
     if not cand:
         return None
@@ -462,10 +480,9 @@ def safety_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
             row = ctx.ds.scores.get((by_id[r].pair_id, scorer, "pair"))
             prim[r] = float(row is not None and row.label == info.reverse_label)
     else:
-        for p in pairs:
-            v = ctx.value(p.pair_id, scorer, "primary")
+        for r, v in ctx.values(upstream, scorer, "primary").items():
             if v is not None:
-                prim[p.request_id] = float(v >= 0.5)
+                prim[r] = float(v >= 0.5)
     ids = [r for r in cand if r in prim]
     if not ids:
         return block
@@ -479,8 +496,7 @@ def safety_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
     if side != "pair" and control is not None and control != upstream:
         # Worse than the primary and worse than the control asked again (both must hold:
         # the larger p-value tests the two together).
-        ctl = ctx.by_request[control]
-        cv = {r: ctx.value(q.pair_id, scorer, side) for r, q in ctl.items()}
+        cv = ctx.values(control, scorer, side)
         cids = [r for r in ids if cv.get(r) is not None]
         if cids:
             cc = [cand[r] for r in cids]

@@ -91,6 +91,8 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
         self._rows: list[ScoreRow] = []
         self._row_codes: dict[tuple[float | None, str | None, str], int] = {}
         self._len = 0
+        # Each row's value (label mapping -> array over the rows), rebuilt after a change.
+        self._tables: dict[tuple[tuple[str, float], ...], NDArray[np.float64]] = {}
 
     def kinds(self) -> set[tuple[str, str]]:
         return set(self._codes)
@@ -119,9 +121,43 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
         if code is None:
             code = self._row_codes[ident] = len(self._rows)
             self._rows.append(row)
+            self._tables.clear()
         if codes[pos] < 0:
             self._len += 1
         codes[pos] = code
+
+    def positions(self, pair_ids: Sequence[str]) -> NDArray[np.intp]:
+        return np.fromiter((self._pos[p] for p in pair_ids), np.intp, len(pair_ids))
+
+    def values_at(
+        self,
+        scorer: str,
+        side: str,
+        positions: NDArray[np.intp],
+        labels: Mapping[str, float] | None = None,
+    ) -> NDArray[np.float64]:
+        """The values at these positions, NaN where there is none; ``labels``: the value of
+        a score that has only a label (a pairwise judge's win/tie/loss)."""
+        codes = self._codes.get((scorer, side))
+        if codes is None:
+            return np.full(len(positions), np.nan)
+        key = tuple(sorted(labels.items())) if labels else ()
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = self._value_table(labels)
+        return table[codes[positions]]
+
+    def _value_table(self, labels: Mapping[str, float] | None) -> NDArray[np.float64]:
+        return np.array(
+            [
+                r.value
+                if r.value is not None
+                else (labels.get(r.label, np.nan) if labels and r.label else np.nan)
+                for r in self._rows
+            ]
+            + [np.nan],  # code -1: no score
+            dtype=np.float64,
+        )
 
     def assign(
         self,
@@ -143,6 +179,7 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
             if code is None:
                 code = self._row_codes[ident] = len(self._rows)
                 self._rows.append(row)
+                self._tables.clear()
             mapped[i] = code
         self._len += int(np.count_nonzero(table[positions] < 0))
         table[positions] = mapped[codes]
@@ -408,7 +445,7 @@ def _load_scores_python(
         )
 
 
-_DUCKDB_MEMORY = "400MB"
+_DUCKDB_MEMORY = "256MB"
 # One pass over the file: each line's fields extracted with one parse, typed in SQL as the
 # Python reader types them, joined to the pairs' positions, reduced to the last record of
 # each (pair, scorer, side). Lines that are not records are counted in groups of their own.
@@ -487,7 +524,7 @@ def _load_scores_duckdb(ds: Dataset, path: str, limit: int) -> bool:
     # distinct scores); what crosses into Python is two int32 arrays per scorer and side.
     # Past the memory limit DuckDB spills to disk instead of growing the report's RSS.
     con = duckdb.connect(
-        config={"threads": 2, "memory_limit": _DUCKDB_MEMORY, "preserve_insertion_order": False}
+        config={"threads": 1, "memory_limit": _DUCKDB_MEMORY, "preserve_insertion_order": False}
     )
     ids = [p.pair_id for p in ds.pairs]
     con.execute(
