@@ -24,7 +24,7 @@ from shadoweval.proxy.breaker import Breaker
 from shadoweval.proxy.candidate import AttemptHook, CandidateClient
 from shadoweval.proxy.loops import hop_header
 from shadoweval.proxy.openai import InvalidRequest, parse_answer, parse_request
-from shadoweval.records import RequestInfo, build_pair, fit, record_limit
+from shadoweval.records import TASK_HEADER, RequestInfo, build_pair, fit, record_limit
 from shadoweval.redaction import Redactor
 from shadoweval.routes import refers_to_state
 from shadoweval.sampling import Sampler
@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 
 # Called with every parsed upstream outcome (metrics hook).
 ObserveFn = Callable[[Outcome, Route], None]
-
-TASK_HEADER = "x-shadoweval-task"
 
 
 class ParsedOnce:

@@ -67,6 +67,9 @@ class PairRow:
     cluster: str | None = None
     # Probe records only: the record's ``probe`` object (id, base_id, category, verdicts).
     probe: dict[str, Any] | None = None
+    # Request headers the record carries (a ``headers`` object, names lowercased), for
+    # ``--by header:NAME``; None when the record has none.
+    headers: dict[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -329,6 +332,12 @@ def _side(obj: Any, limit: int) -> SideRow:
     )
 
 
+def _headers(obj: Any) -> dict[str, str] | None:
+    if not isinstance(obj, dict):
+        return None
+    return {str(k).lower(): v for k, v in obj.items() if isinstance(v, str)}
+
+
 def _records(ds: Dataset, paths: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     """Each file's JSON objects with its name; its unreadable lines counted as corrupt."""
     for path in paths:
@@ -385,6 +394,7 @@ def load(
                 candidate=_side(rec["candidate"], snippet_chars),
                 cluster=cluster if isinstance(cluster, str) and cluster else None,
                 probe=probe,
+                headers=_headers(rec.get("headers")),
             )
         except (KeyError, TypeError, ValueError):
             _corrupt(ds, path, "malformed pair record")
