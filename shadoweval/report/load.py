@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -457,8 +458,7 @@ def _load_scores_python(
 
 _DUCKDB_MEMORY = "256MB"
 # One pass over the file: each line's fields extracted with one parse, typed in SQL as the
-# Python reader types them, joined to the pairs' positions, reduced to the last record of
-# each (pair, scorer, side). Lines that are not records are counted in groups of their own.
+# Python reader types them, joined to the pairs' positions (a table: it spills to disk).
 _SCORES_SQL = """
 WITH raw AS (
     SELECT
@@ -468,9 +468,7 @@ WITH raw AS (
             '$.schema', '$.pair_id', '$.scorer', '$.side', '$.value', '$.label',
             '$.explanation', '$.scorer_info'
         ]) AS f
-    FROM read_json_objects(
-        $path, format = 'newline_delimited', ignore_errors = true
-    ) WITH ORDINALITY
+    FROM {source}
 ), typed AS (
     SELECT
         seq,
@@ -505,19 +503,27 @@ WITH raw AS (
             ELSE left(explanation, $limit - 1) || '\u2026' END AS explanation
     FROM typed LEFT JOIN pos ON line = 'record' AND typed.pair_id = pos.pair_id
 )
-SELECT
-    line, pos,
-    CASE WHEN line = 'record' THEN scorer END AS scorer,
-    CASE WHEN line = 'record' THEN side END AS side,
-    arg_max(value, seq) FILTER (WHERE NOT outside) AS value,
-    arg_max(label, seq) FILTER (WHERE NOT outside) AS label,
-    arg_max(explanation, seq) FILTER (WHERE NOT outside) AS explanation,
-    count(*) FILTER (WHERE NOT outside) AS kept,
-    count(*) FILTER (WHERE outside) AS outside,
-    arg_max(scorer_info, seq) FILTER (WHERE NOT outside AND scorer_info IS NOT NULL) AS info,
-    max(seq) FILTER (WHERE NOT outside AND scorer_info IS NOT NULL) AS info_seq
+SELECT * FROM scored
+"""
+
+
+# The last record of each (pair, scorer, side), by a window (DuckDB sorts out of core;
+# a hash aggregate keeping strings would have to hold every key in memory).
+_LAST_SQL = """
+CREATE TABLE last AS
+SELECT pos, scorer, side, value, label, explanation
 FROM scored
-GROUP BY ALL
+WHERE line = 'record' AND pos IS NOT NULL AND NOT outside
+QUALIFY row_number() OVER (PARTITION BY pos, scorer, side ORDER BY seq DESC) = 1
+"""
+_LINES_SQL = """
+SELECT
+    count(*) FILTER (WHERE line = 'bad'),
+    count(*) FILTER (WHERE line = 'foreign'),
+    count(*) FILTER (WHERE line = 'malformed'),
+    count(*) FILTER (WHERE line = 'record' AND pos IS NULL),
+    count(*) FILTER (WHERE line = 'record' AND pos IS NOT NULL AND outside)
+FROM scored
 """
 
 
@@ -530,52 +536,63 @@ def _load_scores_duckdb(ds: Dataset, path: str, limit: int) -> bool:
     differ: a non-string ``explanation`` is kept as its JSON text."""
     import duckdb  # the report extra: only this engine needs it
 
-    # The whole file is reduced in DuckDB (the last score of each key, codes for the
-    # distinct scores); what crosses into Python is two int32 arrays per scorer and side.
-    # Past the memory limit DuckDB spills to disk instead of growing the report's RSS.
-    con = duckdb.connect(
-        config={"threads": 1, "memory_limit": _DUCKDB_MEMORY, "preserve_insertion_order": False}
+    # A database file in a directory of its own, removed after: past the memory limit
+    # DuckDB spills there instead of growing the report's RSS (or failing).
+    with tempfile.TemporaryDirectory(prefix="shadoweval-report-") as tmp:
+        con = duckdb.connect(
+            str(Path(tmp) / "scores.duckdb"),
+            config={
+                "threads": 1,
+                "memory_limit": _DUCKDB_MEMORY,
+                "preserve_insertion_order": False,
+                "temp_directory": tmp,
+            },
+        )
+        try:
+            return _reduce_scores(con, ds, path, limit)
+        finally:
+            con.close()
+
+
+def _relation(path: str) -> str:
+    """The one place an input path becomes a DuckDB relation: one JSON object per row
+    (column ``json``) with its position in the input (``ordinality``)."""
+    del path  # JSONL is the only format so far; the path is bound as $path
+    return (
+        "read_json_objects($path, format = 'newline_delimited', ignore_errors = true)"
+        " WITH ORDINALITY"
     )
+
+
+def _reduce_scores(con: Any, ds: Dataset, path: str, limit: int) -> bool:
+    """The score file into ``ds`` (see _load_scores_duckdb)."""
     ids = [p.pair_id for p in ds.pairs]
     con.execute(
-        "CREATE TEMP TABLE pos AS SELECT unnest($ids) AS pair_id,"
+        "CREATE TABLE pos AS SELECT unnest($ids) AS pair_id,"
         " unnest(range(len($ids)))::INTEGER AS pos",
         {"ids": ids},
     )
     params = {"path": path, "schema": SCORE_SCHEMA, "limit": limit}
-    con.execute(f"CREATE TEMP TABLE last AS {_SCORES_SQL}", params)
-    lines = dict(
-        con.execute(
-            "SELECT line, sum(kept + outside) FROM last WHERE line <> 'record' GROUP BY line"
-        ).fetchall()
-    )
-    if lines.get("bad"):
-        con.close()
+    sql = _SCORES_SQL.replace("{source}", _relation(path))
+    con.execute(f"CREATE TABLE scored AS {sql}", params)
+    bad, foreign, malformed, unknown, outside = con.execute(_LINES_SQL).fetchone() or (0,) * 5
+    if bad:
         return False
-    for reason, line in (
-        ("scores file: not a shadoweval.score.v1 record", "foreign"),
-        ("malformed score record", "malformed"),
-    ):
-        if lines.get(line):
-            ds.skipped[reason] += int(lines[line])
-            ds.corrupt[path, reason] += int(lines[line])
-    con.execute("DELETE FROM last WHERE line <> 'record'")
-    skipped = ds.skipped
-    outside_pairs, outside_range = con.execute(
-        "SELECT coalesce(sum(kept + outside) FILTER (WHERE pos IS NULL), 0),"
-        " coalesce(sum(outside) FILTER (WHERE pos IS NOT NULL), 0) FROM last"
-    ).fetchone() or (0, 0)
-    for reason, n in (
-        ("score of a pair not in the report", outside_pairs),
-        ("score value outside [0, 1]", outside_range),
+    for reason, n, corrupt in (
+        ("scores file: not a shadoweval.score.v1 record", foreign, True),
+        ("malformed score record", malformed, True),
+        ("score of a pair not in the report", unknown, False),
+        ("score value outside [0, 1]", outside, False),
     ):
         if n:
-            skipped[reason] += int(n)
+            ds.skipped[reason] += int(n)
+            if corrupt:
+                ds.corrupt[path, reason] += int(n)
+    con.execute(_LAST_SQL)
     # The distinct scores get a code; each (scorer, side) is fetched as two int arrays.
     con.execute(
-        "CREATE TEMP TABLE dist AS SELECT (row_number() OVER () - 1)::INTEGER AS code, *"
-        " FROM (SELECT DISTINCT value, label, explanation FROM last"
-        " WHERE pos IS NOT NULL AND kept > 0)"
+        "CREATE TABLE dist AS SELECT (row_number() OVER () - 1)::INTEGER AS code, *"
+        " FROM (SELECT DISTINCT value, label, explanation FROM last)"
     )
     rows = [
         ScoreRow(value, label, explanation)
@@ -584,11 +601,10 @@ def _load_scores_duckdb(ds: Dataset, path: str, limit: int) -> bool:
         ).fetchall()
     ]
     con.execute(
-        "CREATE TEMP TABLE kept AS SELECT pos, scorer, side, code FROM last JOIN dist"
+        "CREATE TABLE kept AS SELECT pos, scorer, side, code FROM last JOIN dist"
         " ON last.value IS NOT DISTINCT FROM dist.value"
         " AND last.label IS NOT DISTINCT FROM dist.label"
         " AND last.explanation IS NOT DISTINCT FROM dist.explanation"
-        " WHERE pos IS NOT NULL AND kept > 0"
     )
     kinds = con.execute("SELECT DISTINCT scorer, side FROM kept ORDER BY ALL").fetchall()
     for scorer, side in kinds:
@@ -605,9 +621,8 @@ def _load_scores_duckdb(ds: Dataset, path: str, limit: int) -> bool:
             for p, c in zip(got["pos"].tolist(), got["code"].tolist(), strict=True):
                 table[(ids[p], scorer, side)] = rows[c]
     for scorer, info in con.execute(
-        "SELECT scorer, arg_max(info, info_seq) FROM last"
-        " WHERE pos IS NOT NULL AND info IS NOT NULL GROUP BY scorer"
+        "SELECT scorer, arg_max(scorer_info, seq) FROM scored WHERE line = 'record'"
+        " AND pos IS NOT NULL AND NOT outside AND scorer_info IS NOT NULL GROUP BY scorer"
     ).fetchall():
         ds.scorer_info[scorer] = ScorerInfo.from_dict(orjson.loads(info))
-    con.close()
     return True
