@@ -456,7 +456,16 @@ def _load_scores_python(
         )
 
 
-_DUCKDB_MEMORY = "256MB"
+# DuckDB's memory: a base, and room for the hash table of the pairs' ids it joins to
+# (below that the join cannot even spill: 256 MB failed at 3M pairs).
+_DUCKDB_MEMORY_MB = 256
+_DUCKDB_BYTES_PER_PAIR = 160
+
+
+def _duckdb_memory(pairs: int) -> str:
+    return f"{_DUCKDB_MEMORY_MB + pairs * _DUCKDB_BYTES_PER_PAIR // 2**20}MB"
+
+
 # One pass over the file: each line's fields extracted with one parse, typed in SQL as the
 # Python reader types them, joined to the pairs' positions (a table: it spills to disk).
 _SCORES_SQL = """
@@ -543,7 +552,7 @@ def _load_scores_duckdb(ds: Dataset, path: str, limit: int) -> bool:
             str(Path(tmp) / "scores.duckdb"),
             config={
                 "threads": 1,
-                "memory_limit": _DUCKDB_MEMORY,
+                "memory_limit": _duckdb_memory(len(ds.pairs)),
                 "preserve_insertion_order": False,
                 "temp_directory": tmp,
             },
