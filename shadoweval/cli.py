@@ -74,6 +74,16 @@ def cmd_relay(args: argparse.Namespace) -> int:
     return run_relay(args.fd)
 
 
+def _segment_key(value: str) -> str:
+    """``report --by``: a known segment key, else argparse's one-line error (exit 2)."""
+    from shadoweval.report.aggregate import check_segment
+
+    try:
+        return check_segment(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _raise_fd_limit() -> None:
     """Every in-flight request holds two sockets (caller and upstream) and each shadow one
     more: lift the soft open-files limit to the hard one, as Go's runtime does."""
@@ -613,8 +623,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--by",
         action="append",
-        choices=("task", "route", "model", "input_tokens_bucket"),
-        help="figures per segment too (repeatable)",
+        type=_segment_key,
+        metavar="SEGMENT",
+        help="figures per segment too (repeatable): task, route, model, "
+        "input_tokens_bucket, language, header:NAME",
     )
     p.add_argument(
         "--detector-accuracy",

@@ -23,6 +23,8 @@ from shadoweval.routes import refers_to_state
 from shadoweval.types import Json, Outcome
 
 PAIR_SCHEMA = "shadoweval.pair.v1"
+# The caller's tag of a request, recorded as the pair's ``task``.
+TASK_HEADER = "x-shadoweval-task"
 
 
 @dataclass(slots=True, frozen=True)

@@ -27,7 +27,7 @@ from shadoweval.proxy.candidate import AttemptHook, CallerAuth, CandidateClient
 from shadoweval.proxy.conversations import ConversationStore
 from shadoweval.proxy.loops import hop_header
 from shadoweval.proxy.pairing import FinishFn, ObserveFn, Pairing
-from shadoweval.records import RequestInfo, record_limit
+from shadoweval.records import TASK_HEADER, RequestInfo, record_limit
 from shadoweval.redaction import Redactor
 from shadoweval.routes import credential_headers, deployment_of, refers_to_state
 from shadoweval.sampling import Sampler
@@ -40,8 +40,6 @@ if TYPE_CHECKING:  # imported only when tracing is on (it loads OpenTelemetry)
 log = logging.getLogger(__name__)
 
 __all__ = ["ObserveFn", "ParsedOnce", "ShadowDispatcher", "ShadowJob"]
-
-TASK_HEADER = "x-shadoweval-task"
 
 
 class ParsedOnce:

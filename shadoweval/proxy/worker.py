@@ -43,7 +43,7 @@ from shadoweval.proxy.children import (
     unframe,
 )
 from shadoweval.proxy.http import Request, decode_headers
-from shadoweval.proxy.shadow import TASK_HEADER
+from shadoweval.records import TASK_HEADER
 from shadoweval.sampling import Sampler
 from shadoweval.types import Capture, Json, Route
 

@@ -25,17 +25,20 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from shadoweval import stats
 from shadoweval.config import Redaction, Report
 from shadoweval.pricing import PriceTable
+from shadoweval.records import TASK_HEADER
 from shadoweval.redaction import Redactor
-from shadoweval.report.load import Dataset, PairRow, SideRow, score_kinds
+from shadoweval.report.language import detect as detect_language
+from shadoweval.report.load import Dataset, PairRow, ScoreTable, SideRow, score_kinds
 from shadoweval.report.robustness import robustness
 from shadoweval.report.verdict import decide, finalise
 from shadoweval.score.registry import QUALITY_PREFERENCE, ScorerInfo, info_of
@@ -75,6 +78,8 @@ class _Ctx:
     groups: dict[str, list[PairRow]]
     by_request: dict[str, dict[str, PairRow]]
     control: str | None
+    # upstream -> its pairs' positions in the ScoreTable (computed once per upstream)
+    _positions: dict[str, NDArray[np.intp]] = field(default_factory=dict)
 
     @property
     def kw(self) -> dict[str, Any]:
@@ -105,6 +110,24 @@ class _Ctx:
         ):
             return JUDGE_LABELS[row.label]
         return row.value
+
+    def values(self, upstream: str, scorer: str, side: str) -> dict[str, float | None]:
+        """request_id -> this upstream's value of a scorer and side (None: not scored);
+        read as arrays from a ScoreTable (a report asks for millions of them)."""
+        pairs = self.groups[upstream]
+        table = self.ds.scores
+        if not isinstance(table, ScoreTable):
+            return {p.request_id: self.value(p.pair_id, scorer, side) for p in pairs}
+        pos = self._positions.get(upstream)
+        if pos is None:
+            pos = self._positions[upstream] = table.positions([p.pair_id for p in pairs])
+        preference = self.info(scorer).pair == "preference"
+        labels = JUDGE_LABELS if preference else None
+        got = table.values_at(scorer, side, pos, labels).tolist()
+        return {
+            p.request_id: None if v != v else v  # NaN: no score
+            for p, v in zip(pairs, got, strict=True)
+        }
 
 
 def _arr(values: Sequence[float]) -> np.ndarray[Any, np.dtype[np.float64]]:
@@ -140,9 +163,8 @@ class _Series:
 
 
 def _series(ctx: _Ctx, upstream: str, scorer: str) -> _Series | None:
-    pairs = ctx.groups[upstream]
-    cand = {p.request_id: ctx.value(p.pair_id, scorer, "candidate") for p in pairs}
-    prim = {p.request_id: ctx.value(p.pair_id, scorer, "primary") for p in pairs}
+    cand = ctx.values(upstream, scorer, "candidate")
+    prim = ctx.values(upstream, scorer, "primary")
     both = [r for r in cand if cand[r] is not None and prim[r] is not None]
     if both:
         x_all = {r: v for r, v in cand.items() if v is not None}
@@ -156,14 +178,13 @@ def _series(ctx: _Ctx, upstream: str, scorer: str) -> _Series | None:
             [base_all[r] for r in both],
             both,
         )
-    pair_vals = {p.request_id: ctx.value(p.pair_id, scorer, "pair") for p in pairs}
+    pair_vals = ctx.values(upstream, scorer, "pair")
     x_all = {r: v for r, v in pair_vals.items() if v is not None}
     if not x_all:
         return None
     control = ctx.control
     if control is not None and control != upstream:
-        ctl_pairs = ctx.by_request[control]
-        ctl = {r: ctx.value(p.pair_id, scorer, "pair") for r, p in ctl_pairs.items()}
+        ctl = ctx.values(control, scorer, "pair")
         base_all = {r: v for r, v in ctl.items() if v is not None}
         ids = [r for r in x_all if r in base_all]
         if ids:
@@ -186,7 +207,7 @@ def _versus_control(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> E
     control = ctx.control
     if series.mode != "per_side" or control is None or control == upstream:
         return None
-    ctl = {r: ctx.value(p.pair_id, scorer, "candidate") for r, p in ctx.by_request[control].items()}
+    ctl = ctx.values(control, scorer, "candidate")
     ids = [r for r in series.x_all if ctl.get(r) is not None]
     if len(ids) < 2:
         return None
@@ -426,14 +447,13 @@ def safety_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
     """Flag rates, candidate vs primary, paired. ``p_worse``/``p_better`` are one-sided
     p-values the verdict corrects across the gate; ``worse``/``better`` read them alone."""
     info = ctx.info(scorer)
-    pairs = ctx.groups[upstream]
     conf = ctx.cfg.confidence
     alpha = (1 - conf) / 2
     side = "candidate"
-    flags = {p.request_id: ctx.value(p.pair_id, scorer, "candidate") for p in pairs}
+    flags = ctx.values(upstream, scorer, "candidate")
     if all(v is None for v in flags.values()):
         side = "pair"
-        flags = {p.request_id: ctx.value(p.pair_id, scorer, "pair") for p in pairs}
+        flags = ctx.values(upstream, scorer, "pair")
     cand = {r: float(v >= 0.5) for r, v in flags.items() if v is not None}
     if not cand:
         return None
@@ -462,10 +482,9 @@ def safety_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
             row = ctx.ds.scores.get((by_id[r].pair_id, scorer, "pair"))
             prim[r] = float(row is not None and row.label == info.reverse_label)
     else:
-        for p in pairs:
-            v = ctx.value(p.pair_id, scorer, "primary")
+        for r, v in ctx.values(upstream, scorer, "primary").items():
             if v is not None:
-                prim[p.request_id] = float(v >= 0.5)
+                prim[r] = float(v >= 0.5)
     ids = [r for r in cand if r in prim]
     if not ids:
         return block
@@ -479,8 +498,7 @@ def safety_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
     if side != "pair" and control is not None and control != upstream:
         # Worse than the primary and worse than the control asked again (both must hold:
         # the larger p-value tests the two together).
-        ctl = ctx.by_request[control]
-        cv = {r: ctx.value(q.pair_id, scorer, side) for r, q in ctl.items()}
+        cv = ctx.values(control, scorer, side)
         cids = [r for r in ids if cv.get(r) is not None]
         if cids:
             cc = [cand[r] for r in cids]
@@ -676,10 +694,23 @@ def timeline_block(
 
 # -- segments -----------------------------------------------------------------------------
 
-SEGMENT_KEYS = ("task", "route", "model", "input_tokens_bucket")
+SEGMENT_KEYS = ("task", "route", "model", "input_tokens_bucket", "language")
+# header:NAME: a request header the pair record carries (its ``headers`` object).
+HEADER_PREFIX = "header:"
 OTHER = "other"
+NOT_RECORDED = "(not recorded)"
 # Bounds of the input_tokens_bucket segments: the primary's input tokens of the request.
 TOKEN_BUCKETS = (256, 1024, 4096, 16384)
+
+
+def check_segment(key: str) -> str:
+    """The segment key as the report uses it; ValueError naming the key when unknown."""
+    if key in SEGMENT_KEYS:
+        return key
+    if key.startswith(HEADER_PREFIX) and key[len(HEADER_PREFIX) :].strip():
+        return HEADER_PREFIX + key[len(HEADER_PREFIX) :].strip().lower()
+    known = ", ".join((*SEGMENT_KEYS, "header:NAME"))
+    raise ValueError(f"unknown segment {key!r} (one of {known})")
 
 
 def _token_bucket(tokens: int | None) -> str:
@@ -703,6 +734,15 @@ def segment_of(pair: PairRow, key: str) -> str:
         return pair.primary.model or "(none)"
     if key == "input_tokens_bucket":
         return _token_bucket(pair.primary.input_tokens)
+    if key == "language":
+        return detect_language(pair.prompt)
+    if key.startswith(HEADER_PREFIX):
+        name = key[len(HEADER_PREFIX) :]
+        if name == TASK_HEADER:  # recorded as the pair's task
+            return pair.task or "(none)"
+        if pair.headers is None:
+            return NOT_RECORDED
+        return pair.headers.get(name) or "(none)"
     raise ValueError(f"unknown segment {key!r}")
 
 
@@ -729,6 +769,10 @@ def _segment_row(ctx: _Ctx, upstream: str, headline: str | None, name: str) -> J
             **ctx.kw,
         )
         cost_ratio = ratio.as_dict()
+    q = ctx.cfg.rules.latency_quantile
+    latency = _quantile_rows(
+        ctx, [p.candidate.latency_s for p in ok], [p.primary.latency_s for p in ok], [q]
+    ).get(q_label(q))
     return {
         "segment": name,
         "pairs": n,
@@ -738,24 +782,52 @@ def _segment_row(ctx: _Ctx, upstream: str, headline: str | None, name: str) -> J
         "difference": block["difference"] if block else None,
         "reliable": bool(block and block["reliable"]),
         "failure": stats.wilson(sum(not p.candidate.ok for p in pairs), n, conf).as_dict(),
+        "failure_difference": _failure_difference(ctx, upstream),
         "cost_ratio": cost_ratio,
+        "latency_quantile": q_label(q),
+        "latency_ratio": latency["ratio"] if latency else None,
+        "latency_reliable": bool(latency and latency["reliable"]),
         "p_worse": None,
         "worse": False,
     }
 
 
+def _failure_difference(ctx: _Ctx, upstream: str) -> Json | None:
+    pairs = ctx.groups[upstream]
+    if not pairs:
+        return None
+    c = sum(not p.candidate.ok for p in pairs)
+    p = sum(not p.primary.ok for p in pairs)
+    return stats.newcombe_difference(c, len(pairs), p, len(pairs), ctx.cfg.confidence).as_dict()
+
+
+def segment_names(ctx: _Ctx, upstream: str, key: str) -> dict[str, set[str]]:
+    """Segment -> its requests. Header values are the caller's text: redacted like it."""
+    members: dict[str, set[str]] = defaultdict(set)
+    seen: dict[str, str] = {}  # prompt -> language: a request's pairs share their prompt
+    for p in ctx.groups[upstream]:
+        if key == "language":
+            name = seen.get(p.prompt)
+            if name is None:
+                name = seen[p.prompt] = segment_of(p, key)
+        else:
+            name = segment_of(p, key)
+            if key.startswith(HEADER_PREFIX):
+                name = ctx.redactor.text(name)
+        members[name].add(p.request_id)
+    return members
+
+
 def segments_block(ctx: _Ctx, upstream: str, headline: str | None, keys: Sequence[str]) -> Json:
     """The candidate's figures per segment of each key. Segments with fewer than
-    ``min_pairs`` pairs are pooled into "other" (marked ``small`` if still too few); a
-    segment is called worse than the primary only through Holm across the key's segments."""
+    ``min_pairs`` pairs are pooled into "other" (marked ``small`` if still too few). A
+    segment is called worse than the primary only through Holm across every segment of
+    every key: the weakest is picked among all of them, so all of them are the family."""
     out: Json = {}
     min_pairs, alpha = ctx.cfg.rules.min_pairs, (1 - ctx.cfg.confidence) / 2
     for key in keys:
-        members: dict[str, set[str]] = defaultdict(set)
-        for p in ctx.groups[upstream]:
-            members[segment_of(p, key)].add(p.request_id)
         merged: dict[str, set[str]] = {}
-        for name, requests in sorted(members.items()):
+        for name, requests in sorted(segment_names(ctx, upstream, key).items()):
             target = name if len(requests) >= min_pairs else OTHER
             merged.setdefault(target, set()).update(requests)
         rows = [
@@ -767,11 +839,11 @@ def segments_block(ctx: _Ctx, upstream: str, headline: str | None, keys: Sequenc
             if rel is not None and r["reliable"]:
                 est = Estimate(rel["value"], rel["lo"], rel["hi"], rel["n"])
                 r["p_worse"] = stats.p_beyond(est, 0.0, False, ctx.cfg.confidence)
-        tested = [r for r in rows if r["p_worse"] is not None]
-        for r, worse in zip(tested, stats.holm([r["p_worse"] for r in tested], alpha), strict=True):
-            r["worse"] = worse
         rows.sort(key=lambda r: (r["segment"] == OTHER, -r["pairs"], r["segment"]))
         out[key] = rows
+    tested = [r for rows in out.values() for r in rows if r["p_worse"] is not None]
+    for r, worse in zip(tested, stats.holm([r["p_worse"] for r in tested], alpha), strict=True):
+        r["worse"] = worse
     return out
 
 
@@ -794,8 +866,14 @@ def weakest_line(segments: Json) -> str | None:
         if rel["lo"] is not None and rel["hi"] is not None
         else ""
     )
+    tested = sum(r["p_worse"] is not None for rows in segments.values() for r in rows)
+    family = (
+        f"{len(segments[key])} {key} segments"
+        if len(segments) == 1
+        else f"{tested} segments of {', '.join(segments)}"
+    )
     claim = (
-        f"worse than the primary (Holm across the {len(segments[key])} {key} segments)"
+        f"worse than the primary (Holm across the {family})"
         if r["worse"]
         else "not shown worse than the primary"
     )
@@ -831,9 +909,7 @@ def build_report(
     filters: Json | None = None,
     by: Sequence[str] = (),
 ) -> Json:
-    for key in by:
-        if key not in SEGMENT_KEYS:
-            raise ValueError(f"unknown segment {key!r} (one of {', '.join(SEGMENT_KEYS)})")
+    by = tuple(dict.fromkeys(check_segment(key) for key in by))
     groups: dict[str, list[PairRow]] = defaultdict(list)
     roles: dict[str, str] = {}
     # Probes are attacks, not traffic: they make the robustness section and stay out of the

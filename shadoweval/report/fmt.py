@@ -73,7 +73,15 @@ def headline(row: Json, scorer: str | None) -> Json | None:
 STATUS_WORDS = {"pass": "PASS", "fail": "FAIL", "insufficient": "NOT ENOUGH DATA", None: "—"}
 
 
-SEGMENT_HEAD = ["segment", "pairs", "quality (relative)", "failure", "cost ratio", "worse"]
+SEGMENT_HEAD = [
+    "segment",
+    "pairs",
+    "quality (relative)",
+    "failure",
+    "cost ratio",
+    "latency ratio",
+    "worse",
+]
 
 
 def segment_cells(r: Json) -> list[str]:
@@ -82,11 +90,15 @@ def segment_cells(r: Json) -> list[str]:
     if r["relative_difference"] and not r["reliable"]:
         quality += " (unreliable)"
     pairs = f"{r['pairs']}" + (" (few)" if r["small"] else "")
+    latency = ci(r.get("latency_ratio"), ratio)
+    if r.get("latency_ratio"):
+        latency = f"{r['latency_quantile']} {latency}" + ("" if r["latency_reliable"] else " (few)")
     return [
         r["segment"],
         pairs,
         quality,
         ci(r["failure"], pct),
         ci(r["cost_ratio"], ratio),
+        latency,
         "yes" if r["worse"] else "-",
     ]

@@ -474,7 +474,7 @@ def _worst(row: Json) -> str:
     return "".join(out)
 
 
-def _details(row: Json) -> str:
+def _details(row: Json, max_drop: float | None = None) -> str:
     verdict = row.get("verdict")
     parts = [
         f'<h2 id="up-{escape(row["upstream"])}">{escape(row["upstream"])} '
@@ -503,18 +503,42 @@ def _details(row: Json) -> str:
         "<h3>Operations</h3>",
         _ops_table(row),
         _robustness(row),
-        _segments(row),
+        _segments(row, max_drop),
         _worst(row),
     ]
     return "".join(parts)
 
 
-def _segments(row: Json) -> str:
+def _segments(row: Json, max_drop: float | None = None) -> str:
+    """Per key: the quality change per segment with its interval (a forest plot; worse
+    than the primary after Holm in red), then the table of every figure."""
     parts = []
     for key, rows in (row.get("segments") or {}).items():
         scorer = rows[0]["scorer"] if rows else None
         parts.append(
             f'<h3>By {escape(key)} <small class="muted">{escape(scorer or "")}</small></h3>'
+        )
+        intervals = [
+            svg.Interval(
+                f"{r['segment']} ({r['pairs']})",
+                rel["value"],
+                rel["lo"],
+                rel["hi"],
+                marked=r["worse"],
+                note="" if r["reliable"] else "(unreliable)",
+            )
+            for r in rows
+            if (rel := r["relative_difference"]) and rel["value"] is not None
+        ]
+        parts.append(
+            svg.forest(
+                f"segments-{row['upstream']}-{key}",
+                f"{row['upstream']}: {scorer or 'quality'} change by {key}",
+                intervals,
+                xlabel=f"{scorer or 'quality'} relative to the baseline",
+                xfmt=fmt.signed_pct,
+                bound=-max_drop if max_drop else None,
+            )
         )
         parts.append(
             _table(fmt.SEGMENT_HEAD, [[escape(c) for c in fmt.segment_cells(r)] for r in rows])
@@ -567,7 +591,7 @@ def render(report: Json) -> str:
         '<h2>Plots</h2><div class="plots">',
         *plots,
         "</div>",
-        *(_details(r) for r in _rows(report)),
+        *(_details(r, report["settings"]["rules"].get("quality_max_drop")) for r in _rows(report)),
         f"<h2>Notes</h2><ul>{notes or '<li>none</li>'}</ul>",
         f"<details><summary>Settings</summary><pre>{settings}</pre></details>",
         "</body></html>",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +68,9 @@ class PairRow:
     cluster: str | None = None
     # Probe records only: the record's ``probe`` object (id, base_id, category, verdicts).
     probe: dict[str, Any] | None = None
+    # Request headers the record carries (a ``headers`` object, names lowercased), for
+    # ``--by header:NAME``; None when the record has none.
+    headers: dict[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -91,6 +95,8 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
         self._rows: list[ScoreRow] = []
         self._row_codes: dict[tuple[float | None, str | None, str], int] = {}
         self._len = 0
+        # Each row's value (label mapping -> array over the rows), rebuilt after a change.
+        self._tables: dict[tuple[tuple[str, float], ...], NDArray[np.float64]] = {}
 
     def kinds(self) -> set[tuple[str, str]]:
         return set(self._codes)
@@ -119,9 +125,68 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
         if code is None:
             code = self._row_codes[ident] = len(self._rows)
             self._rows.append(row)
+            self._tables.clear()
         if codes[pos] < 0:
             self._len += 1
         codes[pos] = code
+
+    def positions(self, pair_ids: Sequence[str]) -> NDArray[np.intp]:
+        return np.fromiter((self._pos[p] for p in pair_ids), np.intp, len(pair_ids))
+
+    def values_at(
+        self,
+        scorer: str,
+        side: str,
+        positions: NDArray[np.intp],
+        labels: Mapping[str, float] | None = None,
+    ) -> NDArray[np.float64]:
+        """The values at these positions, NaN where there is none; ``labels``: the value of
+        a score that has only a label (a pairwise judge's win/tie/loss)."""
+        codes = self._codes.get((scorer, side))
+        if codes is None:
+            return np.full(len(positions), np.nan)
+        key = tuple(sorted(labels.items())) if labels else ()
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = self._value_table(labels)
+        return table[codes[positions]]
+
+    def _value_table(self, labels: Mapping[str, float] | None) -> NDArray[np.float64]:
+        return np.array(
+            [
+                r.value
+                if r.value is not None
+                else (labels.get(r.label, np.nan) if labels and r.label else np.nan)
+                for r in self._rows
+            ]
+            + [np.nan],  # code -1: no score
+            dtype=np.float64,
+        )
+
+    def assign(
+        self,
+        scorer: str,
+        side: str,
+        positions: NDArray[np.int32],
+        codes: NDArray[np.int32],
+        rows: Sequence[ScoreRow],
+    ) -> None:
+        """Many scores of one (scorer, side) at once: ``rows[codes[i]]`` is the score of the
+        pair at ``positions[i]`` (in the order the table was made with); replaces."""
+        table = self._codes.get((scorer, side))
+        if table is None:
+            table = self._codes[(scorer, side)] = np.full(len(self._ids), -1, np.int32)
+        mapped = np.empty(len(rows), np.int32)
+        for i, row in enumerate(rows):
+            ident = (row.value, row.label, row.explanation)
+            code = self._row_codes.get(ident)
+            if code is None:
+                code = self._row_codes[ident] = len(self._rows)
+                self._rows.append(row)
+                self._tables.clear()
+            mapped[i] = code
+        self._len += int(np.count_nonzero(table[positions] < 0))
+        table[positions] = mapped[codes]
 
     def __delitem__(self, key: ScoreKey) -> None:
         self[key]  # KeyError when absent
@@ -268,6 +333,12 @@ def _side(obj: Any, limit: int) -> SideRow:
     )
 
 
+def _headers(obj: Any) -> dict[str, str] | None:
+    if not isinstance(obj, dict):
+        return None
+    return {str(k).lower(): v for k, v in obj.items() if isinstance(v, str)}
+
+
 def _records(ds: Dataset, paths: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     """Each file's JSON objects with its name; its unreadable lines counted as corrupt."""
     for path in paths:
@@ -324,6 +395,7 @@ def load(
                 candidate=_side(rec["candidate"], snippet_chars),
                 cluster=cluster if isinstance(cluster, str) and cluster else None,
                 probe=probe,
+                headers=_headers(rec.get("headers")),
             )
         except (KeyError, TypeError, ValueError):
             _corrupt(ds, path, "malformed pair record")
@@ -384,56 +456,83 @@ def _load_scores_python(
         )
 
 
-# The score record's fields as JSON values: their types are checked in SQL, as above.
-_SCORE_COLUMNS = {
-    k: "JSON"
-    for k in ("schema", "pair_id", "scorer", "side", "value", "label", "explanation", "scorer_info")
-}
+# DuckDB's memory: a base, and room for the hash table of the pairs' ids it joins to
+# (below that the join cannot even spill: 256 MB failed at 3M pairs).
+_DUCKDB_MEMORY_MB = 256
+_DUCKDB_BYTES_PER_PAIR = 160
+
+
+def _duckdb_memory(pairs: int) -> str:
+    return f"{_DUCKDB_MEMORY_MB + pairs * _DUCKDB_BYTES_PER_PAIR // 2**20}MB"
+
+
+# One pass over the file: each line's fields extracted with one parse, typed in SQL as the
+# Python reader types them, joined to the pairs' positions (a table: it spills to disk).
 _SCORES_SQL = """
 WITH raw AS (
-    SELECT * FROM read_json(
-        $path, format = 'newline_delimited', columns = $columns, ignore_errors = true
-    ) WITH ORDINALITY
-), typed AS (
     SELECT
         ordinality AS seq,
-        coalesce(json_type(schema) = 'VARCHAR' AND schema ->> '$' = $schema, false) AS ours,
-        CASE WHEN json_type(pair_id) = 'VARCHAR' THEN pair_id ->> '$' END AS pair_id,
-        CASE WHEN json_type(scorer) = 'VARCHAR' THEN scorer ->> '$' END AS scorer,
-        CASE WHEN json_type(side) = 'VARCHAR' THEN side ->> '$' END AS side,
-        CASE WHEN json_type(value) IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')
-            THEN TRY_CAST(value ->> '$' AS DOUBLE) END AS raw_value,
-        CASE WHEN json_type(label) = 'VARCHAR' THEN label ->> '$' END AS label,
+        json,
+        json_extract(json, [
+            '$.schema', '$.pair_id', '$.scorer', '$.side', '$.value', '$.label',
+            '$.explanation', '$.scorer_info'
+        ]) AS f
+    FROM {source}
+), typed AS (
+    SELECT
+        seq,
         CASE
-            WHEN explanation IS NULL OR json_type(explanation) = 'NULL' THEN ''
-            WHEN json_type(explanation) = 'VARCHAR' THEN explanation ->> '$'
-            ELSE CAST(explanation AS VARCHAR)
+            WHEN json IS NULL OR json_type(json) <> 'OBJECT' THEN 'bad'
+            WHEN NOT coalesce(json_type(f[1]) = 'VARCHAR' AND f[1] ->> '$' = $schema, false)
+                THEN 'foreign'
+            WHEN coalesce([json_type(f[2]), json_type(f[3]), json_type(f[4])]
+                <> ['VARCHAR', 'VARCHAR', 'VARCHAR'], true) THEN 'malformed'
+            ELSE 'record'
+        END AS line,
+        f[2] ->> '$' AS pair_id,
+        f[3] ->> '$' AS scorer,
+        f[4] ->> '$' AS side,
+        CASE WHEN json_type(f[5]) IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')
+            THEN TRY_CAST(f[5] ->> '$' AS DOUBLE) END AS raw_value,
+        CASE WHEN json_type(f[6]) = 'VARCHAR' THEN f[6] ->> '$' END AS label,
+        CASE
+            WHEN f[7] IS NULL OR json_type(f[7]) = 'NULL' THEN ''
+            WHEN json_type(f[7]) = 'VARCHAR' THEN f[7] ->> '$'
+            ELSE CAST(f[7] AS VARCHAR)
         END AS explanation,
-        CASE WHEN json_type(scorer_info) NOT IN ('NULL') THEN CAST(scorer_info AS VARCHAR) END
+        CASE WHEN json_type(f[8]) NOT IN ('NULL') THEN CAST(f[8] AS VARCHAR) END
             AS scorer_info
     FROM raw
-)
-SELECT
-    pair_id, scorer, side,
-    CASE WHEN isfinite(raw_value) THEN raw_value END AS value,
-    coalesce(isfinite(raw_value) AND (raw_value < 0 OR raw_value > 1), false) AS outside,
-    label, explanation, scorer_info
-FROM typed
-WHERE ours AND pair_id IS NOT NULL AND scorer IS NOT NULL AND side IS NOT NULL
-"""
-_COUNTS_SQL = """
-SELECT
-    count(*) FILTER (WHERE json IS NULL OR json_type(json) <> 'OBJECT'),
-    count(*) FILTER (WHERE json_type(json) = 'OBJECT' AND NOT ours),
-    count(*) FILTER (WHERE ours AND coalesce(ids <> ['VARCHAR', 'VARCHAR', 'VARCHAR'], true))
-FROM (
+), scored AS (
     SELECT
-        json,
-        coalesce(json ->> '$.schema' = $schema AND json_type(json, '$.schema') = 'VARCHAR', false)
-            AS ours,
-        json_type(json, ['$.pair_id', '$.scorer', '$.side']) AS ids
-    FROM read_json_objects($path, format = 'newline_delimited', ignore_errors = true)
+        seq, line, pos.pos, scorer, side, label, scorer_info,
+        CASE WHEN isfinite(raw_value) THEN raw_value END AS value,
+        coalesce(isfinite(raw_value) AND (raw_value < 0 OR raw_value > 1), false) AS outside,
+        CASE WHEN length(explanation) <= $limit THEN explanation
+            ELSE left(explanation, $limit - 1) || '\u2026' END AS explanation
+    FROM typed LEFT JOIN pos ON line = 'record' AND typed.pair_id = pos.pair_id
 )
+SELECT * FROM scored
+"""
+
+
+# The last record of each (pair, scorer, side), by a window (DuckDB sorts out of core;
+# a hash aggregate keeping strings would have to hold every key in memory).
+_LAST_SQL = """
+CREATE TABLE last AS
+SELECT pos, scorer, side, value, label, explanation
+FROM scored
+WHERE line = 'record' AND pos IS NOT NULL AND NOT outside
+QUALIFY row_number() OVER (PARTITION BY pos, scorer, side ORDER BY seq DESC) = 1
+"""
+_LINES_SQL = """
+SELECT
+    count(*) FILTER (WHERE line = 'bad'),
+    count(*) FILTER (WHERE line = 'foreign'),
+    count(*) FILTER (WHERE line = 'malformed'),
+    count(*) FILTER (WHERE line = 'record' AND pos IS NULL),
+    count(*) FILTER (WHERE line = 'record' AND pos IS NOT NULL AND outside)
+FROM scored
 """
 
 
@@ -446,45 +545,93 @@ def _load_scores_duckdb(ds: Dataset, path: str, limit: int) -> bool:
     differ: a non-string ``explanation`` is kept as its JSON text."""
     import duckdb  # the report extra: only this engine needs it
 
-    # One thread, rows streamed in file order: Python keeps the last of a (pair, scorer,
-    # side) as it reads, so DuckDB holds no more than a batch (a GROUP BY over millions
-    # of keys would hold them all).
-    con = duckdb.connect(config={"threads": 1})
-    params = {"path": path, "columns": _SCORE_COLUMNS, "schema": SCORE_SCHEMA}
-    counted = con.execute(_COUNTS_SQL, {"path": path, "schema": SCORE_SCHEMA}).fetchone()
-    # Blank lines are skipped; a bad line is a NULL (invalid JSON) or a non-object.
-    bad, foreign, malformed = counted or (0, 0, 0)
+    # A database file in a directory of its own, removed after: past the memory limit
+    # DuckDB spills there instead of growing the report's RSS (or failing).
+    with tempfile.TemporaryDirectory(prefix="shadoweval-report-") as tmp:
+        con = duckdb.connect(
+            str(Path(tmp) / "scores.duckdb"),
+            config={
+                "threads": 1,
+                "memory_limit": _duckdb_memory(len(ds.pairs)),
+                "preserve_insertion_order": False,
+                "temp_directory": tmp,
+            },
+        )
+        try:
+            return _reduce_scores(con, ds, path, limit)
+        finally:
+            con.close()
+
+
+def _relation(path: str) -> str:
+    """The one place an input path becomes a DuckDB relation: one JSON object per row
+    (column ``json``) with its position in the input (``ordinality``)."""
+    del path  # JSONL is the only format so far; the path is bound as $path
+    return (
+        "read_json_objects($path, format = 'newline_delimited', ignore_errors = true)"
+        " WITH ORDINALITY"
+    )
+
+
+def _reduce_scores(con: Any, ds: Dataset, path: str, limit: int) -> bool:
+    """The score file into ``ds`` (see _load_scores_duckdb)."""
+    ids = [p.pair_id for p in ds.pairs]
+    con.execute(
+        "CREATE TABLE pos AS SELECT unnest($ids) AS pair_id,"
+        " unnest(range(len($ids)))::INTEGER AS pos",
+        {"ids": ids},
+    )
+    params = {"path": path, "schema": SCORE_SCHEMA, "limit": limit}
+    sql = _SCORES_SQL.replace("{source}", _relation(path))
+    con.execute(f"CREATE TABLE scored AS {sql}", params)
+    bad, foreign, malformed, unknown, outside = con.execute(_LINES_SQL).fetchone() or (0,) * 5
     if bad:
         return False
-    for reason, count in (
-        ("scores file: not a shadoweval.score.v1 record", foreign),
-        ("malformed score record", malformed),
+    for reason, n, corrupt in (
+        ("scores file: not a shadoweval.score.v1 record", foreign, True),
+        ("malformed score record", malformed, True),
+        ("score of a pair not in the report", unknown, False),
+        ("score value outside [0, 1]", outside, False),
     ):
-        if count:
-            ds.skipped[reason] += count
-            ds.corrupt[path, reason] += count
-    pair_ids = {p.pair_id for p in ds.pairs}
-    rows: dict[tuple[float | None, str | None, str], ScoreRow] = {}
-    infos: dict[str, str] = {}
-    skipped = ds.skipped
-    cur = con.execute(_SCORES_SQL, params)
-    while batch := cur.fetchmany(100_000):
-        for pid, scorer, side, value, outside, label, expl, info in batch:
-            if pid not in pair_ids:
-                skipped["score of a pair not in the report"] += 1
-                continue
-            if outside:
-                skipped["score value outside [0, 1]"] += 1
-                continue
-            if info is not None:
-                infos[scorer] = info
-            if scorer not in ds.scorer_info:
-                ds.scorer_info[scorer] = info_of(scorer)
-            row = rows.get((value, label, expl))
-            if row is None:
-                row = rows[(value, label, expl)] = ScoreRow(value, label, snippet(expl, limit))
-            ds.scores[(pid, scorer, side)] = row
-    for scorer, info in infos.items():
+        if n:
+            ds.skipped[reason] += int(n)
+            if corrupt:
+                ds.corrupt[path, reason] += int(n)
+    con.execute(_LAST_SQL)
+    # The distinct scores get a code; each (scorer, side) is fetched as two int arrays.
+    con.execute(
+        "CREATE TABLE dist AS SELECT (row_number() OVER () - 1)::INTEGER AS code, *"
+        " FROM (SELECT DISTINCT value, label, explanation FROM last)"
+    )
+    rows = [
+        ScoreRow(value, label, explanation)
+        for value, label, explanation in con.execute(
+            "SELECT value, label, explanation FROM dist ORDER BY code"
+        ).fetchall()
+    ]
+    con.execute(
+        "CREATE TABLE kept AS SELECT pos, scorer, side, code FROM last JOIN dist"
+        " ON last.value IS NOT DISTINCT FROM dist.value"
+        " AND last.label IS NOT DISTINCT FROM dist.label"
+        " AND last.explanation IS NOT DISTINCT FROM dist.explanation"
+    )
+    kinds = con.execute("SELECT DISTINCT scorer, side FROM kept ORDER BY ALL").fetchall()
+    for scorer, side in kinds:
+        if scorer not in ds.scorer_info:
+            ds.scorer_info[scorer] = info_of(scorer)
+        got = con.execute(
+            "SELECT pos, code FROM kept WHERE scorer = $scorer AND side = $side",
+            {"scorer": scorer, "side": side},
+        ).fetchnumpy()
+        table = ds.scores
+        if isinstance(table, ScoreTable):
+            table.assign(scorer, side, got["pos"], got["code"], rows)
+        else:
+            for p, c in zip(got["pos"].tolist(), got["code"].tolist(), strict=True):
+                table[(ids[p], scorer, side)] = rows[c]
+    for scorer, info in con.execute(
+        "SELECT scorer, arg_max(scorer_info, seq) FROM scored WHERE line = 'record'"
+        " AND pos IS NOT NULL AND NOT outside AND scorer_info IS NOT NULL GROUP BY scorer"
+    ).fetchall():
         ds.scorer_info[scorer] = ScorerInfo.from_dict(orjson.loads(info))
-    con.close()
     return True

@@ -1,7 +1,8 @@
 """Small inline-SVG charts for the HTML report: no JavaScript, no network at view time.
 
-Three shapes cover the report: lines (distributions as ECDFs, values over time), grouped
-bars (score histograms) and a scatter with error bars (cost against quality). Each chart is
+Four shapes cover the report: lines (distributions as ECDFs, values over time), grouped
+bars (score histograms), a scatter with error bars (cost against quality) and a forest
+plot (one interval per row: the quality change per segment). Each chart is
 an ``<svg class="plot" data-plot=NAME>`` with ``<title>`` tooltips on its marks.
 """
 
@@ -335,5 +336,87 @@ def scatter(
             f"<title>{escape(p.name)}: {escape(xfmt(p.x))}, {escape(yfmt(p.y))}</title></circle>"
         )
         out.append(f'<text x="{cx + 9:.1f}" y="{cy - 8:.1f}">{escape(p.name)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+@dataclass
+class Interval:
+    name: str
+    value: float
+    lo: float | None
+    hi: float | None
+    marked: bool = False  # drawn in the alarm colour (e.g. worse than the primary)
+    note: str = ""
+
+
+ROW_H = 22
+ALARM = "#d62728"
+
+
+def forest(
+    name: str,
+    title: str,
+    rows: Sequence[Interval],
+    *,
+    xlabel: str,
+    xfmt: Fmt = lambda v: f"{v:g}",
+    reference: float = 0.0,
+    bound: float | None = None,
+) -> str:
+    """One row per interval (point and whisker) against a reference line; ``bound`` draws
+    a dashed line (e.g. the quality rule's allowed drop). Height grows with the rows."""
+    rows = [r for r in rows if math.isfinite(r.value)]
+    if not rows:
+        return _empty(name, title)
+    left = ML + 8 * min(24, max(len(r.name) for r in rows))  # room for the row names
+    height = MT + ROW_H * len(rows) + MB
+    vals = [v for r in rows for v in (r.value, r.lo, r.hi) if v is not None and math.isfinite(v)]
+    vals += [reference] + ([bound] if bound is not None else [])
+    pad = (max(vals) - min(vals)) * 0.08 or 0.05
+    xs = _Scale(min(vals) - pad, max(vals) + pad, left, W - MR)
+    out = [
+        f'<svg class="plot" data-plot="{escape(name)}" viewBox="0 0 {W} {height}" '
+        f'width="{W}" height="{height}" role="img" xmlns="http://www.w3.org/2000/svg">',
+        f"<title>{escape(title)}</title>",
+        f'<text x="{ML}" y="16" class="ptitle">{escape(title)}</text>',
+    ]
+    y0, y1 = MT, MT + ROW_H * len(rows)
+    out.append(
+        f'<rect x="{left}" y="{y0}" width="{W - MR - left}" height="{y1 - y0}" class="pbg"/>'
+    )
+    for t in _nice_ticks(xs.lo, xs.hi):
+        x = xs(t)
+        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y0}" y2="{y1}" class="grid"/>')
+        out.append(f'<text x="{x:.1f}" y="{y1 + 16}" text-anchor="middle">{escape(xfmt(t))}</text>')
+    rx = xs(reference)
+    out.append(f'<line x1="{rx:.1f}" x2="{rx:.1f}" y1="{y0}" y2="{y1}" stroke="#000"/>')
+    if bound is not None:
+        bx = xs(bound)
+        out.append(
+            f'<line x1="{bx:.1f}" x2="{bx:.1f}" y1="{y0}" y2="{y1}" stroke="{ALARM}" '
+            'stroke-dasharray="4 3"><title>the rule\'s bound</title></line>'
+        )
+    for i, r in enumerate(rows):
+        cy = y0 + ROW_H * (i + 0.5)
+        colour = ALARM if r.marked else PALETTE[0]
+        out.append(
+            f'<text x="{left - 6}" y="{cy + 4:.1f}" text-anchor="end">{escape(r.name)}</text>'
+        )
+        if r.lo is not None and r.hi is not None and math.isfinite(r.lo) and math.isfinite(r.hi):
+            out.append(
+                f'<line x1="{xs(r.lo):.1f}" x2="{xs(r.hi):.1f}" y1="{cy:.1f}" y2="{cy:.1f}" '
+                f'stroke="{colour}" stroke-width="2"/>'
+            )
+        interval = f" [{xfmt(r.lo)}, {xfmt(r.hi)}]" if r.lo is not None and r.hi is not None else ""
+        tip = f"{r.name}: {xfmt(r.value)}{interval}{(' ' + r.note) if r.note else ''}"
+        out.append(
+            f'<circle class="point" cx="{xs(r.value):.1f}" cy="{cy:.1f}" r="5" fill="{colour}">'
+            f"<title>{escape(tip)}</title></circle>"
+        )
+    out.append(
+        f'<text x="{(left + W - MR) / 2}" y="{height - 14}" text-anchor="middle" class="axis">'
+        f"{escape(xlabel)}</text>"
+    )
     out.append("</svg>")
     return "".join(out)

@@ -197,3 +197,22 @@ def test_score_table_is_a_mapping_of_the_scores() -> None:
     assert len(table) == 2 and ("p1", "exact", "candidate") not in table
     with pytest.raises(KeyError):
         table[("p3", "exact", "candidate")] = row
+
+
+@pytest.mark.parametrize("n", [40, 5000])
+def test_windowed_quantile_bootstrap_agrees_with_the_index_bootstrap(n: int) -> None:
+    rng = np.random.default_rng(7)
+    x = rng.lognormal(0, 0.5, n)
+    y = x * rng.lognormal(0.05, 0.2, n)
+    qs = np.asarray([0.5, 0.95, 0.99])
+
+    def stat(a: Any, b: Any) -> Any:
+        qa, qb = np.quantile(a, qs, axis=1).T, np.quantile(b, qs, axis=1).T
+        return np.concatenate([qa, qb, stats.ratio(qa, qb)], axis=1)
+
+    old = stats.bootstrap(stat, x, y, resamples=2000)
+    new = stats.bootstrap_quantiles(x, y, qs, resamples=2000)
+    for a, b in zip(old, new, strict=True):
+        assert a.value == b.value
+        width = a.hi - a.lo
+        assert abs(a.lo - b.lo) <= 0.2 * width and abs(a.hi - b.hi) <= 0.2 * width, (a, b)
