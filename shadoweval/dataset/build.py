@@ -27,10 +27,10 @@ from typing import Any
 
 import orjson
 
+from shadoweval.archive.layout import read_records
 from shadoweval.config import DatasetSettings
 from shadoweval.dataset import dedup
 from shadoweval.dataset.inputs import Turn, dedup_text, input_chars, similarity, turns
-from shadoweval.records import iter_jsonl
 from shadoweval.redaction import Redactor
 from shadoweval.types import Json
 
@@ -174,10 +174,10 @@ def read_requests(
     requests: dict[str, Request] = {}
     for rec in records:
         add_pair(requests, rec, skipped)
-    for rec in iter_jsonl(pair_paths, skipped):
+    for rec in read_records(pair_paths, "pairs", skipped):
         add_pair(requests, rec, skipped)
     wanted = set(safety_scorers)
-    for rec in iter_jsonl(score_paths, skipped):
+    for rec in read_records(score_paths, "scores", skipped):
         add_score(requests, rec, wanted)
     return list(requests.values())
 

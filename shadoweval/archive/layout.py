@@ -1,0 +1,97 @@
+"""Where an archive keeps its files, and records read back from them.
+
+``DIR/pairs/date=YYYY-MM-DD/part-*.parquet`` and ``DIR/scores/date=.../part-*.parquet``:
+one row per record, its typed columns for queries and its ``record`` column, the record's
+JSON text as received, so a reader gets back exactly the object a JSONL line held.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from shadoweval.config import ConfigError
+from shadoweval.records import iter_jsonl
+
+Kind = Literal["pairs", "scores"]
+KINDS: tuple[Kind, ...] = ("pairs", "scores")
+_GLOB_CHARS = frozenset("*?[")
+_BATCH = 10_000
+
+
+def is_archive(path: str | Path) -> bool:
+    """An archive directory (or one kind's directory in it), a Parquet file or a glob."""
+    text = str(path)
+    if text.endswith(".parquet"):
+        return True
+    if _GLOB_CHARS & set(text):
+        return False
+    p = Path(text)
+    if not p.is_dir():
+        return False
+    return any((p / kind).is_dir() for kind in KINDS) or any(p.glob("date=*"))
+
+
+def parquet_glob(path: str | Path, kind: Kind) -> str:
+    """The Parquet files of ``kind`` that ``path`` names, as a DuckDB glob."""
+    p = Path(path)
+    if p.is_dir():
+        base = p / kind if (p / kind).is_dir() else p
+        return str(base / "**" / "*.parquet")
+    return str(path)
+
+
+def has_files(path: str | Path, kind: Kind) -> bool:
+    return bool(glob.glob(parquet_glob(path, kind), recursive=True))
+
+
+def iter_parquet(path: str | Path, kind: Kind) -> Iterator[dict[str, Any]]:
+    """The records of an archive path, pairs in (ts, pair_id) order; none when a directory
+    holds no file of this kind (an archive of pairs only has no scores)."""
+    import duckdb  # the report extra
+
+    pattern = parquet_glob(path, kind)
+    if not has_files(path, kind):
+        if Path(path).is_dir():
+            return
+        raise ConfigError(f"{kind}: no Parquet file matches {path}")
+    order = "ORDER BY ts, pair_id" if kind == "pairs" else ""
+    con = duckdb.connect(config={"threads": 1})
+    try:
+        cur = con.execute(
+            f"SELECT record FROM read_parquet($g, hive_partitioning = true, "
+            f"union_by_name = true) {order}",
+            {"g": pattern},
+        )
+        while batch := cur.fetchmany(_BATCH):
+            for (record,) in batch:
+                yield orjson.loads(record)
+    except duckdb.Error as exc:
+        raise ConfigError(f"{kind}: cannot read {path}: {exc}") from None
+    finally:
+        con.close()
+
+
+def read_records(
+    paths: Iterable[str | Path], kind: Kind, skipped: Counter[str]
+) -> Iterator[dict[str, Any]]:
+    """Records from JSONL files and archive paths alike (the readers' one entry point)."""
+    for path in paths:
+        if is_archive(path):
+            yield from iter_parquet(path, kind)
+        else:
+            yield from iter_jsonl([path], skipped)
+
+
+def readable(path: str | Path) -> bool:
+    """A JSONL file, an archive directory, or a Parquet file or glob that matches."""
+    if Path(path).is_file():
+        return True
+    if is_archive(path) and Path(path).is_dir():
+        return True
+    return str(path).endswith(".parquet") and bool(glob.glob(str(path), recursive=True))
