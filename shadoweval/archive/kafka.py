@@ -48,19 +48,24 @@ async def read_window(
     """Write the messages of ``topic`` with timestamps in [start_ms, end_ms) to ``out``, one
     per line; returns how many."""
     aiokafka = require_aiokafka()
+    from aiokafka.admin import AIOKafkaAdminClient
+
     options = client_options(cfg, "kafka")
+    admin = AIOKafkaAdminClient(**options)
+    await admin.start()
+    try:
+        (info,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    parts = sorted(p["partition"] for p in info.get("partitions") or ())
+    if not parts:
+        raise ConfigError(f"kafka: topic {topic!r} does not exist")
     consumer = aiokafka.AIOKafkaConsumer(
         **options, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            await consumer.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            raise ConfigError(f"kafka: topic {topic!r} does not exist")
-        tps = [aiokafka.TopicPartition(topic, p) for p in sorted(parts)]
+        tps = [aiokafka.TopicPartition(topic, p) for p in parts]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         starts = await consumer.offsets_for_times(dict.fromkeys(tps, start_ms))
