@@ -8,6 +8,7 @@ JSON text as received, so a reader gets back exactly the object a JSONL line hel
 from __future__ import annotations
 
 import glob
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -22,12 +23,24 @@ Kind = Literal["pairs", "scores"]
 KINDS: tuple[Kind, ...] = ("pairs", "scores")
 _GLOB_CHARS = frozenset("*?[")
 _BATCH = 10_000
+# s3://, gs://, https://, file://: object storage (DuckDB's httpfs) or a local URL.
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
+
+
+def is_url(path: str | Path) -> bool:
+    return bool(_URL.match(str(path)))
+
+
+def _dir_form(path: str | Path) -> bool:
+    """An archive (or one kind's) directory, not a file or glob: missing files mean none."""
+    text = str(path)
+    return not text.endswith(".parquet") and not (_GLOB_CHARS & set(text))
 
 
 def is_archive(path: str | Path) -> bool:
     """An archive directory (or one kind's directory in it), a Parquet file or a glob."""
     text = str(path)
-    if text.endswith(".parquet"):
+    if text.endswith(".parquet") or is_url(text):
         return True
     if _GLOB_CHARS & set(text):
         return False
@@ -38,7 +51,11 @@ def is_archive(path: str | Path) -> bool:
 
 
 def parquet_glob(path: str | Path, kind: Kind) -> str:
-    """The Parquet files of ``kind`` that ``path`` names, as a DuckDB glob."""
+    """The Parquet files of ``kind`` that ``path`` names, as a DuckDB glob. A URL in
+    directory form names an archive: ``s3://bucket/archive`` -> ``.../pairs/*/*.parquet``."""
+    if is_url(path):
+        text = str(path)
+        return f"{text.rstrip('/')}/{kind}/*/*.parquet" if _dir_form(text) else text
     p = Path(path)
     if p.is_dir():
         base = p / kind if (p / kind).is_dir() else p
@@ -47,6 +64,9 @@ def parquet_glob(path: str | Path, kind: Kind) -> str:
 
 
 def has_files(path: str | Path, kind: Kind) -> bool:
+    """Whether ``path`` holds files of ``kind``; for a URL, DuckDB will tell when reading."""
+    if is_url(path):
+        return True
     return bool(glob.glob(parquet_glob(path, kind), recursive=True))
 
 
@@ -56,7 +76,8 @@ def iter_parquet(path: str | Path, kind: Kind) -> Iterator[dict[str, Any]]:
     import duckdb  # the report extra
 
     pattern = parquet_glob(path, kind)
-    if not has_files(path, kind):
+    remote = is_url(path)
+    if not remote and not has_files(path, kind):
         if Path(path).is_dir():
             return
         raise ConfigError(f"{kind}: no Parquet file matches {path}")
@@ -72,6 +93,8 @@ def iter_parquet(path: str | Path, kind: Kind) -> Iterator[dict[str, Any]]:
             for (record,) in batch:
                 yield orjson.loads(record)
     except duckdb.Error as exc:
+        if remote and _dir_form(path) and "No files found" in str(exc):
+            return  # an archive URL without this kind
         raise ConfigError(f"{kind}: cannot read {path}: {exc}") from None
     finally:
         con.close()
@@ -90,7 +113,7 @@ def read_records(
 
 def readable(path: str | Path) -> bool:
     """A JSONL file, an archive directory, or a Parquet file or glob that matches."""
-    if Path(path).is_file():
+    if Path(path).is_file() or is_url(path):
         return True
     if is_archive(path) and Path(path).is_dir():
         return True

@@ -65,6 +65,8 @@ def test_round_trip_gives_the_same_report(tmp_path: Path) -> None:
     from_jsonl = _report(tmp_path, "jsonl", pf, "--scores", sf)
     assert _report(tmp_path, "dir", str(arch)) == from_jsonl  # scores found beside the pairs
     assert _report(tmp_path, "explicit", str(arch), "--scores", str(arch / "scores")) == from_jsonl
+    # A URL goes to DuckDB as it is (s3:// with httpfs; file:// runs offline).
+    assert _report(tmp_path, "url", f"file://{arch}") == from_jsonl
     one_day = _report(tmp_path, "glob", str(arch / "pairs" / "date=2026-01-06" / "*.parquet"))
     assert one_day["candidates"][0]["pairs"] == 960  # 24 h of 90 s spacing, no scores given
 
