@@ -98,10 +98,21 @@ def run(opts: Options) -> int:
             if end_ms is not None and end_ms <= start_ms:
                 raise ConfigError("archive: --to must be after --from")
             inputs = _from_kafka(opts, start_ms, end_ms, spool_dir, skipped, say)
+        import duckdb
+
         con = connect(out, opts.memory_limit)
         try:
             for kind in KINDS:
-                result = archive(con, out, kind, inputs[kind], say)
+                try:
+                    result = archive(con, out, kind, inputs[kind], say)
+                except duckdb.OutOfMemoryException:
+                    raise ConfigError(
+                        f"archive: {kind}: DuckDB ran out of memory within --memory-limit "
+                        f"{opts.memory_limit}: raise it"
+                    ) from None
+                except duckdb.Error as exc:
+                    first = str(exc).splitlines()[0]
+                    raise ConfigError(f"archive: {kind}: {first}") from None
                 if inputs[kind]:
                     _tell(kind, result, say)
         finally:

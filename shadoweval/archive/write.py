@@ -25,57 +25,54 @@ SCHEMAS: dict[Kind, str] = {"pairs": PAIR_SCHEMA, "scores": SCORE_SCHEMA}
 KEYS: dict[Kind, str] = {"pairs": "pair_id", "scores": "pair_id, scorer, side"}
 
 
-def _s(path: str) -> str:
-    return f"json ->> '$.{path}'"
+_SIDE = [
+    ("upstream", "VARCHAR"), ("role", "VARCHAR"), ("model", "VARCHAR"),
+    ("error_type", "VARCHAR"), ("latency_s", "DOUBLE"), ("ttft_s", "DOUBLE"),
+    ("attempts", "BIGINT"), ("cost_usd", "DOUBLE"),
+    ("usage.input_tokens", "BIGINT"), ("usage.output_tokens", "BIGINT"),
+]  # fmt: skip
 
 
-def _d(path: str) -> str:
-    return f"TRY_CAST(json ->> '$.{path}' AS DOUBLE)"
+def _side(side: str, prefix: str) -> list[tuple[str, str, str]]:
+    return [(prefix + path.removeprefix("usage."), f"{side}.{path}", t) for path, t in _SIDE]
 
 
-def _i(path: str) -> str:
-    return f"TRY_CAST(json ->> '$.{path}' AS BIGINT)"
-
-
-_SIDE = {
-    "upstream": _s, "role": _s, "model": _s, "error_type": _s, "latency_s": _d,
-    "ttft_s": _d, "attempts": _i, "cost_usd": _d,
-    "usage.input_tokens": _i, "usage.output_tokens": _i,
-}  # fmt: skip
-
-
-def _side_columns(side: str, prefix: str) -> list[str]:
-    return [
-        f"{fn(f'{side}.{name}')} AS {prefix}{name.removeprefix('usage.')}"
-        for name, fn in _SIDE.items()
-    ]
-
-
-# Typed columns (for queries) beside the record's own text (for readers). One list per
-# kind: the ClickHouse tables of deploy/clickhouse have the same columns.
-COLUMNS: dict[Kind, list[str]] = {
+# Typed columns (for queries) beside the record's own text (for readers): (column, JSON
+# path, type). The ClickHouse tables of deploy/clickhouse have the same columns.
+COLUMNS: dict[Kind, list[tuple[str, str, str]]] = {
     "pairs": [
-        f"{_s('pair_id')} AS pair_id",
-        f"{_s('request_id')} AS request_id",
-        f"{_s('source')} AS source",
-        f"{_s('route')} AS route",
-        f"{_s('task')} AS task",
-        *_side_columns("primary", "primary_"),
-        *_side_columns("candidate", ""),
+        *[(k, k, "VARCHAR") for k in ("pair_id", "request_id", "source", "route", "task")],
+        *_side("primary", "primary_"),
+        *_side("candidate", ""),
     ],
     "scores": [
-        f"{_s('pair_id')} AS pair_id",
-        f"{_s('request_id')} AS request_id",
-        f"{_s('source')} AS source",
-        f"{_s('task')} AS task",
-        f"{_s('upstream')} AS upstream",
-        f"{_s('role')} AS role",
-        f"{_s('scorer')} AS scorer",
-        f"{_s('side')} AS side",
-        f"{_d('value')} AS value",
-        f"{_s('label')} AS label",
+        *[
+            (k, k, "VARCHAR")
+            for k in ("pair_id", "request_id", "source", "task", "upstream", "role", "scorer")
+        ],
+        ("side", "side", "VARCHAR"),
+        ("value", "value", "DOUBLE"),
+        ("label", "label", "VARCHAR"),
     ],
 }
+
+
+def _select(kind: Kind) -> str:
+    """The typed columns from one parse of each record: an expression per column would
+    parse the JSON once per column, and DuckDB's per-expression parse buffers would
+    outgrow a small memory limit."""
+    cols = COLUMNS[kind]
+    paths = ", ".join(f"'$.{path}'" for _, path, _ in cols)
+    exprs = [
+        f"v[{i}] AS {name}" if t == "VARCHAR" else f"TRY_CAST(v[{i}] AS {t}) AS {name}"
+        for i, (name, _, t) in enumerate(cols, 1)
+    ]
+    return (
+        f"SELECT CAST(ts AS DATE) AS date, ts, {', '.join(exprs)}, record, 1 AS gen, file_no, "
+        f"seq FROM (SELECT *, CAST(json AS VARCHAR) AS record, json_extract_string(json, "
+        f"[{paths}]) AS v FROM raw WHERE ours AND ts IS NOT NULL)"
+    )
+
 
 _READ = """
 SELECT
@@ -101,11 +98,21 @@ class Result:
 
 
 def connect(out: Path, memory_limit: str) -> Any:
+    """A DuckDB database file under ``out/.tmp`` (removed by the command), so the staged
+    records live on disk and only DuckDB's buffers, capped at ``memory_limit``, in memory."""
     import duckdb
 
     tmp = out / ".tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(tmp)})
+    con = duckdb.connect(
+        str(tmp / "work.duckdb"),
+        config={
+            "memory_limit": memory_limit,
+            "temp_directory": str(tmp),
+            "preserve_insertion_order": False,
+            "threads": 2,
+        },
+    )
     con.execute("SET TimeZone = 'UTC'")
     return con
 
@@ -121,11 +128,10 @@ def archive(
     result = Result()
     if not files:
         return result
-    cols = ", ".join(COLUMNS[kind])
     con.execute("DROP TABLE IF EXISTS raw")
     for n, path in enumerate(files):
         params = {"file": n, "schema": SCHEMAS[kind], "path": path}
-        into = "CREATE TEMP TABLE raw AS" if n == 0 else "INSERT INTO raw"
+        into = "CREATE TABLE raw AS" if n == 0 else "INSERT INTO raw"
         con.execute(f"{into} {_READ}", params)
         progress(f"{kind}: read {path}")
     counts = con.execute(
@@ -142,11 +148,7 @@ def archive(
         if count:
             result.skipped[reason] = int(count)
     con.execute("DROP TABLE IF EXISTS incoming")
-    con.execute(
-        f"CREATE TEMP TABLE incoming AS SELECT CAST(ts AS DATE) AS date, ts, {cols}, "
-        "CAST(json AS VARCHAR) AS record, 1 AS gen, file_no, seq "
-        "FROM raw WHERE ours AND ts IS NOT NULL"
-    )
+    con.execute(f"CREATE TABLE incoming AS {_select(kind)}")
     con.execute("DROP TABLE raw")
     result.read = int(good)
     dates = [
@@ -157,28 +159,31 @@ def archive(
         return result
     target = out / kind
     existing = [str(f) for d in dates for f in sorted((target / f"date={d}").glob("*.parquet"))]
-    source = "SELECT * FROM incoming"
     if existing:
         files_sql = "[" + ", ".join(_literal(f) for f in existing) + "]"
         result.before = int(
             con.execute(f"SELECT count(*) FROM read_parquet({files_sql})").fetchone()[0]
         )
-        source += (
-            " UNION ALL BY NAME SELECT *, 0 AS gen, 0 AS file_no, 0 AS seq "
+        con.execute(
+            "INSERT INTO incoming BY NAME SELECT *, 0 AS gen, 0 AS file_no, 0 AS seq "
             f"FROM read_parquet({files_sql}, hive_partitioning = true)"
         )
-    staging = out / f".staging-{uuid.uuid4().hex}"
-    merged = (
-        f"SELECT * EXCLUDE (gen, file_no, seq) FROM ({source}) QUALIFY row_number() OVER "
-        f"(PARTITION BY {KEYS[kind]} ORDER BY gen DESC, file_no DESC, seq DESC) = 1 "
-        "ORDER BY ts, pair_id"
-    )
-    result.written = int(con.execute(f"SELECT count(*) FROM ({merged})").fetchone()[0])
+    # The winner of each key chosen on narrow columns, then the wide rows copied once.
+    con.execute("DROP TABLE IF EXISTS winners")
     con.execute(
-        f"COPY ({merged}) TO {_literal(str(staging))} (FORMAT parquet, COMPRESSION zstd, "
+        "CREATE TABLE winners AS SELECT max_by(rowid, (gen, file_no, seq)) AS rid "
+        f"FROM incoming GROUP BY {KEYS[kind]}"
+    )
+    result.written = int(con.execute("SELECT count(*) FROM winners").fetchone()[0])
+    staging = out / f".staging-{uuid.uuid4().hex}"
+    con.execute(
+        "COPY (SELECT * EXCLUDE (gen, file_no, seq) FROM incoming "
+        "WHERE rowid IN (SELECT rid FROM winners) ORDER BY ts, pair_id) "
+        f"TO {_literal(str(staging))} (FORMAT parquet, COMPRESSION zstd, "
         "PARTITION_BY (date), FILENAME_PATTERN 'part-{uuid}')"
     )
     con.execute("DROP TABLE incoming")
+    con.execute("DROP TABLE winners")
     _swap(staging, target, dates)
     return result
 
