@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import shutil
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +69,6 @@ def load_kafka(opts: Options) -> ArchiveKafka:
 
 
 def run(opts: Options) -> int:
-    from shadoweval.report.load import parse_time
-
     say = _say(opts)
     out = Path(opts.out)
     for path in [*opts.pairs, *opts.scores]:
@@ -85,6 +85,24 @@ def run(opts: Options) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"archive: cannot create {out}: {exc.strerror}") from None
+    with _lock(out):
+        return _run(opts, out, kafka, say)
+
+
+@contextlib.contextmanager
+def _lock(out: Path) -> Iterator[None]:
+    """One writer per archive: a second would rewrite the same partitions from a stale read."""
+    with open(out / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"archive: another archive command is writing {out}") from None
+        yield
+
+
+def _run(opts: Options, out: Path, kafka: bool, say: Say) -> int:
+    from shadoweval.report.load import parse_time
+
     inputs: dict[Kind, list[str]] = {"pairs": list(opts.pairs), "scores": list(opts.scores)}
     spool_dir = out / ".spool"
     skipped: Counter[str] = Counter()

@@ -82,7 +82,7 @@ def test_rearchiving_is_idempotent_and_later_records_win(tmp_path: Path) -> None
     assert len(got) == len(pairs)
     assert {p["pair_id"] for p in got} == {p["pair_id"] for p in pairs}
     assert len(glob.glob(str(arch / "pairs" / "*" / "*.parquet"))) == 3  # one file a day
-    assert not list(arch.glob(".*"))  # no staging, spool or spill left behind
+    assert [p.name for p in arch.glob(".*")] == [".lock"]  # no staging, spool or spill left
 
     # A re-score replaces: the later record of a (pair, scorer, side) is the one kept.
     rescored = {**scores[0], "value": 1.0 - scores[0]["value"], "explanation": "rescored"}
@@ -156,6 +156,21 @@ def test_bad_input_is_one_line_and_exit_2(
     assert err.startswith(f"shadoweval: {message}"), err
     assert len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
+
+
+def test_one_writer_at_a_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import fcntl
+
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    pf = _write(tmp_path / "p.jsonl", _records()[0][:10])
+    with open(arch / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert main(["archive", "-q", "-o", str(arch), "--pairs", pf]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"shadoweval: archive: another archive command is writing {arch}"
+    )
+    assert main(["archive", "-q", "-o", str(arch), "--pairs", pf]) == 0
 
 
 def test_report_names_a_glob_that_matches_nothing(
