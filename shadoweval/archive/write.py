@@ -178,9 +178,9 @@ def archive(
     staging = out / f".staging-{uuid.uuid4().hex}"
     con.execute(
         "COPY (SELECT * EXCLUDE (gen, file_no, seq) FROM incoming "
-        "WHERE rowid IN (SELECT rid FROM winners) ORDER BY ts, pair_id) "
+        "WHERE rowid IN (SELECT rid FROM winners)) "
         f"TO {_literal(str(staging))} (FORMAT parquet, COMPRESSION zstd, "
-        "PARTITION_BY (date), FILENAME_PATTERN 'part-{uuid}')"
+        "ROW_GROUP_SIZE 16384, PARTITION_BY (date), FILENAME_PATTERN 'part-{uuid}')"
     )
     con.execute("DROP TABLE incoming")
     con.execute("DROP TABLE winners")
