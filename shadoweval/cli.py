@@ -23,9 +23,11 @@ def _setup_logging(level: str) -> None:
 
 def _readable(command: str, paths: Iterable[str], what: str = "") -> None:
     """A missing or unreadable input is one line and exit 2, checked before any work."""
+    from shadoweval.archive.layout import readable
+
     for path in paths:
         named = f"{path} ({what})" if what else path
-        if not Path(path).is_file():
+        if not readable(path):
             raise ConfigError(f"{command}: no such file: {named}")
         if not os.access(path, os.R_OK):
             raise ConfigError(f"{command}: cannot read {named}: permission denied")
@@ -343,6 +345,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_archive(args: argparse.Namespace) -> int:
+    from shadoweval.archive.command import Options, run
+
+    return run(
+        Options(
+            out=args.out,
+            pairs=args.pairs or [],
+            scores=args.scores or [],
+            kafka_config=args.kafka_config,
+            bootstrap=args.bootstrap,
+            start=args.start,
+            end=args.end,
+            memory_limit=args.memory_limit,
+            quiet=args.quiet,
+        )
+    )
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     import os
 
@@ -603,8 +623,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Exit status: 0 when no candidate fails its rules, 1 when one does (or, "
         "with --strict, when one has not enough data), 2 on bad configuration or input.",
     )
-    p.add_argument("pairs", nargs="+", help="pair record files (JSONL)")
-    p.add_argument("--scores", "-s", nargs="+", help="score record files (JSONL)")
+    p.add_argument("pairs", nargs="+", help="pair record files (JSONL) or archives (Parquet)")
+    p.add_argument(
+        "--scores",
+        "-s",
+        nargs="+",
+        help="score record files (JSONL) or archives (default: the pairs archive's scores)",
+    )
     p.add_argument(
         "--config", "-c", help="proxy config, or a file with report/pricing/redaction sections"
     )
@@ -677,6 +702,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser(
+        "archive",
+        help="pairs and scores (JSONL files or a Kafka time window) into date-partitioned Parquet",
+        description="Merges the records into OUT/pairs/date=YYYY-MM-DD/ and OUT/scores/...; "
+        "re-archiving the same records changes nothing (docs/archive.md).",
+    )
+    p.add_argument("--out", "-o", required=True, help="archive directory")
+    p.add_argument("--pairs", nargs="+", help="pair record files (JSONL)")
+    p.add_argument("--scores", "-s", nargs="+", help="score record files (JSONL)")
+    p.add_argument("--kafka-config", help="YAML: bootstrap_servers, pairs_topic, scores_topic, ...")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (host:port,...)")
+    p.add_argument("--from", dest="start", help="Kafka window start: ISO 8601 or a duration (24h)")
+    p.add_argument("--to", dest="end", help="Kafka window end (default: the topic's end now)")
+    p.add_argument("--memory-limit", default="1GB", help="DuckDB's memory before it spills")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_archive)
+
+    p = sub.add_parser(
         "replay", help="send an inputs file through the primary and candidates of a config"
     )
     p.add_argument("inputs", help="JSONL: request bodies, or {request, route, expected, task}")
@@ -723,7 +765,7 @@ def build_parser() -> argparse.ArgumentParser:
         "build",
         help="pick N representative inputs (stratified, deduplicated, with edge cases)",
     )
-    d.add_argument("pairs", nargs="*", help="pair record files (JSONL)")
+    d.add_argument("pairs", nargs="*", help="pair record files (JSONL) or archives (Parquet)")
     d.add_argument(
         "--kafka", action="store_true", help="also read the topic in the config's dataset.kafka"
     )
@@ -751,7 +793,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("review", help="human rating page and expected-answer curation")
     review_sub = p.add_subparsers(dest="review_command", required=True)
     r = review_sub.add_parser("serve", help="serve the review page")
-    r.add_argument("--pairs", nargs="+", help="pair record files: comparisons to rate")
+    r.add_argument("--pairs", nargs="+", help="pair record files or archives: comparisons to rate")
     r.add_argument("--dataset", nargs="+", help="dataset files: items needing an expected answer")
     r.add_argument("--host", help="listen address (default: listen.host)")
     r.add_argument("--port", type=int, help="listen port (default: listen.port, 8095)")

@@ -27,11 +27,11 @@ from typing import Any
 
 import orjson
 
+from shadoweval.archive.layout import read_records
 from shadoweval.config import DatasetSettings
 from shadoweval.console import Column, Progress, print_table
 from shadoweval.dataset import dedup
 from shadoweval.dataset.inputs import Turn, dedup_text, input_chars, similarity, turns
-from shadoweval.records import iter_jsonl
 from shadoweval.redaction import Redactor
 from shadoweval.types import Json
 
@@ -175,7 +175,7 @@ def read_requests(
     skipped = skipped if skipped is not None else Counter()
     requests: dict[str, Request] = {}
     pair_paths, score_paths = list(pair_paths), list(score_paths)
-    total = sum(Path(p).stat().st_size for p in (*pair_paths, *score_paths))
+    total = sum(Path(p).stat().st_size for p in (*pair_paths, *score_paths) if Path(p).is_file())
     done = 0
 
     def read(n: int) -> None:
@@ -186,10 +186,10 @@ def read_requests(
 
     for rec in records:
         add_pair(requests, rec, skipped)
-    for rec in iter_jsonl(pair_paths, skipped, read):
+    for rec in read_records(pair_paths, "pairs", skipped, read):
         add_pair(requests, rec, skipped)
     wanted = set(safety_scorers)
-    for rec in iter_jsonl(score_paths, skipped, read):
+    for rec in read_records(score_paths, "scores", skipped, read):
         add_score(requests, rec, wanted)
     return list(requests.values())
 

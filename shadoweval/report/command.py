@@ -14,6 +14,7 @@ import orjson
 import yaml
 from pydantic import ValidationError
 
+from shadoweval.archive.layout import has_files, is_archive, readable
 from shadoweval.config import ConfigError, Pricing, ReportSettings, load_report_settings
 from shadoweval.pricing import PriceTable
 from shadoweval.report.aggregate import build_report
@@ -95,9 +96,10 @@ def make_report(opts: Options) -> dict[str, Any]:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     for path in [*opts.pairs, *opts.scores]:
-        if not Path(path).is_file():
+        if not readable(path):
             raise ConfigError(f"report: no such file: {path}")
-    ds = load(opts.pairs, opts.scores, filters, settings.report.snippet_chars, engine=_engine())
+    scores = opts.scores or [p for p in opts.pairs if is_archive(p) and has_files(p, "scores")]
+    ds = load(opts.pairs, scores, filters, settings.report.snippet_chars, engine=_engine())
     _tell_skipped(ds)
     if ds.pairs_read == 0 and not opts.allow_empty:
         files = ", ".join(opts.pairs)

@@ -22,6 +22,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from shadoweval.archive.layout import Kind, is_archive, iter_parquet
 from shadoweval.records import iter_jsonl
 from shadoweval.score.registry import ScorerInfo, info_of
 
@@ -339,9 +340,14 @@ def _headers(obj: Any) -> dict[str, str] | None:
     return {str(k).lower(): v for k, v in obj.items() if isinstance(v, str)}
 
 
-def _records(ds: Dataset, paths: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+def _records(
+    ds: Dataset, paths: list[str], kind: Kind = "pairs"
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """Each file's JSON objects with its name; its unreadable lines counted as corrupt."""
     for path in paths:
+        if is_archive(path):  # Parquet (shadoweval archive): the records as written
+            yield from ((path, rec) for rec in iter_parquet(path, kind))
+            continue
         bad: Counter[str] = Counter()
         for rec in iter_jsonl([path], bad):
             yield path, rec
@@ -418,7 +424,8 @@ def load(
     if engine == "duckdb":
         ds.scores = ScoreTable([p.pair_id for p in ds.pairs])
     for path in ds.score_files:  # in order: a later file's re-score replaces
-        if engine != "duckdb" or not _load_scores_duckdb(ds, path, snippet_chars):
+        duck = engine == "duckdb" and not is_archive(path)
+        if not duck or not _load_scores_duckdb(ds, path, snippet_chars):
             _load_scores_python(ds, path, by_id, snippet_chars)
     return ds
 
@@ -426,7 +433,7 @@ def load(
 def _load_scores_python(
     ds: Dataset, path: str, by_id: Mapping[str, PairRow], snippet_chars: int
 ) -> None:
-    for _, rec in _records(ds, [path]):
+    for _, rec in _records(ds, [path], "scores"):
         if rec.get("schema") != SCORE_SCHEMA:
             _corrupt(ds, path, "scores file: not a shadoweval.score.v1 record")
             continue

@@ -14,6 +14,7 @@ from typing import TextIO
 import orjson
 from aiohttp import web
 
+from shadoweval.archive.layout import is_archive, iter_parquet
 from shadoweval.config import ConfigError, ReviewAuth, ReviewConfig
 from shadoweval.redaction import Redactor
 from shadoweval.review.app import create_app
@@ -50,6 +51,9 @@ def resolve_token(auth: ReviewAuth, environ: Mapping[str, str] | None = None) ->
 
 def _jsonl(paths: Iterable[str | Path], skipped: Counter[str]) -> Iterator[Json]:
     for path in paths:
+        if is_archive(path):  # pairs archived as Parquet (shadoweval archive)
+            yield from iter_parquet(path, "pairs")
+            continue
         with open(path, "rb") as fh:
             for number, line in enumerate(fh, 1):
                 if not line.strip():
