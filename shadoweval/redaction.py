@@ -40,6 +40,14 @@ _BUILTIN: dict[str, str] = {
         r"(?<![\w.!#$%&'*+/=?^`{|}~-])[\w.!#$%&'*+/=?^`{|}~-]{1,64}"
         r"@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+"
     ),
+    # Before the number rules: a digit-only local part is the address's, not a card's.
+    # "jo [at] example [dot] com", "jo(at)example.com", "jo at example dot com"; the
+    # replacer wants a bracketed "at", or a spelled-out one with a spelled-out dot and a
+    # common top-level domain ("look at the dot product" is no address).
+    "email_obfuscated": (
+        r"[\w.+-]{1,64}\s{0,3}(?:[\[({](?i:at)[\])}]|\s(?i:at)\s)\s{0,3}[A-Za-z0-9-]{1,63}"
+        r"(?:\s{0,3}(?:[\[({](?i:dot)[\])}]|\s(?i:dot)\s|\.)\s{0,3}[A-Za-z0-9-]{1,63}){1,4}"
+    ),
     # IBAN: country, check digits, 11-30 letters or digits (groups of four); mod-97 checked.
     "iban": r"\b[A-Z]{2}\d\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b",
     # A run of digit groups (single space or dash between them); the replacer finds the
@@ -75,13 +83,6 @@ _BUILTIN: dict[str, str] = {
         r"|npm_[A-Za-z0-9]{36}|[sr]k_(?:live|test)_[A-Za-z0-9]{16,}"
         r"|xox[abposr]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}"
         r"|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,})"
-    ),
-    # "jo [at] example [dot] com", "jo(at)example.com", "jo at example dot com"; the
-    # replacer wants a bracketed "at", or a spelled-out one with a spelled-out dot and a
-    # common top-level domain ("look at the dot product" is no address).
-    "email_obfuscated": (
-        r"[\w.+-]{1,64}\s{0,3}(?:[\[({](?i:at)[\])}]|\s(?i:at)\s)\s{0,3}[A-Za-z0-9-]{1,63}"
-        r"(?:\s{0,3}(?:[\[({](?i:dot)[\])}]|\s(?i:dot)\s|\.)\s{0,3}[A-Za-z0-9-]{1,63}){1,4}"
     ),
     "ipv4": (
         r"(?=\d)(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}"

@@ -141,7 +141,8 @@ async def test_dashboards_and_alerts_on_a_real_prometheus(tmp_path: Path) -> Non
         "control": FakeUpstream(model="prod-model", latency=PRIMARY_LATENCY, seed=4),
     }
     options = {
-        "cand-a": {"model": "small-model"},
+        # A daily USD budget (never reached here) for the campaign budget panel.
+        "cand-a": {"model": "small-model", "budget": {"usd_per_day": 1000}},
         "cand-b": {
             "model": "mystery-model",
             "retry": {"max_attempts": 2, "backoff_s": 0.001, "retry_on": ["http_5xx"]},

@@ -192,9 +192,20 @@ async def test_a_dead_pairing_process_costs_records_only_and_is_replaced(tmp_pat
             lambda: children_of(worker.process.pid) not in ([], [first]),
             what="a replacement pairing process",
         )
-        before = sample(await scrape(stack.proxy.admin_url), "shadoweval_pairs_total")
-        await c.chat.completions.create(model="prod-model", messages=MESSAGES)
-        await wait_for_pairs(stack.proxy.admin_url, int(before) + 1, upstream="cand-a")
+        # A replacement is up before it is ready: until then shadows are counted unrecorded,
+        # so a request is sent on every poll until one is recorded.
+        before = sample(
+            await scrape(stack.proxy.admin_url), "shadoweval_pairs_total", upstream="cand-a"
+        )
+
+        async def paired_again() -> bool:
+            text = await scrape(stack.proxy.admin_url)
+            if sample(text, "shadoweval_pairs_total", upstream="cand-a") > before:
+                return True
+            await c.chat.completions.create(model="prod-model", messages=MESSAGES)
+            return False
+
+        await wait_for(paired_again, what="records through the replacement pairing process")
     assert len(list(iter_jsonl([tmp_path / "pairs.jsonl"], Counter()))) >= 1
 
 
