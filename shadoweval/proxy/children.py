@@ -26,11 +26,14 @@ import socket
 import struct
 import sys
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.metrics_core import Metric
 
 from shadoweval import logs
+
+if TYPE_CHECKING:
+    from shadoweval.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -331,6 +334,21 @@ def configure_logging(level: str, tag: str) -> None:
         f"%(asctime)s %(levelname)s %(name)s[{tag}]: %(message)s",
         force=True,  # a forked child inherits the proxy's handlers
     )
+
+
+async def configured(fd: int, tag: str) -> tuple[Parent, Config | None]:
+    """A child's start: its channel, and the configuration the proxy sends first (None if
+    the proxy went away before sending it), its log lines tagged ``tag``."""
+    from shadoweval.config import Config
+
+    parent = Parent()
+    await parent.connect(fd)
+    config = await parent.config
+    if config is None:
+        return parent, None
+    cfg = Config.model_validate(config)
+    configure_logging(cfg.log_level, tag)
+    return parent, cfg
 
 
 class Parent:

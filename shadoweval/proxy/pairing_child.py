@@ -23,7 +23,7 @@ from prometheus_client.metrics_core import Metric
 
 from shadoweval.config import Candidate, Config
 from shadoweval.metrics import Metrics
-from shadoweval.proxy.children import Child, ForkedProcess, Parent, configure_logging, frame
+from shadoweval.proxy.children import Child, ForkedProcess, configured, frame
 from shadoweval.types import Capture, Json
 
 if TYPE_CHECKING:
@@ -87,26 +87,20 @@ async def _pairing_main(fd: int) -> int:
     from shadoweval.pricing import PriceTable
     from shadoweval.proxy.pairing import Pairing
     from shadoweval.proxy.shadow import ShadowJob
+    from shadoweval.proxy.worker import shadow_metrics
     from shadoweval.records import record_limit
     from shadoweval.redaction import Redactor
     from shadoweval.telemetry import Recorder
 
-    parent = Parent()
-    await parent.connect(fd)
-    config = await parent.config
-    if config is None:
+    parent, cfg = await configured(fd, "shadow-pairing")
+    if cfg is None:
         return 2
-    cfg = Config.model_validate(config)
-    configure_logging(cfg.log_level, "shadow-pairing")
     with contextlib.suppress(OSError, AttributeError):  # SCHED_IDLE: Linux only
         if cfg.shadow_worker.scheduling == "idle":
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         os.nice(cfg.shadow_worker.nice)
     try:
-        known = tuple(c.model for c in cfg.candidates if c.model)
-        m = Metrics(model_label_limit=cfg.metrics.model_label_limit, known_models=known)
-        for cand in cfg.candidates:
-            m.init_upstream(cand.role, cand.name)
+        m = shadow_metrics(cfg)
         prices = PriceTable(cfg.pricing)
         sink = sinks.build(cfg.sink, m)
         probes = None

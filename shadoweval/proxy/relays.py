@@ -28,7 +28,7 @@ from shadoweval.proxy.children import (
     Child,
     ForkedProcess,
     Parent,
-    configure_logging,
+    configured,
     fork_child,
 )
 from shadoweval.proxy.worker import Handoff, ShadowWorker
@@ -123,13 +123,9 @@ def run_relay(fd: int) -> int:
 async def _relay_main(fd: int) -> int:
     from shadoweval.server import ProxyServer
 
-    parent = Parent()
-    await parent.connect(fd)
-    config = await parent.config
-    if config is None:
+    parent, cfg = await configured(fd, f"relay {os.getpid()}")
+    if cfg is None:
         return 2
-    cfg = Config.model_validate(config)
-    configure_logging(cfg.log_level, f"relay {os.getpid()}")
     server = ProxyServer(cfg, relay=parent)
     try:
         await server.start()

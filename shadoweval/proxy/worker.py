@@ -35,8 +35,7 @@ from shadoweval.proxy.children import (
     OFFER,
     Child,
     ForkedProcess,
-    Parent,
-    configure_logging,
+    configured,
     fork_child,
     frame,
     merge_families,
@@ -284,24 +283,17 @@ async def _worker_main(fd: int, forked: ForkedProcess | None = None) -> int:
     from shadoweval.proxy.shadow import ShadowDispatcher
     from shadoweval.telemetry import Heartbeat, Recorder
 
-    parent = Parent()
-    await parent.connect(fd)
+    parent, cfg = await configured(fd, "shadow-worker")
     reply = parent.reply
-    config = await parent.config
-    if config is None:
+    if cfg is None:
         if forked is not None:
             forked.kill()
         return 2
-    cfg = Config.model_validate(config)
-    configure_logging(cfg.log_level, "shadow-worker")
     # This process only sends, reads and timestamps, at the normal priority: its times are
     # the wire's. The CPU-heavy rest runs in the idle child (shadow_worker.scheduling).
     short_slice()
     try:
-        known = tuple(c.model for c in cfg.candidates if c.model)
-        m = Metrics(model_label_limit=cfg.metrics.model_label_limit, known_models=known)
-        for cand in cfg.candidates:
-            m.init_upstream(cand.role, cand.name)
+        m = shadow_metrics(cfg)
         prices = PriceTable(cfg.pricing)
         pairing = PairingHandoff(cfg, m, forked)
         await pairing.process.start()
@@ -362,6 +354,16 @@ async def _worker_main(fd: int, forked: ForkedProcess | None = None) -> int:
     log.info("stopped in %.2fs; final counts: %s", time.monotonic() - started, totals)
     await parent.close()
     return 0
+
+
+def shadow_metrics(cfg: Config) -> Metrics:
+    """The metrics of a process on the shadow side (the worker, its pairing process), every
+    candidate's series present from the start."""
+    known = tuple(c.model for c in cfg.candidates if c.model)
+    m = Metrics(model_label_limit=cfg.metrics.model_label_limit, known_models=known)
+    for cand in cfg.candidates:
+        m.init_upstream(cand.role, cand.name)
+    return m
 
 
 class _NoSink:
