@@ -161,6 +161,8 @@ class Campaign:
         self._pending = 0  # sent, answer not yet paired
         self._pairs_day = utc_day(clock())
         self._pairs_today = 0
+        # Set by adopt: a replaced candidate's shadows still queued or in flight count there.
+        self._successor: Campaign | None = None
         self.limited = (
             self.max_requests is not None
             or self.max_pairs is not None
@@ -180,6 +182,9 @@ class Campaign:
         self.requests, self.pairs, self._pending = old.requests, old.pairs, old._pending
         self.spend._day, self.spend._spent = old.spend._day, old.spend._spent
         self._pairs_day, self._pairs_today = old._pairs_day, old._pairs_today
+        # The old lane drains after the reload: its begins and ends land here, so the
+        # reservations copied above are given back where they are now held.
+        old._successor = self
 
     # -- admission --------------------------------------------------------------------
 
@@ -214,6 +219,8 @@ class Campaign:
         """A worker is about to send: the caps again (the queue may hold many), and a
         request and a pair reserved. Every successful begin is followed by one ``end`` (or
         ``cancel``)."""
+        if self._successor is not None:
+            return self._successor.begin()
         why = self.refusal()
         if why is None:
             self.requests += 1
@@ -223,11 +230,17 @@ class Campaign:
     def cancel(self) -> None:
         """A begun shadow that was not sent after all (the circuit breaker's trial call was
         taken): its reservation is given back."""
+        if self._successor is not None:
+            self._successor.cancel()
+            return
         self.requests -= 1
         self._pending -= 1
 
     def end(self, cost_usd: float | None, paired: bool) -> None:
         """The answer of a begun shadow: its price counted, its pair (if any) too."""
+        if self._successor is not None:
+            self._successor.end(cost_usd, paired)
+            return
         self._pending -= 1
         self.spend.add(cost_usd)
         if paired:

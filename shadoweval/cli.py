@@ -34,7 +34,7 @@ def _readable(command: str, paths: Iterable[str], what: str = "") -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from shadoweval.server import serve
+    from shadoweval import processes
 
     cfg = load(args.config)
     _setup_logging(cfg.log_level)
@@ -46,34 +46,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _raise_fd_limit()
     forked, relays = None, None
     if cfg.shadow_worker.enabled:
-        from shadoweval.proxy.relays import fork_relays
-        from shadoweval.proxy.worker import fork_worker
-
         # Before the event loop: the children share this process's pages.
-        forked = fork_worker()
+        forked = processes.fork_worker()
         inherited = [forked.sock] if forked is not None else []
-        relays = fork_relays(cfg.listen.processes - 1, inherited)
-    loop.run(serve(cfg, forked, relays))
+        relays = processes.fork_relays(cfg.listen.processes - 1, inherited)
+    loop.run(processes.serve(cfg, forked, relays, args.config, args.reload_poll_s))
     return 0
 
 
 def cmd_shadow_worker(args: argparse.Namespace) -> int:
-    from shadoweval.proxy.worker import run_worker
+    from shadoweval.processes import run_worker
 
     return run_worker(args.fd)
 
 
 def cmd_shadow_pairing(args: argparse.Namespace) -> int:
-    from shadoweval.proxy.pairing_child import run_pairing
+    from shadoweval.processes import run_pairing
 
     return run_pairing(args.fd)
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
-    from shadoweval.proxy.relays import run_relay
+    from shadoweval.processes import run_relay
 
     _raise_fd_limit()
     return run_relay(args.fd)
+
+
+def _poll_seconds(value: str) -> float:
+    """``serve --reload-poll-s``: seconds >= 0, else argparse's one-line error (exit 2)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not seconds >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 (SIGHUP only) or more: {value!r}")
+    return seconds
 
 
 def _segment_key(value: str) -> str:
@@ -541,6 +549,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the shadow proxy")
     p.add_argument("--config", "-c", required=True, help="YAML config file")
+    p.add_argument(
+        "--reload-poll-s",
+        type=_poll_seconds,
+        default=2.0,
+        metavar="SECONDS",
+        help="check the config file for changes this often and reload it (0: only on "
+        "SIGHUP; docs/reload.md)",
+    )
     p.set_defaults(func=cmd_serve)
 
     hidden = (cmd_shadow_worker, cmd_shadow_pairing, cmd_relay)

@@ -83,6 +83,8 @@ DROP_REASONS = (
 SAMPLING_DECISIONS = ("in", "out", "unmatched")
 # What a candidate is doing (shadoweval_candidate_state{state}: 1 for the current one).
 CANDIDATE_STATES = ("active", "paused_schedule", "paused_budget", "circuit_open")
+# What a configuration reload did (shadoweval_config_reloads_total{outcome}; docs/reload.md).
+RELOAD_OUTCOMES = ("applied", "unchanged", "invalid", "refused", "failed")
 # Why a judge score was not asked for (shadoweval_judge_skipped_total{reason}).
 JUDGE_SKIP_REASONS = ("budget",)
 # Why a primary's Responses turn was not kept for rebuilt conversations.
@@ -392,6 +394,22 @@ class Metrics:
             "shadoweval_process_restarts",
             "Child processes of the proxy (shadow worker, relays) that died and were replaced.",
             ["process"],
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "shadoweval_config_reloads",
+            "Configuration reloads (SIGHUP or a changed file), by what happened: applied, "
+            "unchanged, invalid (the old one stays), refused (a restart-only key changed), "
+            "failed (an error while applying).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in RELOAD_OUTCOMES:
+            self.config_reloads.labels(outcome)
+        self.config_info = Gauge(
+            "shadoweval_config_info",
+            "1 for the hash of the configuration in force (the leader's; one series).",
+            ["hash"],
             registry=r,
         )
         self.loop_tasks = Gauge(

@@ -41,6 +41,7 @@ class TokenBucket:
 
 class Sampler:
     def __init__(self, cfg: Sampling, rng: random.Random | None = None) -> None:
+        self.cfg = cfg  # a reload keeps this sampler (its token bucket) while it is equal
         self._rate = cfg.rate
         self._salt = cfg.salt.encode()
         self._header = (

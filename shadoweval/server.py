@@ -1,12 +1,13 @@
-"""Assembles the proxy from config and runs it: proxy port, admin port, lifecycle."""
+"""Assembles the proxy from config and runs it: proxy port, admin port, lifecycle, reload.
+The process entry points (``serve`` and the children's mains) are
+:mod:`shadoweval.processes`."""
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import signal
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -28,6 +29,7 @@ from shadoweval.proxy.http import HttpServer, max_connections
 from shadoweval.proxy.loops import hop_header, hop_id, self_loops
 from shadoweval.proxy.relays import LeaderLink, Relays
 from shadoweval.proxy.shadow import ShadowDispatcher
+from shadoweval.proxy.shadowside import ShadowSide
 from shadoweval.proxy.upstream import UpstreamPool
 from shadoweval.proxy.worker import Handoff, ShadowWorker
 from shadoweval.telemetry import Heartbeat, Recorder
@@ -66,7 +68,11 @@ class ProxyServer:
         self.metrics = metrics or Metrics(
             model_label_limit=cfg.metrics.model_label_limit, known_models=known
         )
-        self.sink = sink
+        self._sink = sink
+        # The shadow side, when it runs in this process (no shadow worker).
+        self.shadows: ShadowSide | None = None
+        self._handler: ProxyHandler | None = None
+        self._recorder: Recorder | None = None
         self.ready = False
         self._listener: asyncio.Server | None = None
         self._admin: web.AppRunner | None = None
@@ -74,13 +80,11 @@ class ProxyServer:
         self._http: HttpServer | None = None
         self._heartbeat: Heartbeat | None = None
         self._handoff: Handoff | None = None
-        self.dispatcher: ShadowDispatcher | None = None
         self.worker: ShadowWorker | None = None
         self._forked_worker = forked_worker
         self.relays: Relays | None = None
         self._forked_relays = forked_relays
         self._relay = relay
-        self.probes: ProbeScheduler | None = None
         self.proxy_url = ""
         self.admin_url = ""
 
@@ -106,7 +110,7 @@ class ProxyServer:
         m.init_upstream("primary", cfg.primary.name)
         for cand in cfg.candidates:
             m.init_upstream(cand.role, cand.name)
-        recorder = Recorder(m, cfg.primary.name, prices)
+        recorder = self._recorder = Recorder(m, cfg.primary.name, prices)
         primary_pool = UpstreamPool(
             cfg.primary.url,
             limit=cfg.primary.max_connections,
@@ -121,8 +125,17 @@ class ProxyServer:
         elif cfg.shadow_worker.enabled:
             handoff = self.worker = ShadowWorker(cfg, m, self._forked_worker)
             await self.worker.start()  # candidates, sink and probes live in the worker
-        else:
-            await self._start_shadows(recorder, prices)
+        else:  # candidates, sink and probes in this process
+            self.shadows = await ShadowSide.build(
+                cfg,
+                m,
+                prices,
+                dispatch=True,
+                record=True,
+                sink=self._sink,
+                on_attempt=recorder.attempt,
+                observe=recorder.outcome,
+            )
         self._handoff = handoff
         forwarder = Forwarder(
             cfg.primary,
@@ -131,7 +144,7 @@ class ProxyServer:
             on_attempt=recorder.attempt_of,
             hop=hop_header(cfg.listen),
         )
-        handler = ProxyHandler(
+        handler = self._handler = ProxyHandler(
             forwarder,
             self.dispatcher,
             worker=handoff,
@@ -176,36 +189,66 @@ class ProxyServer:
             m, cfg.metrics.loop_lag_interval_s, prices, roles, self._connection_counts
         )
         self._heartbeat.start()
-        if self.probes is not None:
-            self.probes.start()  # own connections; never through the proxy port
+        if self.shadows is not None:
+            self.shadows.start_probes()
         self.ready = True
         if self._relay is None:  # the leader's readiness is the pod's
             m.ready.set(1)
         log.info("proxy on %s -> %s; admin on %s", self.proxy_url, cfg.primary.url, self.admin_url)
 
-    async def _start_shadows(self, recorder: Recorder, prices: PriceTable) -> None:
-        """Candidates, sink and probes in this process (no shadow worker)."""
-        cfg, m = self.cfg, self.metrics
-        if self.sink is None:
-            self.sink = sinks.build(cfg.sink, m)
-        if cfg.probes.enabled:
-            # Suites are loaded now, so a bad one is a ConfigError before any port is bound.
-            from shadoweval.probes.scheduler import ProbeScheduler
+    @property
+    def dispatcher(self) -> ShadowDispatcher | None:
+        return self.shadows.dispatcher if self.shadows is not None else None
 
-            self.probes = ProbeScheduler.from_config(cfg, self.sink, m)
-        await self.sink.start()
-        self.dispatcher = ShadowDispatcher.from_config(
-            cfg, self.sink, m, prices, on_attempt=recorder.attempt, observe=recorder.outcome
-        )
-        for client in self.dispatcher.clients:
-            self._pools[client.name] = client.pool
-        await self.dispatcher.start()
+    @property
+    def probes(self) -> ProbeScheduler | None:
+        return self.shadows.probes if self.shadows is not None else None
+
+    @property
+    def sink(self) -> sinks.Sink | None:
+        """The sink records are written to now (a reload may have replaced it)."""
+        if self.shadows is not None and self.shadows.sink is not None:
+            return self.shadows.sink.current
+        return self._sink
+
+    async def reload(self, cfg: Config) -> None:
+        """Apply a reloaded configuration that :mod:`shadoweval.proxy.reload` has checked
+        (valid, no restart-only key changed): the shadow side here, in the shadow worker
+        and in every relay. Requests in flight are not touched; shadows already offered
+        finish with the settings they were offered under."""
+        prices = PriceTable(cfg.pricing)
+        m = self.metrics
+        for cand in cfg.candidates:
+            m.init_upstream(cand.role, cand.name)
+        waits: list[Awaitable[str | None]] = []
+        if self.worker is not None:
+            waits.append(self.worker.reload(cfg))
+        elif isinstance(self._handoff, LeaderLink):
+            self._handoff.reconfigure(cfg)
+        if self.relays is not None:
+            waits += self.relays.reload(cfg)
+        pending = self.shadows.apply(cfg, prices) if self.shadows is not None else None
+        if self._handler is not None:
+            self._handler.reconfigure(cfg.sampling.send_shadows == "with_request")
+        if self._recorder is not None:
+            self._recorder.reprice(prices)
+        if self._heartbeat is not None and self._relay is None:
+            roles = {cfg.primary.name: "primary", **{c.name: c.role for c in cfg.candidates}}
+            self._heartbeat.reconfigure(prices, roles)
+        self.cfg = cfg
+        if pending is not None:
+            await pending
+        errors = [e for e in await asyncio.gather(*waits) if e is not None]
+        if errors:
+            raise RuntimeError("; ".join(errors))
 
     def _connection_counts(self) -> dict[tuple[str, str], int]:
         inbound = len(self._http.connections) if self._http else 0
         counts = {("inbound", "callers"): inbound}
         for name, pool in self._pools.items():
             counts[("outbound", name)] = pool.open_connections
+        for client in self.shadows.clients if self.shadows is not None else ():
+            counts[("outbound", client.name)] = client.pool.open_connections
         return counts
 
     def _admin_app(self, token: str | None = None) -> web.Application:
@@ -266,21 +309,21 @@ class ProxyServer:
         if self.relays is not None:  # their last shadows pass through here to the worker
             await self.relays.wait_closed(grace)
         # Probes and shadows share the grace, before the sink closes (their records flushed).
-        await asyncio.gather(
-            self.probes.stop(shadow_grace) if self.probes is not None else asyncio.sleep(0),
-            self.dispatcher.close(shadow_grace) if self.dispatcher else asyncio.sleep(0),
-        )
+        if self.shadows is not None:
+            await self.shadows.close_shadows(shadow_grace)
         if self._handoff is not None:  # the worker flushes its own sink, logs its own counts
             flush_s = max(deadline - time.monotonic() - shadow_grace, 1.0)
             await self._handoff.close(shadow_grace, flush_s)
-        if self.sink is not None:
-            await self.sink.close(max(deadline - time.monotonic(), 1.0))
+        if self.shadows is not None:
+            await self.shadows.close_sink(max(deadline - time.monotonic(), 1.0))
         if self.tracer is not None:
             await self.tracer.close()  # after the shadows, so their spans are exported too
         if self._heartbeat is not None:
             await self._heartbeat.stop()
         for pool in self._pools.values():
             await pool.close()
+        for client in self.shadows.clients if self.shadows is not None else ():
+            await client.pool.close()
         if self._admin is not None:
             await self._admin.cleanup()
         # Every shadow is a pair, a drop or an internal error; every pair is written,
@@ -310,23 +353,3 @@ class _Families:
 
     def collect(self) -> list[Metric]:
         return self._families
-
-
-async def serve(
-    cfg: Config,
-    forked_worker: ForkedProcess | None = None,
-    forked_relays: list[ForkedProcess] | None = None,
-) -> None:
-    server = ProxyServer(cfg, forked_worker=forked_worker, forked_relays=forked_relays)
-    await server.start()
-    # Everything built so far lives as long as the process: moved out of the collector's
-    # reach, it is no longer scanned by every full collection (tens of ms on the loop).
-    gc.collect()
-    gc.freeze()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("signal received, draining")
-    await server.stop()

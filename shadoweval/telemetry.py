@@ -48,6 +48,10 @@ class Recorder:
         self._series: dict[tuple[str, str, str, str], _Series] = {}
         self._attempts: dict[tuple[str, str, int, str], Counter] = {}
 
+    def reprice(self, prices: PriceTable) -> None:
+        """A reload's price table, for the answers observed from now on."""
+        self._prices = prices
+
     def primary(
         self,
         capture: Capture,
@@ -169,6 +173,10 @@ class Heartbeat:
         self._roles = roles
         self._connections = connections
         self._task: asyncio.Task[None] | None = None
+
+    def reconfigure(self, prices: PriceTable, roles: dict[str, str]) -> None:
+        """A reload's fixed hourly costs and upstreams."""
+        self._prices, self._roles = prices, roles
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="shadoweval-sampler")

@@ -41,6 +41,10 @@ class ProxyHandler:
         self._observe = observe
         self._loop = asyncio.get_running_loop()
 
+    def reconfigure(self, shadows_with_request: bool) -> None:
+        """A reload's ``sampling.send_shadows`` (the dispatcher reconfigures in place)."""
+        self._with_request = shadows_with_request
+
     async def __call__(self, request: Request, out: Responder) -> None:
         entered = time.perf_counter()
         body = request.body

@@ -227,6 +227,32 @@ class Child:
                 f"the {self.name} did not start within {self._start_timeout_s}s"
             ) from None
 
+    def reconfigure(self, config: dict[str, Any], timeout_s: float = 30.0) -> Awaitable[str | None]:
+        """Send a reloaded configuration now (so it precedes every frame written after
+        this call); the awaitable gives the child's error, or None once it has applied it.
+        A child that is down or restarting gets it as it starts: a replacement starts with
+        the current configuration, never the one from start-up."""
+        self._config = config
+        channel = self.channel
+        if channel is None or channel.transport is None or not self.ready:
+            return asyncio.sleep(0, None)
+        rid = next(self._ids)
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._replies[rid] = reply
+        channel.write(frame(("reload", rid, config)))
+
+        async def applied() -> str | None:
+            try:
+                error = await asyncio.wait_for(reply, timeout_s)
+            except TimeoutError:
+                return f"the {self.name} did not apply it within {timeout_s:g}s"
+            finally:
+                self._replies.pop(rid, None)
+            # Not a string: the child died first; its replacement starts with this config.
+            return error if isinstance(error, str) else None
+
+        return applied()
+
     async def families(self, timeout_s: float = 2.0) -> list[Metric]:
         """The child's metric families, for the proxy's /metrics (empty if it is down)."""
         channel = self.channel
@@ -255,7 +281,7 @@ class Child:
 
     def _on_message(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
-        if kind == "metrics":
+        if kind == "metrics" or kind == "reloaded":
             reply = self._replies.get(message[1])
             if reply is not None and not reply.done():
                 reply.set_result(message[2])
@@ -272,7 +298,7 @@ class Child:
         self._last_families = []  # a replacement counts from zero
         for reply in self._replies.values():
             if not reply.done():
-                reply.set_result([])
+                reply.set_result([])  # a reload: it starts again with the new configuration
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(RuntimeError(f"the {self.name} exited while starting"))
             return
@@ -369,6 +395,9 @@ class Parent:
         self.gather: Callable[[], Awaitable[list[Metric]]] | None = None
         self._answers: set[asyncio.Task[None]] = set()
         self.on_offer: Callable[[tuple[Any, ...]], None] | None = None
+        # A reloaded configuration: applied in part before it returns (so frames read
+        # after it see it), the rest in the awaitable; its error goes back to the proxy.
+        self.on_reload: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self.channel: Channel | None = None
 
     async def connect(self, fd: int) -> None:
@@ -399,10 +428,30 @@ class Parent:
             task.add_done_callback(self._answers.discard)
         elif kind == "metrics" and self.collect is not None:
             self.reply(("metrics", message[1], list(self.collect())))
+        elif kind == "reload" and self.on_reload is not None:
+            rid = message[1]
+            try:
+                pending = self.on_reload(message[2])
+            except Exception as exc:
+                log.exception("applying the reloaded configuration failed")
+                self.reply(("reloaded", rid, f"{type(exc).__name__}: {exc}"))
+                return
+            task = asyncio.get_running_loop().create_task(self._reloaded(rid, pending))
+            self._answers.add(task)
+            task.add_done_callback(self._answers.discard)
         elif kind == "offer" and self.on_offer is not None:
             # Handled as it is read (offer is synchronous and bounded by the candidates'
             # queues), so nothing piles up in this process between reads.
             self.on_offer(message)
+
+    async def _reloaded(self, rid: int, pending: Awaitable[None]) -> None:
+        try:
+            await pending
+        except Exception as exc:
+            log.exception("applying the reloaded configuration failed")
+            self.reply(("reloaded", rid, f"{type(exc).__name__}: {exc}"))
+            return
+        self.reply(("reloaded", rid, None))
 
     async def _answer(self, rid: int, gather: Callable[[], Awaitable[list[Metric]]]) -> None:
         self.reply(("metrics", rid, await gather()))

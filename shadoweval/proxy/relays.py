@@ -14,10 +14,9 @@ they hold and exit).
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import os
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
@@ -28,13 +27,8 @@ from shadoweval.proxy.children import (
     Child,
     ForkedProcess,
     Parent,
-    configured,
-    fork_child,
 )
 from shadoweval.proxy.worker import Handoff, ShadowWorker
-
-if TYPE_CHECKING:
-    import socket
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +64,25 @@ class Relays:
         self._died = metrics.restarts.labels("relay").inc
         self._forked = list(forked or ())
         self.children: list[Child] = []
+        self._port = cfg.listen.port
+
+    def reload(self, cfg: Config) -> list[Awaitable[str | None]]:
+        """Send every relay a reloaded configuration (its handler's sampling and
+        candidates); one awaitable per relay gives its error, or None once applied."""
+        self._cfg = cfg
+        config = self._config(cfg)
+        return [child.reconfigure(config) for child in self.children]
+
+    def _config(self, cfg: Config) -> dict[str, Any]:
+        """What a relay is sent: the leader's port (bound, so a configured port 0 is known)."""
+        listen = cfg.listen.model_copy(update={"port": self._port})
+        return cfg.model_copy(update={"listen": listen}).for_children()
 
     async def start(self, port: int) -> None:
-        """Start the relays on the leader's port (bound, so a configured port 0 is known)."""
+        """Start the relays on the leader's port."""
         cfg = self._cfg
-        listen = cfg.listen.model_copy(update={"port": port})
-        config = cfg.model_copy(update={"listen": listen}).for_children()
+        self._port = port
+        config = self._config(cfg)
         for i in range(cfg.listen.processes - 1):
             self.children.append(
                 Child(
@@ -100,43 +107,3 @@ class Relays:
 
     async def wait_closed(self, grace_s: float) -> None:
         await asyncio.gather(*(child.wait_closed(grace_s + 5.0) for child in self.children))
-
-
-def fork_relays(count: int, inherited: list[socket.socket]) -> list[ForkedProcess]:
-    """Fork ``count`` relays before the event loop starts (they share the leader's pages).
-    Each closes the channels of the children forked before it."""
-    if not hasattr(os, "fork"):  # pragma: no cover - not on Windows
-        return []
-    forked: list[ForkedProcess] = []
-    for _ in range(count):
-        forked.append(fork_child(run_relay, [*inherited, *(f.sock for f in forked)]))
-    return forked
-
-
-def run_relay(fd: int) -> int:
-    """``shadoweval relay --fd N``: started by the proxy, never by hand."""
-    from shadoweval import loop as event_loop
-
-    return event_loop.run(_relay_main(fd))
-
-
-async def _relay_main(fd: int) -> int:
-    from shadoweval.server import ProxyServer
-
-    parent, cfg = await configured(fd, f"relay {os.getpid()}")
-    if cfg is None:
-        return 2
-    server = ProxyServer(cfg, relay=parent)
-    try:
-        await server.start()
-    except Exception as exc:
-        parent.reply(("failed", f"{type(exc).__name__}: {exc}"))
-        return 1
-    parent.collect = server.metrics.registry.collect
-    parent.reply(("ready",))
-    gc.collect()
-    gc.freeze()  # as in the leader: start-up objects out of every collection's way
-    await parent.stop
-    await server.stop()
-    await parent.close()  # after the last hand-over is written
-    return 0

@@ -14,11 +14,11 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from shadoweval.campaign import Campaign, Clock, request_model
-from shadoweval.config import Config
+from shadoweval.config import Candidate, Config
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.protocols.openai import InvalidRequest, parse_answer, parse_request
@@ -97,6 +97,7 @@ class ShadowJob(ParsedOnce):
         "caller_auth",
         "info",
         "link",
+        "pairing",
         "primary",
         "query",
         "queued_at",
@@ -130,6 +131,8 @@ class ShadowJob(ParsedOnce):
         self.link: tuple[int, int, int] | None = None
         # The redacted request and primary side, built once for all candidates' records.
         self.record_parts: dict[str, Any] = {}
+        # The pairing (redaction, prices, sink) of the configuration it was offered under.
+        self.pairing: Pairing | None = None
 
     def _primary_capture(self) -> Capture:
         return self.primary.result()
@@ -213,7 +216,15 @@ class ShadowDispatcher:
         self.prices = prices
         # Kept Responses turns, when a candidate rebuilds stateful conversations.
         self._conversations = conversations
+        self._clock = clock
         self._lanes = [_Lane(c, metrics, clock) for c in clients]
+        # Lanes a reload removed or replaced: finishing what they hold with their settings.
+        self._retiring: dict[_Lane, asyncio.Task[None]] = {}
+        self._observe = observe
+        self._max_record = max_record_bytes
+        self._primary_timeout_s = primary_timeout_s
+        # Builds a candidate's client (a reload's new candidates); set by from_config.
+        self.make_client: Callable[[Candidate], CandidateClient] | None = None
         # Only a model match needs the request body parsed in ``offer``.
         self._match_models = any(lane.campaign.match.needs_model for lane in self._lanes)
         self._sampler = sampler
@@ -244,18 +255,18 @@ class ShadowDispatcher:
         """The candidates' clients and their dispatcher, as the proxy or its shadow worker
         runs them."""
         hop = hop_header(cfg.listen)
-        clients = [
-            CandidateClient(
+
+        def make_client(c: Candidate) -> CandidateClient:
+            return CandidateClient(
                 c,
                 cfg.limits.capture_max_bytes,
                 on_attempt=on_attempt,
                 hop=hop,
                 on_stale=metrics.stale_hook(c.role, c.name),
             )
-            for c in cfg.candidates
-        ]
-        return cls(
-            clients,
+
+        dispatcher = cls(
+            [make_client(c) for c in cfg.candidates],
             Sampler(cfg.sampling),
             sink,
             Redactor(cfg.redaction),
@@ -273,6 +284,67 @@ class ShadowDispatcher:
             clock=clock,
             finish=finish,
         )
+        dispatcher.make_client = make_client
+        return dispatcher
+
+    def reconfigure(self, cfg: Config, prices: PriceTable, sink: Sink) -> None:
+        """A reloaded configuration, applied at once (no await: the next offer sees it).
+        A candidate whose settings are unchanged keeps its lane: queue, workers, breaker,
+        campaign and counters. A new one gets a lane; a removed or changed one stops being
+        offered shadows, finishes what it holds with its old settings, then closes (a
+        changed one's campaign counters carry over to its new lane). Sampling state is
+        kept unless its section changed; redaction, pricing and the sink apply to shadows
+        offered from now on."""
+        assert self.make_client is not None, "built by from_config"
+        m = self._metrics
+        old = {lane.client.name: lane for lane in self._lanes}
+        lanes: list[_Lane] = []
+        for cand in cfg.candidates:
+            lane = old.pop(cand.name, None)
+            if lane is not None and lane.client.cfg == cand:
+                lanes.append(lane)
+                continue
+            if lane is not None:
+                Campaign.unexport(m, cand.name)  # the new limits export their own series
+                self._retire(lane)
+            new = _Lane(self.make_client(cand), m, self._clock)
+            if lane is not None:
+                new.campaign.adopt(lane.campaign)
+            self._start_lane(new)
+            lanes.append(new)
+        for name, lane in old.items():
+            Campaign.unexport(m, name)
+            self._retire(lane)
+        self._lanes = lanes
+        self._match_models = any(lane.campaign.match.needs_model for lane in lanes)
+        self._keeps_caller_auth = any(lane.client.cfg.forward_caller_auth for lane in lanes)
+        if cfg.sampling != self._sampler.cfg:
+            self._sampler = Sampler(cfg.sampling)
+        if self._conversations is None and any(c.stateful == "rebuild" for c in cfg.candidates):
+            self._conversations = ConversationStore(
+                cfg.conversations.max_turns, cfg.conversations.max_bytes, m
+            )
+        self.prices = prices
+        redactor = Redactor(cfg.redaction)
+        self._pairing = Pairing(
+            sink, redactor, m, self._primary_name, prices, self._observe, record_limit(cfg)
+        )
+
+    def _retire(self, lane: _Lane) -> None:
+        self._retiring[lane] = asyncio.get_running_loop().create_task(self._drain(lane))
+
+    async def _drain(self, lane: _Lane) -> None:
+        """A lane a reload took away: its queued and in-flight shadows finish, then its
+        workers and connections go."""
+        await lane.queue.join()
+        for task in lane.workers:
+            task.cancel()
+        for task in lane.workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        lane.workers.clear()
+        await lane.client.pool.close()
+        self._retiring.pop(lane, None)
 
     @property
     def clients(self) -> list[CandidateClient]:
@@ -371,6 +443,7 @@ class ShadowDispatcher:
                 (name, value) for name in credential_headers(path) if (value := headers.get(name))
             )
         job = ShadowJob(info, route, body, auth, trace, query)
+        job.pairing = self._pairing
         if self._conversations is not None and route == "responses":
             job.primary.add_done_callback(lambda _: self._remember(job))
         return job
@@ -395,10 +468,13 @@ class ShadowDispatcher:
 
     async def start(self) -> None:
         for lane in self._lanes:
-            for i in range(lane.client.cfg.concurrency):
-                lane.workers.append(
-                    asyncio.create_task(self._work(lane), name=f"shadow-{lane.client.name}-{i}")
-                )
+            self._start_lane(lane)
+
+    def _start_lane(self, lane: _Lane) -> None:
+        for i in range(lane.client.cfg.concurrency):
+            lane.workers.append(
+                asyncio.create_task(self._work(lane), name=f"shadow-{lane.client.name}-{i}")
+            )
 
     async def _work(self, lane: _Lane) -> None:
         while True:
@@ -506,7 +582,8 @@ class ShadowDispatcher:
         if self._finish is not None:
             self._finish(client.cfg, job, payload, capture, sent_at, rebuilt)
         else:
-            self._pairing.record(client.cfg, job, payload, capture, sent_at, span, rebuilt)
+            pairing = job.pairing or self._pairing
+            pairing.record(client.cfg, job, payload, capture, sent_at, span, rebuilt)
         return True
 
     def _rebuilt(self, job: ShadowJob) -> Json | None:
@@ -520,7 +597,11 @@ class ShadowDispatcher:
 
     @property
     def busy(self) -> int:
-        return sum(lane.queue.qsize() + lane.active for lane in self._lanes)
+        return sum(lane.queue.qsize() + lane.active for lane in self._all_lanes)
+
+    @property
+    def _all_lanes(self) -> list[_Lane]:
+        return [*self._lanes, *self._retiring]
 
     async def close(self, grace_s: float) -> None:
         """Stop taking jobs, let queued and in-flight shadows finish within ``grace_s``."""
@@ -528,7 +609,10 @@ class ShadowDispatcher:
         deadline = time.monotonic() + grace_s
         while self.busy and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        for lane in self._lanes:
+        for task in self._retiring.values():
+            task.cancel()
+        lanes = self._all_lanes
+        for lane in lanes:
             while not lane.queue.empty():
                 lane.queue.get_nowait()
                 lane.queue.task_done()
@@ -537,8 +621,11 @@ class ShadowDispatcher:
                 lane.err_shutdown.inc()
             for task in lane.workers:
                 task.cancel()
-        for lane in self._lanes:
+        for lane in lanes:
             for task in lane.workers:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             lane.workers.clear()
+        for lane in list(self._retiring):  # the current lanes' pools are their owner's
+            await lane.client.pool.close()
+        self._retiring.clear()

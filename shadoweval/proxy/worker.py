@@ -7,9 +7,10 @@ misbehaving candidate or a dead Kafka costs the primary path CPU. With the worke
 proxy process only relays, measures the primary and hands each finished request to the
 worker in one buffered write; the kernel's scheduler then gives the relay the CPU first.
 
-Both ends are in this module; the channel and the child's life are
-:mod:`shadoweval.proxy.children`. The proxy's ``/metrics`` merges the worker's families
-with its own, so the exposition is the same as in one process. If the worker dies, the
+The proxy's end is in this module, the worker's main in :mod:`shadoweval.processes`; the
+channel and the child's life are :mod:`shadoweval.proxy.children`. The proxy's
+``/metrics`` merges the worker's families with its own, so the exposition is the same as in
+one process. If the worker dies, the
 proxy keeps relaying, counts the shadows it cannot hand over, and starts a new worker.
 """
 
@@ -17,34 +18,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import struct
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client.metrics_core import Metric
 
 from shadoweval.campaign import Match, request_model
 from shadoweval.config import Config
 from shadoweval.metrics import Metrics
-from shadoweval.pricing import PriceTable
 from shadoweval.proxy.children import (
     OFFER,
     Child,
     ForkedProcess,
-    configured,
-    fork_child,
     frame,
-    merge_families,
     unframe,
 )
 from shadoweval.proxy.http import Request, decode_headers
 from shadoweval.records import TASK_HEADER
 from shadoweval.sampling import Sampler
-from shadoweval.types import Capture, Json, Route
+from shadoweval.types import Capture, Route
 
 if TYPE_CHECKING:  # imported only when tracing is on (it loads OpenTelemetry)
     from shadoweval.proxy.children import Channel
@@ -63,13 +59,22 @@ class Handoff:
     process, which passes the frames on (``listen.processes``)."""
 
     def __init__(self, cfg: Config, metrics: Metrics) -> None:
-        self._cfg = cfg
         self._max_pending = cfg.shadow_worker.max_pending_bytes
         self._pending: list[bytes] = []
         self._flush_scheduled = False
         self._closing = False
+        self._metrics = metrics
         # The global sampling decision is taken here, so only mirrored requests cross.
         self._sampler = Sampler(cfg.sampling)
+        self.reconfigure(cfg)
+
+    def reconfigure(self, cfg: Config) -> None:
+        """The candidates and sampling of a reloaded configuration (the sampler, and its
+        token bucket, kept while its section is unchanged)."""
+        metrics = self._metrics
+        self._cfg = cfg
+        if cfg.sampling != self._sampler.cfg:
+            self._sampler = Sampler(cfg.sampling)
         self._candidates = [
             (
                 c.name,
@@ -169,7 +174,6 @@ class ShadowWorker(Handoff):
     def __init__(self, cfg: Config, metrics: Metrics, forked: ForkedProcess | None = None) -> None:
         """``forked``: a worker :func:`fork_worker` started before the event loop (it
         shares the proxy's memory pages); replacements are started afresh."""
-        super().__init__(cfg, metrics)
         self.process = Child(
             "shadow worker",
             "shadow-worker",
@@ -178,6 +182,13 @@ class ShadowWorker(Handoff):
             forked,
             on_death=metrics.restarts.labels("shadow_worker").inc,
         )
+        super().__init__(cfg, metrics)
+
+    def reload(self, cfg: Config) -> Awaitable[str | None]:
+        """Send the worker a reloaded configuration (it passes it on to its pairing
+        process); the awaitable gives its error, or None once applied."""
+        self.reconfigure(cfg)
+        return self.process.reconfigure(cfg.for_children())
 
     def _channel(self) -> Channel | None:
         return self.process.channel if self.process.ready else None
@@ -251,131 +262,3 @@ def short_slice() -> None:
         )
         libc = ctypes.CDLL(None, use_errno=True)
         libc.syscall(number, 0, ctypes.create_string_buffer(attr, len(attr)), 0)
-
-
-def fork_worker() -> ForkedProcess | None:
-    """Fork the shadow worker before the event loop starts (it then shares the proxy's
-    pages). None where fork is not available; the proxy then starts the worker afresh."""
-    if not hasattr(os, "fork"):  # pragma: no cover - not on Windows
-        return None
-    return fork_child(run_worker)
-
-
-# -- the worker's side ------------------------------------------------------------------
-
-
-def run_worker(fd: int) -> int:
-    """``shadoweval shadow-worker --fd N``: started by the proxy, never by hand. Its idle
-    child (parsing, pairing, the sink) is forked first, before the event loop."""
-    from shadoweval import loop as event_loop
-    from shadoweval.proxy.pairing_child import run_pairing
-
-    def pairing(child_fd: int) -> int:
-        os.close(fd)  # the worker's channel to the proxy has two ends only
-        return run_pairing(child_fd)
-
-    forked = fork_child(pairing) if hasattr(os, "fork") else None
-    return event_loop.run(_worker_main(fd, forked))
-
-
-async def _worker_main(fd: int, forked: ForkedProcess | None = None) -> int:
-    from shadoweval.proxy.pairing_child import PairingHandoff, families
-    from shadoweval.proxy.shadow import ShadowDispatcher
-    from shadoweval.telemetry import Heartbeat, Recorder
-
-    parent, cfg = await configured(fd, "shadow-worker")
-    reply = parent.reply
-    if cfg is None:
-        if forked is not None:
-            forked.kill()
-        return 2
-    # This process only sends, reads and timestamps, at the normal priority: its times are
-    # the wire's. The CPU-heavy rest runs in the idle child (shadow_worker.scheduling).
-    short_slice()
-    try:
-        m = shadow_metrics(cfg)
-        prices = PriceTable(cfg.pricing)
-        pairing = PairingHandoff(cfg, m, forked)
-        await pairing.process.start()
-        recorder = Recorder(m, cfg.primary.name, prices)
-        dispatcher = ShadowDispatcher.from_config(
-            cfg, _NoSink(), m, prices, on_attempt=recorder.attempt, finish=pairing.send
-        )
-        clients = dispatcher.clients
-        await dispatcher.start()
-    except Exception as exc:
-        if forked is not None:
-            forked.kill()
-        reply(("failed", f"{type(exc).__name__}: {exc}"))
-        return 1
-    loop = asyncio.get_running_loop()
-    m.loop_tasks.set_function(lambda: len(asyncio.all_tasks(loop)))
-    roles: dict[str, str] = {c.name: c.role for c in cfg.candidates}
-
-    def connections() -> dict[tuple[str, str], int]:
-        return {("outbound", c.name): c.pool.open_connections for c in clients}
-
-    heartbeat = Heartbeat(m, cfg.metrics.loop_lag_interval_s, prices, roles, connections)
-    heartbeat.start()
-    reply(("ready",))
-
-    def offer(message: tuple[Any, ...]) -> None:
-        route, path, raw_headers, body, capture, link, handed_at = message[1]
-        headers = decode_headers(raw_headers)
-        job = dispatcher.offer(route, path, headers, body, None, mirrored=True)
-        if job is not None:
-            job.queued_at = handed_at
-            if link is not None:  # the spans are the idle child's: it has the tracer
-                job.link = link
-                job.info = dataclasses.replace(job.info, trace_id=f"{link[0]:032x}")
-            job.primary_done(capture)
-
-    parent.on_offer = offer
-    parent.gather = lambda: families(pairing, list(m.registry.collect()))
-    grace = await parent.stop
-    if grace is None:
-        grace = cfg.shutdown.shadow_grace_s
-    flush_s = parent.flush_s if parent.flush_s is not None else cfg.shutdown.grace_s
-
-    started = time.monotonic()
-    lift_priority(pairing.process.pid)  # its flush has the proxy's deadline too
-    await dispatcher.close(grace)
-    # Everything handed over is in its socket before this: it pairs that, then flushes.
-    pairing.process.tell_close(0.0, flush_s)
-    await pairing.process.wait_closed(flush_s + 5.0)
-    await heartbeat.stop()
-    for client in clients:
-        await client.pool.close()
-    parent.gather = None
-    final = pairing.process.final or []
-    parent.collect = lambda: merge_families(m.registry.collect(), final)
-    counts = m.totals(parent.collect())
-    totals = " ".join(f"{k}={v:g}" for k, v in counts.items())
-    log.info("stopped in %.2fs; final counts: %s", time.monotonic() - started, totals)
-    await parent.close()
-    return 0
-
-
-def shadow_metrics(cfg: Config) -> Metrics:
-    """The metrics of a process on the shadow side (the worker, its pairing process), every
-    candidate's series present from the start."""
-    known = tuple(c.model for c in cfg.candidates if c.model)
-    m = Metrics(model_label_limit=cfg.metrics.model_label_limit, known_models=known)
-    for cand in cfg.candidates:
-        m.init_upstream(cand.role, cand.name)
-    return m
-
-
-class _NoSink:
-    """The worker's dispatcher hands finished shadows to its idle child, never to a sink."""
-
-    name = "none"
-
-    async def start(self) -> None:
-        pass
-
-    def put(self, record: Json, key: bytes | None = None) -> bool:  # pragma: no cover
-        raise AssertionError("the shadow worker writes no records itself")
-
-    async def close(self, timeout: float) -> None:
-        pass

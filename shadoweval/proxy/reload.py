@@ -1,0 +1,239 @@
+"""Live configuration reload: SIGHUP, or a change of the config file (docs/reload.md).
+
+A Kubernetes ConfigMap volume swaps its files through a symlink (``..data`` points at a new
+timestamped directory), so the file is watched by what it resolves to: its real path, its
+modification time and a hash of its content, polled every ``interval_s``. A reload loads the
+file with the start-up loader (environment overrides included) and the start-up checks;
+what it may change is decided by one registry, :data:`RELOADABLE` and :data:`RESTART_ONLY`
+(every top-level key is in exactly one; a test keeps it so). The outcome is counted in
+``shadoweval_config_reloads_total{outcome}`` and the configuration in force is named by
+``shadoweval_config_info{hash}``. An invalid or refused file leaves the old configuration
+in force; the next change of the file, or SIGHUP, tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Literal
+
+from shadoweval.config import Config, ConfigError, load
+from shadoweval.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["applied", "unchanged", "invalid", "refused", "failed"]
+
+# Top-level keys a reload applies: the shadow side and what the reports read.
+RELOADABLE: frozenset[str] = frozenset(
+    {
+        "candidates",  # added, removed, changed (a kept one keeps its queue and counters)
+        "sampling",
+        "sink",  # a new sink started, switched to, the old one flushed and closed
+        "redaction",
+        "pricing",
+        "pricing_file",
+        "probes",  # the scheduler restarted
+        "report",  # decision rules: read by `shadoweval report` from this file
+        "shutdown",  # read when the proxy stops
+    }
+)
+# Top-level keys that need a restart, and why (the refusal names them).
+RESTART_ONLY: Mapping[str, str] = {
+    "listen": "the listening socket and the relay processes",
+    "admin": "the admin socket and its token",
+    "primary": "the primary's connection pool and the callers' forwarding",
+    "limits": "the proxy port's parser limits and every connection's bounds",
+    "shadow_worker": "which processes exist",
+    "tracing": "the OpenTelemetry exporter",
+    "metrics": "the metric registries' label bounds",
+    "conversations": "the conversation store's bounds",
+    "log_level": "every process's logging",
+}
+
+
+def restart_keys(old: Config, new: Config) -> list[str]:
+    """The restart-only keys that differ, each named to its second level where it has one
+    (``listen.port``)."""
+    changed = []
+    before, after = old.for_children(), new.for_children()
+    for key in RESTART_ONLY:
+        a, b = before.get(key), after.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += [f"{key}.{k}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+        else:
+            changed.append(key)
+    return changed
+
+
+def config_hash(cfg: Config) -> str:
+    """A short stable hash of the configuration as validated (env overrides included)."""
+    text = json.dumps(cfg.for_children(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def problems(cfg: Config) -> list[str]:
+    """What ``serve`` would refuse to start with beyond validation: unset credentials,
+    unwritable sink files, a URL that is the proxy itself, unreadable certificates, a bad
+    probe suite."""
+    from shadoweval.proxy.loops import self_loops
+    from shadoweval.tls import client_context
+
+    found = cfg.missing_credentials() + cfg.path_problems() + self_loops(cfg)
+    try:
+        for cand in cfg.candidates:
+            client_context(cand.tls, cand.url, f"candidates[{cand.name}]")
+        if cfg.probes.enabled:
+            from shadoweval.probes.suite import build
+
+            build(cfg.probes)
+    except ConfigError as exc:
+        found.append(str(exc))
+    return found
+
+
+Fingerprint = tuple[str, int, str]
+
+
+def fingerprint(path: Path) -> Fingerprint | None:
+    """What the file is now: its real path (a ConfigMap's ``..data`` swap changes it), its
+    modification time and its content's hash. None while it cannot be read (mid-swap)."""
+    try:
+        real = os.path.realpath(path)
+        with open(real, "rb") as f:
+            stat = os.fstat(f.fileno())
+            digest = hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+    return real, stat.st_mtime_ns, digest
+
+
+class Reloader:
+    """Reloads the leader's configuration on SIGHUP and when its file changes. ``apply``
+    puts a checked configuration in force (``ProxyServer.reload``); ``sleep`` is injected
+    so tests drive the poll without waiting."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        current: Config,
+        apply: Callable[[Config], Awaitable[None]],
+        metrics: Metrics,
+        interval_s: float = 2.0,
+        environ: Mapping[str, str] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.path = Path(path)
+        self.current = current
+        self._apply = apply
+        self._m = metrics
+        self._interval = interval_s
+        self._environ = environ
+        self._sleep = sleep
+        self._lock = asyncio.Lock()
+        self._seen = fingerprint(self.path)
+        self._hash = config_hash(current)
+        self._tasks: set[asyncio.Task[Outcome | None]] = set()
+        self._poller: asyncio.Task[None] | None = None
+        metrics.config_info.labels(self._hash).set(1)
+
+    def start(self) -> None:
+        """SIGHUP reloads; with an interval, so does a change of the file."""
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, AttributeError):  # no SIGHUP: Windows
+            loop.add_signal_handler(signal.SIGHUP, self._on_signal)
+        if self._interval > 0:
+            self._poller = loop.create_task(self._poll_forever(), name="shadoweval-reload")
+
+    async def stop(self) -> None:
+        with contextlib.suppress(NotImplementedError, AttributeError, ValueError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        if self._tasks:  # a reload under way finishes: it may have switched half
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _on_signal(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload("SIGHUP"))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await self._sleep(self._interval)
+            try:
+                await self.poll()
+            except Exception:  # the watcher must outlive any one bad reload
+                log.exception("checking %s for changes failed", self.path)
+
+    async def poll(self) -> Outcome | None:
+        """Reload if the file changed since it was last read (None: it did not)."""
+        now = fingerprint(self.path)
+        if now is None or now == self._seen:
+            return None
+        return await self.reload(f"{self.path} changed")
+
+    async def reload(self, why: str) -> Outcome:
+        async with self._lock:  # one at a time; a burst of signals applies in turn
+            outcome = await self._reload(why)
+        self._m.config_reloads.labels(outcome).inc()
+        return outcome
+
+    async def _reload(self, why: str) -> Outcome:
+        self._seen = fingerprint(self.path)  # tried once per change, whatever its outcome
+        # Off the loop: parsing, validation and suites take milliseconds callers need not wait.
+        try:
+            new = await asyncio.to_thread(load, self.path, self._environ)
+        except ConfigError as exc:
+            log.error("reload (%s) refused, the configuration in force stays: %s", why, exc)
+            return "invalid"
+        found = await asyncio.to_thread(problems, new)
+        if found:
+            log.error(
+                "reload (%s) refused, the configuration in force stays: cannot start with it:"
+                "\n  %s",
+                why,
+                "\n  ".join(found),
+            )
+            return "invalid"
+        digest = config_hash(new)
+        if digest == self._hash:
+            log.info("reload (%s): the configuration is unchanged", why)
+            return "unchanged"
+        keys = restart_keys(self.current, new)
+        if keys:
+            log.error(
+                "reload (%s) refused, the configuration in force stays: %s only change with "
+                "a restart",
+                why,
+                ", ".join(keys),
+            )
+            return "refused"
+        try:
+            await self._apply(new)
+        except Exception as exc:
+            # Parts may be applied (checked first, so this is a bug or a child's failure):
+            # the new file's hash is shown, and a restart gives a clean state.
+            log.exception("reload (%s) failed while applying: %s", why, exc)
+            self._switch(new, digest)
+            return "failed"
+        self._switch(new, digest)
+        log.info("reload (%s): applied configuration %s", why, digest)
+        return "applied"
+
+    def _switch(self, new: Config, digest: str) -> None:
+        with contextlib.suppress(KeyError):
+            self._m.config_info.remove(self._hash)
+        self._m.config_info.labels(digest).set(1)
+        self.current, self._hash = new, digest
