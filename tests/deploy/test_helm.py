@@ -60,6 +60,7 @@ CASES: dict[str, set[str]] = {
     }
     | MONITORING,
     "scorer-values.yaml": PROXY | {"ServiceMonitor"},
+    "reload-values.yaml": PROXY,
     "scorer-hpa-values.yaml": {"ConfigMap", "ServiceAccount", "Deployment", "Service"}
     | {"PodDisruptionBudget", "HorizontalPodAutoscaler"},
 }
@@ -507,6 +508,25 @@ def test_monitors_scrape_the_admin_port(helm_env: dict[str, str]) -> None:
         check=False,
     )
     assert no_selector.returncode != 0 and "podMonitor.selector" in no_selector.stderr
+
+
+def test_reload_config_drops_the_checksum_so_a_config_change_rolls_nothing(
+    helm_env: dict[str, str],
+) -> None:
+    def annotations(*args: str) -> dict[str, str]:
+        docs = documents(template(helm_env, CHART, *args))
+        (pod,) = [
+            d["spec"]["template"]
+            for d in docs
+            if d["kind"] == "Deployment"
+            and d["metadata"]["labels"]["app.kubernetes.io/component"] == "proxy"
+        ]
+        return pod["metadata"].get("annotations") or {}
+
+    assert "checksum/config" in annotations()
+    reloading = ["--set", "proxy.reloadConfig=true"]
+    assert "checksum/config" not in annotations(*reloading)
+    assert annotations(*reloading, "--set", "proxy.podAnnotations.team=evals") == {"team": "evals"}
 
 
 def test_scorer_autoscaling_leaves_replicas_to_the_hpa(helm_env: dict[str, str]) -> None:

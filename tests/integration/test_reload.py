@@ -310,3 +310,31 @@ async def test_serve_reloads_under_load(tmp_path: Path, mode: str) -> None:
     # Every record is whole and names a configured candidate.
     names = {json.loads(line)["candidate"]["upstream"] for line in pairs.read_text().splitlines()}
     assert names == {"a", "b"}
+
+
+async def test_a_new_sink_takes_over_and_nothing_is_lost(tmp_path: Path) -> None:
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    overrides = {"sink": {"kind": "file", "path": str(first)}}
+    async with running_stack(overrides=overrides) as stack:
+        proxy = stack.proxy
+        cm = ConfigMap(tmp_path)
+        raw = proxy.cfg.for_children()
+        cm.write(raw)
+        reloader = Reloader(cm.path, proxy.cfg, proxy.reload, proxy.metrics, environ={})
+        load = Load(stack.url)
+        load.start()
+        await load.more(20)
+        raw["sink"] = {**raw["sink"], "path": str(second)}
+        cm.write(raw)
+        assert await reloader.poll() == "applied"
+        await wait_for(
+            lambda: second.exists() and second.stat().st_size > 0, what="records in the new file"
+        )
+        await load.stop()
+        assert load.errors == []
+    pairs = proxy.metrics.registry.get_sample_value(
+        "shadoweval_pairs_total", {"upstream": "cand-a"}
+    )
+    lines = [line for f in (first, second) for line in f.read_text().splitlines()]
+    assert len(lines) == pairs and pairs
+    assert first.stat().st_size and second.stat().st_size  # both written, none lost between
