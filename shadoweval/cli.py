@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -44,6 +45,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for warning in cfg.exposure_warnings():
         logging.getLogger("shadoweval").warning("%s", warning)
     _raise_fd_limit()
+    # SIGHUP reloads once the proxy is up; until then (and in the children forked now,
+    # which take reloads from the proxy) it must not end the process.
+    if hasattr(signal, "SIGHUP"):  # not on Windows
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     forked, relays = None, None
     if cfg.shadow_worker.enabled:
         # Before the event loop: the children share this process's pages.

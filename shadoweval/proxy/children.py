@@ -230,11 +230,27 @@ class Child:
     def reconfigure(self, config: dict[str, Any], timeout_s: float = 30.0) -> Awaitable[str | None]:
         """Send a reloaded configuration now (so it precedes every frame written after
         this call); the awaitable gives the child's error, or None once it has applied it.
-        A child that is down or restarting gets it as it starts: a replacement starts with
-        the current configuration, never the one from start-up."""
+        A child that is down gets it as it starts (a replacement starts with the current
+        configuration, never the one from start-up); one that is starting, with the
+        previous one, is sent it once it is ready."""
         self._config = config
+        if self.channel is None or self._ready is None:
+            return asyncio.sleep(0, None)
+        if not self._ready.done():
+            return self._after_start(timeout_s)
+        return self._send_reload(config, timeout_s)
+
+    async def _after_start(self, timeout_s: float) -> str | None:
+        assert self._ready is not None
+        with contextlib.suppress(Exception):  # a failed start: the next one reads _config
+            await asyncio.shield(self._ready)
+        if not self.ready:
+            return None
+        return await self._send_reload(self._config, timeout_s)
+
+    def _send_reload(self, config: dict[str, Any], timeout_s: float) -> Awaitable[str | None]:
         channel = self.channel
-        if channel is None or channel.transport is None or not self.ready:
+        if channel is None or channel.transport is None:
             return asyncio.sleep(0, None)
         rid = next(self._ids)
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -405,6 +421,8 @@ class Parent:
         # the proxy decides when a child stops, after its in-flight requests.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if hasattr(signal, "SIGHUP"):  # reloads come from the proxy (not on Windows)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
         sock = socket.socket(fileno=fd)
         _, self.channel = await asyncio.get_running_loop().create_unix_connection(
             lambda: Channel(self._on_message, self._on_lost), sock=sock

@@ -9,6 +9,7 @@ from shadoweval.metrics import Metrics
 from shadoweval.proxy.children import OFFER, Channel, frame, unframe
 from shadoweval.proxy.worker import ShadowWorker
 from shadoweval.types import Capture
+from tests.waiting import wait_for
 
 
 async def test_frames_split_anywhere_come_out_whole_and_offers_unopened() -> None:
@@ -79,3 +80,44 @@ async def test_a_lost_offer_is_counted_by_the_candidates_match_rules() -> None:
     )
     assert value(decisions, upstream="small", decision="unmatched") == 1
     assert value(decisions, upstream="small", decision="in") == 0
+
+
+class _Written:
+    """Stands in for a channel: what the child writes back to the proxy."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[Any, ...]] = []
+        self.transport = None
+
+    def write(self, data: bytes) -> None:
+        self.messages.append(unframe(data))
+
+
+async def test_a_reload_is_applied_before_the_next_frame_and_answered() -> None:
+    import asyncio
+
+    from shadoweval.proxy.children import Parent
+
+    parent = Parent()
+    written = _Written()
+    parent.channel = written  # type: ignore[assignment]
+    parent.config.set_result({})
+    seen: list[str] = []
+    parent.on_offer = lambda message: seen.append(f"offer {message[1]}")
+
+    def reload(config: dict[str, Any]) -> asyncio.Future[None]:
+        seen.append(f"reload {config['v']}")  # the synchronous part
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if config["v"] == 1:
+            done.set_result(None)
+        else:
+            done.set_exception(ValueError("bad"))
+        return done
+
+    parent.on_reload = reload
+    parent._on_message(("reload", 7, {"v": 1}))
+    parent._on_message(("offer", "after"))  # read next: the reload is already in force
+    parent._on_message(("reload", 8, {"v": 2}))
+    await wait_for(lambda: len(written.messages) == 2, what="both reloads answered")
+    assert seen == ["reload 1", "offer after", "reload 2"]
+    assert sorted(written.messages) == [("reloaded", 7, None), ("reloaded", 8, "ValueError: bad")]
