@@ -17,8 +17,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from shadoweval.config import Config
 from shadoweval.proxy.reload import Reloader
 from shadoweval.testing import FakeUpstream, running_stack
+from shadoweval.testing.fake_upstream import Latency
 from tests.unit.test_reload import ConfigMap
 from tests.waiting import wait_for
 
@@ -338,3 +340,30 @@ async def test_a_new_sink_takes_over_and_nothing_is_lost(tmp_path: Path) -> None
     lines = [line for f in (first, second) for line in f.read_text().splitlines()]
     assert len(lines) == pairs and pairs
     assert first.stat().st_size and second.stat().st_size  # both written, none lost between
+
+
+async def test_a_queued_shadow_keeps_the_redaction_it_was_offered_under() -> None:
+    slow = FakeUpstream(model="slow", latency=Latency.fixed(1.0))
+    options = {"cand-a": {"concurrency": 1, "queue_size": 16}}
+    async with running_stack(candidates={"cand-a": slow}, candidate_options=options) as stack:
+        proxy = stack.proxy
+        url = f"{stack.url}/v1/chat/completions"
+
+        async def send(n: int) -> None:
+            async with aiohttp.ClientSession() as s:
+                for i in range(n):
+                    content = f"ticket TK-{i:04d}"
+                    body = {"model": "m", "messages": [{"role": "user", "content": content}]}
+                    async with s.post(url, json=body) as resp:
+                        assert resp.status == 200
+
+        await send(3)  # queued behind the slow candidate when the reload comes
+        raw = proxy.cfg.for_children()
+        raw["redaction"]["custom"] = [{"name": "ticket", "pattern": r"TK-\d{4}"}]
+        await proxy.reload(Config.model_validate(raw))
+        assert len(stack.memory.records) < 3  # some were still queued or in flight
+        await send(3)
+        records = await stack.memory.wait_for(6, timeout=30)
+    texts = [json.dumps(r["request"]) for r in records]
+    assert sum("TK-0" in t for t in texts) == 3  # offered before: the old rules
+    assert sum("TK-0" not in t for t in texts) == 3  # after: redacted
