@@ -370,3 +370,34 @@ async def test_a_queued_shadow_keeps_the_redaction_it_was_offered_under() -> Non
     texts = [json.dumps(r["request"]) for r in records]
     assert sum("TK-0" in t for t in texts) == 3  # offered before: the old rules
     assert sum("TK-0" not in t for t in texts) == 3  # after: redacted
+
+
+async def test_a_probe_change_restarts_the_scheduler() -> None:
+    from shadoweval.testing import RedTeamFake
+
+    from .test_probes import CANARY, SUITES
+
+    probes: dict[str, Any] = {
+        "enabled": True,
+        "suites": [str(SUITES / "jailbreak.yaml")],
+        "rate_per_minute": 1200,
+        "concurrency": 2,
+        "canary": CANARY,
+    }
+    primary = RedTeamFake(model="prod-model", behaviour="robust")
+    candidate = RedTeamFake(model="cand-model", behaviour="vulnerable")
+    async with running_stack(primary, {"cand": candidate}, overrides={"probes": probes}) as stack:
+        proxy = stack.proxy
+        old = proxy.probes
+        assert old is not None
+        await wait_for(lambda: old.sent >= 2, what="probes from the first scheduler")
+        raw = proxy.cfg.for_children()
+        raw["probes"]["suites"] = [str(SUITES / "prompt_extraction.yaml")]
+        await proxy.reload(Config.model_validate(raw))
+        new = proxy.probes
+        assert new is not None and new is not old
+        assert {p.category for p in new.probes} != {p.category for p in old.probes}
+        await wait_for(lambda: new.sent >= 2, what="probes from the new scheduler")
+        stopped_at = old.sent
+        await wait_for(lambda: new.sent >= 6, what="more probes from the new scheduler")
+        assert old.sent == stopped_at  # the old one stopped
