@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from shadoweval.config import Candidate, CandidateMatch, CandidateSchedule, parse_duration
+from shadoweval.config.base import parse_duration
+from shadoweval.config.proxy import Candidate, CandidateMatch, CandidateSchedule
 from shadoweval.metrics import CANDIDATE_STATES, Metrics
 from shadoweval.protocols.openai import InvalidRequest, parse_request
 from shadoweval.types import Json, Route

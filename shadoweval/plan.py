@@ -19,7 +19,9 @@ from typing import Any, cast
 
 from shadoweval import stats
 from shadoweval.campaign import Match, window
-from shadoweval.config import Candidate, Config, ConfigError, ScorerConfig, ScorerSpec
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import Candidate, Config
+from shadoweval.config.scorer import ScorerConfig, ScorerSpec
 from shadoweval.console import Column, table_lines
 from shadoweval.pricing import PriceTable
 from shadoweval.records import PAIR_SCHEMA, iter_jsonl

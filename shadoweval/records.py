@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from shadoweval.config import Config
+from shadoweval.config.proxy import Config
 from shadoweval.redaction import Redactor
 from shadoweval.routes import refers_to_state
 from shadoweval.types import Json, Outcome

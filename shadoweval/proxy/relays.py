@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client.metrics_core import Metric
 
-from shadoweval.config import Config
+from shadoweval.config.proxy import Config
 from shadoweval.metrics import Metrics
 from shadoweval.proxy.children import (
     Channel,

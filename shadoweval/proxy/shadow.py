@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from shadoweval.campaign import Campaign, Clock, request_model
-from shadoweval.config import Config
+from shadoweval.config.proxy import Config
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.protocols.openai import InvalidRequest, parse_answer, parse_request

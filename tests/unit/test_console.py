@@ -124,7 +124,8 @@ def test_styled_cells_and_lines_are_plain_text_in_a_pipe() -> None:
 def test_the_report_renders_without_rich(no_rich: None, tmp_path: Path) -> None:
     import orjson
 
-    from shadoweval.config import Pricing, Report
+    from shadoweval.config.proxy import Pricing
+    from shadoweval.config.report import Report
     from shadoweval.pricing import PriceTable
     from shadoweval.report.aggregate import build_report
     from shadoweval.report.load import load

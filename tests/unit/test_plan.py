@@ -11,7 +11,8 @@ import orjson
 import pytest
 
 from shadoweval.cli import main
-from shadoweval.config import load, parse_scorer
+from shadoweval.config.proxy import load
+from shadoweval.config.scorer import parse_scorer
 from shadoweval.plan import judge_plan, plan, read_requests
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "examples" / "campaigns.yaml"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shadoweval.config import ConfigError
+from shadoweval.config.base import ConfigError
 from shadoweval.score import embeddings
 from shadoweval.score.detectors import refusal_model
 from shadoweval.score.detectors.refusal import RefusalDetector

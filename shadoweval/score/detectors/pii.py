@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import get_args
 
-from shadoweval.config import PiiShape
+from shadoweval.config.scorer import PiiShape
 from shadoweval.redaction import _BUILTIN as REDACTION_PATTERNS
 from shadoweval.redaction import _MAY_MATCH, _digits, _luhn_ok
 

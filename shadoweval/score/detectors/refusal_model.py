@@ -75,7 +75,7 @@ def shared() -> RefusalModel | None:
 
 def load(path: Path = MODEL_FILE) -> RefusalModel | None:
     """The shipped classifier with the local encoder, or None when the extra is absent."""
-    from shadoweval.config import ConfigError
+    from shadoweval.config.base import ConfigError
 
     try:
         from shadoweval.score import embeddings

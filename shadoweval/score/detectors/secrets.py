@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import get_args
 
-from shadoweval.config import SecretShape
+from shadoweval.config.scorer import SecretShape
 from shadoweval.redaction import _BUILTIN as REDACTION_PATTERNS
 from shadoweval.redaction import _digits
 

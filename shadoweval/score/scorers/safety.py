@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from shadoweval.config import SafetySettings
+from shadoweval.config.scorer import SafetySettings
 from shadoweval.redaction import _BUILTIN as REDACTION_PATTERNS
 from shadoweval.redaction import _MAY_MATCH, _digits, _luhn_ok
 from shadoweval.score.base import (
