@@ -24,7 +24,7 @@ from shadoweval.config.base import (
 from shadoweval.config.kafka import KafkaSecurity, check_topic
 from shadoweval.config.probes import BUILTIN_SUITES, Probes
 from shadoweval.config.report import Report
-from shadoweval.headers import header_problem
+from shadoweval.headers import CREDENTIALS, header_problem
 from shadoweval.types import Route
 
 
@@ -465,6 +465,33 @@ class Redaction(Model):
     custom: list[CustomRedaction] = Field(default_factory=list)
 
 
+# A recorded header value is cut to this many characters (a tenant or team name, not a
+# payload).
+RECORD_HEADER_MAX_CHARS = 256
+
+
+class Record(Model):
+    """What a pair record keeps of the request besides its body."""
+
+    # Request headers copied into each pair record's ``headers`` object (names lowercased,
+    # values redacted and cut at 256 characters): for ``report --by header:NAME`` and for
+    # ``plan`` to apply ``match.headers``. Credentials are refused.
+    headers: list[str] = Field(default_factory=list, max_length=32)
+
+    @field_validator("headers")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        names = []
+        for name in value:
+            problem = header_problem(name, "x")
+            if problem is not None:
+                raise ValueError(problem)
+            if name.lower() in CREDENTIALS:
+                raise ValueError(f"{name!r} is a credential; it is never recorded")
+            names.append(name.lower())
+        return list(dict.fromkeys(names))
+
+
 class ModelPrice(Model):
     """USD per million tokens; cached input defaults to the input price."""
 
@@ -551,6 +578,7 @@ class Config(Model):
     sampling: Sampling = Field(default_factory=Sampling)
     sink: SinkConfig = Field(default_factory=FileSink)
     redaction: Redaction = Field(default_factory=Redaction)
+    record: Record = Field(default_factory=Record)
     limits: Limits = Field(default_factory=Limits)
     shutdown: Shutdown = Field(default_factory=Shutdown)
     report: Report = Field(default_factory=Report)

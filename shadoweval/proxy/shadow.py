@@ -14,11 +14,11 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from shadoweval.campaign import Campaign, Clock, request_model
-from shadoweval.config.proxy import Config
+from shadoweval.config.proxy import RECORD_HEADER_MAX_CHARS, Config
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.protocols.openai import InvalidRequest, parse_answer, parse_request
@@ -27,7 +27,7 @@ from shadoweval.proxy.candidate import AttemptHook, CallerAuth, CandidateClient
 from shadoweval.proxy.conversations import ConversationStore
 from shadoweval.proxy.loops import hop_header
 from shadoweval.proxy.pairing import FinishFn, ObserveFn, Pairing
-from shadoweval.records import TASK_HEADER, RequestInfo, record_limit
+from shadoweval.records import TASK_HEADER, RequestInfo, record_limit, utf8
 from shadoweval.redaction import Redactor
 from shadoweval.routes import credential_headers, deployment_of, refers_to_state
 from shadoweval.sampling import Sampler
@@ -190,6 +190,18 @@ class _Lane:
         )
 
 
+def recorded_headers(headers: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str] | None:
+    """The values of the ``record.headers`` a request carried (valid UTF-8, each cut to
+    RECORD_HEADER_MAX_CHARS); None when none are configured."""
+    if not names:
+        return None
+    return {
+        name: (utf8(value) or "")[:RECORD_HEADER_MAX_CHARS]
+        for name in names
+        if (value := headers.get(name)) is not None
+    }
+
+
 class ShadowDispatcher:
     def __init__(
         self,
@@ -206,6 +218,7 @@ class ShadowDispatcher:
         clock: Clock = time.time,
         conversations: ConversationStore | None = None,
         finish: FinishFn | None = None,
+        record_headers: Sequence[str] = (),
     ) -> None:
         """``clock``: unix seconds for the campaigns' schedules and days (tests fake it).
         ``finish``: where finished shadows go instead of being paired here (the shadow
@@ -226,6 +239,7 @@ class ShadowDispatcher:
         # A candidate may finish long before the primary; wait for it, but not forever.
         self._primary_wait = primary_timeout_s + 5.0
         self._keeps_caller_auth = any(c.cfg.forward_caller_auth for c in clients)
+        self._record_headers = tuple(record_headers)
         self._closing = False
         self._ids = RequestIds()
 
@@ -272,6 +286,7 @@ class ShadowDispatcher:
             ),
             clock=clock,
             finish=finish,
+            record_headers=cfg.record.headers,
         )
 
     @property
@@ -364,6 +379,7 @@ class ShadowDispatcher:
             sampling_key=hashlib.blake2b(key, digest_size=8).hexdigest() if key else None,
             trace_id=trace.trace_id if trace is not None else None,
             deployment=deployment_of(path),
+            headers=recorded_headers(headers, self._record_headers),
         )
         auth: CallerAuth = ()
         if self._keeps_caller_auth:
