@@ -536,6 +536,13 @@ class ShadowWorker(Model):
     start_timeout_s: float = Field(30.0, gt=0, le=600, allow_inf_nan=False)
 
 
+class CampaignState(Model):
+    # A file the candidates' budget and schedule counters are kept in across restarts
+    # (docs/campaigns.md); none: they start from zero with the process.
+    path: str | None = None
+    interval_s: float = Field(10.0, ge=0.1, le=3600, allow_inf_nan=False)
+
+
 class Shutdown(Model):
     grace_s: float = Field(30.0, ge=0, le=_MAX_CALL_S, allow_inf_nan=False)
     shadow_grace_s: float = Field(5.0, ge=0, le=_MAX_CALL_S, allow_inf_nan=False)
@@ -589,6 +596,7 @@ class Config(Model):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     probes: Probes = Field(default_factory=Probes)
     shadow_worker: ShadowWorker = Field(default_factory=ShadowWorker)
+    campaign_state: CampaignState = Field(default_factory=CampaignState)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("sink", mode="before")

@@ -18,7 +18,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from shadoweval.campaign import Campaign, Clock, request_model
-from shadoweval.config.proxy import RECORD_HEADER_MAX_CHARS, Config
+from shadoweval.campaign_store import CampaignStore
+from shadoweval.config.proxy import RECORD_HEADER_MAX_CHARS, CampaignState, Config
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.protocols.openai import InvalidRequest, parse_answer, parse_request
@@ -219,6 +220,7 @@ class ShadowDispatcher:
         conversations: ConversationStore | None = None,
         finish: FinishFn | None = None,
         record_headers: Sequence[str] = (),
+        state: CampaignState | None = None,
     ) -> None:
         """``clock``: unix seconds for the campaigns' schedules and days (tests fake it).
         ``finish``: where finished shadows go instead of being paired here (the shadow
@@ -240,6 +242,11 @@ class ShadowDispatcher:
         self._primary_wait = primary_timeout_s + 5.0
         self._keeps_caller_auth = any(c.cfg.forward_caller_auth for c in clients)
         self._record_headers = tuple(record_headers)
+        self._store = (
+            CampaignStore(state.path, self._campaigns, state.interval_s)
+            if state is not None and state.path is not None
+            else None
+        )
         self._closing = False
         self._ids = RequestIds()
 
@@ -287,6 +294,7 @@ class ShadowDispatcher:
             clock=clock,
             finish=finish,
             record_headers=cfg.record.headers,
+            state=cfg.campaign_state,
         )
 
     @property
@@ -409,7 +417,13 @@ class ShadowDispatcher:
 
     # -- the candidates' side --------------------------------------------------------
 
+    def _campaigns(self) -> list[Campaign]:
+        return [lane.campaign for lane in self._lanes]
+
     async def start(self) -> None:
+        if self._store is not None:
+            self._store.restore()
+            self._store.start()
         for lane in self._lanes:
             for i in range(lane.client.cfg.concurrency):
                 lane.workers.append(
@@ -558,3 +572,5 @@ class ShadowDispatcher:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             lane.workers.clear()
+        if self._store is not None:  # after the last answer is counted
+            await self._store.close()
