@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import model_validator
 
@@ -11,6 +11,23 @@ from shadoweval.config.base import Model
 
 # Kafka's own rule for topic names (kafka.common.internals.Topic).
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def split_servers(value: Any) -> Any:
+    """``bootstrap_servers`` as a list: a comma-separated string (an environment variable) split."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",")]
+    return value
+
+
+def check_servers(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError("needs at least one host:port")
+    for server in value:
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536 or " " in server:
+            raise ValueError(f"{server!r} is not host:port")
+    return value
 
 
 def check_topic(value: str) -> str:

@@ -21,7 +21,7 @@ from shadoweval.config.base import (
     regex_problem,
     validate,
 )
-from shadoweval.config.kafka import KafkaSecurity, check_topic
+from shadoweval.config.kafka import KafkaSecurity, check_servers, check_topic, split_servers
 from shadoweval.config.probes import BUILTIN_SUITES, Probes
 from shadoweval.config.report import Report
 from shadoweval.headers import CREDENTIALS, header_problem
@@ -380,23 +380,8 @@ class KafkaSink(Model):
 
     _topic = field_validator("topic", "scores_topic")(check_topic)
 
-    @field_validator("bootstrap_servers", mode="before")
-    @classmethod
-    def _split_servers(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",")]
-        return value
-
-    @field_validator("bootstrap_servers")
-    @classmethod
-    def _servers_shape(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("needs at least one host:port")
-        for server in value:
-            host, _, port = server.rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536 or " " in server:
-                raise ValueError(f"{server!r} is not host:port")
-        return value
+    _servers_in = field_validator("bootstrap_servers", mode="before")(split_servers)
+    _servers = field_validator("bootstrap_servers")(check_servers)
 
     @field_validator("retention_ms")
     @classmethod

@@ -18,23 +18,7 @@ from shadoweval.config.base import (
     regex_problem,
     validate,
 )
-from shadoweval.config.kafka import KafkaSecurity, check_topic
-
-
-def _split_servers(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",")]
-    return value
-
-
-def _check_servers(value: list[str]) -> list[str]:
-    if not value:
-        raise ValueError("needs at least one host:port")
-    for server in value:
-        host, _, port = server.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536 or " " in server:
-            raise ValueError(f"{server!r} is not host:port")
-    return value
+from shadoweval.config.kafka import KafkaSecurity, check_servers, check_topic, split_servers
 
 
 class KafkaClient(Model):
@@ -45,8 +29,8 @@ class KafkaClient(Model):
     request_timeout_ms: int = Field(30_000, ge=1000)
     security: KafkaSecurity = Field(default_factory=KafkaSecurity)
 
-    _servers_in = field_validator("bootstrap_servers", mode="before")(_split_servers)
-    _servers = field_validator("bootstrap_servers")(_check_servers)
+    _servers_in = field_validator("bootstrap_servers", mode="before")(split_servers)
+    _servers = field_validator("bootstrap_servers")(check_servers)
 
 
 class KafkaPairSource(KafkaClient):

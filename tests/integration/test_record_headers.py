@@ -20,6 +20,15 @@ from shadoweval.testing import running_stack
 from tests.waiting import wait_for
 
 
+async def ask(url: str, headers: dict[str, str]) -> None:
+    c = openai.AsyncOpenAI(
+        base_url=f"{url}/v1", api_key="caller-secret", max_retries=0, default_headers=headers
+    )
+    await c.chat.completions.create(
+        model="prod-model", messages=[{"role": "user", "content": "hi"}]
+    )
+
+
 @pytest.mark.parametrize("worker", [False, True], ids=["one-process", "shadow-worker"])
 async def test_named_headers_are_recorded_redacted_and_cut(
     validate_pair: Any, worker: bool, tmp_path: Path
@@ -32,25 +41,9 @@ async def test_named_headers_are_recorded_redacted_and_cut(
         }
     async with running_stack(overrides=overrides) as stack:
         long = "n" * (RECORD_HEADER_MAX_CHARS + 50)
-        for tenant, extra in (("acme", {"x-team": "ops"}), ("globex", {"x-note": long})):
-            c = openai.AsyncOpenAI(
-                base_url=f"{stack.url}/v1",
-                api_key="caller-secret",
-                max_retries=0,
-                default_headers={"X-Tenant": tenant, "X-Other": "kept out", **extra},
-            )
-            await c.chat.completions.create(
-                model="prod-model", messages=[{"role": "user", "content": "hi"}]
-            )
-        c = openai.AsyncOpenAI(
-            base_url=f"{stack.url}/v1",
-            api_key="caller-secret",
-            max_retries=0,
-            default_headers={"X-Tenant": "mail jane.doe@example.com"},
-        )
-        await c.chat.completions.create(
-            model="prod-model", messages=[{"role": "user", "content": "hi"}]
-        )
+        await ask(stack.url, {"X-Tenant": "acme", "X-Other": "kept out", "x-team": "ops"})
+        await ask(stack.url, {"X-Tenant": "globex", "x-note": long})
+        await ask(stack.url, {"X-Tenant": "mail jane.doe@example.com"})
         records = await (
             written(tmp_path / "pairs.jsonl", 3) if worker else stack.memory.wait_for(3)
         )
@@ -75,15 +68,7 @@ async def written(path: Path, n: int) -> list[Any]:
 
 async def test_no_headers_are_recorded_unless_named() -> None:
     async with running_stack() as stack:
-        c = openai.AsyncOpenAI(
-            base_url=f"{stack.url}/v1",
-            api_key="caller-secret",
-            max_retries=0,
-            default_headers={"X-Tenant": "acme"},
-        )
-        await c.chat.completions.create(
-            model="prod-model", messages=[{"role": "user", "content": "hi"}]
-        )
+        await ask(stack.url, {"X-Tenant": "acme"})
         (rec,) = await stack.memory.wait_for(1)
     assert "headers" not in rec
 
