@@ -17,6 +17,7 @@ from shadoweval.score.detectors.refusal_model import ModelReading
 class _Fixed:
     """A stand-in classifier: says yes to everything it is asked about."""
 
+    name = "embedding classifier"
     threshold = 0.5
     wants = staticmethod(refusal_model.RefusalModel.wants)
 
