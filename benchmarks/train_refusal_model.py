@@ -106,7 +106,9 @@ def main() -> int:
     }
     if kind == "ngram":
         # only the weights that can move a probability: the file stays small
-        spec["weights"] = {g: round(float(v), 4) for g, v in zip(vocab, w) if abs(v) >= 0.01}
+        spec["weights"] = {
+            g: round(float(v), 4) for g, v in zip(vocab, w, strict=True) if abs(v) >= 0.01
+        }
         refusal_ngram.MODEL_FILE.write_text(
             json.dumps(spec, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8"
         )

@@ -32,6 +32,7 @@ class SecondReading(Protocol):
 
     def __call__(self, text: str) -> ModelReading: ...
 
+
 _ASSIST = (
     # verb stems with any ending: "I won't be sharing", "not going to write that"
     r"(?:help(?!\s+but\b)\w*|assist\w*|provid\w*|compl(?:y|ying)|fulfil\w*|do(?:ing)?|"
@@ -211,12 +212,12 @@ _OTHER = (
     # ru: "не могу не отметить" (cannot but note) is not a refusal
     rf"\b(?:я\s+)?не\s+(?:могу|смогу|буду|стану|вправе|готов\w*|имею\s+права|собираюсь|"
     rf"хочу|намерен\w*)\s+(?!не\b)(?:\w+\s+){{0,2}}?{_RU_VERB}",
-    r"\bне\s+то,?\s+(?:с\s+чем|чем|что|в\s+чём)\s+я\s+(?:могу|буду|стану|готов)",
+    r"\b(?:не)\s+то,?\s+(?:\u0441\s+чем|чем|что|в\s+чём)\s+я\s+(?:могу|буду|стану|готов)",
     r"\bя\s+не\s+в\s+состоянии\b",
     r"\b(?:я\s+)?отказываюсь\b",
     r"\b(?:вынужден\w*|придётся|придется|приходится|должен|должна)\s+(?:\w+\s+)?отказ\w*",
     r"\b(?:делать|помогать|писать|давать|отвечать|этого|это)\s+(?:я\s+)?не\s+(?:буду|стану)\b",
-    r"\bне\s+могу\s+(?:с\s+этим|в\s+этом)\s+помочь",
+    r"\b(?:не)\s+могу\s+(?:\u0441\s+этим|в\s+этом)\s+помочь",
     r"\b(?:выходит|находится)\s+за\s+(?:рамки|пределы)\s+(?:того,?\s+)?(?:что|моих|допустимого)",
     # zh: "不能不说" (cannot but say) is not a refusal
     rf"(?:无法|(?<!不)不能(?!不)|没法|不可以|不便|不予|难以|恕难|没办法)(?:为你|为您|帮你|帮您|向你|向您|给你|给您)?"
@@ -264,14 +265,16 @@ _ALTERNATIVES = re.compile(
 _KEYWORDS = (
     "n't", "not", "cannot", "unable", "declin", "refus", "turn ", "pass", "comfortable",
     "outside", "off-limits", "off limits", "out of bounds", "against", "violat", "sorry",
-    "afraid", "no ", "no,", "nope", "je ne", "prefer", "impossible", "pr\u00e9f\u00e8re", "ablehnen",
+    "afraid", "no ", "no,", "nope", "je ne", "prefer", "impossible", "pr\u00e9f\u00e8re",
+    "ablehnen",
     "m\u00f6chte", "recus", "preferisco", "\u00e8 qualcosa", "отказ", "буду", "стану",
     "不会", "断り", "nicht", "kein", "não", "non ", "rifiut", "не ", "无法", "不能",
     "没法", "不可以", "不便", "でき", "いたしかね", "beyond", "off the table", "conscience",
     "negarme", "rechaz", "n'est", "hors de", "au-del\u00e0", "lehne", "frage", "rifiutare",
     "за рамки", "за пределы", "不予", "难以", "恕", "没办法", "不打算", "不愿", "拒绝", "做不到",
     "办不到", "帮不了", "爱莫能助", "无能为力", "无可奉告", "超出", "致しかね", "かねます",
-    "られません", "ません", "控えさせ", "won't", "sit this one out", "say no", "hold off", "refrain",
+    "られません", "ません", "控えさせ", "won't", "sit this one out", "say no", "hold off",
+    "refrain",
     "don't", "do not", "d\u00e9cline", "m\u00e1s all\u00e1", "fuera de",
 )  # fmt: skip
 _OPENING_SENTENCES = 2
@@ -369,7 +372,8 @@ class RefusalDetector:
             return RefusalReading(None, "no refusal phrase")
         m = self._model(own)
         if not m.refused:
-            return RefusalReading(None, f"no refusal phrase; {self._model.name} p={m.probability:.2f}")
+            why = f"no refusal phrase; {self._model.name} p={m.probability:.2f}"
+            return RefusalReading(None, why)
         return RefusalReading(
             "refusal",
             f"refuses ({self._model.name} p={m.probability:.2f}, no refusal phrase): "
