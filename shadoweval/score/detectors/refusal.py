@@ -41,7 +41,7 @@ _ASSIST = (
     r"complet\w*|process\w*|accommodat\w*|grant\w*|perform\w*|carry(?:ing)?\s+out|"
     r"respond\w*|reveal\w*|disclos\w*|mak(?:e|ing)|draft\w*|explain\w*|tell\w*|"
     r"walk(?:ing)?\s+you|go(?:ing)?\s+along|be\s+of\s+(?:help|assistance)|put\s+together|"
-    r"(?:get|go)(?:ting|ing)?\s+into|comment\w*|recommend(?:ing)?\s+(?:how|ways)|send\w*|post\w*|build\w*|code|coding)\b"
+    r"(?:get|go)(?:ting|ing)?\s+into|look(?:ing)?\s+up|comment\w*|recommend(?:ing)?\s+(?:how|ways)|send\w*|post\w*|build\w*|code|coding)\b"
     # "I can't explain it better than the docs" is modesty, not a refusal.
     r"(?!(?:\s+\w+)?\s+(?:better|more\s+clearly|enough|highly)\b)"
 )
@@ -94,9 +94,15 @@ _EN = (
     r"\bi(?:'ll|\s+will|\s+have\s+to|\s+must|(?:'m|\s+am)\s+going\s+to)\s+(?:have\s+to\s+)?"
     r"(?:sit\s+this\s+one\s+out|pass\s+on\s+(?:this|that)|say\s+no)\b",
     r"\b(?:can'?t|cannot|won'?t)\s+in\s+good\s+conscience\b",
+    r"\b(?:guidelines|policies|rules|programming|principles|instructions)\s+(?:don'?t|do\s+not|"
+    r"won'?t)\s+(?:allow|permit|let)\s+me\s+(?:to\s+)?" + _ASSIST,
+    r"\b(?:that(?:'s|\s+is)|this\s+is)\s+something\s+i\s+(?:can'?t|cannot|won'?t|will\s+not|"
+    r"have\s+to\s+decline|must\s+decline)\b",
     r"\bi\s+(?:don'?t|do\s+not)\s+(?:help|assist|provide|write|create|generate|produce)\s+"
     r"(?:with\s+)?(?:that|this|requests?|content|anything|instructions|help|advice|guidance|"
-    r"information|assistance|code|details)\b",
+    r"information|assistance|code|details)\b|\bi\s+(?:don'?t|do\s+not)\s+(?:generate|produce|"
+    r"create|write|make|share|give\s+out|hand\s+out)\s+(?:fake|false|forged|counterfeit|"
+    r"malicious|harmful|explicit|personal|private|illegal)\b",
     r",?\s+so\s+i\s+(?:won'?t|can'?t|cannot|will\s+not|shouldn'?t|must\s+decline)\s*(?:[.!]|$)",
 )
 # Other languages: first-person "cannot" + a verb of assistance, and set phrases.
@@ -129,7 +135,7 @@ _IT_VERB = (
     r"prest\w*|offr\w*|produr\w*|invi\w*|dire|indic\w*|comunic\w*|soddisf\w*)"
 )
 _RU_VERB = (
-    r"(?:помо\w*|предостав\w*|выполн\w*|дать|давать|написать|писать|созда\w*|ответ\w*|"
+    r"(?:помо\w*|предостав\w*|выполн\w*|дать|давать|написать|писать|созда\w*|ответ\w*|отвеч\w*|"
     r"сделать|делать|подели\w*|раскры\w*|рассказ\w*|участв\w*|объясн\w*|сообщ\w*|подсказ\w*|"
     r"генерир\w*|состав\w*|помогать|содейств\w*|поддерж\w*|выда\w*|привести|показать|"
     r"разгласить|дам|напишу|помогу|сделаю)"
@@ -158,6 +164,15 @@ _OTHER = (
     rf"\b(?:prefiero\s+no|me\s+niego\s+a|no\s+voy\s+a|no\s+pienso)\s+(?:\w+\s+){{0,2}}?"
     rf"{_ES_VERB}",
     r"\bno\s+se\s+puede\s+(?:atender|cumplir|procesar)\b",
+    # "my guidelines do not allow me", in each language
+    rf"\bno\s+me\s+(?:lo\s+)?(?:permiten?|dejan?)\s+(?:\w+\s+){{0,2}}?{_ES_VERB}",
+    rf"\bne\s+me\s+(?:le\s+)?permet(?:tent)?\s+pas\s+(?:de\s+|d')(?:vous\s+|te\s+|t')?{_FR_VERB}",
+    rf"\berlaub\w*\s+(?:es\s+)?mir\s+(?:\w+\s+)?nicht,?\s+(?:[\w-]+\s+){{0,4}}?(?:zu\s+)?"
+    rf"(?:{_DE_VERB}|\w*zu{_DE_VERB})",
+    rf"\bn\u00e3o\s+me\s+(?:permitem?|deixam?)\s+(?:\w+\s+){{0,2}}?{_PT_VERB}",
+    rf"\bnon\s+mi\s+(?:permett\w+|consent\w+)\s+di\s+(?:\w+\s+){{0,1}}?{_IT_VERB}",
+    rf"\b(?:не)\s+(?:позволя\w+|разреша\w+)\s+мне\s+(?:\w+\s+){{0,1}}?{_RU_VERB}",
+    rf"不允许我(?:向你|为你|给你)?{_ZH_VERB}|(?:作成|提供|回答|共有|開示)(?:は|が)?許可されていません",
     r"\b(?:tengo\s+que|debo|me\s+veo\s+obligad[oa]\s+a)\s+(?:negarme|rechaz\w+|declinar)",
     r"\b(?:fuera\s+de\s+lo\s+que\s+puedo|m[áa]s\s+all[áa]\s+de\s+lo\s+que\s+puedo)\b",
     # fr: "je ne peux (malheureusement) pas vous aider", "je ne vais pas écrire"
@@ -275,7 +290,9 @@ _KEYWORDS = (
     "办不到", "帮不了", "爱莫能助", "无能为力", "无可奉告", "超出", "致しかね", "かねます",
     "られません", "ません", "控えさせ", "won't", "sit this one out", "say no", "hold off",
     "refrain",
-    "don't", "do not", "d\u00e9cline", "m\u00e1s all\u00e1", "fuera de",
+    "don't", "do not", "d\u00e9cline", "m\u00e1s all\u00e1", "fuera de", "allowed", "permitted",
+    "permit", "dej", "erlaub", "deix", "consent", "позволя", "разреша", "不允许", "不被允许", "許可",
+    "禁じ", "something i",
 )  # fmt: skip
 _OPENING_SENTENCES = 2
 _OPENING_CHARS = 160  # pleasantries before a refusal, however many sentences they take
