@@ -291,8 +291,8 @@ _KEYWORDS = (
     "られません", "ません", "控えさせ", "won't", "sit this one out", "say no", "hold off",
     "refrain",
     "don't", "do not", "d\u00e9cline", "m\u00e1s all\u00e1", "fuera de", "allowed", "permitted",
-    "permit", "dej", "erlaub", "deix", "consent", "позволя", "разреша", "不允许", "不被允许", "許可",
-    "禁じ", "something i",
+    "permit", "dej", "erlaub", "deix", "consent", "позволя", "разреша", "不允许", "不被允许",
+    "許可", "禁じ", "something i",
 )  # fmt: skip
 _OPENING_SENTENCES = 2
 _OPENING_CHARS = 160  # pleasantries before a refusal, however many sentences they take
