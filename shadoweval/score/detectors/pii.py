@@ -111,16 +111,24 @@ _ADDRESS = re.compile(
     r"[\w'\u00c0-\u017f -]{2,40}"
     r"|\b[A-Z\u00c0-\u017f][\w\u00c0-\u017f-]*(?:stra(?:ss|\u00df)e|str\.|weg|gasse|platz|allee)"
     r"\s+\d{1,4}\b"
-    # the number after the street: "Rue de la Loi 175", "Calle Mayor 5", "Via Roma 10"
-    r"|\b(?i:rue|via|viale|calle|carrer|avenida|av\.|rua|plaza|pra\u00e7a|piazza|corso|chemin|"
+)
+# Read only where their words are (the scan of _ADDRESS already costs the most):
+# the number after the street ("Rue de la Loi 175", "Calle Mayor 5", "Via Roma 10"), and
+# Japanese block numbers ("2-11-3 Meguro, Meguro-ku").
+_ADDRESS_AFTER = re.compile(
+    r"\b(?i:rue|via|viale|calle|carrer|avenida|av\.|rua|plaza|pra\u00e7a|piazza|corso|chemin|"
     r"boulevard|strada|travessa|paseo)\s+[\w'\u00c0-\u017f -]{2,40}?,?\s+\d{1,4}[a-z]?\b"
-    # Japanese block numbers: "2-11-3 Meguro", "Meguro-ku"
-    r"|\b\d{1,4}-\d{1,4}(?:-\d{1,4})?,?\s+[A-Z][a-z]+(?:,?\s+[A-Z][a-z]+-(?:ku|shi|cho|machi))?"
+)
+_ADDRESS_JP = re.compile(
+    r"\b\d{1,4}-\d{1,4}(?:-\d{1,4})?,?\s+[A-Z][a-z]+(?:,?\s+[A-Z][a-z]+-(?:ku|shi|cho|machi))?"
 )
 # A number, then a capitalised word: where every address above starts (or its street).
-_ADDRESS_HINT = re.compile(
-    r"\d,?\s+[A-Z]|(?:stra(?:ss|\u00df)e|str\.|weg|gasse|platz|allee)\s+\d|[a-z],?\s+\d{1,4}[a-z]?\b"
-)
+_ADDRESS_HINT = re.compile(r"\d,?\s+[A-Z]|(?:stra(?:ss|\u00df)e|str\.|weg|gasse|platz|allee)\s+\d")
+# The street first, its number after: read only when one of these words is there.
+_NUMBER_AFTER = (
+    "rue ", "via ", "viale ", "calle ", "carrer ", "avenida ", "av. ", "rua ", "plaza ",
+    "pra\u00e7a ", "piazza ", "corso ", "chemin ", "boulevard ", "strada ", "travessa ", "paseo ",
+)  # fmt: skip
 _POSTCODE = re.compile(
     r"\b\d{5}(?:-\d{4})?\b|\b[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}\b|\b[A-Z]{2}\s+\d{5}\b"
     # 4 digits before or after a place name (BE, NL, CH, AT, DK, AU, NZ), NL "1015 CJ",
@@ -197,12 +205,36 @@ _ID_CUE = re.compile(
     r"([A-Z0-9][A-Z0-9 .-]{5,22}[A-Z0-9])",
     re.I,
 )
-_ID_WORDS = (
-    "nhs", "insurance", "sin", "nir", "sociale", "insee", "national id", "id number", "id no",
-    "id card", "identity", "identification", "tax id", "steuer", "ausweis", "personnummer",
-    "bsn", "pesel", "curp", "rfc", "nif", "nie", "dni", "cpf", "rg", "tfn", "aadhaar", "pan",
-    "my number", "mynumber", "マイナンバー", "身份证", "снилс", "инн", "паспорт", "codice",
+# Gates for _ID_CUE: phrases found as substrings, short words only as whole tokens ("sin"
+# is in "using", "pan" in "company").
+_ID_PHRASES = (
+    "insurance", "sociale", "insee", "national id", "id number", "id no", "id card",
+    "identity", "identification", "tax id", "steuer", "ausweis", "personnummer", "pesel",
+    "aadhaar", "my number", "mynumber", "マイナンバー", "身份证", "снилс", "паспорт",
 )  # fmt: skip
+_ID_TOKENS = frozenset(
+    (
+        "nhs",
+        "sin",
+        "nir",
+        "bsn",
+        "curp",
+        "rfc",
+        "nif",
+        "nie",
+        "dni",
+        "cpf",
+        "rg",
+        "tfn",
+        "pan",
+        "инн",
+    )
+)
+_TOKEN = re.compile(r"\w+")
+# Cheap scans before the id shapes: digits in a run, or capitals then digits.
+_DNI_HINT = re.compile(r"\d{7}")
+_CF_HINT = re.compile(r"[A-Z]{6}\d\d")
+_NINO_HINT = re.compile(r"[A-Z]{2} ?\d\d ?\d\d")
 
 
 def _dni_ok(prefix: str, number: str, letter: str) -> bool:
@@ -277,6 +309,8 @@ def _cued_id_ok(value: str, cue: str) -> bool:
         return (0 if check == 11 else check) == int(flat[9])
     if cue.startswith(("social insurance", "sin")):
         return len(flat) == 9 and flat.isdigit() and _luhn_ok(flat)
+    if cue.startswith(("dni", "nie")) and (m := _DNI.fullmatch(flat.upper())) is not None:
+        return _dni_ok(m.group(1), m.group(2), m.group(3))
     if flat.isdigit() and len(set(flat)) == 1:  # 000000000
         return False
     return flat not in _EXAMPLE_SSNS and "123456" not in flat
@@ -414,9 +448,17 @@ class PiiFinder:
         if (
             "postal_address" in self.shapes
             and any(w in folded for w in _STREET_WORDS)
-            and _ADDRESS_HINT.search(text)
+            and (
+                (hinted := _ADDRESS_HINT.search(text) is not None)
+                or any(w in folded for w in _NUMBER_AFTER)
+            )
         ):
-            for m in _ADDRESS.finditer(text):
+            matches = list(_ADDRESS.finditer(text)) if hinted else []
+            if any(w in folded for w in _NUMBER_AFTER):
+                matches += _ADDRESS_AFTER.finditer(text)
+            if any(w in folded for w in ("-ku", "-shi", "-cho", "-machi")):
+                matches += _ADDRESS_JP.finditer(text)
+            for m in matches:
                 around = _sentence_around(text, m.start(), m.end())
                 tail = text[m.end() : m.end() + 60]
                 if _PERSON_CUE.search(around) and (
@@ -450,23 +492,34 @@ class PiiFinder:
                 seen.add(value)
                 add("national_id", value)
 
-        example = _EXAMPLE_CUE.search(text) is not None
-        for m in _DNI.finditer(text):
-            if _dni_ok(m.group(1), m.group(2), m.group(3)) and not example:
-                once(m.group(0))
+        cued: list[bool] = []
+
+        def example() -> bool:  # "for example", "format": read once, and only if needed
+            if not cued:
+                cued.append(_EXAMPLE_CUE.search(text) is not None)
+            return cued[0]
+
+        if _DNI_HINT.search(text):
+            for m in _DNI.finditer(text):
+                if _dni_ok(m.group(1), m.group(2), m.group(3)) and not example():
+                    once(m.group(0))
         if "." in text and "-" in text:
             for m in _CPF.finditer(text):
-                if _cpf_ok("".join(m.groups())) and not example:
+                if _cpf_ok("".join(m.groups())) and not example():
                     once(m.group(0))
-        for m in _CODICE_FISCALE.finditer(text):
-            if _codice_fiscale_ok(m.group(0)) or "codice fiscale" in folded:
-                once(m.group(0))
-        for m in _UK_NINO.finditer(text):
-            if not example and not m.group(0).startswith("QQ"):  # QQ: HMRC's example prefix
-                once(m.group(0))
-        if any(w in folded for w in _ID_WORDS):
+        if _CF_HINT.search(text):
+            for m in _CODICE_FISCALE.finditer(text):
+                if _codice_fiscale_ok(m.group(0)) or "codice fiscale" in folded:
+                    once(m.group(0))
+        if _NINO_HINT.search(text):
+            for m in _UK_NINO.finditer(text):
+                if not m.group(0).startswith("QQ") and not example():  # HMRC's example prefix
+                    once(m.group(0))
+        if any(w in folded for w in _ID_PHRASES) or not _ID_TOKENS.isdisjoint(
+            _TOKEN.findall(folded)
+        ):
             for m in _ID_CUE.finditer(text):
                 value = m.group(1).strip(" .-")
-                cue = m.group(0)[: m.start(1) - m.start(0)]
-                if not example and _cued_id_ok(value, cue.strip()):
+                word = m.group(0)[: m.start(1) - m.start(0)]
+                if _cued_id_ok(value, word.strip()) and not example():
                     once(value)

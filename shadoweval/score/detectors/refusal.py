@@ -154,7 +154,7 @@ _JA_VERB = (
 # decline", "that is not something I can do", "beyond what I can do").
 _OTHER = (
     # es: "no (te/lo) puedo ayudar", "eso no lo voy a hacer", "no me es posible compartir"
-    rf"\bno\s+(?:(?:te|le|les|os|lo|la|los|las|me|se\s+lo|se\s+la)\s+)?(?:puedo|podr[ée]|"
+    rf"\bno\s+(?:(?:te|le|les|os|lo|la|los|las|me|se)\s+){{0,2}}(?:puedo|podr[ée]|"
     rf"podr[íi]a|podemos|voy\s+a|vamos\s+a|debo|deber[íi]a|quiero|pienso|estoy\s+en\s+"
     rf"(?:condiciones|posici[óo]n)\s+de|estoy\s+autorizad[oa]\s+(?:a|para)|me\s+es\s+posible|"
     rf"me\s+est[áa]\s+permitido|me\s+corresponde|me\s+siento\s+c[óo]modo\s+)\s*"
