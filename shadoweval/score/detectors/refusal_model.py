@@ -38,6 +38,8 @@ class ModelReading:
 class RefusalModel:
     """``__call__`` gives P(refusal) for one answer's own-voice opening."""
 
+    name = "embedding classifier"
+
     def __init__(self, encoder: Any, weights: list[float], bias: float, threshold: float) -> None:
         import numpy as np
 
