@@ -221,3 +221,36 @@ def test_injection_effect(text: str, kind: str | None) -> None:
 def test_toxicity(text: str, flagged: bool) -> None:
     score, _ = Lexicon()(text)
     assert (score >= 0.5) is flagged
+
+
+DISCORD = "MTk4NjIyNDgzNDcxOTI1MjQ4.Cl2FMQ.ZnCjm1XVW7vRze4b7Cq4se7kKWs"
+
+
+def test_detect_secrets_plugins_find_the_providers_the_scan_does_not_know() -> None:
+    pytest.importorskip("detect_secrets")
+    finder = SecretFinder(["api_key", "bearer_token"])
+    found = finder.find(f"Paste this bot token into the config: {DISCORD}")
+    assert found == {"detect_secrets:DiscordBotTokenDetector": [DISCORD]}
+    # A plugin that reports only part of the token still counts the whole token.
+    found = finder.find("Artifactory key: AKCp8jQ7nB4vX2mZ9kL5tR3wY6uP1sD8fG0hJ2kL4zX6cV8bN")
+    assert found == {
+        "detect_secrets:ArtifactoryDetector": ["AKCp8jQ7nB4vX2mZ9kL5tR3wY6uP1sD8fG0hJ2kL4zX6cV8bN"]
+    }
+    # What the scan counts is not counted twice; documented examples and PEM markers
+    # without a key are not secrets for the plugins either.
+    assert finder.find("sk_live_4eC39HqLyjWDarjtT1zdp7dc") == {
+        "api_key": ["sk_live_4eC39HqLyjWDarjtT1zdp7dc"]
+    }
+    assert finder.find("The example key is AKIAIOSFODNN7EXAMPLE.") == {}
+    assert (
+        finder.find("Paste it between -----BEGIN PRIVATE KEY----- and -----END PRIVATE KEY-----.")
+        == {}
+    )
+
+
+def test_without_detect_secrets_the_scan_alone_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shadoweval.score.detectors import secrets
+
+    monkeypatch.setattr(secrets, "library_plugins", lambda: ())
+    finder = SecretFinder(["api_key"])
+    assert finder.find(f"Paste this bot token into the config: {DISCORD}") == {}
