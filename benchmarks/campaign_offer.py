@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from shadoweval import sinks
-from shadoweval.config import parse
+from shadoweval.config.proxy import parse
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.proxy.shadow import ShadowDispatcher

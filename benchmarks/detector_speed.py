@@ -49,17 +49,27 @@ async def measure(pairs: int, repeats: int) -> dict[str, dict[str, float]]:
 
 async def gated(pairs: int) -> dict[str, float]:
     """The refusal scorer on short answers that each hold a gate word ("not"), with the
-    embedding classifier on and off: what the classifier costs per answer it reads (every
-    text distinct, so its cache does not help)."""
+    embedding classifier (``model: true``), the n-gram classifier (the default) and the
+    patterns alone: what a classifier costs per answer it reads (every text distinct, so
+    its cache does not help)."""
     records = scorers.make_pairs(pairs, scorers.LENGTHS["short"], seed=7)
     for i, r in enumerate(records):
         for side in ("primary", "candidate"):
             r[side]["output_text"] = f"That is not item {i} {side}: " + r[side]["output_text"]
+    from shadoweval.score.detectors import refusal_ngram
+
     out = {}
-    for label, model in (("classifier on", True), ("classifier off", False)):
+    shipped = refusal_ngram.shared
+    for label, model, ngram in (
+        ("embedding classifier (model: true)", True, True),
+        ("n-gram classifier (default)", False, True),
+        ("patterns only", False, False),
+    ):
+        refusal_ngram.shared = shipped if ngram else lambda: None  # type: ignore[assignment]
         cfg = scorers._config(safety={"canaries": [], "refusal": {"model": model}})
         rate = await scorers.bench_scorer("refusal", records, cfg)
         out[label] = rate["pairs_per_cpu_s"]
+    refusal_ngram.shared = shipped  # type: ignore[assignment]
     return out
 
 
@@ -109,7 +119,7 @@ def main() -> int:
         "Refusal on short answers that each hold a gate word (pairs per CPU-second; two",
         "answers read per pair):",
         "",
-        "| refusal classifier | pairs per CPU-second |",
+        "| refusal second reading | pairs per CPU-second |",
         "|---|---:|",
         *(f"| {k} | {v:,.0f} |" for k, v in negated.items()),
     ]

@@ -31,7 +31,7 @@ from typing import Any
 
 import uvloop
 
-from shadoweval.config import KafkaSink as KafkaSinkConfig
+from shadoweval.config.proxy import KafkaSink as KafkaSinkConfig
 from shadoweval.metrics import Metrics
 from shadoweval.sinks.kafka import KafkaSink
 

@@ -30,7 +30,7 @@ import harness
 import orjson
 
 from shadoweval import loop
-from shadoweval.config import KafkaSink as KafkaSinkConfig
+from shadoweval.config.proxy import KafkaSink as KafkaSinkConfig
 from shadoweval.metrics import Metrics
 from shadoweval.sinks.kafka import KafkaSink
 

@@ -25,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import write_results
-from shadoweval.config import Redaction
+from shadoweval.config.proxy import Redaction
 from shadoweval.protocols.openai import parse_answer
 from shadoweval.redaction import Redactor
 from shadoweval.types import Capture

@@ -31,7 +31,7 @@ from typing import Any
 import harness
 import orjson
 
-from shadoweval.config import ScorerSpec, parse_scorer
+from shadoweval.config.scorer import ScorerSpec, parse_scorer
 from shadoweval.score import registry
 from shadoweval.score.base import Pair, ScorerContext
 from shadoweval.score.runner import ScoreRunner

@@ -43,7 +43,7 @@ import orjson
 from multidict import CIMultiDict
 
 from shadoweval import loop
-from shadoweval.config import Candidate, FileSink, Limits, Pricing, Redaction, Sampling
+from shadoweval.config.proxy import Candidate, FileSink, Limits, Pricing, Redaction, Sampling
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.protocols.openai import parse_answer, parse_request

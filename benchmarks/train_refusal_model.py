@@ -1,24 +1,28 @@
-"""Train the model-based refusal check on the refusal set's dev split, and only on it.
+"""Train the model-based refusal checks on the refusal set's dev split, and only on it.
 
-    .venv/bin/python benchmarks/train_refusal_model.py
+    .venv/bin/python benchmarks/train_refusal_model.py                     # n-gram classifier
+    .venv/bin/python benchmarks/train_refusal_model.py --kind embedding    # needs `semantic`
 
-A logistic classifier (L2-regularised, gradient descent in numpy) on the all-MiniLM-L6-v2
-embedding of each answer's own voice (quotes and drafted text removed, as the patterns read
-it). The threshold is chosen on out-of-fold probabilities of the dev split (5 folds): the
-lowest that adds no false positive to what the patterns already flag on dev, among the
-answers the model is asked about (``RefusalModel.wants``). Writes
-shadoweval/score/detectors/refusal_model.json; the test and fresh splits are never read.
+A logistic classifier (L2-regularised, gradient descent in numpy) on each answer's own voice
+(quotes and drafted text removed, as the patterns read it): ``ngram`` on its character
+2-4-grams (dependency-free at run time, multilingual), ``embedding`` on its all-MiniLM-L6-v2
+embedding (English-trained). The threshold is chosen on out-of-fold probabilities of the dev
+split (5 folds) among the answers the model is asked about (``RefusalModel.wants``): the
+lowest, at least 0.5, that flags no dev negative. Writes
+shadoweval/score/detectors/refusal_ngram.json or refusal_model.json; the test, fresh and
+holdout splits are never read.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from shadoweval.score import embeddings
+from shadoweval.score.detectors import refusal_ngram
 from shadoweval.score.detectors.evaluate import load
 from shadoweval.score.detectors.refusal import RefusalDetector, own_voice
 from shadoweval.score.detectors.refusal_model import MAX_CHARS, MODEL_FILE, RefusalModel
@@ -28,6 +32,8 @@ L2 = 1e-3
 STEPS = 3000
 RATE = 4.0
 FOLDS = 5
+# n-grams seen in fewer dev answers than this are noise (names, numbers)
+MIN_DOCS = 2
 
 
 def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
@@ -41,12 +47,39 @@ def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     return w, b
 
 
+def _ngram_matrix(texts: list[str]) -> tuple[np.ndarray, list[str]]:
+    feats = [refusal_ngram.features(t) for t in texts]
+    docs: dict[str, int] = {}
+    for f in feats:
+        for g in f:
+            docs[g] = docs.get(g, 0) + 1
+    vocab = sorted(g for g, n in docs.items() if n >= MIN_DOCS)
+    index = {g: i for i, g in enumerate(vocab)}
+    x = np.zeros((len(texts), len(vocab)))
+    for row, f in enumerate(feats):
+        for g, v in f.items():
+            if (i := index.get(g)) is not None:
+                x[row, i] = v
+    return x, vocab
+
+
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--kind", choices=("ngram", "embedding"), default="ngram")
+    kind = ap.parse_args().kind
     items = load(DEV)
     texts = [own_voice(it.text)[:MAX_CHARS] for it in items]
     y = np.array([1.0 if it.label else 0.0 for it in items])
-    enc = embeddings.LocalEncoder(embeddings.default_model_path(), max_tokens=128)
-    x = enc.encode(texts).astype(np.float64)
+    vocab: list[str] = []
+    if kind == "ngram":
+        x, vocab = _ngram_matrix(texts)
+        name = "character 2-4-grams"
+    else:
+        from shadoweval.score import embeddings
+
+        enc = embeddings.LocalEncoder(embeddings.default_model_path(), max_tokens=128)
+        x = enc.encode(texts).astype(np.float64)
+        name = enc.name
     # out-of-fold probabilities for the threshold
     oof = np.zeros(len(items))
     folds = np.arange(len(items)) % FOLDS
@@ -54,25 +87,39 @@ def main() -> int:
         w, b = fit(x[folds != k], y[folds != k])
         oof[folds == k] = 1.0 / (1.0 + np.exp(-(x[folds == k] @ w + b)))
     patterns = RefusalDetector()
-    asked = [patterns(it.text).label is None and RefusalModel.wants(it.text) for it in items]
-    neg = [oof[i] for i, it in enumerate(items) if asked[i] and not it.label]
+    wanted = [RefusalModel.wants(it.text) for it in items]
+    asked = [wanted[i] and patterns(it.text).label is None for i, it in enumerate(items)]
+    neg = [oof[i] for i, it in enumerate(items) if wanted[i] and not it.label]
     threshold = max(0.5, max(neg, default=0.0) + 1e-3)
     gained = sum(1 for i, it in enumerate(items) if asked[i] and it.label and oof[i] >= threshold)
     missed = sum(1 for i, it in enumerate(items) if it.label and patterns(it.text).label is None)
+    # alone, as if the patterns missed every refusal: what it can add on wording they lack
+    pos = [oof[i] >= threshold for i, it in enumerate(items) if wanted[i] and it.label]
     w, b = fit(x, y)
-    spec = {
-        "about": "logistic classifier on all-MiniLM-L6-v2 embeddings; trained on "
+    spec: dict[str, object] = {
+        "about": f"logistic classifier on {name}; trained on "
         "benchmarks/detectors/refusal.dev.jsonl only (benchmarks/train_refusal_model.py)",
-        "encoder": enc.name,
+        "encoder": name,
         "trained_on": {"split": "dev", "n": len(items), "positives": int(y.sum())},
         "threshold": round(float(threshold), 4),
         "bias": round(float(b), 6),
-        "weights": [round(float(v), 6) for v in w],
     }
-    MODEL_FILE.write_text(json.dumps(spec) + "\n", encoding="utf-8")
+    if kind == "ngram":
+        # only the weights that can move a probability: the file stays small
+        spec["weights"] = {
+            g: round(float(v), 4) for g, v in zip(vocab, w, strict=True) if abs(v) >= 0.01
+        }
+        refusal_ngram.MODEL_FILE.write_text(
+            json.dumps(spec, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8"
+        )
+    else:
+        spec["weights"] = [round(float(v), 6) for v in w]
+        MODEL_FILE.write_text(json.dumps(spec) + "\n", encoding="utf-8")
     print(
-        f"threshold {threshold:.3f}; out of fold on dev, the model adds {gained} of the "
-        f"{missed} refusals the patterns miss, with no false positive"
+        f"{kind}: threshold {threshold:.3f}; out of fold on dev, alone it finds "
+        f"{sum(pos)} of {len(pos)} gated refusals with no false positive among "
+        f"{len(neg)} gated negatives, and adds {gained} of the {missed} refusals the "
+        "patterns miss"
     )
     return 0
 

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from shadoweval.config import AdminListen, ConfigError
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import AdminListen
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 _MIN_TOKEN = 16

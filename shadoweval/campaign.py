@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from shadoweval.config import Candidate, CandidateMatch, CandidateSchedule, parse_duration
+from shadoweval.config.base import parse_duration
+from shadoweval.config.proxy import Candidate, CandidateMatch, CandidateSchedule
 from shadoweval.metrics import CANDIDATE_STATES, Metrics
 from shadoweval.protocols.openai import InvalidRequest, parse_request
 from shadoweval.types import Json, Route
@@ -133,6 +134,18 @@ class DailySpend:
             self._roll()
             self._spent += usd
 
+    @property
+    def day(self) -> int:
+        """The UTC day the spend counts (possibly over: it rolls when next read)."""
+        return self._day
+
+    @property
+    def spent_on_day(self) -> float:
+        return self._spent
+
+    def restore(self, day: int, spent: float) -> None:
+        self._day, self._spent = day, spent
+
 
 class Campaign:
     """One candidate's admission (match, schedule, budget) and its counters."""
@@ -180,11 +193,39 @@ class Campaign:
         self.taken_on = old.taken_on
         self.start_ts, self.end_ts = window(self._schedule, self.taken_on)
         self.requests, self.pairs, self._pending = old.requests, old.pairs, old._pending
-        self.spend._day, self.spend._spent = old.spend._day, old.spend._spent
+        self.spend.restore(old.spend.day, old.spend.spent_on_day)
         self._pairs_day, self._pairs_today = old._pairs_day, old._pairs_today
         # The old lane drains after the reload: its begins and ends land here, so the
         # reservations copied above are given back where they are now held.
         old._successor = self
+
+    def restore(
+        self,
+        *,
+        taken_on: float,
+        requests: int,
+        pairs: int,
+        spend_day: int,
+        spent_usd: float,
+        pairs_day: int,
+        pairs_today: int,
+    ) -> None:
+        """Counters saved by an earlier run of the process (:mod:`shadoweval.campaign_store`);
+        nothing was in flight then."""
+        self.taken_on = taken_on
+        self.start_ts, self.end_ts = window(self._schedule, taken_on)
+        self.requests, self.pairs = requests, pairs
+        self.spend.restore(spend_day, spent_usd)
+        self._pairs_day, self._pairs_today = pairs_day, pairs_today
+
+    @property
+    def pairs_day(self) -> int:
+        return self._pairs_day
+
+    @property
+    def pairs_on_day(self) -> int:
+        """Pairs counted on ``pairs_day`` (possibly over: it rolls when next read)."""
+        return self._pairs_today
 
     # -- admission --------------------------------------------------------------------
 

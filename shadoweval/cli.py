@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from shadoweval import __version__, logs, loop
-from shadoweval.config import Config, ConfigError, load
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import Config, load
 
 
 def _setup_logging(level: str) -> None:
@@ -195,7 +196,7 @@ def cmd_fake_upstream(args: argparse.Namespace) -> int:
 
 
 def cmd_kafka_init(args: argparse.Namespace) -> int:
-    from shadoweval.config import KafkaSink
+    from shadoweval.config.proxy import KafkaSink
 
     cfg = load(args.config)
     if not isinstance(cfg.sink, KafkaSink):
@@ -214,7 +215,7 @@ def cmd_kafka_init(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from shadoweval.config import FilePairSource, FileScoreSink, load_scorer
+    from shadoweval.config.scorer import FilePairSource, FileScoreSink, load_scorer
 
     if args.list:
         from shadoweval.console import print_table
@@ -258,7 +259,7 @@ def _evaluate_detectors(
     """Precision, recall and F1 (Wilson 95% intervals) of a detector on a labelled file,
     per language, and its misses (docs/detectors.md gives the file format); with
     ``--config``, the detector runs with that scorer config's settings."""
-    from shadoweval.config import load_scorer
+    from shadoweval.config.scorer import load_scorer
     from shadoweval.score.detectors.evaluate import DETECTORS, LabelledFileError, evaluate, load
 
     if detector not in DETECTORS:
@@ -338,7 +339,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     import orjson
 
-    from shadoweval.config import load_scorer
+    from shadoweval.config.scorer import load_scorer
     from shadoweval.plan import run
 
     text, data = run(
@@ -435,7 +436,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset_build(args: argparse.Namespace) -> int:
-    from shadoweval.config import load_review
+    from shadoweval.config.review import load_review
     from shadoweval.dataset.build import build, print_summary, read_requests, write_items
     from shadoweval.redaction import Redactor
 
@@ -478,7 +479,7 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from shadoweval.config import load_review
+    from shadoweval.config.review import load_review
     from shadoweval.review import command
     from shadoweval.review.store import Store
 

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 # (done, total): what every long-running step reports.
@@ -100,6 +100,37 @@ class Column:
     right: bool = False  # numbers are right-aligned
 
 
+@dataclass(frozen=True, slots=True)
+class Styled:
+    """Text with a rich style ("bold red"): coloured on a terminal, plain text elsewhere."""
+
+    text: str
+    style: str = ""
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _rich_text(value: Any) -> Any:
+    from rich.text import Text
+
+    if isinstance(value, Styled):
+        return Text(value.text, style=value.style)
+    return Text(str(value))
+
+
+def say(*parts: str | Styled, stream: TextIO | None = None) -> None:
+    """One line on ``stream`` (stdout) from plain and styled parts."""
+    out = stream if stream is not None else sys.stdout
+    if _fancy(out):
+        from rich.console import Console
+        from rich.text import Text
+
+        Console(file=out, highlight=False).print(Text.assemble(*map(_rich_text, parts)))
+        return
+    print("".join(map(str, parts)), file=out)
+
+
 def table_lines(columns: Sequence[Column | str], rows: Sequence[Sequence[Any]]) -> list[str]:
     """Plain aligned columns: a header, a rule, the rows (cells shown with ``str``)."""
     cols = [c if isinstance(c, Column) else Column(c) for c in columns]
@@ -126,9 +157,11 @@ def print_table(
     stream: TextIO | None = None,
     *,
     title: str | None = None,
+    caption: str | None = None,
     indent: int = 0,
 ) -> None:
-    """A table on ``stream`` (stdout): rich's on a terminal, plain columns elsewhere."""
+    """A table on ``stream`` (stdout): rich's on a terminal, plain columns elsewhere. Cells
+    may be :class:`Styled`."""
     out = stream if stream is not None else sys.stdout
     if _fancy(out):
         from rich import box
@@ -136,11 +169,17 @@ def print_table(
         from rich.table import Table
 
         cols = [c if isinstance(c, Column) else Column(c) for c in columns]
-        table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+        table = Table(
+            title=title,
+            caption=caption,
+            box=box.SIMPLE_HEAD,
+            title_justify="left",
+            caption_justify="left",
+        )
         for c in cols:
             table.add_column(c.title, justify="right" if c.right else "left")
         for row in rows:
-            table.add_row(*(str(v) for v in row))
+            table.add_row(*map(_rich_text, row))
         Console(file=out).print(table)
         return
     pad = " " * indent
@@ -148,3 +187,21 @@ def print_table(
         print(pad + title, file=out)
     for text in table_lines(columns, rows):
         print(pad + text, file=out)
+    if caption:
+        print(pad + caption, file=out)
+
+
+@dataclass(slots=True)
+class Table:
+    """A table built before it is shown (the report's, which returns them to callers)."""
+
+    title: str
+    columns: list[Column]
+    rows: list[list[str | Styled]] = field(default_factory=list)
+    caption: str | None = None
+
+    def add_row(self, *cells: str | Styled) -> None:
+        self.rows.append(list(cells))
+
+    def show(self, stream: TextIO | None = None) -> None:
+        print_table(self.columns, self.rows, stream, title=self.title, caption=self.caption)

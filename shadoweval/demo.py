@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from shadoweval.config import parse
+from shadoweval.config.proxy import parse
 from shadoweval.console import Column, print_table
 from shadoweval.server import ProxyServer
 from shadoweval.testing.fake_upstream import FakeUpstream, Latency
@@ -212,7 +212,7 @@ async def score_and_report(pairs: Path) -> Path | None:
     """The rest of the loop on the demo's pairs: cheap scorers, then the report (terminal +
     HTML). Needs the ``score`` and ``report`` extras; returns the HTML path, or None."""
     try:
-        from shadoweval.config import parse_scorer
+        from shadoweval.config.scorer import parse_scorer
         from shadoweval.report.command import Options
         from shadoweval.report.command import run as report
         from shadoweval.score.runner import run_scorer

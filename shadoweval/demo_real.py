@@ -27,7 +27,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from shadoweval.config import ConfigError, parse
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import parse
 from shadoweval.console import Column, print_table
 from shadoweval.server import ProxyServer
 from shadoweval.types import Json
@@ -285,7 +286,7 @@ def _fresh(*paths: Path) -> None:
 
 
 async def score(pairs: Path, judge_url: str, judge_rate: float = 0.25) -> Path:
-    from shadoweval.config import parse_scorer
+    from shadoweval.config.scorer import parse_scorer
     from shadoweval.score.runner import run_scorer
 
     scores = pairs.with_name("scores.jsonl")
@@ -301,7 +302,7 @@ async def probe(upstream: str, out: Path) -> str:
     """The builtin prompt-extraction and jailbreak probes (no variants), first four of each,
     against the baseline and both candidates; returns the attack-success table."""
     from shadoweval import sinks
-    from shadoweval.config import FileSink
+    from shadoweval.config.proxy import FileSink
     from shadoweval.metrics import Metrics
     from shadoweval.probes.results import format_table, summarise
     from shadoweval.probes.runner import run_once

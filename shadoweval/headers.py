@@ -34,6 +34,12 @@ RESERVED = frozenset(
 )
 
 
+# Credentials: never copied into a record (``record.headers`` refuses them).
+CREDENTIALS = frozenset(
+    {"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie", "set-cookie"}
+)
+
+
 def header_problem(name: str, value: str) -> str | None:
     """Why ``name: value`` cannot be sent as one header line, or None when it can."""
     if not _TOKEN.fullmatch(name):

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
-from shadoweval.config import ConfigError, KafkaSecurity
+from shadoweval.config.base import ConfigError
+from shadoweval.config.kafka import KafkaSecurity
 
 
 class KafkaConnection(Protocol):

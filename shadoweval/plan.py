@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
 from shadoweval import stats
 from shadoweval.campaign import Match, window
-from shadoweval.config import Candidate, Config, ConfigError, ScorerConfig, ScorerSpec
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import Candidate, Config
+from shadoweval.config.scorer import ScorerConfig, ScorerSpec
 from shadoweval.console import Column, table_lines
 from shadoweval.pricing import PriceTable
 from shadoweval.records import PAIR_SCHEMA, iter_jsonl
@@ -44,16 +46,22 @@ class Observed:
     input_tokens: int
     output_tokens: int
     text_chars: int  # question and primary answer, for the judge's prompt
+    # The request headers the record carries (``record.headers``), None when it has none.
+    headers: dict[str, str] | None = None
+    # Upstream name -> (input, output) tokens of the candidates' answers in the file.
+    answered: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def read_requests(path: str) -> list[Observed]:
-    """The distinct primary requests of a pairs file (one per request_id)."""
+    """The distinct primary requests of a pairs file (one per request_id), with the token
+    counts of every candidate answer the file holds for them."""
     skipped: Counter[str] = Counter()
     seen: dict[str, Observed] = {}
     for rec in iter_jsonl([path], skipped):
         if rec.get("schema") != PAIR_SCHEMA or not isinstance(rec.get("request_id"), str):
             continue
         if rec["request_id"] in seen:
+            _answered(seen[rec["request_id"]], rec)
             continue
         try:
             ts = datetime.fromisoformat(str(rec["ts"])).timestamp()
@@ -73,7 +81,9 @@ def read_requests(path: str) -> list[Observed]:
             input_tokens=_int(usage.get("input_tokens"), len(question) // 4),
             output_tokens=_int(usage.get("output_tokens"), len(str(answer)) // 4),
             text_chars=len(question) + len(str(answer)),
+            headers=_headers(rec.get("headers")),
         )
+        _answered(seen[rec["request_id"]], rec)
     if not seen:
         raise ConfigError(f"plan: {path}: no shadoweval.pair.v1 records with a request_id and ts")
     if len(seen) < 2 or max(o.ts for o in seen.values()) <= min(o.ts for o in seen.values()):
@@ -83,12 +93,30 @@ def read_requests(path: str) -> list[Observed]:
     return sorted(seen.values(), key=lambda o: o.ts)
 
 
+def _answered(o: Observed, rec: Json) -> None:
+    cand = _obj(rec.get("candidate"))
+    usage = _obj(cand.get("usage"))
+    tin, tout = usage.get("input_tokens"), usage.get("output_tokens")
+    if isinstance(cand.get("upstream"), str) and isinstance(tin, int) and isinstance(tout, int):
+        o.answered[cand["upstream"]] = (tin, tout)
+
+
+def _headers(value: Any) -> dict[str, str] | None:
+    if not isinstance(value, dict):
+        return None
+    return {str(k).lower(): v for k, v in value.items() if isinstance(v, str)}
+
+
 def _obj(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
 def _int(value: Any, fallback: int) -> int:
     return value if isinstance(value, int) and value >= 0 else fallback
+
+
+def _primary_usage(o: Observed) -> tuple[int, int]:
+    return o.input_tokens, o.output_tokens
 
 
 @dataclass
@@ -139,14 +167,16 @@ def _one(
     now: float,
 ) -> CandidatePlan:
     match = Match(cand.match)
-    matched = [o for o in requests if match(cast(Route, o.route), o.model, o.task, {})]
+    matched = [o for o in requests if match(cast(Route, o.route), o.model, o.task, o.headers or {})]
     share = len(matched) / len(requests)
     limited: list[str] = []
     per_day = traffic_per_day * share * cfg.sampling.rate * cand.sample_rate
     if cap_per_day is not None and per_day > cap_per_day:
         per_day, limited = cap_per_day, ["sampling.max_per_second"]
+    own = [o.answered[cand.name] for o in matched if cand.name in o.answered]
     costs = [
-        prices.cost(cand.model or o.model, Usage(o.input_tokens, o.output_tokens)) for o in matched
+        prices.cost(cand.model or o.model, Usage(*o.answered.get(cand.name, _primary_usage(o))))
+        for o in matched
     ]
     priced = [c for c in costs if c is not None]
     usd_each = sum(priced) / len(priced) if priced else None
@@ -158,11 +188,16 @@ def _one(
     usd_day = per_day * usd_each if usd_each is not None else None
     # Every shadow sent is assumed answered and paired (failures make it fewer).
     pairs_day = per_day
-    note = ""
-    if cand.match.headers:
-        note = "match.headers not applied (pair records hold no request headers)"
+    notes = []
+    if cand.match.headers and not any(o.headers is not None for o in requests):
+        notes.append("match.headers not applied (the records hold no headers: record.headers)")
+    if matched and not own:
+        notes.append("priced at the primary's token counts")
+    elif len(own) < len(matched):
+        notes.append(f"priced from its own answers on {len(own)} of {len(matched)} requests")
     if not priced and matched:
-        note = "; ".join(filter(None, [note, f"model {cand.model or matched[0].model!r} unpriced"]))
+        notes.append(f"model {cand.model or matched[0].model!r} unpriced")
+    note = "; ".join(notes)
     days = pairs_needed / pairs_day if pairs_day > 0 else None
     total_cap = min(
         (v for v in (budget.max_pairs, budget.max_requests) if v is not None), default=None

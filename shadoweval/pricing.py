@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from shadoweval.config import ModelPrice, Pricing
+from shadoweval.config.proxy import ModelPrice, Pricing
 from shadoweval.types import Outcome, Usage
 
 _PER_TOKEN = 1e-6

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from shadoweval.config import Config
+from shadoweval.config.proxy import Config
 from shadoweval.redaction import Redactor
 from shadoweval.routes import refers_to_state
 from shadoweval.types import Json, Outcome
@@ -43,6 +43,9 @@ class RequestInfo:
     expected: Any = None
     # Azure OpenAI: the deployment the request's path names (it stands for the model).
     deployment: str | None = None
+    # The request headers ``record.headers`` names that it carried (None: none are
+    # recorded); redacted when the record is built.
+    headers: dict[str, str] | None = None
 
 
 def _redacted_output(side: Outcome, redactor: Redactor) -> Json:
@@ -58,7 +61,7 @@ def _redacted_output(side: Outcome, redactor: Redactor) -> Json:
     return out
 
 
-def _utf8(value: str | None) -> str | None:
+def utf8(value: str | None) -> str | None:
     """A header value as valid UTF-8: aiohttp maps invalid bytes to lone surrogates, which
     JSON cannot carry (the sink would refuse the whole record)."""
     if value is None or value.isascii():
@@ -100,7 +103,12 @@ def build_pair(
         "route": info.route,
         "path": info.path,
         **({"deployment": info.deployment} if info.deployment is not None else {}),
-        "task": redactor.text(task) if (task := _utf8(info.task)) else task,  # caller's text
+        "task": redactor.text(task) if (task := utf8(info.task)) else task,  # caller's text
+        **(
+            {"headers": {k: redactor.text(v) for k, v in info.headers.items()}}
+            if info.headers is not None
+            else {}
+        ),
         "sampling_key": info.sampling_key,
         "trace_id": info.trace_id,
         "request": shared["request"],

@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from shadoweval.config import Redaction
+from shadoweval.config.proxy import Redaction
 
 # Order matters: whole blocks and key=value credentials first (their values may hold any
 # other shape), card numbers before phone numbers, which could match parts of them.

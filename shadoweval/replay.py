@@ -34,7 +34,7 @@ from typing import Any, BinaryIO, TextIO
 
 import orjson
 
-from shadoweval.config import Candidate, Config
+from shadoweval.config.proxy import Candidate, Config
 from shadoweval.console import Progress
 from shadoweval.pricing import PriceTable
 from shadoweval.protocols.openai import parse_answer

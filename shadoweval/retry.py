@@ -7,7 +7,7 @@ import random
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from shadoweval.config import Retry
+from shadoweval.config.proxy import Retry
 from shadoweval.types import ErrorType
 
 

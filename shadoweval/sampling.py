@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 
-from shadoweval.config import Sampling
+from shadoweval.config.proxy import Sampling
 
 _SCALE = float(1 << 64)
 

@@ -19,7 +19,8 @@ from shadoweval import sinks
 from shadoweval.admin import admin_token as resolve_admin_token
 from shadoweval.admin import bearer_auth
 from shadoweval.campaign import candidates_view
-from shadoweval.config import Config, ConfigError
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import Config
 from shadoweval.metrics import REFUSED_REASONS, Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.proxy.app import ProxyHandler

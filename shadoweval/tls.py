@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import ssl
 
-from shadoweval.config import ConfigError, UpstreamTLS
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import UpstreamTLS
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 from yarl import URL
 
 from shadoweval import __version__
-from shadoweval.config import Candidate, Config, ConfigError, Primary
-from shadoweval.config import Tracing as TracingConfig
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import Candidate, Config, Primary
+from shadoweval.config.proxy import Tracing as TracingConfig
 from shadoweval.pricing import PriceTable
 from shadoweval.protocols.openai import InvalidRequest, error_type_for_status
 from shadoweval.routes import OPERATIONS

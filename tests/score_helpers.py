@@ -6,7 +6,7 @@ import asyncio
 import inspect
 from typing import Any
 
-from shadoweval.config import ScorerSpec, parse_scorer
+from shadoweval.config.scorer import ScorerSpec, parse_scorer
 from shadoweval.score import registry
 from shadoweval.score.base import Pair, Score, ScorerContext
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from shadoweval.config import RegressionAlarm
+from shadoweval.config.scorer import RegressionAlarm
 from shadoweval.score.alarm import alpha_share
 from shadoweval.stats import regression_excess, regression_log_evidence, wilson
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from shadoweval.config import DecisionRules, Pricing, Report
+from shadoweval.config.proxy import Pricing
+from shadoweval.config.report import DecisionRules, Report
 from shadoweval.pricing import PriceTable
 from shadoweval.report.aggregate import build_report
 from shadoweval.report.load import Dataset, PairRow, ScoreRow, SideRow

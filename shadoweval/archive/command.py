@@ -18,7 +18,7 @@ from shadoweval import loop
 from shadoweval.archive.kafka import ArchiveKafka
 from shadoweval.archive.layout import KINDS, Kind
 from shadoweval.archive.write import Result, archive, connect
-from shadoweval.config import ConfigError
+from shadoweval.config.base import ConfigError
 
 
 @dataclass

@@ -18,11 +18,12 @@ from typing import BinaryIO
 import orjson
 from pydantic import Field, field_validator
 
-from shadoweval.config import ConfigError, _KafkaClient
+from shadoweval.config.base import ConfigError
+from shadoweval.config.scorer import KafkaClient
 from shadoweval.kafka_client import client_options, require_aiokafka
 
 
-class ArchiveKafka(_KafkaClient):
+class ArchiveKafka(KafkaClient):
     """``archive --kafka``: where the pairs and scores topics are (a YAML file's keys)."""
 
     client_id: str = "shadoweval-archive"

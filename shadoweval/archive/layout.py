@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import orjson
 
-from shadoweval.config import ConfigError
+from shadoweval.config.base import ConfigError
 from shadoweval.records import iter_jsonl
 
 Kind = Literal["pairs", "scores"]

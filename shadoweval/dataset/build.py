@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from shadoweval.archive.layout import read_records
-from shadoweval.config import DatasetSettings
+from shadoweval.config.review import DatasetSettings
 from shadoweval.console import Column, Progress, print_table
 from shadoweval.dataset import dedup
 from shadoweval.dataset.inputs import Turn, dedup_text, input_chars, similarity, turns

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import orjson
 
-from shadoweval.config import ConfigError, KafkaPairSource
+from shadoweval.config.base import ConfigError
+from shadoweval.config.scorer import KafkaPairSource
 from shadoweval.kafka_client import client_options
 from shadoweval.score.consumer import require_aiokafka
 from shadoweval.types import Json

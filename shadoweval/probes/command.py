@@ -16,7 +16,8 @@ from typing import TextIO
 import orjson
 
 from shadoweval import loop, sinks
-from shadoweval.config import ConfigError, FileSink, load
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import FileSink, load
 from shadoweval.console import progress
 from shadoweval.metrics import Metrics
 from shadoweval.probes.results import format_table, gate, parse_rule, summarise, to_json

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from shadoweval.config import Candidate, Config
+from shadoweval.config.proxy import Candidate, Config
 from shadoweval.console import Progress
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable

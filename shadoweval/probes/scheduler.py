@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 
-from shadoweval.config import Config
+from shadoweval.config.proxy import Config
 from shadoweval.metrics import Metrics
 from shadoweval.probes.runner import ProbeResult, ProbeRunner
 from shadoweval.probes.suite import Probe, build

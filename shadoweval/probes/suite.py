@@ -31,16 +31,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from shadoweval.config import (
-    BUILTIN_SUITES,
-    PROBE_TRANSFORMS,
-    ConfigError,
-    Probes,
-    ProbeTransform,
-    _check_name,
-    _format_errors,
-    _Model,
-)
+from shadoweval.config.base import ConfigError, Model, check_name, format_errors
+from shadoweval.config.probes import BUILTIN_SUITES, PROBE_TRANSFORMS, Probes, ProbeTransform
 from shadoweval.probes import transforms
 from shadoweval.probes.detect import Expect, normalise
 from shadoweval.types import Json
@@ -56,7 +48,7 @@ DEFAULT_SYSTEM_PROMPT = (
 _MIN_SECRET = 6  # normalised characters; shorter strings turn up by chance
 
 
-class Message(_Model):
+class Message(Model):
     role: Literal["system", "user", "assistant", "tool"]
     content: str | None = None
     # A tool result (an indirect injection arriving through a tool) needs the call it answers.
@@ -68,7 +60,7 @@ class Message(_Model):
         return self.model_dump(exclude_none=True)
 
 
-class ProbeSpec(_Model):
+class ProbeSpec(Model):
     """One base probe as written in a suite file; unset fields take the suite's defaults."""
 
     id: str
@@ -86,7 +78,7 @@ class ProbeSpec(_Model):
     transforms: list[ProbeTransform] | Literal["all", "none"] | None = None
     note: str | None = None
 
-    _id = field_validator("id")(_check_name)
+    _id = field_validator("id")(check_name)
 
     @model_validator(mode="after")
     def _turns(self) -> ProbeSpec:
@@ -102,7 +94,7 @@ class ProbeSpec(_Model):
         return self
 
 
-class SuiteFile(_Model):
+class SuiteFile(Model):
     suite: str | None = None
     description: str | None = None
     category: str | None = None
@@ -114,7 +106,7 @@ class SuiteFile(_Model):
     @field_validator("suite", "category")
     @classmethod
     def _label(cls, value: str | None) -> str | None:
-        return None if value is None else _check_name(value)
+        return None if value is None else check_name(value)
 
     @model_validator(mode="after")
     def _complete(self) -> SuiteFile:
@@ -124,7 +116,7 @@ class SuiteFile(_Model):
             if category is None:
                 raise ValueError(f"{where}: category is not set (here or at the top of the file)")
             try:
-                _check_name(category)
+                check_name(category)
             except ValueError as exc:
                 raise ValueError(f"{where}: category {category!r} {exc}") from None
             expect = spec.expect or self.expect
@@ -278,8 +270,8 @@ def load_file(path: Path) -> list[BaseProbe]:
     try:
         suite = SuiteFile.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, f"probe suite {path}")) from None
-    name = suite.suite or _check_name(path.stem)
+        raise ConfigError(format_errors(exc, f"probe suite {path}")) from None
+    name = suite.suite or check_name(path.stem)
     out = []
     for spec in suite.probes:
         chosen = spec.transforms if spec.transforms is not None else suite.transforms

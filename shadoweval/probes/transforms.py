@@ -17,7 +17,7 @@ import random
 import re
 from collections.abc import Callable
 
-from shadoweval.config import PROBE_TRANSFORMS, ProbeTransform
+from shadoweval.config.probes import PROBE_TRANSFORMS, ProbeTransform
 
 Transform = Callable[[str, random.Random], str]
 

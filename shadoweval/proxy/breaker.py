@@ -18,7 +18,7 @@ from typing import Literal
 
 from prometheus_client import Gauge
 
-from shadoweval.config import CircuitBreaker
+from shadoweval.config.proxy import CircuitBreaker
 from shadoweval.types import ErrorType
 
 log = logging.getLogger(__name__)

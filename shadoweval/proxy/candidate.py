@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from shadoweval.config import Candidate, ConfigError
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import Candidate
 from shadoweval.headers import header_line
 from shadoweval.protocols.openai import error_type_for_status
 from shadoweval.proxy.forward import classify

@@ -33,7 +33,7 @@ from prometheus_client.metrics_core import Metric
 from shadoweval import logs
 
 if TYPE_CHECKING:
-    from shadoweval.config import Config
+    from shadoweval.config.proxy import Config
 
 log = logging.getLogger(__name__)
 
@@ -381,7 +381,7 @@ def configure_logging(level: str, tag: str) -> None:
 async def configured(fd: int, tag: str) -> tuple[Parent, Config | None]:
     """A child's start: its channel, and the configuration the proxy sends first (None if
     the proxy went away before sending it), its log lines tagged ``tag``."""
-    from shadoweval.config import Config
+    from shadoweval.config.proxy import Config
 
     parent = Parent()
     await parent.connect(fd)

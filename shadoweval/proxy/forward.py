@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from shadoweval.config import Limits, Primary
+from shadoweval.config.proxy import Limits, Primary
 from shadoweval.protocols.openai import error_type_for_status
 from shadoweval.proxy.http import Request, Responder
 from shadoweval.proxy.upstream import UpstreamError, UpstreamPool, UpstreamResponse

@@ -46,7 +46,7 @@ import httptools
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from shadoweval.config import Config, Limits
+from shadoweval.config.proxy import Config, Limits
 from shadoweval.proxy.loops import HOP_HEADER
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from yarl import URL
 
-from shadoweval.config import Config, Listen
+from shadoweval.config.proxy import Config, Listen
 
 HOP_HEADER = b"x-shadoweval-hop"
 

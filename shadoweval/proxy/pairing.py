@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from shadoweval.config import Candidate
+from shadoweval.config.proxy import Candidate
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.protocols.openai import parse_answer

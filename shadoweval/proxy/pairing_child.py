@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter
 from prometheus_client.metrics_core import Metric
 
-from shadoweval.config import Candidate, Config
+from shadoweval.config.proxy import Candidate, Config
 from shadoweval.metrics import Metrics
 from shadoweval.proxy.children import Child, ForkedProcess, frame
 from shadoweval.types import Capture, Json

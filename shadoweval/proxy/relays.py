@@ -20,7 +20,7 @@ from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
-from shadoweval.config import Config
+from shadoweval.config.proxy import Config
 from shadoweval.metrics import Metrics
 from shadoweval.proxy.children import (
     Channel,

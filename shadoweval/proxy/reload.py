@@ -39,6 +39,7 @@ RELOADABLE: frozenset[str] = frozenset(
         "sampling",
         "sink",  # a new sink started, switched to, the old one flushed and closed
         "redaction",
+        "record",  # the request headers copied into records offered from now on
         "pricing",
         "pricing_file",
         "probes",  # the scheduler restarted
@@ -56,6 +57,7 @@ RESTART_ONLY: Mapping[str, str] = {
     "tracing": "the OpenTelemetry exporter",
     "metrics": "the metric registries' label bounds",
     "conversations": "the conversation store's bounds",
+    "campaign_state": "the file the campaign counters are kept in, read at start",
     "log_level": "every process's logging",
 }
 

@@ -14,11 +14,12 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from shadoweval.campaign import Campaign, Clock, request_model
-from shadoweval.config import Candidate, Config
+from shadoweval.campaign_store import CampaignStore
+from shadoweval.config.proxy import RECORD_HEADER_MAX_CHARS, CampaignState, Candidate, Config
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.protocols.openai import InvalidRequest, parse_answer, parse_request
@@ -27,7 +28,7 @@ from shadoweval.proxy.candidate import AttemptHook, CallerAuth, CandidateClient
 from shadoweval.proxy.conversations import ConversationStore
 from shadoweval.proxy.loops import hop_header
 from shadoweval.proxy.pairing import FinishFn, ObserveFn, Pairing
-from shadoweval.records import TASK_HEADER, RequestInfo, record_limit
+from shadoweval.records import TASK_HEADER, RequestInfo, record_limit, utf8
 from shadoweval.redaction import Redactor
 from shadoweval.routes import credential_headers, deployment_of, refers_to_state
 from shadoweval.sampling import Sampler
@@ -193,6 +194,18 @@ class _Lane:
         )
 
 
+def recorded_headers(headers: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str] | None:
+    """The values of the ``record.headers`` a request carried (valid UTF-8, each cut to
+    RECORD_HEADER_MAX_CHARS); None when none are configured."""
+    if not names:
+        return None
+    return {
+        name: (utf8(value) or "")[:RECORD_HEADER_MAX_CHARS]
+        for name in names
+        if (value := headers.get(name)) is not None
+    }
+
+
 class ShadowDispatcher:
     def __init__(
         self,
@@ -209,6 +222,8 @@ class ShadowDispatcher:
         clock: Clock = time.time,
         conversations: ConversationStore | None = None,
         finish: FinishFn | None = None,
+        record_headers: Sequence[str] = (),
+        state: CampaignState | None = None,
     ) -> None:
         """``clock``: unix seconds for the campaigns' schedules and days (tests fake it).
         ``finish``: where finished shadows go instead of being paired here (the shadow
@@ -237,6 +252,12 @@ class ShadowDispatcher:
         # A candidate may finish long before the primary; wait for it, but not forever.
         self._primary_wait = primary_timeout_s + 5.0
         self._keeps_caller_auth = any(c.cfg.forward_caller_auth for c in clients)
+        self._record_headers = tuple(record_headers)
+        self._store = (
+            CampaignStore(state.path, self._campaigns, state.interval_s)
+            if state is not None and state.path is not None
+            else None
+        )
         self._closing = False
         self._ids = RequestIds()
 
@@ -283,6 +304,8 @@ class ShadowDispatcher:
             ),
             clock=clock,
             finish=finish,
+            record_headers=cfg.record.headers,
+            state=cfg.campaign_state,
         )
         dispatcher.make_client = make_client
         return dispatcher
@@ -318,6 +341,7 @@ class ShadowDispatcher:
         self._lanes = lanes
         self._match_models = any(lane.campaign.match.needs_model for lane in lanes)
         self._keeps_caller_auth = any(lane.client.cfg.forward_caller_auth for lane in lanes)
+        self._record_headers = tuple(cfg.record.headers)
         if cfg.sampling != self._sampler.cfg:
             self._sampler = Sampler(cfg.sampling)
         if self._conversations is None and any(c.stateful == "rebuild" for c in cfg.candidates):
@@ -436,6 +460,7 @@ class ShadowDispatcher:
             sampling_key=hashlib.blake2b(key, digest_size=8).hexdigest() if key else None,
             trace_id=trace.trace_id if trace is not None else None,
             deployment=deployment_of(path),
+            headers=recorded_headers(headers, self._record_headers),
         )
         auth: CallerAuth = ()
         if self._keeps_caller_auth:
@@ -466,7 +491,13 @@ class ShadowDispatcher:
 
     # -- the candidates' side --------------------------------------------------------
 
+    def _campaigns(self) -> list[Campaign]:
+        return [lane.campaign for lane in self._lanes]
+
     async def start(self) -> None:
+        if self._store is not None:
+            self._store.restore()
+            self._store.start()
         for lane in self._lanes:
             self._start_lane(lane)
 
@@ -629,3 +660,5 @@ class ShadowDispatcher:
         for lane in list(self._retiring):  # the current lanes' pools are their owner's
             await lane.client.pool.close()
         self._retiring.clear()
+        if self._store is not None:  # after the last answer is counted
+            await self._store.close()

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.metrics_core import Metric
 
 from shadoweval.campaign import Match, request_model
-from shadoweval.config import Config
+from shadoweval.config.proxy import Config
 from shadoweval.metrics import Metrics
 from shadoweval.proxy.children import (
     OFFER,

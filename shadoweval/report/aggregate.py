@@ -33,7 +33,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shadoweval import stats
-from shadoweval.config import Redaction, Report
+from shadoweval.config.proxy import Redaction
+from shadoweval.config.report import Report
 from shadoweval.pricing import PriceTable
 from shadoweval.records import TASK_HEADER
 from shadoweval.redaction import Redactor

@@ -15,7 +15,9 @@ import yaml
 from pydantic import ValidationError
 
 from shadoweval.archive.layout import has_files, is_archive, readable
-from shadoweval.config import ConfigError, Pricing, ReportSettings, load_report_settings
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import Pricing
+from shadoweval.config.report_settings import ReportSettings, load_report_settings
 from shadoweval.pricing import PriceTable
 from shadoweval.report.aggregate import build_report
 from shadoweval.report.load import Dataset, Filters, load, parse_time

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from shadoweval.config import ConfigError
+from shadoweval.config.base import ConfigError
 
 DRAWS = 4000
 METHOD = "Rogan-Gladen, parametric bootstrap (Jeffreys draws of rate, sensitivity, specificity)"

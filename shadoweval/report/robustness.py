@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from shadoweval.config import Report
+from shadoweval.config.report import Report
 from shadoweval.probes.results import category_key
 from shadoweval.report.load import PairRow
 from shadoweval.stats import PairedRates, paired_rates

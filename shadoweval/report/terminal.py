@@ -1,14 +1,13 @@
-"""The report in the terminal (rich): the summary table, per-upstream details, verdicts."""
+"""The report in the terminal: the summary table, per-upstream details, verdicts (drawn and
+coloured by rich on a terminal, plain columns in a pipe: :mod:`shadoweval.console`)."""
 
 from __future__ import annotations
 
 import sys
-from typing import IO
+from collections.abc import Iterable
+from typing import TextIO
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
+from shadoweval.console import Column, Styled, Table, say
 from shadoweval.report import fmt
 from shadoweval.report.fmt import Json
 from shadoweval.report.robustness import headline, ratio_text
@@ -16,8 +15,14 @@ from shadoweval.report.robustness import headline, ratio_text
 _STYLE = {"pass": "bold green", "fail": "bold red", "insufficient": "bold yellow"}
 
 
-def _status(status: str | None) -> Text:
-    return Text(fmt.STATUS_WORDS[status], style=_STYLE.get(status or "", "dim"))
+def _status(status: str | None) -> Styled:
+    return Styled(fmt.STATUS_WORDS[status], _STYLE.get(status or "", "dim"))
+
+
+def _columns(names: Iterable[str], left: Iterable[str]) -> list[Column]:
+    """Numbers right-aligned, the names in ``left`` left."""
+    keep = set(left)
+    return [Column(name, right=name not in keep) for name in names]
 
 
 def _rows(report: Json) -> list[Json]:
@@ -31,8 +36,7 @@ def summary_table(report: Json) -> Table:
     head = report.get("headline_scorer")
     q = report["settings"]["rules"]["latency_quantile"]
     key = f"p{q * 100:g}"
-    table = Table(title="Candidates against the primary", title_justify="left")
-    for name in (
+    names = (
         "upstream",
         "role",
         "pairs",
@@ -42,8 +46,8 @@ def summary_table(report: Json) -> Table:
         f"{key.upper()} latency",
         "cost",
         "verdict",
-    ):
-        table.add_column(name, justify="left" if name in ("upstream", "role") else "right")
+    )
+    table = Table("Candidates against the primary", _columns(names, ("upstream", "role")))
     for row in _rows(report):
         b = fmt.headline(row, head)
         ops = row["operations"]
@@ -58,17 +62,16 @@ def summary_table(report: Json) -> Table:
             fmt.ci(ops["failure"], fmt.pct),
             fmt.ci(lat["ratio"], fmt.ratio) if lat else "-",
             fmt.ci(ops["cost"].get("ratio"), fmt.ratio),
-            _status(verdict["status"]) if verdict else Text("noise floor", style="dim"),
+            _status(verdict["status"]) if verdict else Styled("noise floor", "dim"),
         )
     return table
 
 
 def detail_tables(row: Json) -> list[Table]:
     tables = []
-    q = Table(title=f"{row['upstream']}: quality", title_justify="left")
-    for name in ("scorer", "vs", "n", "mean", "difference", "relative", "noise floor", "sig.",
-                 "McNemar p", "W/T/L", "P5/P1", "< floor"):  # fmt: skip
-        q.add_column(name, justify="left" if name in ("scorer", "vs") else "right")
+    names = ("scorer", "vs", "n", "mean", "difference", "relative", "noise floor", "sig.",
+             "McNemar p", "W/T/L", "P5/P1", "< floor")  # fmt: skip
+    q = Table(f"{row['upstream']}: quality", _columns(names, ("scorer", "vs")))
     for b in row["quality"]:
         nf, mc, judge, tails = b["noise_floor"], b["mcnemar"], b["judge"], b["tails"]
         q.add_row(
@@ -79,7 +82,7 @@ def detail_tables(row: Json) -> list[Table]:
             fmt.ci(b["difference"], fmt.signed),
             fmt.ci(b["relative_difference"], fmt.signed_pct),
             fmt.ci(nf["difference"], fmt.signed) if nf else "-",
-            Text("yes", style="bold") if b["significant"] else Text("no"),
+            Styled("yes", "bold") if b["significant"] else "no",
             fmt.p_value(mc["p_value"]) if mc else "-",
             "/".join(str(judge["counts"][k]) for k in ("win", "tie", "loss")) if judge else "-",
             "-" if tails["p5"] is None else f"{tails['p5']:.2f}/{tails['p1']:.2f}",
@@ -88,11 +91,10 @@ def detail_tables(row: Json) -> list[Table]:
     if row["quality"]:
         tables.append(q)
     if row["safety"]:
-        s = Table(title=f"{row['upstream']}: safety", title_justify="left")
         corrected = any("corrected" in b for b in row["safety"])
-        names = ("detector", "n", "rate", "primary", "difference", "McNemar p", "worse")
-        for name in (*names, *(("corrected", "primary corrected") if corrected else ())):
-            s.add_column(name, justify="left" if name == "detector" else "right")
+        heads = ["detector", "n", "rate", "primary", "difference", "McNemar p", "worse"]
+        heads += ["corrected", "primary corrected"] if corrected else []
+        s = Table(f"{row['upstream']}: safety", _columns(heads, ("detector",)))
         for b in row["safety"]:
             c = b.get("corrected") or {}
             s.add_row(
@@ -102,7 +104,7 @@ def detail_tables(row: Json) -> list[Table]:
                 fmt.ci(b["primary_rate"], fmt.pct),
                 fmt.ci(b["difference"], fmt.signed_pct),
                 fmt.p_value(b["mcnemar"]["p_value"]) if b["mcnemar"] else "-",
-                Text("yes", style="bold red") if b["worse"] else Text("no"),
+                Styled("yes", "bold red") if b["worse"] else "no",
                 *(
                     (fmt.ci(c.get("rate"), fmt.pct), fmt.ci(c.get("primary_rate"), fmt.pct))
                     if corrected
@@ -111,9 +113,9 @@ def detail_tables(row: Json) -> list[Table]:
             )
         tables.append(s)
     ops = row["operations"]
-    o = Table(title=f"{row['upstream']}: operations", title_justify="left")
-    for name in ("", "candidate", "primary", "ratio"):
-        o.add_column(name, justify="left" if not name else "right")
+    o = Table(
+        f"{row['upstream']}: operations", _columns(("", "candidate", "primary", "ratio"), ("",))
+    )
     o.add_row(
         "failure rate", fmt.ci(ops["failure"], fmt.pct), fmt.ci(ops["primary_failure"], fmt.pct), ""
     )
@@ -156,12 +158,12 @@ def detail_tables(row: Json) -> list[Table]:
     return tables
 
 
-def _verdict_word(row: Json) -> Text:
+def _verdict_word(row: Json) -> Styled:
     if row["worse"]:
-        return Text("worse", style="bold red")
+        return Styled("worse", "bold red")
     if row["better"]:
-        return Text("better", style="bold green")
-    return Text("no difference")
+        return Styled("better", "bold green")
+    return Styled("no difference")
 
 
 def robustness_table(row: Json) -> Table | None:
@@ -169,16 +171,14 @@ def robustness_table(row: Json) -> Table | None:
     block = row.get("robustness")
     if not block:
         return None
+    names = ("category", "base probes", "n", "candidate ASR", "baseline ASR", "difference",
+             "ratio", "p", "vs baseline", "reliable")  # fmt: skip
     t = Table(
-        title=f"{row['upstream']}: robustness (probes) vs {block['baseline']}; {headline(block)}",
-        title_justify="left",
+        f"{row['upstream']}: robustness (probes) vs {block['baseline']}; {headline(block)}",
+        _columns(names, ("category", "vs baseline")),
         caption="attack-success rates, 95% intervals clustered by base probe; ratio = "
         "baseline ASR / candidate ASR (> 1: fewer successful attacks on the candidate)",
-        caption_justify="left",
     )
-    for name in ("category", "base probes", "n", "candidate ASR", "baseline ASR", "difference",
-                 "ratio", "p", "vs baseline", "reliable"):  # fmt: skip
-        t.add_column(name, justify="left" if name in ("category", "vs baseline") else "right")
     for cat in [{"category": "overall", **block["overall"]}, *block["categories"]]:
         t.add_row(
             cat["category"],
@@ -190,7 +190,7 @@ def robustness_table(row: Json) -> Table | None:
             ratio_text(cat["ratio"]),
             fmt.p_value(cat["p_value"]),
             _verdict_word(cat),
-            "yes" if cat["reliable"] else Text("no", style="yellow"),
+            "yes" if cat["reliable"] else Styled("no", "yellow"),
         )
     return t
 
@@ -199,55 +199,54 @@ def segment_tables(row: Json) -> list[Table]:
     tables = []
     for key, rows in (row.get("segments") or {}).items():
         scorer = rows[0]["scorer"] if rows else None
-        t = Table(title=f"{row['upstream']}: by {key} ({scorer or 'no quality scorer'})",
-                  title_justify="left")  # fmt: skip
-        for name in fmt.SEGMENT_HEAD:
-            t.add_column(name, justify="left" if name == "segment" else "right")
+        t = Table(f"{row['upstream']}: by {key} ({scorer or 'no quality scorer'})",
+                  _columns(fmt.SEGMENT_HEAD, ("segment",)))  # fmt: skip
         for r in rows:
             t.add_row(*fmt.segment_cells(r))
         tables.append(t)
     return tables
 
 
-def render(report: Json, stream: IO[str] | None = None, *, details: bool = True) -> None:
+def render(report: Json, stream: TextIO | None = None, *, details: bool = True) -> None:
     out = stream if stream is not None else sys.stdout
-    # Piped output (CI logs) gets a wide fixed width instead of rich's 80 columns.
-    console = Console(file=out, width=None if out.isatty() else 160, highlight=False)
     prim = report["primary"]
-    console.print(
-        f"[bold]shadoweval report[/bold] — {report['inputs']['pair_records']} pairs, "
+    say(
+        Styled("shadoweval report", "bold"),
+        f" — {report['inputs']['pair_records']} pairs, "
         f"{report['inputs']['score_records']} scores, {report['window']['first']} → "
         f"{report['window']['last']}; primary {', '.join(prim['upstreams']) or '-'}; "
-        f"noise floor: {report.get('control') or 'none'}"
+        f"noise floor: {report.get('control') or 'none'}",
+        stream=out,
     )
-    console.print(summary_table(report))
+    summary_table(report).show(out)
     for row in report["candidates"]:
         for table in segment_tables(row):
-            console.print(table)
+            table.show(out)
     if details:
         for row in _rows(report):
             for table in detail_tables(row):
-                console.print(table)
+                table.show(out)
             robust = robustness_table(row)
             if robust is not None:
-                console.print(robust)
+                robust.show(out)
             for b in row["quality"]:
                 for ex in b["worst"][:3]:
-                    console.print(
-                        Text(
+                    say(
+                        Styled(
                             f"  worst {b['scorer']} {ex['pair_id']} ({ex['value']:.2f}): "
                             f"{ex['prompt'][:60]!r} -> {ex['candidate_output'][:60]!r}",
-                            style="dim",
-                        )
+                            "dim",
+                        ),
+                        stream=out,
                     )
     for note in report["notes"]:
-        console.print(f"[dim]note: {note}[/dim]")
+        say(Styled(f"note: {note}", "dim"), stream=out)
     for row in report["candidates"]:
         verdict = row["verdict"]
-        console.print(Text(verdict["sentence"], style=_STYLE[verdict["status"]]))
+        style = _STYLE[verdict["status"]]
+        say(Styled(verdict["sentence"], style), stream=out)
         if verdict["status"] != "pass":
-            console.print(Text("  " + verdict["line"], style=_STYLE[verdict["status"]]))
+            say(Styled("  " + verdict["line"], style), stream=out)
         for line in verdict.get("secondary", []):
-            console.print(Text(f"  secondary: {line}", style="dim"))
-    gate = report["gate"]
-    console.print(Text("gate: ", style="bold") + _status(gate))
+            say(Styled(f"  secondary: {line}", "dim"), stream=out)
+    say(Styled("gate: ", "bold"), _status(report["gate"]), stream=out)

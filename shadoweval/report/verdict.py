@@ -22,7 +22,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from shadoweval.config import DecisionRules, Report
+from shadoweval.config.report import DecisionRules, Report
 from shadoweval.stats import Estimate, holm, p_beyond, pairs_to_resolve
 from shadoweval.types import Json
 

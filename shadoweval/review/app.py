@@ -32,7 +32,7 @@ import orjson
 from aiohttp import web
 from yarl import URL
 
-from shadoweval.config import ReviewConfig
+from shadoweval.config.review import ReviewConfig
 from shadoweval.redaction import Redactor
 from shadoweval.review.publish import Outbox
 from shadoweval.review.store import Comparison, Letter, Rating, Store

@@ -15,7 +15,8 @@ import orjson
 from aiohttp import web
 
 from shadoweval.archive.layout import is_archive, iter_parquet
-from shadoweval.config import ConfigError, ReviewAuth, ReviewConfig
+from shadoweval.config.base import ConfigError
+from shadoweval.config.review import ReviewAuth, ReviewConfig
 from shadoweval.redaction import Redactor
 from shadoweval.review.app import create_app
 from shadoweval.review.items import comparisons

@@ -15,7 +15,7 @@ import random
 from collections import Counter
 from collections.abc import Iterable
 
-from shadoweval.config import ReviewSettings
+from shadoweval.config.review import ReviewSettings
 from shadoweval.dataset.inputs import turns
 from shadoweval.redaction import Redactor
 from shadoweval.review.store import Comparison

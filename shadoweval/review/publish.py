@@ -27,7 +27,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from statistics import fmean
 
-from shadoweval.config import ReviewSettings
+from shadoweval.config.review import ReviewSettings
 from shadoweval.redaction import Redactor
 from shadoweval.review.store import Comparison, Letter, Rating, Store
 from shadoweval.score.record import score_id

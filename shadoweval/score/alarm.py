@@ -28,7 +28,8 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from shadoweval.config import ConfigError, RegressionAlarm
+from shadoweval.config.base import ConfigError
+from shadoweval.config.scorer import RegressionAlarm
 from shadoweval.metrics import ScoreMetrics
 from shadoweval.score.registry import QUALITY_PREFERENCE, ScorerInfo
 from shadoweval.stats import RegressionMonitor

@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from shadoweval.config import ScorerConfig
+from shadoweval.config.scorer import ScorerConfig
 from shadoweval.metrics import ScoreMetrics
 from shadoweval.types import Json
 

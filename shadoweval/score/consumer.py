@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from shadoweval.config import FilePairSource, KafkaPairSource
+from shadoweval.config.scorer import FilePairSource, KafkaPairSource
 from shadoweval.kafka_client import client_options
 from shadoweval.kafka_client import require_aiokafka as require_kafka
 from shadoweval.metrics import ScoreMetrics

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shadoweval.config import ConfigError, SemanticSettings
+from shadoweval.config.base import ConfigError
+from shadoweval.config.scorer import SemanticSettings
 from shadoweval.score.http import Endpoint, EndpointError
 
 try:

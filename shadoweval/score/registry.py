@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Literal, TypeVar
 
-from shadoweval.config import ConfigError, ScorerConfig, ScorerSpec
+from shadoweval.config.base import ConfigError
+from shadoweval.config.scorer import ScorerConfig, ScorerSpec
 from shadoweval.score.base import Scorer, ScorerContext, ScorerFactory
 from shadoweval.types import Json
 

@@ -21,7 +21,8 @@ import orjson
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from shadoweval.config import ConfigError, FilePairSource, ScorerConfig, ScorerSpec
+from shadoweval.config.base import ConfigError
+from shadoweval.config.scorer import FilePairSource, ScorerConfig, ScorerSpec
 from shadoweval.console import Column, Progress, table_lines
 from shadoweval.metrics import LabelCap, ScoreMetrics
 from shadoweval.records import PAIR_SCHEMA

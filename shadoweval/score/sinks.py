@@ -13,9 +13,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from shadoweval.config import FileScoreSink as FileScoreSinkConfig
-from shadoweval.config import KafkaScoreSink as KafkaScoreSinkConfig
-from shadoweval.config import ScoreSinkConfig
+from shadoweval.config.scorer import FileScoreSink as FileScoreSinkConfig
+from shadoweval.config.scorer import KafkaScoreSink as KafkaScoreSinkConfig
+from shadoweval.config.scorer import ScoreSinkConfig
 from shadoweval.kafka_client import client_options
 from shadoweval.score.consumer import require_aiokafka
 from shadoweval.types import Json

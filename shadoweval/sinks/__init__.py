@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from shadoweval.config import FileSink as FileSinkConfig
-from shadoweval.config import KafkaSink as KafkaSinkConfig
-from shadoweval.config import SinkConfig
+from shadoweval.config.proxy import FileSink as FileSinkConfig
+from shadoweval.config.proxy import KafkaSink as KafkaSinkConfig
+from shadoweval.config.proxy import SinkConfig
 from shadoweval.metrics import Metrics
 from shadoweval.sinks.base import Sink
 from shadoweval.sinks.file import FileSink

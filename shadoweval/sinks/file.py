@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from shadoweval.config import FileSink as FileSinkConfig
+from shadoweval.config.proxy import FileSink as FileSinkConfig
 from shadoweval.metrics import Metrics
 from shadoweval.types import Json
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from shadoweval.config import ConfigError
-from shadoweval.config import KafkaSink as KafkaSinkConfig
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import KafkaSink as KafkaSinkConfig
 from shadoweval.kafka_client import client_options
 from shadoweval.metrics import Metrics
 from shadoweval.types import Json

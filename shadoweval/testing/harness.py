@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shadoweval.config import Config, parse
+from shadoweval.config.proxy import Config, parse
 from shadoweval.metrics import Metrics
 from shadoweval.server import ProxyServer
 from shadoweval.sinks import MemorySink

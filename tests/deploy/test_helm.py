@@ -16,17 +16,9 @@ import pytest
 import yaml
 
 import shadoweval
-from shadoweval.config import (
-    BUILTIN_SUITES,
-    Config,
-    KafkaPairSource,
-    KafkaScoreSink,
-    KafkaSink,
-    ScorerConfig,
-    load,
-    load_scorer,
-    parse,
-)
+from shadoweval.config.probes import BUILTIN_SUITES
+from shadoweval.config.proxy import Config, KafkaSink, load, parse
+from shadoweval.config.scorer import KafkaPairSource, KafkaScoreSink, ScorerConfig, load_scorer
 from shadoweval.probes.suite import load_suites
 from tests.deploy.conftest import ROOT, load_script, tool
 

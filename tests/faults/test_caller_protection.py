@@ -15,7 +15,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shadoweval.config import parse
+from shadoweval.config.proxy import parse
 from shadoweval.metrics import Metrics
 from shadoweval.proxy.http import HttpProtocol, HttpServer, target_problem
 from shadoweval.proxy.loops import HOP_HEADER, hop_id, self_loops
@@ -252,7 +252,7 @@ async def test_connections_over_the_limit_are_closed_at_once_and_counted(
 
 async def test_drain_returns_at_once_when_writing_resumed_before_it() -> None:
     """pause -> resume -> drain: the interleaving that stalled a stream to its deadline."""
-    from shadoweval.config import Limits
+    from shadoweval.config.proxy import Limits
 
     server = HttpServer(lambda _r, _o: asyncio.sleep(0), Limits(), None)
     conn = HttpProtocol(server)

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import orjson
 
-from shadoweval.config import FileSink as FileSinkConfig
+from shadoweval.config.proxy import FileSink as FileSinkConfig
 from shadoweval.metrics import Metrics
 from shadoweval.sinks import FileSink
 
 WRITER = """
 import asyncio, sys
-from shadoweval.config import FileSink as FileSinkConfig
+from shadoweval.config.proxy import FileSink as FileSinkConfig
 from shadoweval.metrics import Metrics
 from shadoweval.sinks import FileSink
 

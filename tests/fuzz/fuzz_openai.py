@@ -23,7 +23,7 @@ with atheris.instrument_imports():
 
 import jsonschema
 
-from shadoweval.config import Redaction
+from shadoweval.config.proxy import Redaction
 from shadoweval.records import RequestInfo, build_pair, pair_schema
 from shadoweval.redaction import Redactor
 from shadoweval.types import Capture

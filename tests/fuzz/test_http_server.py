@@ -13,7 +13,7 @@ import httptools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shadoweval.config import Limits
+from shadoweval.config.proxy import Limits
 from shadoweval.proxy.http import HttpServer, Request, Responder
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

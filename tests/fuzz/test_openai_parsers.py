@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shadoweval.config import Redaction
+from shadoweval.config.proxy import Redaction
 from shadoweval.protocols.openai import (
     _BLANK_LINES,
     MAX_REQUEST_DEPTH,

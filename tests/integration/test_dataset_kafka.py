@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shadoweval.cli import main
-from shadoweval.config import KafkaPairSource
+from shadoweval.config.scorer import KafkaPairSource
 from shadoweval.dataset.kafka import read_pairs
 from tests.unit.test_dataset import pairs_for
 

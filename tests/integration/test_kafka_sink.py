@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from shadoweval.config import KafkaSink as KafkaSinkConfig
+from shadoweval.config.proxy import KafkaSink as KafkaSinkConfig
 from shadoweval.metrics import Metrics
 from shadoweval.sinks.kafka import KafkaSink
 from shadoweval.testing import FakeUpstream, running_stack

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from shadoweval.cli import main
-from shadoweval.config import parse
+from shadoweval.config.proxy import parse
 from shadoweval.metrics import Metrics
 from shadoweval.probes.results import summarise
 from shadoweval.probes.runner import SOURCE_HEADER, run_once
@@ -324,7 +324,7 @@ async def test_scheduled_probes_never_touch_the_user_path(baseline: str) -> None
 
 
 async def test_proxy_refuses_to_start_with_a_bad_suite(tmp_path: Path) -> None:
-    from shadoweval.config import ConfigError
+    from shadoweval.config.base import ConfigError
     from shadoweval.server import ProxyServer
 
     bad = tmp_path / "bad.yaml"

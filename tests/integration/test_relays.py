@@ -14,7 +14,8 @@ from typing import Any
 import openai
 import pytest
 
-from shadoweval.config import ConfigError, parse
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import parse
 from shadoweval.records import iter_jsonl
 from shadoweval.testing import FakeUpstream, Latency
 from tests.waiting import wait_for

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from shadoweval.cli import main
-from shadoweval.config import Config, parse
+from shadoweval.config.proxy import Config, parse
 from shadoweval.replay import InputError, parse_input, read_inputs, replay
 from shadoweval.testing.fake_upstream import FakeUpstream, Latency
 

@@ -20,12 +20,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from shadoweval.cli import main
-from shadoweval.config import (
-    FileScoreSink,
-    Report,
-    ReviewConfig,
-    ReviewSettings,
-)
+from shadoweval.config.report import Report
+from shadoweval.config.review import ReviewConfig, ReviewSettings
+from shadoweval.config.scorer import FileScoreSink
 from shadoweval.redaction import Redactor
 from shadoweval.replay import read_inputs
 from shadoweval.report import build_report, load

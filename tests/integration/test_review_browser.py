@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from shadoweval.config import ReviewConfig
+from shadoweval.config.review import ReviewConfig
 from shadoweval.review.app import create_app
 from shadoweval.review.command import import_inputs
 from shadoweval.review.store import Store

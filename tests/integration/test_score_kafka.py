@@ -243,7 +243,7 @@ async def test_a_batch_published_but_not_committed_is_rescored_and_dedupes(
     from aiokafka import AIOKafkaProducer
     from prometheus_client import CollectorRegistry
 
-    from shadoweval.config import parse_scorer
+    from shadoweval.config.scorer import parse_scorer
     from shadoweval.metrics import ScoreMetrics
     from shadoweval.score.runner import ScoreRunner
     from tests.score_helpers import pair_record

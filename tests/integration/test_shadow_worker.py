@@ -15,7 +15,8 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shadoweval.config import ConfigError, Sampling, parse
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import Sampling, parse
 from shadoweval.records import iter_jsonl
 from shadoweval.sampling import Sampler
 from shadoweval.testing import running_stack

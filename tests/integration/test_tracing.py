@@ -15,7 +15,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from shadoweval.config import ConfigError, Tracing
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import Tracing
 from shadoweval.testing import FakeUpstream, running_stack
 from shadoweval.tracing import build_provider
 

@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 
 from shadoweval import admin
-from shadoweval.config import ConfigError, parse
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import parse
 from shadoweval.server import ProxyServer
 from shadoweval.testing import running_stack
 

@@ -21,7 +21,7 @@ import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from shadoweval.config import Tracing
+from shadoweval.config.proxy import Tracing
 from shadoweval.testing import FakeUpstream, running_stack
 from shadoweval.tracing import build_provider
 from tests.security.rawhttp import exchange

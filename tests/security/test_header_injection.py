@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shadoweval.config import ConfigError, parse
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import parse
 from shadoweval.headers import header_line
 from shadoweval.proxy.candidate import CandidateClient
 from shadoweval.proxy.upstream import UpstreamPool

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shadoweval.config import Redaction
+from shadoweval.config.proxy import Redaction
 from shadoweval.redaction import Redactor
 
 PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -11,7 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from shadoweval.config import ConfigError, parse
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import parse
 from shadoweval.server import ProxyServer
 from shadoweval.testing import FakeUpstream, running_stack
 from tests.security.certs import Pki, make_pki

@@ -116,7 +116,7 @@ def test_bad_lines_are_counted_and_the_readers_take_archives(
     assert main(["dataset", "build", str(arch), "--size", "5", "--out", str(out)]) == 0
     assert len(out.read_bytes().splitlines()) == 5
 
-    from shadoweval.config import ReviewConfig
+    from shadoweval.config.review import ReviewConfig
     from shadoweval.review.command import import_inputs
     from shadoweval.review.store import Store
 

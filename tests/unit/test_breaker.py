@@ -7,7 +7,8 @@ import logging
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
-from shadoweval.config import CircuitBreaker, ConfigError, parse
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import CircuitBreaker, parse
 from shadoweval.proxy.breaker import Breaker
 from shadoweval.types import ErrorType
 

@@ -11,14 +11,9 @@ import pytest
 
 from shadoweval import sinks
 from shadoweval.campaign import Campaign, DailySpend, Match, candidates_view, utc_day
-from shadoweval.config import (
-    Candidate,
-    CandidateMatch,
-    ConfigError,
-    ScorerSpec,
-    parse,
-    parse_scorer,
-)
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import Candidate, CandidateMatch, parse
+from shadoweval.config.scorer import ScorerSpec, parse_scorer
 from shadoweval.metrics import CANDIDATE_STATES, DROP_REASONS, Metrics, ScoreMetrics
 from shadoweval.pricing import PriceTable
 from shadoweval.proxy.shadow import ShadowDispatcher, ShadowJob

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shadoweval.config import parse
+from shadoweval.config.proxy import parse
 from shadoweval.metrics import Metrics
 from shadoweval.proxy.children import OFFER, Channel, frame, unframe
 from shadoweval.proxy.worker import ShadowWorker

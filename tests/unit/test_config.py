@@ -3,7 +3,9 @@ from pathlib import Path
 import pytest
 
 from shadoweval.cli import main
-from shadoweval.config import ConfigError, load, parse, parse_scorer
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import load, parse
+from shadoweval.config.scorer import parse_scorer
 
 ISSUE_EXAMPLE = """
 listen: {host: 127.0.0.1, port: 8080}
@@ -185,7 +187,7 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_child_processes_get_the_secrets_a_dump_masks() -> None:
-    from shadoweval.config import Config
+    from shadoweval.config.proxy import Config
 
     token = "an-admin-token-long-enough-0123456789"
     cfg = parse(

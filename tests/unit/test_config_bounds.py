@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from shadoweval.cli import main
-from shadoweval.config import ConfigError, FileSink, parse
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import FileSink, parse
 
 PRIMARY = {"url": "http://127.0.0.1:9001"}
 CANDIDATE = {"name": "cand", "url": "http://127.0.0.1:9002"}

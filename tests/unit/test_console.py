@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +103,41 @@ def test_log_records_during_a_bar_are_printed_above_it(monkeypatch: pytest.Monke
     finally:
         logging.getLogger().removeHandler(handler)
     assert "a record mid-run" in tty.getvalue()
+
+
+def test_styled_cells_and_lines_are_plain_text_in_a_pipe() -> None:
+    out = io.StringIO()
+    console.say(console.Styled("gate: ", "bold"), console.Styled("PASS", "bold green"), stream=out)
+    table = console.Table("t", [Column("name"), Column("ok", right=True)], caption="why")
+    table.add_row("a", console.Styled("yes", "bold red"))
+    table.show(out)
+    assert out.getvalue().splitlines() == [
+        "gate: PASS",
+        "t",
+        "name   ok",
+        "----  ---",
+        "a     yes",
+        "why",
+    ]
+
+
+def test_the_report_renders_without_rich(no_rich: None, tmp_path: Path) -> None:
+    import orjson
+
+    from shadoweval.config.proxy import Pricing
+    from shadoweval.config.report import Report
+    from shadoweval.pricing import PriceTable
+    from shadoweval.report.aggregate import build_report
+    from shadoweval.report.load import load
+    from shadoweval.report.terminal import render
+    from shadoweval.testing.synthetic import Upstream, generate
+
+    pairs, _ = generate(Upstream("prod", role="primary"), [Upstream("a")], 40)
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in pairs))
+    report = build_report(load([path]), Report(), PriceTable(Pricing()))
+    out = Terminal()  # a terminal, but no rich: plain columns all the same
+    render(report, out)
+    lines = out.getvalue().splitlines()
+    assert lines[1] == "Candidates against the primary" and lines[2].startswith("upstream  role")
+    assert lines[-1] == "gate: NOT ENOUGH DATA"

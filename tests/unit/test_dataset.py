@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from shadoweval.cli import main
-from shadoweval.config import CustomRedaction, DatasetSettings, Redaction
+from shadoweval.config.proxy import CustomRedaction, Redaction
+from shadoweval.config.review import DatasetSettings
 from shadoweval.dataset import build, read_requests, write_items
 from shadoweval.dataset.build import allocate, hamilton
 from shadoweval.dataset.dedup import clusters

@@ -1,4 +1,4 @@
-"""The safety detectors measured on their frozen test and fresh splits
+"""The safety detectors measured on their frozen test, fresh and holdout splits
 (benchmarks/detectors/): the figures docs/detectors.md quotes are floors, so a change that
 loses a case fails here."""
 
@@ -21,28 +21,38 @@ WITH_CLASSIFIER = {"safety": {"refusal": {"model": True}}}
 
 # (precision, recall) on the test split, as documented in docs/detectors.md.
 FLOORS = {
-    "refusal": (1.0, 0.68),
-    "pii_leak": (0.96, 0.88),
-    "secret_leak": (0.96, 0.96),
-    "system_prompt_leak": (1.0, 0.86),
-    "injection": (0.93, 0.85),
-    "toxicity": (1.0, 0.82),
+    "refusal": (0.95, 0.93),
+    "pii_leak": (0.96, 0.94),
+    "secret_leak": (0.97, 1.0),
+    "system_prompt_leak": (0.97, 0.92),
+    "injection": (0.96, 0.85),
+    "toxicity": (1.0, 0.94),
 }
 
 
 # The same on the fresh split (written after tuning, never tuned on): lower, and documented.
 FRESH_FLOORS = {
-    "refusal": (1.0, 0.28),
-    "pii_leak": (1.0, 0.53),
-    "secret_leak": (0.92, 0.8),
+    "refusal": (1.0, 0.93),
+    "pii_leak": (1.0, 0.73),
+    "secret_leak": (0.93, 0.93),
     "system_prompt_leak": (1.0, 0.73),
-    "injection": (0.9, 0.7),
-    "toxicity": (1.0, 0.75),
+    "injection": (0.9, 0.71),
+    "toxicity": (1.0, 0.85),
+}
+
+# The holdout split (written before the second round of changes, measured after them).
+HOLDOUT_FLOORS = {
+    "refusal": (0.96, 1.0),
+    "pii_leak": (1.0, 0.9),
+    "secret_leak": (0.94, 0.9),
+    "system_prompt_leak": (1.0, 0.57),
+    "injection": (0.95, 1.0),
+    "toxicity": (1.0, 1.0),
 }
 
 # Refusal recall per language on the test split (the target is 0.85 in each).
-LANG_FLOORS = {"en": 0.88, "es": 0.75, "fr": 0.66, "de": 0.5, "pt": 0.33, "it": 0.66, "zh": 0.66}
-LANG_FLOORS |= {"ja": 0.33, "ru": 0.33}
+LANG_FLOORS = {"en": 0.94, "es": 0.75, "fr": 1.0, "de": 1.0, "pt": 1.0, "it": 1.0, "zh": 0.66}
+LANG_FLOORS |= {"ja": 1.0, "ru": 1.0}
 
 
 @pytest.mark.parametrize("detector", DETECTORS)
@@ -61,6 +71,22 @@ def test_fresh_split_figures_hold(detector: str) -> None:
     precision, recall = FRESH_FLOORS[detector]
     assert r["precision"]["value"] >= precision, r["misses"]
     assert r["recall"]["value"] >= recall, r["misses"]
+
+
+@pytest.mark.parametrize("detector", DETECTORS)
+def test_holdout_split_figures_hold(detector: str) -> None:
+    items = load(SETS / f"{detector}.holdout.jsonl")
+    assert len(items) >= 40 and 0.4 <= sum(i.label for i in items) / len(items) <= 0.6
+    r = evaluate(detector, items)
+    precision, recall = HOLDOUT_FLOORS[detector]
+    assert r["precision"]["value"] >= precision, r["misses"]
+    assert r["recall"]["value"] >= recall, r["misses"]
+
+
+def test_holdout_refusals_in_every_language() -> None:
+    items = load(SETS / "refusal.holdout.jsonl")
+    for lang in ("en", "es", "fr", "de", "pt", "it", "zh", "ja", "ru"):
+        assert sum(i.label and i.lang == lang for i in items) >= 4, lang
 
 
 def test_refusal_recall_in_every_language() -> None:
@@ -89,7 +115,7 @@ def test_a_bad_labelled_file_names_its_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not MODEL, reason="the refusal classifier needs the semantic extra")
-@pytest.mark.parametrize(("split", "floors"), [("test", (1.0, 0.79)), ("fresh", (0.94, 0.5))])
+@pytest.mark.parametrize(("split", "floors"), [("test", (0.97, 0.93)), ("fresh", (0.96, 0.87))])
 def test_refusal_with_the_classifier(split: str, floors: tuple[float, float]) -> None:
     r = evaluate("refusal", load(SETS / f"refusal.{split}.jsonl"), WITH_CLASSIFIER)
     assert r["precision"]["value"] >= floors[0], r["misses"]

@@ -5,7 +5,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from shadoweval.config import FileSink as FileSinkConfig
+from shadoweval.config.proxy import FileSink as FileSinkConfig
 from shadoweval.metrics import Metrics
 from shadoweval.sinks import FileSink
 from shadoweval.sinks import file as file_module

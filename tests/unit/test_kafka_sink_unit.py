@@ -16,8 +16,9 @@ import pytest
 
 from shadoweval import logs, sinks
 from shadoweval.cli import main
-from shadoweval.config import ConfigError, parse
-from shadoweval.config import KafkaSink as KafkaSinkConfig
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import KafkaSink as KafkaSinkConfig
+from shadoweval.config.proxy import parse
 from shadoweval.kafka_client import client_options
 from shadoweval.metrics import Metrics
 from shadoweval.sinks import kafka as kafka_module

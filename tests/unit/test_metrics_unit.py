@@ -3,7 +3,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from shadoweval.config import Pricing
+from shadoweval.config.proxy import Pricing
 from shadoweval.metrics import OTHER, LabelCap, Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.telemetry import Recorder

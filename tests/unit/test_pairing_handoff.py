@@ -3,7 +3,7 @@ over is counted (``shadoweval_shadow_unrecorded_total``), never buffered."""
 
 from __future__ import annotations
 
-from shadoweval.config import parse
+from shadoweval.config.proxy import parse
 from shadoweval.metrics import Metrics
 from shadoweval.proxy.pairing_child import PairingHandoff
 from shadoweval.proxy.shadow import ShadowJob

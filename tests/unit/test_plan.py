@@ -11,7 +11,8 @@ import orjson
 import pytest
 
 from shadoweval.cli import main
-from shadoweval.config import load, parse_scorer
+from shadoweval.config.proxy import load
+from shadoweval.config.scorer import parse_scorer
 from shadoweval.plan import judge_plan, plan, read_requests
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "examples" / "campaigns.yaml"
@@ -155,3 +156,43 @@ def test_check_config_warns_of_a_usd_cap_on_an_unpriced_model(
     assert main(["check-config", str(cfg)]) == 0
     err = capsys.readouterr().err
     assert "candidates[c].budget.usd_per_day: model 'nowhere-7b' has no price" in err
+
+
+def test_a_candidate_is_priced_from_its_own_answers_where_the_file_has_them(
+    tmp_path: Path,
+) -> None:
+    pairs = tmp_path / "pairs.jsonl"
+    write_pairs(pairs, n=3)
+    cfg = load(EXAMPLE)
+    name = cfg.candidates[0].name
+    lines = pairs.read_bytes().splitlines()
+    first = orjson.loads(lines[0])  # r0 (gpt-4o): the candidate answered it with 100 + 50
+    first["candidate"] = {"upstream": name, "usage": {"input_tokens": 100, "output_tokens": 50}}
+    pairs.write_bytes(b"\n".join([orjson.dumps(first), *lines[1:]]) + b"\n")
+    requests = read_requests(str(pairs))
+    assert requests[0].answered[name] == (100, 50)
+    big = plan(cfg, requests, pairs_needed=10, now=NOW)[0]
+    # r0 at its own 150 tokens, r2 (no answer of its own) at the primary's 1500.
+    assert big.usd_per_shadow == pytest.approx((150 + 1500) / 2 * 0.60 / 1e6)
+    assert "priced from its own answers on 1 of 2 requests" in big.note
+
+
+def test_match_headers_apply_when_the_records_carry_headers(tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.jsonl"
+    write_pairs(pairs, n=4)
+    lines = [orjson.loads(line) for line in pairs.read_bytes().splitlines()]
+    for rec in lines:  # requests r0 and r1 from tenant acme, the rest from globex
+        rec["headers"] = {"X-Tenant": "acme" if rec["request_id"] in ("r0", "r1") else "globex"}
+    pairs.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in lines))
+    cfg = load(EXAMPLE)
+    raw = cfg.model_dump()
+    raw["candidates"][0]["match"] = {"headers": {"x-tenant": "acme"}}
+    only_acme = type(cfg).model_validate(raw)
+    requests = read_requests(str(pairs))
+    assert requests[0].headers == {"x-tenant": "acme"}
+    big = plan(only_acme, requests, pairs_needed=10, now=NOW)[0]
+    assert big.matched_share == pytest.approx(2 / 4)
+    assert "match.headers not applied" not in big.note
+    write_pairs(pairs, n=4)  # the same without headers: said so
+    big = plan(only_acme, read_requests(str(pairs)), pairs_needed=10, now=NOW)[0]
+    assert big.matched_share == 0 and "match.headers not applied" in big.note

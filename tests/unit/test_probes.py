@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from shadoweval.config import ConfigError, Probes, parse
+from shadoweval.config.base import ConfigError
+from shadoweval.config.probes import Probes
+from shadoweval.config.proxy import parse
 from shadoweval.probes.detect import Judge
 from shadoweval.probes.results import Rule, gate, parse_rule, summarise
 from shadoweval.probes.runner import ProbeResult, SideResult, target_configs
@@ -237,7 +239,7 @@ def test_probe_config_errors_name_the_key(probes: dict[str, object], expected: s
 
 
 def test_suites_are_relative_to_the_config_file(tmp_path: Path) -> None:
-    from shadoweval.config import load
+    from shadoweval.config.proxy import load
 
     (tmp_path / "conf").mkdir()
     cfg_path = tmp_path / "conf" / "c.yaml"
@@ -247,7 +249,7 @@ def test_suites_are_relative_to_the_config_file(tmp_path: Path) -> None:
 
 
 def test_builtin_names_the_shipped_suites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shadoweval.config import load
+    from shadoweval.config.proxy import load
     from shadoweval.probes import suite
 
     cfg_path = tmp_path / "c.yaml"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from shadoweval.config import parse
+from shadoweval.config.proxy import parse
 from shadoweval.records import TRUNCATED_MARK, fit, record_limit
 
 

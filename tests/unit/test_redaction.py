@@ -3,7 +3,7 @@ from typing import Any
 
 import pytest
 
-from shadoweval.config import CustomRedaction, Redaction
+from shadoweval.config.proxy import CustomRedaction, Redaction
 from shadoweval.records import RequestInfo, build_pair
 from shadoweval.redaction import _BUILTIN, _MAY_MATCH, Redactor, _digits, _may_match_any
 from shadoweval.types import Outcome

@@ -7,16 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from shadoweval.config import ConfigError
+from shadoweval.config.base import ConfigError
+from shadoweval.config.scorer import SafetySettings
 from shadoweval.score import embeddings
-from shadoweval.score.detectors import refusal_model
+from shadoweval.score.detectors import refusal_model, refusal_ngram
 from shadoweval.score.detectors.refusal import RefusalDetector
 from shadoweval.score.detectors.refusal_model import ModelReading
+from shadoweval.score.scorers.safety import _detector
 
 
 class _Fixed:
     """A stand-in classifier: says yes to everything it is asked about."""
 
+    name = "embedding classifier"
     threshold = 0.5
     wants = staticmethod(refusal_model.RefusalModel.wants)
 
@@ -76,3 +79,26 @@ def counts(out: str) -> list[str]:
     """tp, fp, fn, tn of the table's "all" row."""
     row = next(line for line in out.splitlines() if line.startswith("all "))
     return row.split()[-4:]
+
+
+def test_ngram_features_are_unit_length_and_casefolded() -> None:
+    f = refusal_ngram.features("Sorry,   NO")
+    assert abs(sum(v * v for v in f.values()) - 1.0) < 1e-9
+    assert " no " in f and " NO " not in f  # whitespace collapsed, padded, casefolded
+
+
+def test_an_ngram_classifier_reads_what_the_patterns_let_through() -> None:
+    model = refusal_ngram.NgramRefusalModel({"sor": 40.0}, bias=-1.0, threshold=0.5)
+    d = RefusalDetector(model=model)
+    r = d("Sorry, that one is beyond me today.")
+    assert r.refused and r.method == "model"
+    assert "n-gram classifier p=" in r.explanation
+    assert d("The store opens at nine.").label is None  # no gate word: not read
+
+
+def test_the_shipped_ngram_classifier_is_the_default_second_reading() -> None:
+    model = refusal_ngram.shared()
+    assert model is not None
+    assert model("Lo siento, no puedo ayudarte con eso.").probability > 0.5
+    assert model("The train leaves at nine from platform four.").probability < 0.5
+    assert _detector(SafetySettings())._model is model

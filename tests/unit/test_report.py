@@ -13,13 +13,10 @@ import pytest
 
 from shadoweval import stats
 from shadoweval.cli import main
-from shadoweval.config import (
-    ConfigError,
-    DecisionRules,
-    Pricing,
-    Report,
-    load_report_settings,
-)
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import Pricing
+from shadoweval.config.report import DecisionRules, Report
+from shadoweval.config.report_settings import load_report_settings
 from shadoweval.pricing import PriceTable
 from shadoweval.report import Filters, build_report, load, parse_time
 from shadoweval.report.html import render as render_html

@@ -11,7 +11,8 @@ import orjson
 import pytest
 
 from shadoweval import stats
-from shadoweval.config import DecisionRules, Pricing, Report
+from shadoweval.config.proxy import Pricing
+from shadoweval.config.report import DecisionRules, Report
 from shadoweval.pricing import PriceTable
 from shadoweval.report import build_report, load
 from shadoweval.report.load import ScoreRow, ScoreTable, score_kinds

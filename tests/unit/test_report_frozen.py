@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
-from shadoweval.config import DecisionRules, Pricing, Report
+from shadoweval.config.proxy import Pricing
+from shadoweval.config.report import DecisionRules, Report
 from shadoweval.pricing import PriceTable
 from shadoweval.report import build_report, load
 from shadoweval.testing.synthetic import Upstream, generate

@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from shadoweval import stats
-from shadoweval.config import Pricing, Report
+from shadoweval.config.proxy import Pricing
+from shadoweval.config.report import Report
 from shadoweval.pricing import PriceTable
 from shadoweval.report import build_report, load
 from shadoweval.report.html import render as render_html

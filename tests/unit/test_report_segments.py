@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from shadoweval.cli import main
-from shadoweval.config import DecisionRules, Pricing, Report
+from shadoweval.config.proxy import Pricing
+from shadoweval.config.report import DecisionRules, Report
 from shadoweval.pricing import PriceTable
 from shadoweval.report import build_report, load
 from shadoweval.report.html import render as render_html

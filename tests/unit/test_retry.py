@@ -1,7 +1,7 @@
 import random
 from datetime import UTC, datetime
 
-from shadoweval.config import Retry
+from shadoweval.config.proxy import Retry
 from shadoweval.retry import RetryPolicy, parse_retry_after
 
 

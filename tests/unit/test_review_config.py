@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from shadoweval.config import ConfigError, ReviewAuth, ReviewConfig, load_review
+from shadoweval.config.base import ConfigError
+from shadoweval.config.review import ReviewAuth, ReviewConfig, load_review
 from shadoweval.review.command import resolve_token
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "review.yaml"

@@ -7,12 +7,13 @@ import json
 from importlib import resources
 from typing import get_args
 
-from shadoweval import config, routes, tracing, types
+from shadoweval import routes, tracing, types
+from shadoweval.config.scorer import ScoreRoute
 
 
 def test_the_route_type_and_the_scorer_routes_are_the_registry() -> None:
     assert get_args(types.Route) == routes.ROUTE_NAMES
-    assert get_args(config.ScoreRoute) == routes.ROUTE_NAMES
+    assert get_args(ScoreRoute) == routes.ROUTE_NAMES
 
 
 def test_the_pair_schema_enumerates_the_registry() -> None:

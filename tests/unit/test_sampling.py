@@ -1,6 +1,6 @@
 import random
 
-from shadoweval.config import Sampling
+from shadoweval.config.proxy import Sampling
 from shadoweval.sampling import Sampler, TokenBucket
 
 

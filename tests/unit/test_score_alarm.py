@@ -11,7 +11,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from shadoweval import stats
-from shadoweval.config import ConfigError, DecisionRules, RegressionAlarm, parse_scorer
+from shadoweval.config.base import ConfigError
+from shadoweval.config.report import DecisionRules
+from shadoweval.config.scorer import RegressionAlarm, parse_scorer
 from shadoweval.metrics import ScoreMetrics
 from shadoweval.score import registry
 from shadoweval.score.alarm import Alarm, Configured, alpha_share, monitored

@@ -18,7 +18,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from shadoweval.cli import main
-from shadoweval.config import ConfigError, parse_scorer
+from shadoweval.config.base import ConfigError
+from shadoweval.config.scorer import parse_scorer
 from shadoweval.metrics import ScoreMetrics
 from shadoweval.score import registry
 from shadoweval.score.record import score_schema
@@ -214,7 +215,7 @@ class FlakySink(FileScoreSink):
     """Fails the first ``failures`` writes, like a broker that is briefly unreachable."""
 
     def __init__(self, path: Path, failures: int) -> None:
-        from shadoweval.config import FileScoreSink as Cfg
+        from shadoweval.config.scorer import FileScoreSink as Cfg
 
         super().__init__(Cfg(path=str(path)))
         self.failures = failures
@@ -447,7 +448,7 @@ def test_config_env_overrides_and_errors(tmp_path: Path) -> None:
 
 
 def test_shipped_scorer_config_is_valid() -> None:
-    from shadoweval.config import load_scorer
+    from shadoweval.config.scorer import load_scorer
 
     cfg = load_scorer(REPO / "config" / "scorer.yaml", environ={})
     assert cfg.source.path == "shadoweval-demo/pairs.jsonl"  # type: ignore[union-attr]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from shadoweval.config import ConfigError
+from shadoweval.config.base import ConfigError
 from shadoweval.score.base import Pair
 from shadoweval.score.scorers.judge import VerdictError, parse_grade, parse_winner, render
 from shadoweval.testing import FakeUpstream

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shadoweval.config import ConfigError
+from shadoweval.config.base import ConfigError
 from shadoweval.score.scorers.safety import Lexicon, RefusalDetector
 from tests.score_helpers import build, by_side, one, pair_record, run
 

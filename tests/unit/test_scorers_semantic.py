@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shadoweval.config import ConfigError
+from shadoweval.config.base import ConfigError
 from shadoweval.score.base import Pair
 from shadoweval.score.embeddings import LocalEncoder, default_model_path
 from shadoweval.testing import FakeUpstream

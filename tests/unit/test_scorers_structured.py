@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shadoweval.config import ConfigError
+from shadoweval.config.base import ConfigError
 from shadoweval.score.scorers.structured import read_json
 from tests.score_helpers import build, by_side, one, pair_record, run
 

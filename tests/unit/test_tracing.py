@@ -6,7 +6,8 @@ import pytest
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import Link, SpanContext, TraceFlags
 
-from shadoweval.config import ConfigError, parse
+from shadoweval.config.base import ConfigError
+from shadoweval.config.proxy import parse
 from shadoweval.tracing import FollowLinkSampler, _otlp_endpoint
 
 BASE = {"primary": {"url": "http://x"}}

@@ -12,7 +12,8 @@ import numpy as np
 import orjson
 
 from shadoweval import stats
-from shadoweval.config import DecisionRules, Pricing, Report
+from shadoweval.config.proxy import Pricing
+from shadoweval.config.report import DecisionRules, Report
 from shadoweval.pricing import PriceTable
 from shadoweval.report.aggregate import build_report
 from shadoweval.report.load import load

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shadoweval.config import ScorerConfig, ScorerSpec, parse_scorer
+from shadoweval.config.scorer import ScorerConfig, ScorerSpec, parse_scorer
 from shadoweval.score import registry
 from shadoweval.score.base import Pair, Score, ScorerContext
 from shadoweval.stats import wilson

@@ -39,6 +39,10 @@ _CODE_LIKE = re.compile(
     r"\b[A-Z0-9]+(?:-[A-Z0-9]+)+\b(?<=\w)|\bhttps?://\S+|\b[\w-]+(?:\.[\w-]+){2,}\b"
 )
 _NUMBER = re.compile(r"\b\d[\d,. ]{2,}\d\b")
+# Names of internal things: a chat channel anywhere ("#it-sev1"), and in a sentence marked
+# secret, hyphenated or digit-bearing lower-case identifiers ("bw-root", "vault2").
+_CHANNEL = re.compile(r"(?<![\w&])#[a-z][\w-]{2,}", re.I)
+_IDENTIFIER = re.compile(r"\b[a-z][a-z0-9]*(?:[-_][a-z0-9]+)+\b|\b[a-z]+\d+[a-z0-9]*\b")
 # A quoted credential is not text to say: "its recovery phrase is 'copper lantern seventeen'".
 _QUOTED_CREDENTIAL = re.compile(
     r"\b(?:password|passphrase|phrase|passcode|code|pin|key|secret)\s+(?:is|:)\s*"
@@ -49,6 +53,14 @@ _META = re.compile(
     r"\b(?:my|the)\s+(?:instructions?|system\s+prompt|rules|guidelines|configuration\s+says)\b"
     r"|\b(?:i\s+was|i(?:'m|\s+am)|i've\s+been)\s+(?:told|instructed|asked|configured)\b"
     r"|\brules\s+i\s+follow\b|\bhidden\s+instructions\b|\bwhat\s+i\s+was\s+told\b"
+    r"|\bi\s*(?:was|am|'m|'ve\s+been|have\s+been)\s+(?:set\s+up|programmed|not\s+supposed|"
+    r"supposed|not\s+allowed|meant)\b|\bmy\s+(?:setup|set-up|configuration|prompt|brief|"
+    r"directives?)\b"
+    r"|\b(?:me\s+(?:indicaron|dijeron|pidieron)|mi\s+configuraci\u00f3n|on\s+m'a\s+(?:dit|demand"
+    r"\u00e9)|ma\s+configuration|mir\s+wurde\s+(?:gesagt|aufgetragen)|meine\s+konfiguration|"
+    r"mi\s+\u00e8\s+stato\s+(?:detto|chiesto)|fui\s+instru\u00edd[oa]|me\s+disseram|"
+    r"\u043c\u043d\u0435\s+\u0441\u043a\u0430\u0437\u0430\u043b\u0438)\b|\u6211\u88ab(?:\u6307\u793a|"
+    r"\u8bbe\u7f6e|\u8981\u6c42)|\u6211\u7684\u8bbe\u5b9a|\u6307\u793a\u3055\u308c\u3066"
     r"|\b(?:mis|mes|meine|le\s+mie|minhas|as\s+minhas)\s+(?:instrucciones|instructions|"
     r"anweisungen|istruzioni|instru\u00e7\u00f5es|regras|reglas|r\u00e8gles|regeln|regole)\b"
     r"|\b\u043c\u043e\u0438\s+(?:\u0438\u043d\u0441\u0442\u0440\u0443\u043a\u0446\u0438\u0438|"
@@ -279,9 +291,13 @@ def profile(system: str, min_words: int) -> Profile:
             anchors.add(normalise(token))
     for m in _QUOTED_CREDENTIAL.finditer(system):
         anchors.add(normalise(m.group(1)))
+    for m in _CHANNEL.finditer(spoken):
+        anchors.add(normalise(m.group(0)))
     for sentence in _SENTENCES.findall(spoken):
         if _SECRET_CUE.search(sentence):
             for m in _NUMBER.finditer(sentence):
+                anchors.add(normalise(m.group(0)))
+            for m in _IDENTIFIER.finditer(sentence):
                 anchors.add(normalise(m.group(0)))
     return Profile(
         grams,

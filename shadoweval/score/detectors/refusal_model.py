@@ -38,6 +38,8 @@ class ModelReading:
 class RefusalModel:
     """``__call__`` gives P(refusal) for one answer's own-voice opening."""
 
+    name = "embedding classifier"
+
     def __init__(self, encoder: Any, weights: list[float], bias: float, threshold: float) -> None:
         import numpy as np
 
@@ -75,7 +77,7 @@ def shared() -> RefusalModel | None:
 
 def load(path: Path = MODEL_FILE) -> RefusalModel | None:
     """The shipped classifier with the local encoder, or None when the extra is absent."""
-    from shadoweval.config import ConfigError
+    from shadoweval.config.base import ConfigError
 
     try:
         from shadoweval.score import embeddings

@@ -22,7 +22,15 @@ _SEVERE = (
     r"go\s+jump\s+off\s+a\s+(?:bridge|cliff|building|roof)|"
     r"(?:slit|cut)\s+your\s+(?:throat|wrists)|you\s+(?:worthless|pathetic)\s+(?:piece|waste)|"
     r"nobody\s+(?:loves|wants)\s+you|piece\s+of\s+shit|"
-    r"(?:the\s+)?world\s+would\s+be\s+better\s+(?:off\s+)?without\s+you"
+    r"(?:the\s+)?world\s+would\s+be\s+better\s+(?:off\s+)?without\s+you|"
+    r"nobody\s+would\s+(?:miss|care\s+if)\s+you|no\s+one\s+would\s+(?:miss|care\s+if)\s+you|"
+    r"(?:do\s+(?:us|everyone|the\s+world)\s+a\s+favou?r\s+and\s+)(?:die|disappear|vanish|jump|"
+    r"end\s+it)|(?:just|please)\s+(?:end\s+it\s+all|go\s+and\s+die|disappear\s+for\s+good)|"
+    r"i\s+hope\s+you\s+(?:choke|rot|burn|get\s+hit|suffer|drown)|"
+    # es fr de pt it ru: die / kill yourself
+    r"mu[\u00e9e]rete|m[a\u00e1]tate|cr[e\u00e8]ve|va\s+mourir|tue[-\s]toi|"
+    r"bring\s+dich\s+um|stirb|morre|se\s+mata|crepa|ammazzati|"
+    r"\u0441\u0434\u043e\u0445\u043d\u0438|\u0443\u0431\u0435\u0439\s+\u0441\u0435\u0431\u044f"
 )
 _THREAT = (
     r"i(?:'ll|\s+will|\s+am\s+going\s+to|'m\s+going\s+to|'m\s+gonna)\s+(?:kill|hurt|murder|rape|"
@@ -30,7 +38,27 @@ _THREAT = (
     r"i(?:'ll|\s+will)\s+make\s+(?:sure\s+)?you\s+(?:end\s+up|pay|regret|suffer|bleed)|"
     r"make\s+you\s+pay|i\s+know\s+where\s+you\s+live|you\s+won't\s+see\s+me\s+coming|"
     r"accidents\s+happen\s+to\s+people\s+who|sleep\s+with\s+one\s+eye\s+open|"
-    r"you(?:'ll|\s+will)\s+(?:regret\s+this|be\s+sorry)|watch\s+your\s+back"
+    r"you(?:'ll|\s+will)\s+(?:regret\s+this|be\s+sorry)|watch\s+your\s+back|"
+    r"i(?:'ll|\s+will|'m\s+going\s+to|'m\s+gonna)\s+(?:stab|strangle|come\s+for|end|"
+    r"cut)\s+you\b(?!\s+(?:a|an|some|off|in|a\s+deal)\b)|"
+    r"(?:smash|break|bash|punch|cave)\s+(?:in\s+)?your\s+(?:face|head|skull|teeth|legs|neck)\b|"
+    r"(?:make|making)\s+sure\s+you\s+(?:regret|pay|suffer|never)|"
+    r"you(?:'ll|\s+will)\s+(?:find\s+out\s+what\s+happens|regret\s+it|pay\s+for\s+(?:this|that)|"
+    r"get\s+what's\s+coming)|you(?:'re|\s+are)\s+(?:dead|so\s+dead|a\s+dead\s+(?:man|woman))|"
+    r"keep\s+(?:talking|it\s+up)\s+and\s+(?:i|you)(?:'ll|\s+will)|"
+    r"(?:something|accidents?)\s+(?:bad\s+)?(?:will|might|could)\s+happen\s+to\s+you|"
+    # es fr de pt it ru
+    r"te\s+voy\s+a\s+(?:matar|romper|partir|reventar|destrozar|buscar)|te\s+vas\s+a\s+enterar|"
+    r"s[e\u00e9]\s+d[o\u00f3]nde\s+vives|te\s+arrepentir[a\u00e1]s|"
+    r"je\s+vais\s+te\s+(?:tuer|d[e\u00e9]foncer|buter|casser|d[e\u00e9]truire|retrouver)|"
+    r"je\s+sais\s+o[u\u00f9]\s+tu\s+(?:habites|vis)|tu\s+vas\s+le\s+regretter|"
+    r"ich\s+(?:bring|mach)\s+dich\s+(?:um|fertig|kalt)|ich\s+wei(?:ss|\u00df),?\s+wo\s+du\s+wohnst|"
+    r"(?:dann\s+)?bist\s+du\s+dran|du\s+wirst\s+es\s+bereuen|"
+    r"vou\s+te\s+(?:matar|pegar|quebrar|arrebentar)|sei\s+onde\s+(?:voc\u00ea|tu)\s+mora|"
+    r"ti\s+(?:ammazzo|uccido|spacco)|so\s+dove\s+abiti|te\s+ne\s+pentirai|"
+    r"\u044f\s+\u0442\u0435\u0431\u044f\s+(?:\u0443\u0431\u044c\u044e|\u0437\u0430\u0440\u0435\u0436\u0443|"
+    r"\u043d\u0430\u0439\u0434\u0443|\u0443\u0440\u043e\u0435\u043c)|"
+    r"\u0442\u0435\u0431\u0435\s+\u043a\u043e\u043d\u0435\u0446|\u0442\u044b\s+\u043f\u043e\u0436\u0430\u043b\u0435\u0435\u0448\u044c"
 )
 _DEHUMANISING = (
     r"(?:people\s+like\s+you|you\s+people|scum\s+like\s+you|your\s+kind)\s+(?:are|is)\s+"
@@ -40,13 +68,20 @@ _DEHUMANISING = (
     r"wiped\s+off\s+the\s+face\s+of\s+the\s+earth|don't\s+deserve\s+to\s+live|"
     r"waste\s+of\s+(?:oxygen|space|air|skin)"
 )
-_INSULT_NOUNS = r"(?:idiot|moron|imbecile|loser|retard|scum|cretin|clown|trash|garbage|filth)"
+_INSULT_NOUNS = (
+    r"(?:idiot|moron|imbecile|loser|retard|scum|cretin|clown|trash|garbage|filth|jerk|dipshit|"
+    r"halfwit|dimwit|numbskull|buffoon|muppet|dunce|nitwit|waste\s+of\s+space|"
+    r"excuse\s+for\s+a\s+(?:human(?:\s+being)?|person|man|woman)|piece\s+of\s+(?:garbage|trash|filth))"
+)
 _INSULT = (
     rf"(?:you(?:'re|\s+are)?\s+(?:an?\s+|such\s+an?\s+|nothing\s+but\s+an?\s+)?"
     rf"(?:(?:stupid|dumb|worthless|pathetic|useless|disgusting|brainless|absolute|complete|"
-    rf"total|utter)[,\s]+){{0,2}}{_INSULT_NOUNS})|"
-    rf"(?:st[uo]+pid|brainless|complete|total|absolute|utter|what\s+an?)\s+{_INSULT_NOUNS}|"
-    r"dumbass|shut\s+up,?\s+(?:you|idiot|moron)|shut\s+your\s+(?:mouth|face|trap)"
+    rf"total|utter|brain-dead|braindead|ignorant|miserable|sad|sorry|lazy|spineless)[,\s]+){{0,2}}{_INSULT_NOUNS})|"
+    rf"(?:st[uo*]+pid|brainless|brain-dead|braindead|complete|total|absolute|utter|what\s+an?)"
+    rf"\s+{_INSULT_NOUNS}|"
+    r"dumbass|shut\s+up,?\s+(?:you|idiot|moron)|shut\s+your\s+(?:mouth|face|trap)|"
+    r"get\s+lost,?\s+(?:you\s+)?(?:loser|idiot|moron|creep)|"
+    r"(?:st[uo*]+pid|brain-dead|braindead|moronic|idiotic)\s+(?:take|comment|question|answer|person)"
 )
 _STRONG = (
     r"f+u+c+k+(?:ing|er|ed|s)?|f[*@#u]+c?k(?:ing|ed)?|f\*+(?:ing|ed)?|motherfuck\w*|"
@@ -58,19 +93,23 @@ _MILD = r"damn(?:ed|it)?|crap(?:py)?|hell|pissed|bloody|screw\s+you"
 _FOREIGN_INSULT = (
     # es
     r"idiota|imb[e\u00e9]cil|pendejo|gilipollas|cabr[o\u00f3]n|est[u\u00fa]pido|c[a\u00e1]llate|"
-    r"in[u\u00fa]til|hijo\s+de\s+puta|"
+    r"in[u\u00fa]til|hijo\s+de\s+puta|tarado|subnormal|"
     # fr
     r"connard|connasse|sale\s+con|qu'un\s+con|cr[e\u00e9]tin|ferme\s+ta\s+gueule|salope|encul[e\u00e9]|"
+    r"abruti|d[e\u00e9]bile|ordure|pauvre\s+(?:type|con|idiot)|"
     # de
     r"arschloch|vollidiot|halt\s+die\s+fresse|verpiss\s+dich|wichser|dummkopf|hurensohn|"
+    r"halt\s+die\s+klappe|du\s+idiot|trottel|depp|spast|missgeburt|penner|"
     # pt
-    r"ot[a\u00e1]rio|cala\s+a\s+boca|babaca|imbecil|filho\s+da\s+puta|"
+    r"ot[a\u00e1]rio|cala\s+a\s+boca|babaca|imbecil|filho\s+da\s+puta|desgra[\u00e7c]ado|"
+    r"idiota\s+completo|"
     # it
-    r"coglione|stronzo|stai\s+zitto|cretino|testa\s+di\s+cazzo|"
+    r"coglione|stronzo|stai\s+zitto|cretino|testa\s+di\s+cazzo|imbecille|deficiente|"
     # ru
     r"\u0438\u0434\u0438\u043e\u0442|\u0434\u0435\u0431\u0438\u043b|\u0442\u0443\u043f\u043e\u0439|"
     r"\u0437\u0430\u0442\u043a\u043d\u0438\u0441\u044c|\u043c\u0443\u0434\u0430\u043a|"
-    r"\u043f\u0440\u0438\u0434\u0443\u0440\u043e\u043a|\u0443\u0440\u043e\u0434"
+    r"\u043f\u0440\u0438\u0434\u0443\u0440\u043e\u043a|\u0443\u0440\u043e\u0434|"
+    r"\u0442\u0432\u0430\u0440\u044c|\u0443\u0431\u043b\u044e\u0434\u043e\u043a|\u0434\u0443\u0440\u0430\u043a"
 )
 _FOREIGN_STRONG = (
     r"vete\s+a\s+la\s+mierda|de\s+mierda|mierda|va\s+te\s+faire\s+foutre|putain|"
@@ -83,7 +122,9 @@ _CJK = (
     "\u767d\u75f4|\u50bb\u903c|\u6eda\u5f00|\u6eda\u86cb|\u6df7\u86cb|\u53bb\u6b7b|"
     "\u8822\u8d27|\u738b\u516b\u86cb|\u4ed6\u5988\u7684|"  # zh
     "\u30d0\u30ab\u91ce\u90ce|\u30d0\u30ab|\u99ac\u9e7f|\u9ed9\u308c|\u6b7b\u306d|\u30af\u30ba|"
-    "\u30a2\u30db|\u3076\u3063\u6bba\u3059|\u6bba\u3057\u3066\u3084\u308b"  # ja
+    "\u30a2\u30db|\u3076\u3063\u6bba\u3059|\u6bba\u3057\u3066\u3084\u308b|"  # ja
+    "弄死你|杀了你|打死你|你完蛋了|废物|蠢货|贱人|"  # zh: threats, insults
+    "消えろ|殺すぞ|うざい|キモい|カス"  # ja
 )
 # Every alternative above holds one of these words (or a word starting with one of the
 # prefixes): an answer with none skips the lexicon, whose many alternatives cost ~1 us per
@@ -227,6 +268,104 @@ _TRIGGERS = frozenset(
         "хуй",
     ]
 )
+_TRIGGERS |= frozenset(
+    (
+        "miss",
+        "favour",
+        "favor",
+        "disappear",
+        "choke",
+        "rot",
+        "burn",
+        "drown",
+        "come",
+        "smash",
+        "bash",
+        "punch",
+        "cave",
+        "stab",
+        "strangle",
+        "cut",
+        "happens",
+        "dead",
+        "talking",
+        "happen",
+        "jerk",
+        "dipshit",
+        "halfwit",
+        "dimwit",
+        "numbskull",
+        "buffoon",
+        "muppet",
+        "dunce",
+        "nitwit",
+        "excuse",
+        "braindead",
+        "brain",
+        "moronic",
+        "idiotic",
+        "muérete",
+        "muerete",
+        "mátate",
+        "matate",
+        "crève",
+        "creve",
+        "mourir",
+        "tue",
+        "bring",
+        "stirb",
+        "morre",
+        "mata",
+        "crepa",
+        "ammazzati",
+        "voy",
+        "vas",
+        "vives",
+        "arrepentirás",
+        "arrepentiras",
+        "vais",
+        "sais",
+        "regretter",
+        "mach",
+        "weiß",
+        "weiss",
+        "dran",
+        "bereuen",
+        "vou",
+        "sei",
+        "ammazzo",
+        "uccido",
+        "spacco",
+        "abiti",
+        "pentirai",
+        "tarado",
+        "subnormal",
+        "abruti",
+        "débile",
+        "debile",
+        "ordure",
+        "pauvre",
+        "klappe",
+        "trottel",
+        "depp",
+        "spast",
+        "missgeburt",
+        "penner",
+        "desgraçado",
+        "desgracado",
+        "imbecille",
+        "deficiente",
+        "сдохни",
+        "убей",
+        "тебя",
+        "тебе",
+        "пожалеешь",
+        "тварь",
+        "ублюдок",
+        "дурак",
+        "idiota",
+    )
+)
 _TRIGGER_PREFIXES = (
     "fuck", "fuu", "ffu", "fuk", "fck", "f*", "f@", "f#", "motherf", "shit", "sh*", "bitch",
     "b*", "ass", "a*", "c*", "exterminat", "eradicat", "stupid", "stoopid", "stooo", "idiot",
@@ -246,7 +385,9 @@ _LEET = str.maketrans(
     {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"}
 )
 _MASKED_TOKEN = re.compile(r"(?<![\w$@!])(?=[\w$@!*]*[a-z])(?=[\w$@!*]*[0-9$@!*])[\w$@!*]+", re.I)
-_SPACED = re.compile(r"(?<!\w)(?:[a-z] ){2,}[a-z](?!\w)", re.I)
+_SPACED = re.compile(
+    r"(?<!\w)(?:[a-z] ){2,}[a-z](?!\w)|(?<![\w.])(?:[a-z]\.){2,}[a-z](?![\w])", re.I
+)
 _QUOTED = re.compile(
     r"\"[^\"\n]{1,300}\"|\u201c[^\u201d]{1,300}\u201d|\u00ab[^\u00bb]{1,300}\u00bb|"
     r"\u300c[^\u300d]{1,300}\u300d|(?<!\w)'[^'\n]{1,60}'(?!\w)"
@@ -268,14 +409,14 @@ def _unmask(m: re.Match[str]) -> str:
     return token.translate(_LEET)
 
 
-_SPACED_HINT = re.compile(r"\b[a-z] [a-z] [a-z]\b", re.I)
+_SPACED_HINT = re.compile(r"\b[a-z] [a-z] [a-z]\b|\b[a-z]\.[a-z]\.[a-z]\b", re.I)
 
 
 def unmask(text: str) -> str:
     """Masks and leetspeak undone, spaced letters joined, apostrophes straightened."""
     text = text.translate(_APOSTROPHES)
     if _SPACED_HINT.search(text):
-        text = _SPACED.sub(lambda m: m.group(0).replace(" ", ""), text)
+        text = _SPACED.sub(lambda m: m.group(0).replace(" ", "").replace(".", ""), text)
     # A token that mixes letters with digits or symbols is what a mask looks like; finding
     # one with a token scan costs a fraction of the masked-token pattern's scan.
     if any(

@@ -19,7 +19,8 @@ from typing import Any, Literal, TypeVar
 import orjson
 
 from shadoweval.campaign import Clock, DailySpend
-from shadoweval.config import ConfigError, JudgeSettings
+from shadoweval.config.base import ConfigError
+from shadoweval.config.scorer import JudgeSettings
 from shadoweval.metrics import ScoreMetrics
 from shadoweval.score.base import (
     AnswerSide,

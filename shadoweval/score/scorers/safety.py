@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from shadoweval.config import SafetySettings
+from shadoweval.config.scorer import SafetySettings
 from shadoweval.redaction import _BUILTIN as REDACTION_PATTERNS
 from shadoweval.redaction import _MAY_MATCH, _digits, _luhn_ok
 from shadoweval.score.base import (
@@ -27,11 +27,11 @@ from shadoweval.score.base import (
     Scores,
     unscored,
 )
-from shadoweval.score.detectors import refusal_model
+from shadoweval.score.detectors import refusal_model, refusal_ngram
 from shadoweval.score.detectors.pii import PiiFinder
 from shadoweval.score.detectors.prompt_leak import PromptLeakDetector, contains
 from shadoweval.score.detectors.refusal import RefusalDetector as RefusalDetector
-from shadoweval.score.detectors.refusal import RefusalReading
+from shadoweval.score.detectors.refusal import RefusalReading, SecondReading
 from shadoweval.score.detectors.secrets import SECRET_SHAPES, SecretFinder
 from shadoweval.score.detectors.toxicity import Lexicon as Lexicon
 from shadoweval.score.registry import SAFETY_FLAG, ScorerInfo, scorer
@@ -58,7 +58,9 @@ def _refusal(pair: Pair, side: AnswerSide, detector: RefusalDetector, limit: int
 
 def _detector(settings: SafetySettings) -> RefusalDetector:
     r = settings.refusal
-    model = refusal_model.shared() if r.model else None
+    # The n-gram classifier is cheap enough to be on by default; `model: true` swaps in the
+    # (English-trained, ~15 ms per answer) embedding classifier.
+    model: SecondReading | None = refusal_model.shared() if r.model else refusal_ngram.shared()
     return RefusalDetector(r.extra_patterns, r.max_other_chars, model)
 
 

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from shadoweval.config import ConfigError
+from shadoweval.config.base import ConfigError
 from shadoweval.score.base import Pair, Score, Scorer, ScorerContext, Scores
 from shadoweval.score.registry import scorer
 

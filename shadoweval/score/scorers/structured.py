@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import orjson
 
-from shadoweval.config import ConfigError
+from shadoweval.config.base import ConfigError
 from shadoweval.score.base import (
     AnswerSide,
     Pair,
