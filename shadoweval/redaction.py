@@ -467,15 +467,21 @@ def _obfuscated_email_replacer(repl: str) -> Callable[[re.Match[str]], str]:
         if at is None:
             return text
         domain = text[at.end() :]
-        labels = _DOT_SEP.split(domain)
-        tld = labels[-1].lower()
-        if len(labels) < 2 or not tld.isalpha() or not 2 <= len(tld) <= 24:
-            return text
-        if at.group(1) is None:  # "jo at example dot com": spelled out, so stricter
-            spelled_dot = any(sep.group(0) != "." for sep in _DOT_SEP.finditer(domain))
-            if not spelled_dot or tld not in _COMMON_TLDS:
-                return text
-        return repl
+        seps = list(_DOT_SEP.finditer(domain))
+        labels = [label.strip() for label in _DOT_SEP.split(domain)]
+        # The longest run of labels that ends in a top-level domain: the match may run on
+        # past the address ("jo [at] example [dot] com .0"), and what follows it is kept.
+        for last in range(len(labels) - 1, 0, -1):
+            tld = labels[last].lower()
+            if not tld.isalpha() or not 2 <= len(tld) <= 24:
+                continue
+            if at.group(1) is None:  # "jo at example dot com": spelled out, so stricter
+                spelled_dot = any(sep.group(0) != "." for sep in seps[:last])
+                if not spelled_dot or tld not in _COMMON_TLDS:
+                    continue
+            end = at.end() + (seps[last].start() if last < len(seps) else len(domain))
+            return repl + text[end:]
+        return text
 
     return sub
 
