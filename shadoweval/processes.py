@@ -26,6 +26,8 @@ from shadoweval.proxy.children import ForkedProcess, configured, fork_child, mer
 from shadoweval.proxy.shadowside import ShadowSide, shadow_metrics
 
 if TYPE_CHECKING:
+    from shadoweval.config.proxy import Candidate
+    from shadoweval.proxy.pairing import Pairing
     from shadoweval.proxy.shadow import ShadowJob
     from shadoweval.tracing import Tracer
 
@@ -206,6 +208,9 @@ def _roles(cfg: Config) -> dict[str, str]:
 # Jobs kept for their other candidates' answers (one parse of the request and the primary's
 # answer, one redaction of the shared parts); older ones are parsed again if they come.
 _JOBS_KEPT = 256
+# Configurations whose pairing is kept for answers offered under them (a reload's shadows
+# still in flight); an answer of an older one is recorded under the configuration in force.
+_CONFIGS_KEPT = 16
 
 
 def run_pairing(fd: int) -> int:
@@ -245,12 +250,19 @@ async def _pairing_main(fd: int) -> int:
         return 1
     # A removed candidate's last answers may still come: its settings are kept.
     candidates = {c.name: c for c in cfg.candidates}
+    assert side.pairing is not None
+    # digest -> the pairing and candidates of a configuration: each answer is recorded with
+    # the redaction, prices and candidate settings its shadow was offered under.
+    configs: OrderedDict[str, tuple[Pairing, dict[str, Candidate]]] = OrderedDict()
+    configs[cfg.digest()] = (side.pairing, dict(candidates))
     jobs: OrderedDict[str, ShadowJob] = OrderedDict()
     side.start_probes()
     parent.reply(("ready",))
 
     def finished(message: tuple[Any, ...]) -> None:
-        name, info, body, primary, payload, capture, queued_at, sent_at, link, rebuilt = message[1]
+        name, info, body, primary, payload, capture, queued_at, sent_at, link, rebuilt, digest = (
+            message[1]
+        )
         job = jobs.get(info.request_id)
         if job is None:
             trace = LinkedTrace(tracer, link, info.route) if tracer is not None and link else None
@@ -261,8 +273,10 @@ async def _pairing_main(fd: int) -> int:
             if len(jobs) > _JOBS_KEPT:
                 jobs.popitem(last=False)
         assert side.pairing is not None
+        pairing, offered = configs.get(digest) or (side.pairing, candidates)
+        cand = offered.get(name) or candidates[name]
         try:
-            side.pairing.record(candidates[name], job, payload, capture, sent_at, rebuilt=rebuilt)
+            pairing.record(cand, job, payload, capture, sent_at, rebuilt=rebuilt)
         except Exception:  # a pairing bug is logged and counted, never propagated
             log.exception("pairing the answer of %s failed unexpectedly", name)
             m.errors.labels(candidates[name].role, name, "internal").inc()
@@ -274,7 +288,13 @@ async def _pairing_main(fd: int) -> int:
             m.init_upstream(cand.role, cand.name)
             candidates[cand.name] = cand
         recorder.reprice(prices)
-        return side.apply(new, prices)
+        applying = side.apply(new, prices)
+        assert side.pairing is not None
+        configs[new.digest()] = (side.pairing, {c.name: c for c in new.candidates})
+        configs.move_to_end(new.digest())
+        while len(configs) > _CONFIGS_KEPT:
+            configs.popitem(last=False)
+        return applying
 
     parent.on_offer = finished
     parent.on_reload = reload

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -599,6 +601,13 @@ class Config(Model):
         if self.admin.token is not None:
             data["admin"]["token"] = self.admin.token.get_secret_value()
         return data
+
+    def digest(self) -> str:
+        """A short stable hash of the configuration as validated (env overrides included):
+        what ``shadoweval_config_info{hash}`` shows, and what a shadow is tagged with so the
+        pairing process records it under the configuration it was offered under."""
+        text = json.dumps(self.for_children(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @model_validator(mode="after")
     def _ports_apart(self) -> Config:

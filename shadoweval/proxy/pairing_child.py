@@ -75,7 +75,8 @@ class PairingHandoff:
             return
         primary = job.primary.result()  # the dispatcher waited for it
         finished = (cand.name, job.info, job.body, primary, payload, capture, job.queued_at)
-        channel.write(frame(("offer", (*finished, sent_at, job.link, rebuilt))))
+        tail = (sent_at, job.link, rebuilt, job.config_digest)
+        channel.write(frame(("offer", (*finished, *tail))))
 
 
 async def families(handoff: PairingHandoff, own: list[Metric]) -> list[Metric]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import signal
@@ -80,8 +79,7 @@ def restart_keys(old: Config, new: Config) -> list[str]:
 
 def config_hash(cfg: Config) -> str:
     """A short stable hash of the configuration as validated (env overrides included)."""
-    text = json.dumps(cfg.for_children(), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return cfg.digest()
 
 
 def problems(cfg: Config) -> list[str]:

@@ -96,6 +96,7 @@ class ShadowJob(ParsedOnce):
 
     __slots__ = (
         "caller_auth",
+        "config_digest",
         "info",
         "link",
         "pairing",
@@ -132,8 +133,10 @@ class ShadowJob(ParsedOnce):
         self.link: tuple[int, int, int] | None = None
         # The redacted request and primary side, built once for all candidates' records.
         self.record_parts: dict[str, Any] = {}
-        # The pairing (redaction, prices, sink) of the configuration it was offered under.
+        # The pairing (redaction, prices, sink) of the configuration it was offered under,
+        # and that configuration's digest (the pairing process picks its pairing by it).
         self.pairing: Pairing | None = None
+        self.config_digest = ""
 
     def _primary_capture(self) -> Capture:
         return self.primary.result()
@@ -253,6 +256,8 @@ class ShadowDispatcher:
         self._primary_wait = primary_timeout_s + 5.0
         self._keeps_caller_auth = any(c.cfg.forward_caller_auth for c in clients)
         self._record_headers = tuple(record_headers)
+        # The digest of the configuration in force (from_config and reconfigure set it).
+        self.config_digest = ""
         self._store = (
             CampaignStore(state.path, self._campaigns, state.interval_s)
             if state is not None and state.path is not None
@@ -308,6 +313,7 @@ class ShadowDispatcher:
             state=cfg.campaign_state,
         )
         dispatcher.make_client = make_client
+        dispatcher.config_digest = cfg.digest()
         return dispatcher
 
     def reconfigure(self, cfg: Config, prices: PriceTable, sink: Sink) -> None:
@@ -349,6 +355,7 @@ class ShadowDispatcher:
                 cfg.conversations.max_turns, cfg.conversations.max_bytes, m
             )
         self.prices = prices
+        self.config_digest = cfg.digest()
         redactor = Redactor(cfg.redaction)
         self._pairing = Pairing(
             sink, redactor, m, self._primary_name, prices, self._observe, record_limit(cfg)
@@ -469,6 +476,7 @@ class ShadowDispatcher:
             )
         job = ShadowJob(info, route, body, auth, trace, query)
         job.pairing = self._pairing
+        job.config_digest = self.config_digest
         if self._conversations is not None and route == "responses":
             job.primary.add_done_callback(lambda _: self._remember(job))
         return job

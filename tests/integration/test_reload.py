@@ -345,10 +345,31 @@ async def test_a_new_sink_takes_over_and_nothing_is_lost(tmp_path: Path) -> None
     assert first.stat().st_size and second.stat().st_size  # both written, none lost between
 
 
-async def test_a_queued_shadow_keeps_the_redaction_it_was_offered_under() -> None:
+@pytest.mark.parametrize("worker", [False, True], ids=["one-process", "shadow-worker"])
+async def test_a_queued_shadow_keeps_the_redaction_it_was_offered_under(
+    tmp_path: Path, worker: bool
+) -> None:
+    """With the worker, the answer is recorded in its pairing process: the shadow carries
+    the digest of the configuration it was offered under, and the pairing process keeps
+    that configuration's pairing."""
     slow = FakeUpstream(model="slow", latency=Latency.fixed(1.0))
     options = {"cand-a": {"concurrency": 1, "queue_size": 16}}
-    async with running_stack(candidates={"cand-a": slow}, candidate_options=options) as stack:
+    pairs = tmp_path / "pairs.jsonl"
+    overrides: dict[str, Any] = {}
+    if worker:
+        overrides = {
+            "shadow_worker": {"enabled": True, "scheduling": "normal"},
+            "sink": {"kind": "file", "path": str(pairs), "flush_interval_s": 0.05},
+        }
+
+    def written() -> list[dict[str, Any]]:
+        if not pairs.exists():
+            return []
+        return [json.loads(line) for line in pairs.read_text().splitlines()]
+
+    async with running_stack(
+        candidates={"cand-a": slow}, candidate_options=options, overrides=overrides
+    ) as stack:
         proxy = stack.proxy
         url = f"{stack.url}/v1/chat/completions"
 
@@ -364,9 +385,13 @@ async def test_a_queued_shadow_keeps_the_redaction_it_was_offered_under() -> Non
         raw = proxy.cfg.for_children()
         raw["redaction"]["custom"] = [{"name": "ticket", "pattern": r"TK-\d{4}"}]
         await proxy.reload(Config.model_validate(raw))
-        assert len(stack.memory.records) < 3  # some were still queued or in flight
+        assert len(written() if worker else stack.memory.records) < 3  # some still queued
         await send(3)
-        records = await stack.memory.wait_for(6, timeout=30)
+        if worker:
+            await wait_for(lambda: len(written()) >= 6, what="6 records", timeout=60)
+            records = written()
+        else:
+            records = await stack.memory.wait_for(6, timeout=30)
     texts = [json.dumps(r["request"]) for r in records]
     assert sum("TK-0" in t for t in texts) == 3  # offered before: the old rules
     assert sum("TK-0" not in t for t in texts) == 3  # after: redacted
