@@ -44,6 +44,7 @@ FOR: dict[str, str] = {
     "shadowDrops": "15m",
     "sinkDrops": "5m",
     "scorerLag": "15m",
+    "configReload": "0m",
 }
 RUNBOOK = "https://github.com/shadoweval/shadoweval/blob/main/docs/runbook.md"
 
@@ -252,6 +253,24 @@ def _scorer_lag() -> Alert:
     )
 
 
+def _config_reload() -> Alert:
+    rejected = 'shadoweval_config_reloads_total{outcome=~"invalid|refused|failed"}'
+    signal = f"sum by ({BY}) (increase({rejected}[15m]))"
+    return Alert(
+        name="ShadowevalConfigReloadRejected",
+        severity="warning",
+        signal=signal,
+        expr=f"{signal}\n> 0",
+        for_key="configReload",
+        summary="A configuration reload was rejected; the previous configuration is in force.",
+        description=(
+            "{{ $value | humanize }} reload(s) of the proxy's configuration were rejected "
+            "(invalid, refused or failed) in the last 15m ({{ $labels.namespace }}/"
+            "{{ $labels.job }}): the mounted file is not what the proxy runs."
+        ),
+    )
+
+
 def alerts() -> list[Alert]:
     return [
         _candidate_latency(),
@@ -262,6 +281,7 @@ def alerts() -> list[Alert]:
         _shadow_drops(),
         _sink_drops(),
         _scorer_lag(),
+        _config_reload(),
     ]
 
 
