@@ -473,43 +473,38 @@ def _duckdb_memory(pairs: int) -> str:
     return f"{_DUCKDB_MEMORY_MB + pairs * _DUCKDB_BYTES_PER_PAIR // 2**20}MB"
 
 
-# One pass over the file: each line's fields extracted with one parse, typed in SQL as the
-# Python reader types them, joined to the pairs' positions (a table: it spills to disk).
+# One pass over the file: DuckDB's reader parses each line once into the fields the
+# report reads (each kept as its JSON text, so it is typed in SQL as the Python reader
+# types it), joined to the pairs' positions (a table: it spills to disk).
+_FIELDS = ("schema", "pair_id", "scorer", "side", "value", "label", "explanation", "scorer_info")
 _SCORES_SQL = """
-WITH raw AS (
+WITH typed AS (
     SELECT
         ordinality AS seq,
-        json,
-        json_extract(json, [
-            '$.schema', '$.pair_id', '$.scorer', '$.side', '$.value', '$.label',
-            '$.explanation', '$.scorer_info'
-        ]) AS f
-    FROM {source}
-), typed AS (
-    SELECT
-        seq,
         CASE
-            WHEN json IS NULL OR json_type(json) <> 'OBJECT' THEN 'bad'
-            WHEN NOT coalesce(json_type(f[1]) = 'VARCHAR' AND f[1] ->> '$' = $schema, false)
+            WHEN schema IS NULL AND pair_id IS NULL AND scorer IS NULL AND side IS NULL
+                AND value IS NULL AND label IS NULL AND explanation IS NULL
+                AND scorer_info IS NULL THEN 'empty'
+            WHEN NOT coalesce(json_type(schema) = 'VARCHAR' AND schema ->> '$' = $schema, false)
                 THEN 'foreign'
-            WHEN coalesce([json_type(f[2]), json_type(f[3]), json_type(f[4])]
+            WHEN coalesce([json_type(pair_id), json_type(scorer), json_type(side)]
                 <> ['VARCHAR', 'VARCHAR', 'VARCHAR'], true) THEN 'malformed'
             ELSE 'record'
         END AS line,
-        f[2] ->> '$' AS pair_id,
-        f[3] ->> '$' AS scorer,
-        f[4] ->> '$' AS side,
-        CASE WHEN json_type(f[5]) IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')
-            THEN TRY_CAST(f[5] ->> '$' AS DOUBLE) END AS raw_value,
-        CASE WHEN json_type(f[6]) = 'VARCHAR' THEN f[6] ->> '$' END AS label,
+        pair_id ->> '$' AS pair_id,
+        scorer ->> '$' AS scorer,
+        side ->> '$' AS side,
+        CASE WHEN json_type(value) IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')
+            THEN TRY_CAST(value ->> '$' AS DOUBLE) END AS raw_value,
+        CASE WHEN json_type(label) = 'VARCHAR' THEN label ->> '$' END AS label,
         CASE
-            WHEN f[7] IS NULL OR json_type(f[7]) = 'NULL' THEN ''
-            WHEN json_type(f[7]) = 'VARCHAR' THEN f[7] ->> '$'
-            ELSE CAST(f[7] AS VARCHAR)
+            WHEN explanation IS NULL OR json_type(explanation) = 'NULL' THEN ''
+            WHEN json_type(explanation) = 'VARCHAR' THEN explanation ->> '$'
+            ELSE CAST(explanation AS VARCHAR)
         END AS explanation,
-        CASE WHEN json_type(f[8]) NOT IN ('NULL') THEN CAST(f[8] AS VARCHAR) END
+        CASE WHEN json_type(scorer_info) NOT IN ('NULL') THEN CAST(scorer_info AS VARCHAR) END
             AS scorer_info
-    FROM raw
+    FROM {source}
 ), scored AS (
     SELECT
         seq, line, pos.pos, scorer, side, label, scorer_info,
@@ -523,30 +518,24 @@ SELECT * FROM scored
 """
 
 
-# The last record of each (pair, scorer, side), by a window (DuckDB sorts out of core;
-# a hash aggregate keeping strings would have to hold every key in memory).
-_LAST_SQL = """
-CREATE TABLE last AS
-SELECT pos, scorer, side, value, label, explanation
-FROM scored
-WHERE line = 'record' AND pos IS NOT NULL AND NOT outside
-QUALIFY row_number() OVER (PARTITION BY pos, scorer, side ORDER BY seq DESC) = 1
-"""
 _LINES_SQL = """
 SELECT
-    count(*) FILTER (WHERE line = 'bad'),
+    count(*) FILTER (WHERE line = 'empty'),
     count(*) FILTER (WHERE line = 'foreign'),
     count(*) FILTER (WHERE line = 'malformed'),
     count(*) FILTER (WHERE line = 'record' AND pos IS NULL),
     count(*) FILTER (WHERE line = 'record' AND pos IS NOT NULL AND outside)
 FROM scored
 """
+# The records the report keeps; of several for one (pair, scorer, side) the last wins,
+# decided in numpy per (scorer, side) (a window over every record sorted them all).
+_KEPT = "line = 'record' AND pos IS NOT NULL AND NOT outside"
 
 
 def _load_scores_duckdb(ds: Dataset, path: str, limit: int) -> bool:
     """One score file through DuckDB into ``ds``; False (nothing done) when the file has
-    lines DuckDB would drop silently (invalid JSON, not an object): the Python reader then
-    reads it, so the skipped counts stay exact.
+    a line that is not a JSON object (DuckDB's reader stops there) or an object with none
+    of a score's fields: the Python reader then reads it, so the skipped counts stay exact.
 
     The last record of a (pair, scorer, side) wins, as in the Python reader. Where they
     differ: a non-string ``explanation`` is kept as its JSON text."""
@@ -566,18 +555,31 @@ def _load_scores_duckdb(ds: Dataset, path: str, limit: int) -> bool:
         )
         try:
             return _reduce_scores(con, ds, path, limit)
+        except duckdb.InvalidInputException:  # invalid JSON, or a line not an object
+            return False
         finally:
             con.close()
 
 
 def _relation(path: str) -> str:
-    """The one place an input path becomes a DuckDB relation: one JSON object per row
-    (column ``json``) with its position in the input (``ordinality``)."""
+    """The one place an input path becomes a DuckDB relation: the fields of _FIELDS, each
+    as its JSON text (NULL when absent), with the line's position (``ordinality``)."""
     del path  # JSONL is the only format so far; the path is bound as $path
-    return (
-        "read_json_objects($path, format = 'newline_delimited', ignore_errors = true)"
-        " WITH ORDINALITY"
-    )
+    columns = ", ".join(f"{name}: 'JSON'" for name in _FIELDS)
+    return f"read_ndjson($path, columns = {{{columns}}}, ignore_errors = false) WITH ORDINALITY"
+
+
+def _last_wins(
+    pos: NDArray[np.int32], seq: NDArray[np.int64], code: NDArray[np.int32], pairs: int
+) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
+    """Of several records for one pair, the one latest in the file (highest ``seq``)."""
+    if not np.any(np.bincount(pos, minlength=pairs) > 1):
+        return pos, code
+    order = np.lexsort((-seq, pos))  # by pair, the latest first
+    pos, code = pos[order], code[order]
+    first = np.ones(len(pos), bool)
+    first[1:] = pos[1:] != pos[:-1]
+    return pos[first], code[first]
 
 
 def _reduce_scores(con: Any, ds: Dataset, path: str, limit: int) -> bool:
@@ -591,8 +593,8 @@ def _reduce_scores(con: Any, ds: Dataset, path: str, limit: int) -> bool:
     params = {"path": path, "schema": SCORE_SCHEMA, "limit": limit}
     sql = _SCORES_SQL.replace("{source}", _relation(path))
     con.execute(f"CREATE TABLE scored AS {sql}", params)
-    bad, foreign, malformed, unknown, outside = con.execute(_LINES_SQL).fetchone() or (0,) * 5
-    if bad:
+    empty, foreign, malformed, unknown, outside = con.execute(_LINES_SQL).fetchone() or (0,) * 5
+    if empty:
         return False
     for reason, n, corrupt in (
         ("scores file: not a shadoweval.score.v1 record", foreign, True),
@@ -604,11 +606,10 @@ def _reduce_scores(con: Any, ds: Dataset, path: str, limit: int) -> bool:
             ds.skipped[reason] += int(n)
             if corrupt:
                 ds.corrupt[path, reason] += int(n)
-    con.execute(_LAST_SQL)
-    # The distinct scores get a code; each (scorer, side) is fetched as two int arrays.
+    # The distinct scores get a code; each (scorer, side) is fetched as int arrays.
     con.execute(
         "CREATE TABLE dist AS SELECT (row_number() OVER () - 1)::INTEGER AS code, *"
-        " FROM (SELECT DISTINCT value, label, explanation FROM last)"
+        f" FROM (SELECT DISTINCT value, label, explanation FROM scored WHERE {_KEPT})"
     )
     rows = [
         ScoreRow(value, label, explanation)
@@ -617,28 +618,35 @@ def _reduce_scores(con: Any, ds: Dataset, path: str, limit: int) -> bool:
         ).fetchall()
     ]
     con.execute(
-        "CREATE TABLE kept AS SELECT pos, scorer, side, code FROM last JOIN dist"
-        " ON last.value IS NOT DISTINCT FROM dist.value"
-        " AND last.label IS NOT DISTINCT FROM dist.label"
-        " AND last.explanation IS NOT DISTINCT FROM dist.explanation"
+        "CREATE TABLE kept AS SELECT seq, pos, scorer, side, code FROM scored JOIN dist"
+        " ON scored.value IS NOT DISTINCT FROM dist.value"
+        " AND scored.label IS NOT DISTINCT FROM dist.label"
+        " AND scored.explanation IS NOT DISTINCT FROM dist.explanation"
+        f" WHERE {_KEPT}"
     )
     kinds = con.execute("SELECT DISTINCT scorer, side FROM kept ORDER BY ALL").fetchall()
     for scorer, side in kinds:
         if scorer not in ds.scorer_info:
             ds.scorer_info[scorer] = info_of(scorer)
         got = con.execute(
-            "SELECT pos, code FROM kept WHERE scorer = $scorer AND side = $side",
+            "SELECT pos, seq, code FROM kept WHERE scorer = $scorer AND side = $side",
             {"scorer": scorer, "side": side},
         ).fetchnumpy()
+        pos, code = _last_wins(
+            np.asarray(got["pos"], np.int32),
+            np.asarray(got["seq"], np.int64),
+            np.asarray(got["code"], np.int32),
+            len(ids),
+        )
         table = ds.scores
         if isinstance(table, ScoreTable):
-            table.assign(scorer, side, got["pos"], got["code"], rows)
+            table.assign(scorer, side, pos, code, rows)
         else:
-            for p, c in zip(got["pos"].tolist(), got["code"].tolist(), strict=True):
+            for p, c in zip(pos.tolist(), code.tolist(), strict=True):
                 table[(ids[p], scorer, side)] = rows[c]
     for scorer, info in con.execute(
-        "SELECT scorer, arg_max(scorer_info, seq) FROM scored WHERE line = 'record'"
-        " AND pos IS NOT NULL AND NOT outside AND scorer_info IS NOT NULL GROUP BY scorer"
+        "SELECT scorer, arg_max(scorer_info, seq) FROM scored"
+        f" WHERE {_KEPT} AND scorer_info IS NOT NULL GROUP BY scorer"
     ).fetchall():
         ds.scorer_info[scorer] = ScorerInfo.from_dict(orjson.loads(info))
     return True
