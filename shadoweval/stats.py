@@ -142,6 +142,23 @@ def _poisson_table(levels: int = 65536) -> NDArray[np.float32]:
 _POISSON = _poisson_table()
 
 
+def _unique_rows(rows: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
+    """``np.unique(rows, axis=0, return_counts=True)``, faster: each column's values get
+    codes, the codes one integer per row, and the integers are unique'd (sorting rows as
+    records took most of a report's bootstrap time at 300k pairs). Same rows, same order."""
+    key = np.zeros(len(rows), np.int64)
+    radix = 1
+    for j in reversed(range(rows.shape[1])):  # the first column the most significant
+        values, codes = np.unique(rows[:, j], return_inverse=True)
+        if radix * len(values) >= 2**62:
+            kinds, counts = np.unique(rows, axis=0, return_counts=True)
+            return kinds, counts
+        key += codes.reshape(-1).astype(np.int64) * radix
+        radix *= len(values)
+    _, first, counts = np.unique(key, return_index=True, return_counts=True)
+    return rows[first], counts
+
+
 def bootstrap_means(
     combine: Statistic,
     *samples: Sequence[float] | Array,
@@ -186,7 +203,7 @@ def bootstrap_means(
     dev = np.concatenate([sums - counts[:, None] * means, counts[:, None]], axis=1)
     # Units with the same values (binary scores: four kinds of pair) pool exactly: a sum of
     # g Poisson(1) weights is one Poisson(g). Then the cost does not depend on n at all.
-    kinds, multiplicity = np.unique(dev, axis=0, return_counts=True)
+    kinds, multiplicity = _unique_rows(dev)
     pooled = len(kinds) * 8 <= units
     dev32 = dev.astype(np.float32)
     rng = np.random.default_rng(seed)
