@@ -304,7 +304,13 @@ def _float(value: Any) -> float | None:
     return None
 
 
-def _side(obj: Any, limit: int) -> SideRow:
+def _name(names: dict[str, str], value: Any) -> str | None:
+    """One str object per distinct name (upstream, role, model, task...): a report holds
+    millions of records naming a handful of them."""
+    return names.setdefault(value, value) if isinstance(value, str) else None
+
+
+def _side(obj: Any, limit: int, names: dict[str, str]) -> SideRow:
     if not isinstance(obj, dict):
         raise ValueError("side is not an object")
     raw_usage = obj.get("usage")
@@ -318,10 +324,10 @@ def _side(obj: Any, limit: int) -> SideRow:
     if latency is None:
         raise ValueError("side has no latency_s")
     return SideRow(
-        upstream=str(obj["upstream"]),
-        role=str(obj["role"]),
-        model=obj.get("model") if isinstance(obj.get("model"), str) else None,
-        error_type=obj.get("error_type") if isinstance(obj.get("error_type"), str) else None,
+        upstream=_name(names, str(obj["upstream"])) or "",
+        role=_name(names, str(obj["role"])) or "",
+        model=_name(names, obj.get("model")),
+        error_type=_name(names, obj.get("error_type")),
         latency_s=latency,
         ttft_s=_float(obj.get("ttft_s")),
         attempts=_int(obj.get("attempts")) or 1,
@@ -376,6 +382,7 @@ def load(
     # A request mirrored to several upstreams repeats its primary side and prompt in each
     # pair: equal ones are kept once (a third of a report's memory with three candidates).
     primaries: dict[str, tuple[str, SideRow]] = {}
+    names: dict[str, str] = {}
     for path, rec in _records(ds, ds.pair_files):
         if rec.get("schema") != PAIR_SCHEMA:
             _corrupt(ds, path, "pairs file: not a shadoweval.pair.v1 record")
@@ -393,12 +400,12 @@ def load(
                 pair_id=str(rec["pair_id"]),
                 request_id=str(rec["request_id"]),
                 ts=ts,
-                source=str(rec.get("source") or "traffic"),
-                route=str(rec.get("route") or ""),
-                task=rec.get("task") if isinstance(rec.get("task"), str) else None,
+                source=_name(names, str(rec.get("source") or "traffic")) or "",
+                route=_name(names, str(rec.get("route") or "")) or "",
+                task=_name(names, rec.get("task")),
                 prompt=snippet(prompt_text(rec.get("request")), snippet_chars),
-                primary=_side(rec["primary"], snippet_chars),
-                candidate=_side(rec["candidate"], snippet_chars),
+                primary=_side(rec["primary"], snippet_chars, names),
+                candidate=_side(rec["candidate"], snippet_chars, names),
                 cluster=cluster if isinstance(cluster, str) and cluster else None,
                 probe=probe,
                 headers=_headers(rec.get("headers")),
