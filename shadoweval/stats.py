@@ -33,6 +33,8 @@ Statistic = Callable[..., NDArray[Any]]
 
 # Resampled elements held in memory at once (B_chunk * n); about 32 MB of float64.
 _MAX_ELEMENTS = 4_000_000
+# The quantile bootstrap holds ~5 float64 (resamples x window units) arrays per chunk.
+_MAX_QUANTILE_ELEMENTS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,7 +330,7 @@ def bootstrap_quantiles(
     cell = sides[0].gap * (k + 1) + sides[1].gap  # which gaps a pooled unit's x, y fall in
     cell_counts = np.bincount(cell[rest], minlength=(k + 1) ** 2).astype(np.float64)
     rng = np.random.default_rng(seed)
-    chunk = max(1, min(resamples, _MAX_ELEMENTS // max(len(special), 1)))
+    chunk = max(1, min(resamples, _MAX_QUANTILE_ELEMENTS // max(len(special), 1)))
     parts: list[NDArray[np.float64]] = []
     done = 0
     while done < resamples:
