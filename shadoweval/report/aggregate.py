@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -375,13 +375,27 @@ def _worst(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> list[Json]
 
 def _judge(ctx: _Ctx, upstream: str, series: _Series, scorer: str = JUDGE_PAIRWISE) -> Json:
     pairs = ctx.groups[upstream]
-    counts = {"win": 0, "tie": 0, "loss": 0}
-    for i, value in zip(series.x_at.tolist(), series.x_all.tolist(), strict=True):
-        row = ctx.ds.scores.get((pairs[i].pair_id, scorer, "pair"))
-        label = row.label if row and row.label in counts else None
-        if label is None:
-            label = "win" if value > 0.5 else "loss" if value < 0.5 else "tie"
-        counts[label] += 1
+    names = ("win", "tie", "loss")
+    table = ctx.ds.scores
+    if isinstance(table, ScoreTable):
+        positions = ctx._positions.get(upstream)
+        if positions is None:
+            positions = ctx._positions[upstream] = table.positions([p.pair_id for p in pairs])
+        label = table.label_index(scorer, "pair", positions[series.x_at], names)
+    else:
+        label = np.array(
+            [
+                names.index(row.label) if row and row.label in names else -1
+                for i in series.x_at.tolist()
+                for row in [table.get((pairs[i].pair_id, scorer, "pair"))]
+            ],
+            dtype=np.intp,
+        )
+    # A score without one of the labels: its value decides.
+    x = series.x_all
+    by_value = np.where(x > 0.5, 0, np.where(x < 0.5, 2, 1))
+    label = np.where(label >= 0, label, by_value)
+    counts = dict(zip(names, np.bincount(label, minlength=3).tolist(), strict=True))
     n = sum(counts.values())
     conf = ctx.cfg.confidence
     decided = counts["win"] + counts["loss"]
@@ -875,32 +889,58 @@ def segment_of(pair: PairRow, key: str) -> str:
 
 
 def _restricted(ctx: _Ctx, requests: set[str]) -> _Ctx:
-    groups = {u: [p for p in ps if p.request_id in requests] for u, ps in ctx.groups.items()}
-    by_request = {u: {p.request_id: p for p in ps} for u, ps in groups.items()}
-    return _Ctx(ctx.cfg, ctx.prices, ctx.redactor, ctx.ds, groups, by_request, ctx.control)
+    """The context of these requests only; what the parent has as arrays is sliced, not
+    read from the pairs again."""
+    sub = _Ctx(ctx.cfg, ctx.prices, ctx.redactor, ctx.ds, {}, {}, ctx.control)
+    sub._requests = ctx._requests  # the same codes: arrays align across both
+    keeps: dict[str, Positions] = {}
+    codes = ctx._requests
+    for u in ctx.groups:
+        ctx.cols(u)  # every request has its code
+    member = np.zeros(len(codes) + 1, dtype=bool)
+    member[np.fromiter((codes.get(r, -1) for r in requests), np.intp, len(requests))] = True
+    member[-1] = False  # requests no upstream has
+    for u, ps in ctx.groups.items():
+        keep = keeps[u] = np.flatnonzero(member[ctx.cols(u).request])
+        sub.groups[u] = [ps[i] for i in keep.tolist()]
+        sub.by_request[u] = {p.request_id: p for p in sub.groups[u]}
+        if u in ctx._positions:
+            sub._positions[u] = ctx._positions[u][keep]
+        cols = ctx._cols.get(u)
+        if cols is not None:
+            clusters = None
+            if cols.clusters is not None:
+                clusters = [cols.clusters[i] for i in keep.tolist()]
+                if all(c is None for c in clusters):
+                    clusters = None
+            arrays = {f.name: getattr(cols, f.name) for f in fields(_Cols) if f.name != "clusters"}
+            sub._cols[u] = _Cols(**{k: v[keep] for k, v in arrays.items()}, clusters=clusters)
+    for (u, scorer, side), values in ctx._values.items():
+        sub._values[(u, scorer, side)] = values[keeps[u]]
+    return sub
 
 
 def _segment_row(ctx: _Ctx, upstream: str, headline: str | None, name: str) -> Json:
     pairs = ctx.groups[upstream]
+    cols = ctx.cols(upstream)
     n, conf = len(pairs), ctx.cfg.confidence
     block = quality_block(ctx, upstream, headline) if headline and pairs else None
-    ok = [p for p in pairs if p.candidate.ok and p.primary.ok]
-    costs = [(side_cost(ctx.prices, p.candidate), side_cost(ctx.prices, p.primary)) for p in ok]
-    priced = [(c, q, p.request_id) for (c, q), p in zip(costs, ok, strict=True) if c and q]
+    ok = cols.cand_ok & cols.prim_ok
+    cc, pc = cols.cand_cost, cols.prim_cost
+    # Priced: both costs known and not zero.
+    priced = ok & ~np.isnan(cc) & ~np.isnan(pc) & (cc != 0) & (pc != 0)
     cost_ratio = None
-    if len(priced) >= 2:
+    if int(priced.sum()) >= 2:
         _, _, ratio = stats.bootstrap_means(
             _cost_stats,
-            _arr([c for c, _, _ in priced]),
-            _arr([q for _, q, _ in priced]),
-            clusters=ctx.clusters(upstream, [r for _, _, r in priced]),
+            cc[priced],
+            pc[priced],
+            clusters=ctx.clusters_at(upstream, np.flatnonzero(priced)),
             **ctx.kw,
         )
         cost_ratio = ratio.as_dict()
     q = ctx.cfg.rules.latency_quantile
-    latency = _quantile_rows(
-        ctx, [p.candidate.latency_s for p in ok], [p.primary.latency_s for p in ok], [q]
-    ).get(q_label(q))
+    latency = _quantile_rows(ctx, cols.cand_latency[ok], cols.prim_latency[ok], [q]).get(q_label(q))
     return {
         "segment": name,
         "pairs": n,
@@ -909,7 +949,7 @@ def _segment_row(ctx: _Ctx, upstream: str, headline: str | None, name: str) -> J
         "relative_difference": block["relative_difference"] if block else None,
         "difference": block["difference"] if block else None,
         "reliable": bool(block and block["reliable"]),
-        "failure": stats.wilson(sum(not p.candidate.ok for p in pairs), n, conf).as_dict(),
+        "failure": stats.wilson(int(np.count_nonzero(~cols.cand_ok)), n, conf).as_dict(),
         "failure_difference": _failure_difference(ctx, upstream),
         "cost_ratio": cost_ratio,
         "latency_quantile": q_label(q),
@@ -921,12 +961,13 @@ def _segment_row(ctx: _Ctx, upstream: str, headline: str | None, name: str) -> J
 
 
 def _failure_difference(ctx: _Ctx, upstream: str) -> Json | None:
-    pairs = ctx.groups[upstream]
-    if not pairs:
+    cols = ctx.cols(upstream)
+    n = len(cols.ts)
+    if not n:
         return None
-    c = sum(not p.candidate.ok for p in pairs)
-    p = sum(not p.primary.ok for p in pairs)
-    return stats.newcombe_difference(c, len(pairs), p, len(pairs), ctx.cfg.confidence).as_dict()
+    c = int(np.count_nonzero(~cols.cand_ok))
+    p = int(np.count_nonzero(~cols.prim_ok))
+    return stats.newcombe_difference(c, n, p, n, ctx.cfg.confidence).as_dict()
 
 
 def segment_names(ctx: _Ctx, upstream: str, key: str) -> dict[str, set[str]]:

@@ -154,6 +154,20 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
             table = self._tables[key] = self._value_table(labels)
         return table[codes[positions]]
 
+    def label_index(
+        self, scorer: str, side: str, positions: NDArray[np.intp], labels: Sequence[str]
+    ) -> NDArray[np.intp]:
+        """Each position's label as its index in ``labels``; -1: no score, or another label."""
+        codes = self._codes.get((scorer, side))
+        if codes is None:
+            return np.full(len(positions), -1, np.intp)
+        index = {label: i for i, label in enumerate(labels)}
+        by_row = np.array(
+            [index.get(r.label, -1) if r.label is not None else -1 for r in self._rows] + [-1],
+            dtype=np.intp,
+        )
+        return by_row[codes[positions]]
+
     def _value_table(self, labels: Mapping[str, float] | None) -> NDArray[np.float64]:
         return np.array(
             [
