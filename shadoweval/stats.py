@@ -739,12 +739,13 @@ def mcnemar(b: int, c: int, *, exact: bool | None = None, correction: bool = Tru
 
 def mcnemar_paired(first: Iterable[float], second: Iterable[float], **kw: Any) -> McNemar:
     """McNemar from two aligned 0/1 sequences."""
-    b = c = 0
-    for x, y in zip(first, second, strict=True):
-        if x >= 0.5 > y:
-            b += 1
-        elif y >= 0.5 > x:
-            c += 1
+    x, y = (
+        np.asarray(v if isinstance(v, np.ndarray) else list(v), np.float64) for v in (first, second)
+    )
+    if len(x) != len(y):
+        raise ValueError("paired samples must have the same length")
+    b = int(np.count_nonzero((x >= 0.5) & (y < 0.5)))
+    c = int(np.count_nonzero((y >= 0.5) & (x < 0.5)))
     return mcnemar(b, c, **kw)
 
 

@@ -487,7 +487,7 @@ def quality_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
         "worst": _worst(ctx, upstream, scorer, series),
     }
     if series.baseline != "reference" and stats.is_binary(x) and stats.is_binary(b):
-        block["mcnemar"] = stats.mcnemar_paired(x.tolist(), b.tolist()).as_dict()
+        block["mcnemar"] = stats.mcnemar_paired(x, b).as_dict()
     if info.pair == "preference" and series.mode == "pair":
         block["judge"] = _judge(ctx, upstream, series, scorer)
     if scorer == HUMAN_PAIRWISE:
