@@ -419,7 +419,7 @@ def _read_pairs(
 ) -> None:
     # A request mirrored to several upstreams repeats its primary side and prompt in each
     # pair: equal ones are kept once (a third of a report's memory with three candidates).
-    primaries: dict[str, tuple[str, SideRow]] = {}
+    primaries: dict[str, tuple[str, SideRow, str]] = {}  # with the first request_id object
     names: dict[str, str] = {}
     for path, rec in _records(ds, ds.pair_files):
         if rec.get("schema") != PAIR_SCHEMA:
@@ -458,12 +458,14 @@ def _read_pairs(
         if row.pair_id in by_id:
             ds.skipped["duplicate pair (re-delivery)"] += 1
         seen = primaries.get(row.request_id)
+        if seen is not None:
+            row.request_id = seen[2]
         if seen is not None and seen[1] == row.primary:
             row.primary = seen[1]
             if seen[0] == row.prompt:
                 row.prompt = seen[0]
         else:
-            primaries[row.request_id] = (row.prompt, row.primary)
+            primaries[row.request_id] = (row.prompt, row.primary, row.request_id)
         by_id[row.pair_id] = row
 
 
