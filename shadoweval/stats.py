@@ -33,6 +33,8 @@ Statistic = Callable[..., NDArray[Any]]
 
 # Resampled elements held in memory at once (B_chunk * n); about 32 MB of float64.
 _MAX_ELEMENTS = 4_000_000
+# The quantile bootstrap holds ~5 float64 (resamples x window units) arrays per chunk.
+_MAX_QUANTILE_ELEMENTS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +144,23 @@ def _poisson_table(levels: int = 65536) -> NDArray[np.float32]:
 _POISSON = _poisson_table()
 
 
+def _unique_rows(rows: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
+    """``np.unique(rows, axis=0, return_counts=True)``, faster: each column's values get
+    codes, the codes one integer per row, and the integers are unique'd (sorting rows as
+    records took most of a report's bootstrap time at 300k pairs). Same rows, same order."""
+    key = np.zeros(len(rows), np.int64)
+    radix = 1
+    for j in reversed(range(rows.shape[1])):  # the first column the most significant
+        values, codes = np.unique(rows[:, j], return_inverse=True)
+        if radix * len(values) >= 2**62:
+            kinds, counts = np.unique(rows, axis=0, return_counts=True)
+            return kinds, counts
+        key += codes.reshape(-1).astype(np.int64) * radix
+        radix *= len(values)
+    _, first, counts = np.unique(key, return_index=True, return_counts=True)
+    return rows[first], counts
+
+
 def bootstrap_means(
     combine: Statistic,
     *samples: Sequence[float] | Array,
@@ -186,7 +205,7 @@ def bootstrap_means(
     dev = np.concatenate([sums - counts[:, None] * means, counts[:, None]], axis=1)
     # Units with the same values (binary scores: four kinds of pair) pool exactly: a sum of
     # g Poisson(1) weights is one Poisson(g). Then the cost does not depend on n at all.
-    kinds, multiplicity = np.unique(dev, axis=0, return_counts=True)
+    kinds, multiplicity = _unique_rows(dev)
     pooled = len(kinds) * 8 <= units
     dev32 = dev.astype(np.float32)
     rng = np.random.default_rng(seed)
@@ -311,7 +330,7 @@ def bootstrap_quantiles(
     cell = sides[0].gap * (k + 1) + sides[1].gap  # which gaps a pooled unit's x, y fall in
     cell_counts = np.bincount(cell[rest], minlength=(k + 1) ** 2).astype(np.float64)
     rng = np.random.default_rng(seed)
-    chunk = max(1, min(resamples, _MAX_ELEMENTS // max(len(special), 1)))
+    chunk = max(1, min(resamples, _MAX_QUANTILE_ELEMENTS // max(len(special), 1)))
     parts: list[NDArray[np.float64]] = []
     done = 0
     while done < resamples:
@@ -720,12 +739,13 @@ def mcnemar(b: int, c: int, *, exact: bool | None = None, correction: bool = Tru
 
 def mcnemar_paired(first: Iterable[float], second: Iterable[float], **kw: Any) -> McNemar:
     """McNemar from two aligned 0/1 sequences."""
-    b = c = 0
-    for x, y in zip(first, second, strict=True):
-        if x >= 0.5 > y:
-            b += 1
-        elif y >= 0.5 > x:
-            c += 1
+    x, y = (
+        np.asarray(v if isinstance(v, np.ndarray) else list(v), np.float64) for v in (first, second)
+    )
+    if len(x) != len(y):
+        raise ValueError("paired samples must have the same length")
+    b = int(np.count_nonzero((x >= 0.5) & (y < 0.5)))
+    c = int(np.count_nonzero((y >= 0.5) & (x < 0.5)))
     return mcnemar(b, c, **kw)
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,6 +70,29 @@ def q_label(q: float) -> str:
     return f"p{q * 100:g}"
 
 
+Floats = NDArray[np.float64]
+Positions = NDArray[np.intp]
+
+
+@dataclass
+class _Cols:
+    """One upstream's pairs as arrays, in the group's order (NaN: not recorded)."""
+
+    ts: Floats
+    request: NDArray[np.int64]  # the request's code, the same in every upstream
+    cand_ok: NDArray[np.bool_]
+    prim_ok: NDArray[np.bool_]
+    cand_latency: Floats
+    prim_latency: Floats
+    cand_ttft: Floats
+    prim_ttft: Floats
+    cand_retried: NDArray[np.bool_]
+    prim_retried: NDArray[np.bool_]
+    cand_cost: Floats
+    prim_cost: Floats
+    clusters: list[str | None] | None  # None: no pair of the upstream is clustered
+
+
 @dataclass
 class _Ctx:
     cfg: Report
@@ -81,6 +104,9 @@ class _Ctx:
     control: str | None
     # upstream -> its pairs' positions in the ScoreTable (computed once per upstream)
     _positions: dict[str, NDArray[np.intp]] = field(default_factory=dict)
+    _cols: dict[str, _Cols] = field(default_factory=dict)
+    _values: dict[tuple[str, str, str], Floats] = field(default_factory=dict)
+    _requests: dict[str, int] = field(default_factory=dict)  # request_id -> its code
 
     @property
     def kw(self) -> dict[str, Any]:
@@ -94,10 +120,61 @@ class _Ctx:
         known = self.ds.scorer_info.get(scorer)
         return known if known is not None else info_of(scorer)
 
+    def cols(self, upstream: str) -> _Cols:
+        """The upstream's pairs as arrays (built once: the figures read them many times)."""
+        got = self._cols.get(upstream)
+        if got is not None:
+            return got
+        pairs = self.groups[upstream]
+        n = len(pairs)
+        codes = self._requests
+
+        def floats(values: Any) -> Floats:
+            return np.fromiter(values, np.float64, n)
+
+        def flags(values: Any) -> NDArray[np.bool_]:
+            return np.fromiter(values, np.bool_, n)
+
+        nan = math.nan
+        costs = [
+            (side_cost(self.prices, p.candidate), side_cost(self.prices, p.primary)) for p in pairs
+        ]
+        clusters = [p.cluster for p in pairs]
+        got = self._cols[upstream] = _Cols(
+            ts=floats(p.ts for p in pairs),
+            request=np.fromiter(
+                (codes.setdefault(p.request_id, len(codes)) for p in pairs), np.int64, n
+            ),
+            cand_ok=flags(p.candidate.error_type is None for p in pairs),
+            prim_ok=flags(p.primary.error_type is None for p in pairs),
+            cand_latency=floats(p.candidate.latency_s for p in pairs),
+            prim_latency=floats(p.primary.latency_s for p in pairs),
+            cand_ttft=floats(
+                nan if p.candidate.ttft_s is None else p.candidate.ttft_s for p in pairs
+            ),
+            prim_ttft=floats(nan if p.primary.ttft_s is None else p.primary.ttft_s for p in pairs),
+            cand_retried=flags(p.candidate.attempts > 1 for p in pairs),
+            prim_retried=flags(p.primary.attempts > 1 for p in pairs),
+            cand_cost=floats(nan if c is None else c for c, _ in costs),
+            prim_cost=floats(nan if q is None else q for _, q in costs),
+            clusters=clusters if any(c is not None for c in clusters) else None,
+        )
+        return got
+
     def clusters(self, upstream: str, ids: Sequence[str]) -> list[str | None] | None:
         """Cluster labels of these requests (None when none has one: independent)."""
+        if self.cols(upstream).clusters is None:
+            return None
         pairs = self.by_request[upstream]
         labels = [pairs[r].cluster for r in ids]
+        return labels if any(c is not None for c in labels) else None
+
+    def clusters_at(self, upstream: str, at: Positions) -> list[str | None] | None:
+        """Cluster labels of the upstream's pairs at these positions (None: independent)."""
+        every = self.cols(upstream).clusters
+        if every is None:
+            return None
+        labels = [every[i] for i in at.tolist()]
         return labels if any(c is not None for c in labels) else None
 
     def value(self, pair_id: str, scorer: str, side: str) -> float | None:
@@ -112,39 +189,63 @@ class _Ctx:
             return JUDGE_LABELS[row.label]
         return row.value
 
-    def values(self, upstream: str, scorer: str, side: str) -> dict[str, float | None]:
-        """request_id -> this upstream's value of a scorer and side (None: not scored);
-        read as arrays from a ScoreTable (a report asks for millions of them)."""
+    def value_array(self, upstream: str, scorer: str, side: str) -> Floats:
+        """This upstream's values of a scorer and side in its pairs' order, NaN where not
+        scored; read as arrays from a ScoreTable (a report asks for millions of them)."""
+        key = (upstream, scorer, side)
+        got = self._values.get(key)
+        if got is not None:
+            return got
         pairs = self.groups[upstream]
         table = self.ds.scores
         if not isinstance(table, ScoreTable):
-            return {p.request_id: self.value(p.pair_id, scorer, side) for p in pairs}
-        pos = self._positions.get(upstream)
-        if pos is None:
-            pos = self._positions[upstream] = table.positions([p.pair_id for p in pairs])
-        preference = self.info(scorer).pair == "preference"
-        labels = JUDGE_LABELS if preference else None
-        got = table.values_at(scorer, side, pos, labels).tolist()
+            got = np.array(
+                [
+                    math.nan if (v := self.value(p.pair_id, scorer, side)) is None else v
+                    for p in pairs
+                ],
+                dtype=np.float64,
+            )
+        else:
+            pos = self._positions.get(upstream)
+            if pos is None:
+                pos = self._positions[upstream] = table.positions([p.pair_id for p in pairs])
+            preference = self.info(scorer).pair == "preference"
+            got = table.values_at(scorer, side, pos, JUDGE_LABELS if preference else None)
+        self._values[key] = got
+        return got
+
+    def values(self, upstream: str, scorer: str, side: str) -> dict[str, float | None]:
+        """request_id -> this upstream's value of a scorer and side (None: not scored)."""
+        got = self.value_array(upstream, scorer, side).tolist()
         return {
             p.request_id: None if v != v else v  # NaN: no score
-            for p, v in zip(pairs, got, strict=True)
+            for p, v in zip(self.groups[upstream], got, strict=True)
         }
+
+    def aligned(self, values: Floats, source: str, upstream: str) -> Floats:
+        """``source``'s values (in its pairs' order) on ``upstream``'s pairs, by request."""
+        src, dst = self.cols(source).request, self.cols(upstream).request
+        size = max(int(src.max(initial=-1)), int(dst.max(initial=-1))) + 1
+        by_request = np.full(size, np.nan)
+        by_request[src] = values
+        return by_request[dst]
 
 
 def _arr(values: Sequence[float]) -> np.ndarray[Any, np.dtype[np.float64]]:
     return np.asarray(values, dtype=np.float64)
 
 
-def _hist(values: Sequence[float]) -> list[int]:
-    counts, _ = np.histogram(_arr(values), bins=HIST_EDGES)
+def _hist(values: Sequence[float] | Floats) -> list[int]:
+    counts, _ = np.histogram(np.asarray(values, dtype=np.float64), bins=HIST_EDGES)
     return [int(c) for c in counts]
 
 
-def _percentiles(values: Sequence[float]) -> list[float] | None:
+def _percentiles(values: Sequence[float] | Floats) -> list[float] | None:
     """101 percentiles: enough to draw a distribution (ECDF) without the raw data."""
-    if not values:
+    if len(values) == 0:
         return None
-    return [float(v) for v in np.quantile(_arr(values), np.linspace(0, 1, 101))]
+    return [float(v) for v in np.quantile(np.asarray(values, np.float64), np.linspace(0, 1, 101))]
 
 
 # -- quality ------------------------------------------------------------------------------
@@ -152,55 +253,71 @@ def _percentiles(values: Sequence[float]) -> list[float] | None:
 
 @dataclass
 class _Series:
-    """A scorer's values for one upstream: candidate x and baseline b, aligned by request."""
+    """A scorer's values for one upstream: candidate x and baseline b, aligned by request.
+    Positions are into the upstream's pairs (``ctx.groups[upstream]``)."""
 
     mode: str  # per_side | pair
     baseline: str  # primary | control | reference
-    x_all: dict[str, float]  # request_id -> candidate value (every scored pair)
-    base_all: dict[str, float]  # request_id -> baseline value (when the baseline is data)
-    x: list[float]
-    b: list[float]
-    ids: list[str]
+    x_all: Floats  # the candidate's value of every scored pair, at x_at
+    x_at: Positions
+    base_all: Floats  # every baseline value (when the baseline is data; the control's own)
+    base_on: Floats  # the baseline's value on each of the upstream's pairs (NaN: none)
+    x: Floats  # paired: the candidate's and the baseline's values at ``at``
+    b: Floats
+    at: Positions
 
 
 def _series(ctx: _Ctx, upstream: str, scorer: str) -> _Series | None:
-    cand = ctx.values(upstream, scorer, "candidate")
-    prim = ctx.values(upstream, scorer, "primary")
-    both = [r for r in cand if cand[r] is not None and prim[r] is not None]
-    if both:
-        x_all = {r: v for r, v in cand.items() if v is not None}
-        base_all = {r: v for r, v in prim.items() if v is not None}
+    cand = ctx.value_array(upstream, scorer, "candidate")
+    prim = ctx.value_array(upstream, scorer, "primary")
+    has_c, has_p = ~np.isnan(cand), ~np.isnan(prim)
+    both = has_c & has_p
+    if both.any():
         return _Series(
             "per_side",
             "primary",
-            x_all,
-            base_all,
-            [x_all[r] for r in both],
-            [base_all[r] for r in both],
-            both,
+            cand[has_c],
+            np.flatnonzero(has_c),
+            prim[has_p],
+            prim,
+            cand[both],
+            prim[both],
+            np.flatnonzero(both),
         )
-    pair_vals = ctx.values(upstream, scorer, "pair")
-    x_all = {r: v for r, v in pair_vals.items() if v is not None}
-    if not x_all:
+    pair_vals = ctx.value_array(upstream, scorer, "pair")
+    has_x = ~np.isnan(pair_vals)
+    if not has_x.any():
         return None
+    x_all, x_at = pair_vals[has_x], np.flatnonzero(has_x)
     control = ctx.control
     if control is not None and control != upstream:
-        ctl = ctx.values(control, scorer, "pair")
-        base_all = {r: v for r, v in ctl.items() if v is not None}
-        ids = [r for r in x_all if r in base_all]
-        if ids:
+        ctl = ctx.value_array(control, scorer, "pair")
+        on = ctx.aligned(ctl, control, upstream)
+        paired = has_x & ~np.isnan(on)
+        if paired.any():
             return _Series(
                 "pair",
                 "control",
                 x_all,
-                base_all,
-                [x_all[r] for r in ids],
-                [base_all[r] for r in ids],
-                ids,
+                x_at,
+                ctl[~np.isnan(ctl)],
+                on,
+                pair_vals[paired],
+                on[paired],
+                np.flatnonzero(paired),
             )
     ref = reference_value(ctx.info(scorer))
-    ids = list(x_all)
-    return _Series("pair", "reference", x_all, {}, [x_all[r] for r in ids], [ref] * len(ids), ids)
+    return _Series(
+        "pair",
+        "reference",
+        x_all,
+        x_at,
+        np.zeros(0),
+        np.full(len(pair_vals), np.nan),
+        x_all,
+        np.full(len(x_all), ref),
+        x_at,
+    )
 
 
 def _versus_control(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> Estimate | None:
@@ -208,39 +325,45 @@ def _versus_control(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> E
     control = ctx.control
     if series.mode != "per_side" or control is None or control == upstream:
         return None
-    ctl = ctx.values(control, scorer, "candidate")
-    ids = [r for r in series.x_all if ctl.get(r) is not None]
-    if len(ids) < 2:
+    ctl = ctx.aligned(ctx.value_array(control, scorer, "candidate"), control, upstream)
+    on = ctl[series.x_at]
+    keep = ~np.isnan(on)
+    if int(keep.sum()) < 2:
         return None
-    x = [series.x_all[r] for r in ids]
-    c = [float(ctl[r]) for r in ids]  # type: ignore[arg-type]
-    return _mean_diff(x, c, ctx.clusters(upstream, ids), ctx.kw)
+    at = series.x_at[keep]
+    return _mean_diff(series.x_all[keep], on[keep], ctx.clusters_at(upstream, at), ctx.kw)
 
 
 def _worst(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> list[Json]:
     k = ctx.cfg.worst_examples
     if k == 0:
         return []
-    pairs = ctx.by_request[upstream]
-
-    def key(rid: str) -> tuple[float, float, str]:
-        base = series.base_all.get(rid)
-        deficit = series.x_all[rid] - base if base is not None else 0.0
-        return (series.x_all[rid], deficit, pairs[rid].pair_id)
-
+    pairs = ctx.groups[upstream]
+    x, at = series.x_all, series.x_at
+    base = series.base_on[at]
+    deficit = np.where(np.isnan(base), 0.0, x - base)
+    # The k lowest by (value, deficit, pair_id): numpy narrows them down to the ties of
+    # the k-th, which are ordered by pair_id in Python.
+    chosen = np.arange(len(x))
+    if len(x) > k:
+        kth = np.lexsort((deficit, x))[k - 1]
+        chosen = np.flatnonzero((x < x[kth]) | ((x == x[kth]) & (deficit <= deficit[kth])))
+    xs, ds, ats = x.tolist(), deficit.tolist(), at.tolist()
+    order = sorted(chosen.tolist(), key=lambda i: (xs[i], ds[i], pairs[ats[i]].pair_id))[:k]
     red = ctx.redactor.text
     out = []
-    for rid in sorted(series.x_all, key=key)[:k]:
-        p = pairs[rid]
+    for i in order:
+        p = pairs[ats[i]]
         side = "pair" if series.mode == "pair" else "candidate"
         score = ctx.ds.scores.get((p.pair_id, scorer, side))
+        b = float(base[i])
         out.append(
             {
                 "pair_id": p.pair_id,
-                "request_id": rid,
+                "request_id": p.request_id,
                 "ts": _iso(p.ts),
-                "value": series.x_all[rid],
-                "baseline_value": series.base_all.get(rid),
+                "value": xs[i],
+                "baseline_value": None if math.isnan(b) else b,
                 "label": score.label if score else None,
                 "explanation": red(score.explanation) if score else "",
                 "prompt": red(p.prompt),
@@ -252,14 +375,28 @@ def _worst(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> list[Json]
 
 
 def _judge(ctx: _Ctx, upstream: str, series: _Series, scorer: str = JUDGE_PAIRWISE) -> Json:
-    pairs = ctx.by_request[upstream]
-    counts = {"win": 0, "tie": 0, "loss": 0}
-    for rid, value in series.x_all.items():
-        row = ctx.ds.scores.get((pairs[rid].pair_id, scorer, "pair"))
-        label = row.label if row and row.label in counts else None
-        if label is None:
-            label = "win" if value > 0.5 else "loss" if value < 0.5 else "tie"
-        counts[label] += 1
+    pairs = ctx.groups[upstream]
+    names = ("win", "tie", "loss")
+    table = ctx.ds.scores
+    if isinstance(table, ScoreTable):
+        positions = ctx._positions.get(upstream)
+        if positions is None:
+            positions = ctx._positions[upstream] = table.positions([p.pair_id for p in pairs])
+        label = table.label_index(scorer, "pair", positions[series.x_at], names)
+    else:
+        label = np.array(
+            [
+                names.index(row.label) if row and row.label in names else -1
+                for i in series.x_at.tolist()
+                for row in [table.get((pairs[i].pair_id, scorer, "pair"))]
+            ],
+            dtype=np.intp,
+        )
+    # A score without one of the labels: its value decides.
+    x = series.x_all
+    by_value = np.where(x > 0.5, 0, np.where(x < 0.5, 2, 1))
+    label = np.where(label >= 0, label, by_value)
+    counts = dict(zip(names, np.bincount(label, minlength=3).tolist(), strict=True))
     n = sum(counts.values())
     conf = ctx.cfg.confidence
     decided = counts["win"] + counts["loss"]
@@ -287,19 +424,18 @@ def _mean_diff(x: Any, y: Any, clusters: Any, kw: dict[str, Any]) -> Estimate:
 
 def quality_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
     series = _series(ctx, upstream, scorer)
-    if series is None or not series.x:
+    if series is None or not len(series.x):
         return None
     kw = ctx.kw
     info = ctx.info(scorer)
-    x, b = _arr(series.x), _arr(series.b)
-    x_all = _arr(list(series.x_all.values()))
-    clusters = ctx.clusters(upstream, series.ids)
+    x, b, x_all = series.x, series.b, series.x_all
+    clusters = ctx.clusters_at(upstream, series.at)
     # One resampling for the four paired statistics: the same draws, a quarter of the work.
     mean_x, mean_b, diff, rel = stats.bootstrap_means(_paired_stats, x, b, clusters=clusters, **kw)
     if len(series.x_all) != len(x):
-        mean_x = _mean(_arr(list(series.x_all.values())), kw)
-    if series.base_all and len(series.base_all) != len(b):
-        mean_b = _mean(_arr(list(series.base_all.values())), kw)
+        mean_x = _mean(x_all, kw)
+    if len(series.base_all) and len(series.base_all) != len(b):
+        mean_b = _mean(series.base_all, kw)
     vs_control = _versus_control(ctx, upstream, scorer, series)
     sd = float(np.std(x - b, ddof=1)) if len(x) > 1 else math.nan
     max_drop = ctx.cfg.rules.quality_max_drop
@@ -340,21 +476,19 @@ def quality_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
         "judge": None,
         "tails": stats.tail_summary(x_all, ctx.cfg.score_floor, ctx.cfg.confidence),
         "baseline_tails": (
-            stats.tail_summary(
-                _arr(list(series.base_all.values())), ctx.cfg.score_floor, ctx.cfg.confidence
-            )
-            if series.base_all
+            stats.tail_summary(series.base_all, ctx.cfg.score_floor, ctx.cfg.confidence)
+            if len(series.base_all)
             else None
         ),
         "histogram": {
             "edges": HIST_EDGES,
-            "candidate": _hist(list(series.x_all.values())),
-            "baseline": _hist(list(series.base_all.values())) if series.base_all else None,
+            "candidate": _hist(x_all),
+            "baseline": _hist(series.base_all) if len(series.base_all) else None,
         },
         "worst": _worst(ctx, upstream, scorer, series),
     }
     if series.baseline != "reference" and stats.is_binary(x) and stats.is_binary(b):
-        block["mcnemar"] = stats.mcnemar_paired(series.x, series.b).as_dict()
+        block["mcnemar"] = stats.mcnemar_paired(x, b).as_dict()
     if info.pair == "preference" and series.mode == "pair":
         block["judge"] = _judge(ctx, upstream, series, scorer)
     if scorer == HUMAN_PAIRWISE:
@@ -533,7 +667,7 @@ def side_cost(prices: PriceTable, side: SideRow) -> float | None:
 
 
 def _quantile_rows(
-    ctx: _Ctx, cand: list[float], prim: list[float], qs: Sequence[float]
+    ctx: _Ctx, cand: Sequence[float] | Floats, prim: Sequence[float] | Floats, qs: Sequence[float]
 ) -> dict[str, Json]:
     if len(cand) < 2:
         return {}
@@ -555,12 +689,13 @@ def _cost_stats(ma: Any, mb: Any) -> Any:
 
 def operations_block(ctx: _Ctx, upstream: str) -> Json:
     pairs = ctx.groups[upstream]
+    cols = ctx.cols(upstream)
     conf, kw = ctx.cfg.confidence, ctx.kw
     n = len(pairs)
-    c_fail = [float(not p.candidate.ok) for p in pairs]
-    p_fail = [float(not p.primary.ok) for p in pairs]
-    n_c_fail, n_p_fail = int(sum(c_fail)), int(sum(p_fail))
-    fail_clusters = ctx.clusters(upstream, [p.request_id for p in pairs])
+    c_fail = (~cols.cand_ok).astype(np.float64)
+    p_fail = (~cols.prim_ok).astype(np.float64)
+    n_c_fail, n_p_fail = int(c_fail.sum()), int(p_fail.sum())
+    fail_clusters = cols.clusters
     # Failures are rare events: a score interval, unless requests are clustered (then the
     # cluster bootstrap, which independence-based intervals cannot replace).
     failure_difference = (
@@ -569,19 +704,19 @@ def operations_block(ctx: _Ctx, upstream: str) -> Json:
         else stats.newcombe_difference(n_c_fail, n, n_p_fail, n, conf)
     )
     errors: dict[str, int] = defaultdict(int)
-    for p in pairs:
-        if p.candidate.error_type:
-            errors[p.candidate.error_type] += 1
-    ok = [p for p in pairs if p.candidate.ok and p.primary.ok]
+    for i in np.flatnonzero(~cols.cand_ok).tolist():
+        error = pairs[i].candidate.error_type
+        if error:
+            errors[error] += 1
+    ok_mask = cols.cand_ok & cols.prim_ok
+    ok_at = np.flatnonzero(ok_mask)
     qs = sorted({*LATENCY_QS, ctx.cfg.rules.latency_quantile})
-    lat_c = [p.candidate.latency_s for p in ok]
-    lat_p = [p.primary.latency_s for p in ok]
-    streams = [p for p in ok if p.candidate.ttft_s is not None and p.primary.ttft_s is not None]
-    ttft_c = [float(p.candidate.ttft_s) for p in streams]  # type: ignore[arg-type]
-    ttft_p = [float(p.primary.ttft_s) for p in streams]  # type: ignore[arg-type]
+    lat_c, lat_p = cols.cand_latency[ok_mask], cols.prim_latency[ok_mask]
+    streams = ok_mask & ~np.isnan(cols.cand_ttft) & ~np.isnan(cols.prim_ttft)
+    ttft_c, ttft_p = cols.cand_ttft[streams], cols.prim_ttft[streams]
 
     def tokens(side: Callable[[PairRow], SideRow]) -> Json:
-        rows = [side(p) for p in ok if side(p).output_tokens is not None]
+        rows = [r for i in ok_at.tolist() if (r := side(pairs[i])).output_tokens is not None]
         if not rows:
             return {"input": None, "output": None, "estimated_share": None, "n": 0}
         return {
@@ -591,31 +726,32 @@ def operations_block(ctx: _Ctx, upstream: str) -> Json:
             "n": len(rows),
         }
 
-    costs = [(side_cost(ctx.prices, p.candidate), side_cost(ctx.prices, p.primary)) for p in ok]
-    priced = [(c, q) for c, q in costs if c is not None and q is not None]
+    cc_all, pc_all = cols.cand_cost[ok_mask], cols.prim_cost[ok_mask]
+    priced_mask = ~np.isnan(cc_all) & ~np.isnan(pc_all)
     unpriced_models = sorted(
         {
             side.model or side.upstream
-            for p, (c, q) in zip(ok, costs, strict=True)
-            for side, cost in ((p.candidate, c), (p.primary, q))
-            if cost is None
+            for i in ok_at[~priced_mask].tolist()
+            for side, cost in (
+                (pairs[i].candidate, cols.cand_cost[i]),
+                (pairs[i].primary, cols.prim_cost[i]),
+            )
+            if math.isnan(cost)
         }
     )
+    n_priced = int(priced_mask.sum())
     cost: Json = {
-        "n": len(priced),
-        "unpriced": len(ok) - len(priced),
+        "n": n_priced,
+        "unpriced": len(ok_at) - n_priced,
         "unpriced_models": unpriced_models,
     }
-    if len(priced) >= 2:
-        cc = _arr([c for c, _ in priced])
-        pc = _arr([q for _, q in priced])
-        priced_ids = [
-            p.request_id
-            for p, (c, q) in zip(ok, costs, strict=True)
-            if c is not None and q is not None
-        ]
+    if n_priced >= 2:
         cm, pm, ratio = stats.bootstrap_means(
-            _cost_stats, cc, pc, clusters=ctx.clusters(upstream, priced_ids), **kw
+            _cost_stats,
+            cc_all[priced_mask],
+            pc_all[priced_mask],
+            clusters=ctx.clusters_at(upstream, ok_at[priced_mask]),
+            **kw,
         )
         cost.update(
             candidate_per_request=cm.as_dict(),
@@ -626,19 +762,17 @@ def operations_block(ctx: _Ctx, upstream: str) -> Json:
         )
     return {
         "pairs": n,
-        "failure": stats.wilson(int(sum(c_fail)), n, conf).as_dict(),
-        "primary_failure": stats.wilson(int(sum(p_fail)), n, conf).as_dict(),
+        "failure": stats.wilson(n_c_fail, n, conf).as_dict(),
+        "primary_failure": stats.wilson(n_p_fail, n, conf).as_dict(),
         "failure_difference": failure_difference.as_dict(),
         # The primary's failures over the candidate's: > 1 means fewer failures.
         "failure_ratio": stats.rate_ratio(n_p_fail, n_c_fail, n, conf).as_dict(),
         "errors": dict(sorted(errors.items())),
-        "retry": stats.wilson(sum(p.candidate.attempts > 1 for p in pairs), n, conf).as_dict(),
-        "primary_retry": stats.wilson(
-            sum(p.primary.attempts > 1 for p in pairs), n, conf
-        ).as_dict(),
-        "latency_n": len(ok),
+        "retry": stats.wilson(int(cols.cand_retried.sum()), n, conf).as_dict(),
+        "primary_retry": stats.wilson(int(cols.prim_retried.sum()), n, conf).as_dict(),
+        "latency_n": len(ok_at),
         "latency": _quantile_rows(ctx, lat_c, lat_p, qs),
-        "ttft_n": len(streams),
+        "ttft_n": int(streams.sum()),
         "ttft": _quantile_rows(ctx, ttft_c, ttft_p, TTFT_QS),
         "latency_percentiles": {"candidate": _percentiles(lat_c), "primary": _percentiles(lat_p)},
         "tokens": {
@@ -663,29 +797,37 @@ def _bucket_width(first: float, last: float, buckets: int) -> int:
 def timeline_block(
     ctx: _Ctx, upstream: str, headline: str | None, start: float, width: int
 ) -> list[Json]:
-    by_bucket: dict[int, list[PairRow]] = defaultdict(list)
-    for p in ctx.groups[upstream]:
-        by_bucket[int((p.ts - start) // width)].append(p)
+    cols = ctx.cols(upstream)
+    if not len(cols.ts):
+        return []
+    # The pairs are in time order: each bucket is one slice of them.
+    bucket = ((cols.ts - start) // width).astype(np.int64)
+    names, first = np.unique(bucket, return_index=True)
+    bounds = [*first.tolist(), len(bucket)]
     series = _series(ctx, upstream, headline) if headline else None
+    x_on = base_on = None
+    if series is not None:
+        x_on = np.full(len(bucket), np.nan)
+        x_on[series.x_at] = series.x_all
+        base_on = series.base_on
     out = []
-    for i in sorted(by_bucket):
-        pairs = by_bucket[i]
-        ok = [p.candidate.latency_s for p in pairs if p.candidate.ok]
-        okp = [p.primary.latency_s for p in pairs if p.primary.ok]
+    for i, lo, hi in zip(names.tolist(), bounds[:-1], bounds[1:], strict=True):
+        ok = cols.cand_latency[lo:hi][cols.cand_ok[lo:hi]]
+        okp = cols.prim_latency[lo:hi][cols.prim_ok[lo:hi]]
         quality = base = None
-        if series is not None:
-            xs = [series.x_all[p.request_id] for p in pairs if p.request_id in series.x_all]
-            bs = [series.base_all[p.request_id] for p in pairs if p.request_id in series.base_all]
-            quality = float(np.mean(xs)) if xs else None
-            base = float(np.mean(bs)) if bs else None
+        if x_on is not None and base_on is not None:
+            xs, bs = x_on[lo:hi], base_on[lo:hi]
+            xs, bs = xs[~np.isnan(xs)], bs[~np.isnan(bs)]
+            quality = float(np.mean(xs)) if len(xs) else None
+            base = float(np.mean(bs)) if len(bs) else None
         out.append(
             {
                 "start": _iso(start + i * width),
-                "pairs": len(pairs),
-                "failure_rate": sum(not p.candidate.ok for p in pairs) / len(pairs),
-                "latency_p50": float(np.quantile(ok, 0.5)) if ok else None,
-                "latency_p95": float(np.quantile(ok, 0.95)) if ok else None,
-                "primary_latency_p95": float(np.quantile(okp, 0.95)) if okp else None,
+                "pairs": hi - lo,
+                "failure_rate": int(np.count_nonzero(~cols.cand_ok[lo:hi])) / (hi - lo),
+                "latency_p50": float(np.quantile(ok, 0.5)) if len(ok) else None,
+                "latency_p95": float(np.quantile(ok, 0.95)) if len(ok) else None,
+                "primary_latency_p95": float(np.quantile(okp, 0.95)) if len(okp) else None,
                 "quality": quality,
                 "baseline_quality": base,
             }
@@ -748,32 +890,58 @@ def segment_of(pair: PairRow, key: str) -> str:
 
 
 def _restricted(ctx: _Ctx, requests: set[str]) -> _Ctx:
-    groups = {u: [p for p in ps if p.request_id in requests] for u, ps in ctx.groups.items()}
-    by_request = {u: {p.request_id: p for p in ps} for u, ps in groups.items()}
-    return _Ctx(ctx.cfg, ctx.prices, ctx.redactor, ctx.ds, groups, by_request, ctx.control)
+    """The context of these requests only; what the parent has as arrays is sliced, not
+    read from the pairs again."""
+    sub = _Ctx(ctx.cfg, ctx.prices, ctx.redactor, ctx.ds, {}, {}, ctx.control)
+    sub._requests = ctx._requests  # the same codes: arrays align across both
+    keeps: dict[str, Positions] = {}
+    codes = ctx._requests
+    for u in ctx.groups:
+        ctx.cols(u)  # every request has its code
+    member = np.zeros(len(codes) + 1, dtype=bool)
+    member[np.fromiter((codes.get(r, -1) for r in requests), np.intp, len(requests))] = True
+    member[-1] = False  # requests no upstream has
+    for u, ps in ctx.groups.items():
+        keep = keeps[u] = np.flatnonzero(member[ctx.cols(u).request])
+        sub.groups[u] = [ps[i] for i in keep.tolist()]
+        sub.by_request[u] = {p.request_id: p for p in sub.groups[u]}
+        if u in ctx._positions:
+            sub._positions[u] = ctx._positions[u][keep]
+        cols = ctx._cols.get(u)
+        if cols is not None:
+            clusters = None
+            if cols.clusters is not None:
+                clusters = [cols.clusters[i] for i in keep.tolist()]
+                if all(c is None for c in clusters):
+                    clusters = None
+            arrays = {f.name: getattr(cols, f.name) for f in fields(_Cols) if f.name != "clusters"}
+            sub._cols[u] = _Cols(**{k: v[keep] for k, v in arrays.items()}, clusters=clusters)
+    for (u, scorer, side), values in ctx._values.items():
+        sub._values[(u, scorer, side)] = values[keeps[u]]
+    return sub
 
 
 def _segment_row(ctx: _Ctx, upstream: str, headline: str | None, name: str) -> Json:
     pairs = ctx.groups[upstream]
+    cols = ctx.cols(upstream)
     n, conf = len(pairs), ctx.cfg.confidence
     block = quality_block(ctx, upstream, headline) if headline and pairs else None
-    ok = [p for p in pairs if p.candidate.ok and p.primary.ok]
-    costs = [(side_cost(ctx.prices, p.candidate), side_cost(ctx.prices, p.primary)) for p in ok]
-    priced = [(c, q, p.request_id) for (c, q), p in zip(costs, ok, strict=True) if c and q]
+    ok = cols.cand_ok & cols.prim_ok
+    cc, pc = cols.cand_cost, cols.prim_cost
+    # Priced: both costs known and not zero.
+    priced = ok & ~np.isnan(cc) & ~np.isnan(pc) & (cc != 0) & (pc != 0)
     cost_ratio = None
-    if len(priced) >= 2:
+    if int(priced.sum()) >= 2:
         _, _, ratio = stats.bootstrap_means(
             _cost_stats,
-            _arr([c for c, _, _ in priced]),
-            _arr([q for _, q, _ in priced]),
-            clusters=ctx.clusters(upstream, [r for _, _, r in priced]),
+            cc[priced],
+            pc[priced],
+            clusters=ctx.clusters_at(upstream, np.flatnonzero(priced)),
             **ctx.kw,
         )
         cost_ratio = ratio.as_dict()
     q = ctx.cfg.rules.latency_quantile
-    latency = _quantile_rows(
-        ctx, [p.candidate.latency_s for p in ok], [p.primary.latency_s for p in ok], [q]
-    ).get(q_label(q))
+    latency = _quantile_rows(ctx, cols.cand_latency[ok], cols.prim_latency[ok], [q]).get(q_label(q))
     return {
         "segment": name,
         "pairs": n,
@@ -782,7 +950,7 @@ def _segment_row(ctx: _Ctx, upstream: str, headline: str | None, name: str) -> J
         "relative_difference": block["relative_difference"] if block else None,
         "difference": block["difference"] if block else None,
         "reliable": bool(block and block["reliable"]),
-        "failure": stats.wilson(sum(not p.candidate.ok for p in pairs), n, conf).as_dict(),
+        "failure": stats.wilson(int(np.count_nonzero(~cols.cand_ok)), n, conf).as_dict(),
         "failure_difference": _failure_difference(ctx, upstream),
         "cost_ratio": cost_ratio,
         "latency_quantile": q_label(q),
@@ -794,12 +962,13 @@ def _segment_row(ctx: _Ctx, upstream: str, headline: str | None, name: str) -> J
 
 
 def _failure_difference(ctx: _Ctx, upstream: str) -> Json | None:
-    pairs = ctx.groups[upstream]
-    if not pairs:
+    cols = ctx.cols(upstream)
+    n = len(cols.ts)
+    if not n:
         return None
-    c = sum(not p.candidate.ok for p in pairs)
-    p = sum(not p.primary.ok for p in pairs)
-    return stats.newcombe_difference(c, len(pairs), p, len(pairs), ctx.cfg.confidence).as_dict()
+    c = int(np.count_nonzero(~cols.cand_ok))
+    p = int(np.count_nonzero(~cols.prim_ok))
+    return stats.newcombe_difference(c, n, p, n, ctx.cfg.confidence).as_dict()
 
 
 def segment_names(ctx: _Ctx, upstream: str, key: str) -> dict[str, set[str]]:

@@ -8,6 +8,8 @@ the last one read wins (a re-score replaces).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import re
 import tempfile
@@ -151,6 +153,20 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
         if table is None:
             table = self._tables[key] = self._value_table(labels)
         return table[codes[positions]]
+
+    def label_index(
+        self, scorer: str, side: str, positions: NDArray[np.intp], labels: Sequence[str]
+    ) -> NDArray[np.intp]:
+        """Each position's label as its index in ``labels``; -1: no score, or another label."""
+        codes = self._codes.get((scorer, side))
+        if codes is None:
+            return np.full(len(positions), -1, np.intp)
+        index = {label: i for i, label in enumerate(labels)}
+        by_row = np.array(
+            [index.get(r.label, -1) if r.label is not None else -1 for r in self._rows] + [-1],
+            dtype=np.intp,
+        )
+        return by_row[codes[positions]]
 
     def _value_table(self, labels: Mapping[str, float] | None) -> NDArray[np.float64]:
         return np.array(
@@ -304,32 +320,56 @@ def _float(value: Any) -> float | None:
     return None
 
 
-def _side(obj: Any, limit: int) -> SideRow:
+def _name(names: dict[str, str], value: Any) -> str | None:
+    """One str object per distinct name (upstream, role, model, task...): a report holds
+    millions of records naming a handful of them."""
+    return names.setdefault(value, value) if isinstance(value, str) else None
+
+
+def _side(obj: Any, limit: int, names: dict[str, str]) -> SideRow:
+    # Written for speed (two per pair record): the common types are tested inline, anything
+    # else goes through _float / _int, which decide as before.
     if not isinstance(obj, dict):
         raise ValueError("side is not an object")
-    raw_usage = obj.get("usage")
-    usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
-    text = obj.get("output_text")
-    if not text and obj.get("tool_calls"):
+    get = obj.get
+    raw_usage = get("usage")
+    usage: dict[str, Any] = raw_usage if type(raw_usage) is dict else {}
+    text = get("output_text")
+    if not text and get("tool_calls"):
         text = orjson.dumps(obj["tool_calls"]).decode()
-    if not text and obj.get("error"):
+    if not text and get("error"):
         text = f"[error] {obj['error']}"
-    latency = _float(obj.get("latency_s"))
-    if latency is None:
-        raise ValueError("side has no latency_s")
+    latency = get("latency_s")
+    if not (type(latency) is float and latency - latency == 0.0):
+        latency = _float(latency)
+        if latency is None:
+            raise ValueError("side has no latency_s")
+    ttft, cost = get("ttft_s"), get("cost_usd")
+    attempts = get("attempts")
+    tokens_in, tokens_out = usage.get("input_tokens"), usage.get("output_tokens")
+    cached = usage.get("cached_input_tokens")
+    model, error_type = get("model"), get("error_type")
     return SideRow(
-        upstream=str(obj["upstream"]),
-        role=str(obj["role"]),
-        model=obj.get("model") if isinstance(obj.get("model"), str) else None,
-        error_type=obj.get("error_type") if isinstance(obj.get("error_type"), str) else None,
+        upstream=_name(names, str(obj["upstream"])) or "",
+        role=_name(names, str(obj["role"])) or "",
+        model=names.setdefault(model, model) if type(model) is str else _name(names, model),
+        error_type=None if error_type is None else _name(names, error_type),
         latency_s=latency,
-        ttft_s=_float(obj.get("ttft_s")),
-        attempts=_int(obj.get("attempts")) or 1,
-        input_tokens=_int(usage.get("input_tokens")),
-        output_tokens=_int(usage.get("output_tokens")),
-        cached_input_tokens=_int(usage.get("cached_input_tokens")),
+        ttft_s=None
+        if ttft is None
+        else ttft
+        if type(ttft) is float and ttft - ttft == 0.0
+        else _float(ttft),
+        attempts=(attempts if type(attempts) is int else _int(attempts)) or 1,
+        input_tokens=tokens_in if type(tokens_in) is int else _int(tokens_in),
+        output_tokens=tokens_out if type(tokens_out) is int else _int(tokens_out),
+        cached_input_tokens=cached if type(cached) is int else _int(cached),
         estimated=bool(usage.get("estimated")),
-        cost_usd=_float(obj.get("cost_usd")),
+        cost_usd=None
+        if cost is None
+        else cost
+        if type(cost) is float and cost - cost == 0.0
+        else _float(cost),
         text=snippet(text if isinstance(text, str) else None, limit),
     )
 
@@ -361,21 +401,26 @@ def _corrupt(ds: Dataset, path: str, reason: str) -> None:
     ds.corrupt[path, reason] += 1
 
 
-def load(
-    pair_paths: Iterable[str | Path],
-    score_paths: Iterable[str | Path] = (),
-    filters: Filters | None = None,
-    snippet_chars: int = 160,
-    engine: str = "python",
-) -> Dataset:
-    """``engine="duckdb"`` reads the score files (nine records in ten) with DuckDB; the
-    result is the same Dataset (see _load_scores_duckdb for the one difference)."""
-    filters = filters or Filters()
-    ds = Dataset(pair_files=[str(p) for p in pair_paths], score_files=[str(p) for p in score_paths])
-    by_id: dict[str, PairRow] = {}
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Millions of new records (none in a cycle) would run the cyclic collector over the
+    whole growing heap again and again: ~20% of reading a pairs file."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _read_pairs(
+    ds: Dataset, filters: Filters, snippet_chars: int, by_id: dict[str, PairRow]
+) -> None:
     # A request mirrored to several upstreams repeats its primary side and prompt in each
     # pair: equal ones are kept once (a third of a report's memory with three candidates).
-    primaries: dict[str, tuple[str, SideRow]] = {}
+    primaries: dict[str, tuple[str, SideRow, str]] = {}  # with the first request_id object
+    names: dict[str, str] = {}
     for path, rec in _records(ds, ds.pair_files):
         if rec.get("schema") != PAIR_SCHEMA:
             _corrupt(ds, path, "pairs file: not a shadoweval.pair.v1 record")
@@ -393,12 +438,12 @@ def load(
                 pair_id=str(rec["pair_id"]),
                 request_id=str(rec["request_id"]),
                 ts=ts,
-                source=str(rec.get("source") or "traffic"),
-                route=str(rec.get("route") or ""),
-                task=rec.get("task") if isinstance(rec.get("task"), str) else None,
+                source=_name(names, str(rec.get("source") or "traffic")) or "",
+                route=_name(names, str(rec.get("route") or "")) or "",
+                task=_name(names, rec.get("task")),
                 prompt=snippet(prompt_text(rec.get("request")), snippet_chars),
-                primary=_side(rec["primary"], snippet_chars),
-                candidate=_side(rec["candidate"], snippet_chars),
+                primary=_side(rec["primary"], snippet_chars, names),
+                candidate=_side(rec["candidate"], snippet_chars, names),
                 cluster=cluster if isinstance(cluster, str) and cluster else None,
                 probe=probe,
                 headers=_headers(rec.get("headers")),
@@ -413,13 +458,31 @@ def load(
         if row.pair_id in by_id:
             ds.skipped["duplicate pair (re-delivery)"] += 1
         seen = primaries.get(row.request_id)
+        if seen is not None:
+            row.request_id = seen[2]
         if seen is not None and seen[1] == row.primary:
             row.primary = seen[1]
             if seen[0] == row.prompt:
                 row.prompt = seen[0]
         else:
-            primaries[row.request_id] = (row.prompt, row.primary)
+            primaries[row.request_id] = (row.prompt, row.primary, row.request_id)
         by_id[row.pair_id] = row
+
+
+def load(
+    pair_paths: Iterable[str | Path],
+    score_paths: Iterable[str | Path] = (),
+    filters: Filters | None = None,
+    snippet_chars: int = 160,
+    engine: str = "python",
+) -> Dataset:
+    """``engine="duckdb"`` reads the score files (nine records in ten) with DuckDB; the
+    result is the same Dataset (see _load_scores_duckdb for the one difference)."""
+    filters = filters or Filters()
+    ds = Dataset(pair_files=[str(p) for p in pair_paths], score_files=[str(p) for p in score_paths])
+    by_id: dict[str, PairRow] = {}
+    with _no_cyclic_gc():
+        _read_pairs(ds, filters, snippet_chars, by_id)
     ds.pairs = sorted(by_id.values(), key=lambda p: (p.ts, p.pair_id))
     if engine == "duckdb":
         ds.scores = ScoreTable([p.pair_id for p in ds.pairs])
@@ -464,8 +527,10 @@ def _load_scores_python(
 
 
 # DuckDB's memory: a base, and room for the hash table of the pairs' ids it joins to
-# (below that the join cannot even spill: 256 MB failed at 3M pairs).
-_DUCKDB_MEMORY_MB = 256
+# (below that the join cannot even spill: 256 MB alone failed at 3M pairs). The base is
+# small: past it the scores table spills to the database file (at 300k pairs 96 MB cost
+# no more CPU than 256 MB and 150 MB less peak RSS).
+_DUCKDB_MEMORY_MB = 96
 _DUCKDB_BYTES_PER_PAIR = 160
 
 
@@ -473,43 +538,38 @@ def _duckdb_memory(pairs: int) -> str:
     return f"{_DUCKDB_MEMORY_MB + pairs * _DUCKDB_BYTES_PER_PAIR // 2**20}MB"
 
 
-# One pass over the file: each line's fields extracted with one parse, typed in SQL as the
-# Python reader types them, joined to the pairs' positions (a table: it spills to disk).
+# One pass over the file: DuckDB's reader parses each line once into the fields the
+# report reads (each kept as its JSON text, so it is typed in SQL as the Python reader
+# types it), joined to the pairs' positions (a table: it spills to disk).
+_FIELDS = ("schema", "pair_id", "scorer", "side", "value", "label", "explanation", "scorer_info")
 _SCORES_SQL = """
-WITH raw AS (
+WITH typed AS (
     SELECT
         ordinality AS seq,
-        json,
-        json_extract(json, [
-            '$.schema', '$.pair_id', '$.scorer', '$.side', '$.value', '$.label',
-            '$.explanation', '$.scorer_info'
-        ]) AS f
-    FROM {source}
-), typed AS (
-    SELECT
-        seq,
         CASE
-            WHEN json IS NULL OR json_type(json) <> 'OBJECT' THEN 'bad'
-            WHEN NOT coalesce(json_type(f[1]) = 'VARCHAR' AND f[1] ->> '$' = $schema, false)
+            WHEN schema IS NULL AND pair_id IS NULL AND scorer IS NULL AND side IS NULL
+                AND value IS NULL AND label IS NULL AND explanation IS NULL
+                AND scorer_info IS NULL THEN 'empty'
+            WHEN NOT coalesce(json_type(schema) = 'VARCHAR' AND schema ->> '$' = $schema, false)
                 THEN 'foreign'
-            WHEN coalesce([json_type(f[2]), json_type(f[3]), json_type(f[4])]
+            WHEN coalesce([json_type(pair_id), json_type(scorer), json_type(side)]
                 <> ['VARCHAR', 'VARCHAR', 'VARCHAR'], true) THEN 'malformed'
             ELSE 'record'
         END AS line,
-        f[2] ->> '$' AS pair_id,
-        f[3] ->> '$' AS scorer,
-        f[4] ->> '$' AS side,
-        CASE WHEN json_type(f[5]) IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')
-            THEN TRY_CAST(f[5] ->> '$' AS DOUBLE) END AS raw_value,
-        CASE WHEN json_type(f[6]) = 'VARCHAR' THEN f[6] ->> '$' END AS label,
+        pair_id ->> '$' AS pair_id,
+        scorer ->> '$' AS scorer,
+        side ->> '$' AS side,
+        CASE WHEN json_type(value) IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')
+            THEN TRY_CAST(value ->> '$' AS DOUBLE) END AS raw_value,
+        CASE WHEN json_type(label) = 'VARCHAR' THEN label ->> '$' END AS label,
         CASE
-            WHEN f[7] IS NULL OR json_type(f[7]) = 'NULL' THEN ''
-            WHEN json_type(f[7]) = 'VARCHAR' THEN f[7] ->> '$'
-            ELSE CAST(f[7] AS VARCHAR)
+            WHEN explanation IS NULL OR json_type(explanation) = 'NULL' THEN ''
+            WHEN json_type(explanation) = 'VARCHAR' THEN explanation ->> '$'
+            ELSE CAST(explanation AS VARCHAR)
         END AS explanation,
-        CASE WHEN json_type(f[8]) NOT IN ('NULL') THEN CAST(f[8] AS VARCHAR) END
+        CASE WHEN json_type(scorer_info) NOT IN ('NULL') THEN CAST(scorer_info AS VARCHAR) END
             AS scorer_info
-    FROM raw
+    FROM {source}
 ), scored AS (
     SELECT
         seq, line, pos.pos, scorer, side, label, scorer_info,
@@ -523,30 +583,24 @@ SELECT * FROM scored
 """
 
 
-# The last record of each (pair, scorer, side), by a window (DuckDB sorts out of core;
-# a hash aggregate keeping strings would have to hold every key in memory).
-_LAST_SQL = """
-CREATE TABLE last AS
-SELECT pos, scorer, side, value, label, explanation
-FROM scored
-WHERE line = 'record' AND pos IS NOT NULL AND NOT outside
-QUALIFY row_number() OVER (PARTITION BY pos, scorer, side ORDER BY seq DESC) = 1
-"""
 _LINES_SQL = """
 SELECT
-    count(*) FILTER (WHERE line = 'bad'),
+    count(*) FILTER (WHERE line = 'empty'),
     count(*) FILTER (WHERE line = 'foreign'),
     count(*) FILTER (WHERE line = 'malformed'),
     count(*) FILTER (WHERE line = 'record' AND pos IS NULL),
     count(*) FILTER (WHERE line = 'record' AND pos IS NOT NULL AND outside)
 FROM scored
 """
+# The records the report keeps; of several for one (pair, scorer, side) the last wins,
+# decided in numpy per (scorer, side) (a window over every record sorted them all).
+_KEPT = "line = 'record' AND pos IS NOT NULL AND NOT outside"
 
 
 def _load_scores_duckdb(ds: Dataset, path: str, limit: int) -> bool:
     """One score file through DuckDB into ``ds``; False (nothing done) when the file has
-    lines DuckDB would drop silently (invalid JSON, not an object): the Python reader then
-    reads it, so the skipped counts stay exact.
+    a line that is not a JSON object (DuckDB's reader stops there) or an object with none
+    of a score's fields: the Python reader then reads it, so the skipped counts stay exact.
 
     The last record of a (pair, scorer, side) wins, as in the Python reader. Where they
     differ: a non-string ``explanation`` is kept as its JSON text."""
@@ -566,18 +620,31 @@ def _load_scores_duckdb(ds: Dataset, path: str, limit: int) -> bool:
         )
         try:
             return _reduce_scores(con, ds, path, limit)
+        except duckdb.InvalidInputException:  # invalid JSON, or a line not an object
+            return False
         finally:
             con.close()
 
 
 def _relation(path: str) -> str:
-    """The one place an input path becomes a DuckDB relation: one JSON object per row
-    (column ``json``) with its position in the input (``ordinality``)."""
+    """The one place an input path becomes a DuckDB relation: the fields of _FIELDS, each
+    as its JSON text (NULL when absent), with the line's position (``ordinality``)."""
     del path  # JSONL is the only format so far; the path is bound as $path
-    return (
-        "read_json_objects($path, format = 'newline_delimited', ignore_errors = true)"
-        " WITH ORDINALITY"
-    )
+    columns = ", ".join(f"{name}: 'JSON'" for name in _FIELDS)
+    return f"read_ndjson($path, columns = {{{columns}}}, ignore_errors = false) WITH ORDINALITY"
+
+
+def _last_wins(
+    pos: NDArray[np.int32], seq: NDArray[np.int64], code: NDArray[np.int32], pairs: int
+) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
+    """Of several records for one pair, the one latest in the file (highest ``seq``)."""
+    if not np.any(np.bincount(pos, minlength=pairs) > 1):
+        return pos, code
+    order = np.lexsort((-seq, pos))  # by pair, the latest first
+    pos, code = pos[order], code[order]
+    first = np.ones(len(pos), bool)
+    first[1:] = pos[1:] != pos[:-1]
+    return pos[first], code[first]
 
 
 def _reduce_scores(con: Any, ds: Dataset, path: str, limit: int) -> bool:
@@ -591,8 +658,8 @@ def _reduce_scores(con: Any, ds: Dataset, path: str, limit: int) -> bool:
     params = {"path": path, "schema": SCORE_SCHEMA, "limit": limit}
     sql = _SCORES_SQL.replace("{source}", _relation(path))
     con.execute(f"CREATE TABLE scored AS {sql}", params)
-    bad, foreign, malformed, unknown, outside = con.execute(_LINES_SQL).fetchone() or (0,) * 5
-    if bad:
+    empty, foreign, malformed, unknown, outside = con.execute(_LINES_SQL).fetchone() or (0,) * 5
+    if empty:
         return False
     for reason, n, corrupt in (
         ("scores file: not a shadoweval.score.v1 record", foreign, True),
@@ -604,11 +671,10 @@ def _reduce_scores(con: Any, ds: Dataset, path: str, limit: int) -> bool:
             ds.skipped[reason] += int(n)
             if corrupt:
                 ds.corrupt[path, reason] += int(n)
-    con.execute(_LAST_SQL)
-    # The distinct scores get a code; each (scorer, side) is fetched as two int arrays.
+    # The distinct scores get a code; each (scorer, side) is fetched as int arrays.
     con.execute(
         "CREATE TABLE dist AS SELECT (row_number() OVER () - 1)::INTEGER AS code, *"
-        " FROM (SELECT DISTINCT value, label, explanation FROM last)"
+        f" FROM (SELECT DISTINCT value, label, explanation FROM scored WHERE {_KEPT})"
     )
     rows = [
         ScoreRow(value, label, explanation)
@@ -617,28 +683,35 @@ def _reduce_scores(con: Any, ds: Dataset, path: str, limit: int) -> bool:
         ).fetchall()
     ]
     con.execute(
-        "CREATE TABLE kept AS SELECT pos, scorer, side, code FROM last JOIN dist"
-        " ON last.value IS NOT DISTINCT FROM dist.value"
-        " AND last.label IS NOT DISTINCT FROM dist.label"
-        " AND last.explanation IS NOT DISTINCT FROM dist.explanation"
+        "CREATE TABLE kept AS SELECT seq, pos, scorer, side, code FROM scored JOIN dist"
+        " ON scored.value IS NOT DISTINCT FROM dist.value"
+        " AND scored.label IS NOT DISTINCT FROM dist.label"
+        " AND scored.explanation IS NOT DISTINCT FROM dist.explanation"
+        f" WHERE {_KEPT}"
     )
     kinds = con.execute("SELECT DISTINCT scorer, side FROM kept ORDER BY ALL").fetchall()
     for scorer, side in kinds:
         if scorer not in ds.scorer_info:
             ds.scorer_info[scorer] = info_of(scorer)
         got = con.execute(
-            "SELECT pos, code FROM kept WHERE scorer = $scorer AND side = $side",
+            "SELECT pos, seq, code FROM kept WHERE scorer = $scorer AND side = $side",
             {"scorer": scorer, "side": side},
         ).fetchnumpy()
+        pos, code = _last_wins(
+            np.asarray(got["pos"], np.int32),
+            np.asarray(got["seq"], np.int64),
+            np.asarray(got["code"], np.int32),
+            len(ids),
+        )
         table = ds.scores
         if isinstance(table, ScoreTable):
-            table.assign(scorer, side, got["pos"], got["code"], rows)
+            table.assign(scorer, side, pos, code, rows)
         else:
-            for p, c in zip(got["pos"].tolist(), got["code"].tolist(), strict=True):
+            for p, c in zip(pos.tolist(), code.tolist(), strict=True):
                 table[(ids[p], scorer, side)] = rows[c]
     for scorer, info in con.execute(
-        "SELECT scorer, arg_max(scorer_info, seq) FROM scored WHERE line = 'record'"
-        " AND pos IS NOT NULL AND NOT outside AND scorer_info IS NOT NULL GROUP BY scorer"
+        "SELECT scorer, arg_max(scorer_info, seq) FROM scored"
+        f" WHERE {_KEPT} AND scorer_info IS NOT NULL GROUP BY scorer"
     ).fetchall():
         ds.scorer_info[scorer] = ScorerInfo.from_dict(orjson.loads(info))
     return True

@@ -81,6 +81,19 @@ def test_a_file_with_bad_lines_is_read_by_the_python_reader(tmp_path: Path) -> N
     assert duck.skipped["line is not a JSON object"] == 1
 
 
+@pytest.mark.parametrize("line", [b"null", b"{}", b'{"other": 1}', b'"text"'])
+def test_a_line_without_a_scores_fields_counts_as_the_python_reader_counts_it(
+    tmp_path: Path, line: bytes
+) -> None:
+    p, s, _, _ = _inputs(tmp_path, n=20)
+    with open(s, "ab") as fh:
+        fh.write(line + b"\n")
+    duck = load([p], [s], engine="duckdb")
+    py = load([p], [s])
+    assert duck.skipped == py.skipped
+    assert duck.scores == py.scores
+
+
 def _index_bootstrap(combine: stats.Statistic, *samples: Any, **kw: Any) -> list[stats.Estimate]:
     """The engine before bootstrap_means: resampled indices, then the means."""
     return stats.bootstrap(lambda *a: combine(*(x.mean(axis=1) for x in a)), *samples, **kw)

@@ -310,3 +310,16 @@ def test_cohens_kappa_perfect_chance_and_degenerate_agreement() -> None:
     assert math.isnan(stats.cohens_kappa([], []).value)
     with pytest.raises(ValueError):
         stats.cohens_kappa(["win"], ["win", "loss"])
+
+
+def test_unique_rows_matches_numpys_unique_rows() -> None:
+    rng = np.random.default_rng(1)
+    for trial in range(50):
+        n, k = int(rng.integers(2, 300)), int(rng.integers(1, 5))
+        rows = rng.integers(0, 4, size=(n, k)) * 0.37 - 0.5
+        if trial % 3 == 0:
+            rows = rng.random((n, k))  # every row its own kind
+        kinds, counts = stats._unique_rows(rows)
+        want_kinds, want_counts = np.unique(rows, axis=0, return_counts=True)
+        assert np.array_equal(kinds, want_kinds)
+        assert np.array_equal(counts, want_counts)
