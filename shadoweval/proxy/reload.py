@@ -120,6 +120,20 @@ def fingerprint(path: Path) -> Fingerprint | None:
     return real, stat.st_mtime_ns, digest
 
 
+def watched(path: Path, cfg: Config) -> list[Path]:
+    """The files a reload of ``path`` reads into the configuration: the file and its
+    ``pricing_file``. (Probe suites are read when the probes section changes, or at
+    start-up: an edited suite file alone changes no configuration to apply.)"""
+    paths = [path]
+    if cfg.pricing_file:
+        paths.append(path.parent / cfg.pricing_file)
+    return paths
+
+
+# Each watched file and what it is now.
+Snapshot = dict[Path, Fingerprint | None]
+
+
 class Reloader:
     """Reloads the leader's configuration on SIGHUP and when its file changes. ``apply``
     puts a checked configuration in force (``ProxyServer.reload``); ``sleep`` is injected
@@ -143,7 +157,7 @@ class Reloader:
         self._environ = environ
         self._sleep = sleep
         self._lock = asyncio.Lock()
-        self._seen = fingerprint(self.path)
+        self._seen = self._snapshot()
         self._hash = config_hash(current)
         self._tasks: set[asyncio.Task[Outcome | None]] = set()
         self._poller: asyncio.Task[None] | None = None
@@ -180,12 +194,18 @@ class Reloader:
             except Exception:  # the watcher must outlive any one bad reload
                 log.exception("checking %s for changes failed", self.path)
 
+    def _snapshot(self) -> Snapshot:
+        """The fingerprints of every file the configuration in force was read from."""
+        return {p: fingerprint(p) for p in watched(self.path, self.current)}
+
     async def poll(self) -> Outcome | None:
-        """Reload if the file changed since it was last read (None: it did not)."""
-        now = fingerprint(self.path)
-        if now is None or now == self._seen:
+        """Reload if the file or its pricing file changed since they were last read (None:
+        neither did)."""
+        now = await asyncio.to_thread(self._snapshot)  # file reads never hold the loop
+        if now[self.path] is None or now == self._seen:  # None: the file is mid-swap
             return None
-        return await self.reload(f"{self.path} changed")
+        changed = [str(p) for p, seen in now.items() if self._seen.get(p) != seen]
+        return await self.reload(f"{', '.join(changed) or self.path} changed")
 
     async def reload(self, why: str) -> Outcome:
         async with self._lock:  # one at a time; a burst of signals applies in turn
@@ -194,7 +214,8 @@ class Reloader:
         return outcome
 
     async def _reload(self, why: str) -> Outcome:
-        self._seen = fingerprint(self.path)  # tried once per change, whatever its outcome
+        # Tried once per change, whatever its outcome.
+        self._seen = await asyncio.to_thread(self._snapshot)
         # Off the loop: parsing (pure-Python YAML: ~10 ms for a big file), validation and
         # suites. The thread holds the GIL while it parses, and the loop, woken by a caller's
         # bytes, waits up to the switch interval (5 ms) for it each time: a short interval
@@ -237,8 +258,10 @@ class Reloader:
             # the new file's hash is shown, and a restart gives a clean state.
             log.exception("reload (%s) failed while applying: %s", why, exc)
             self._switch(new, digest)
+            self._seen = await asyncio.to_thread(self._snapshot)  # it may read other files
             return "failed"
         self._switch(new, digest)
+        self._seen = await asyncio.to_thread(self._snapshot)
         log.info("reload (%s): applied configuration %s", why, digest)
         return "applied"
 

@@ -209,3 +209,22 @@ def test_a_replaced_campaign_passes_its_drain_to_its_successor() -> None:
     assert new.pairs == 1 and new.requests == 1
     assert new.begin() is None and new.begin() is None
     assert new.begin() == "budget"  # 1 paired + 2 in flight: the cap holds across the reload
+
+
+async def test_a_change_of_the_pricing_file_reloads(tmp_path: Path) -> None:
+    """Not only the file itself: its ``pricing_file`` is watched too, so a price edit in
+    its own ConfigMap key is applied."""
+    pricing = tmp_path / "pricing.yaml"
+    pricing.write_text(yaml.safe_dump({"models": {"m": {"input_per_mtok": 1.0}}}))
+    path = tmp_path / "shadoweval.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "pricing_file": "pricing.yaml"}))
+    applied = Applied()
+    reloader = Reloader(path, load(path, {}), applied, Metrics(), environ={}, sleep=idle)
+    assert await reloader.poll() is None  # nothing changed
+    pricing.write_text(yaml.safe_dump({"models": {"m": {"input_per_mtok": 2.0}}}))
+    assert await reloader.poll() == "applied"
+    assert applied.configs[-1].pricing.models["m"].input_per_mtok == 2.0
+    assert await reloader.poll() is None
+    pricing.unlink()  # gone (mid-swap, or removed): refused, the prices in force stay
+    assert await reloader.poll() == "invalid"
+    assert await reloader.poll() is None  # tried once per change
