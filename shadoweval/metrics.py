@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -97,9 +97,20 @@ CONVERSATION_UNKEPT = ("unreadable_answer", "unresolvable_input", "too_large")
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+-]{0,127}(?:@[A-Za-z0-9_-]{1,32})?")
 
 
+class CandidateLike(Protocol):
+    """What the metrics read of a configured candidate."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def model(self) -> str | None: ...
+
+
 class LabelCap:
     """Admits at most ``limit`` distinct values; the rest, and values not of ``shape``, are
-    folded into ``other``."""
+    folded into ``other``. Values it is told of (the configured models) always pass."""
 
     def __init__(
         self, limit: int, preset: tuple[str, ...] = (), shape: re.Pattern[str] | None = None
@@ -108,6 +119,11 @@ class LabelCap:
         self._seen: set[str] = set(preset)
         self._lock = threading.Lock()
         self._shape = shape
+
+    def know(self, values: Iterable[str]) -> None:
+        """Values that always pass (a reload's new candidates' models), beyond the limit."""
+        with self._lock:
+            self._seen.update(values)
 
     def __call__(self, value: str | None) -> str:
         if not value:
@@ -472,6 +488,13 @@ class Metrics:
         resent = self.stale_connections.labels(role, upstream, "true")
         failed = self.stale_connections.labels(role, upstream, "false")
         return lambda again: (resent if again else failed).inc()
+
+    def init_candidates(self, candidates: Sequence[CandidateLike]) -> None:
+        """Every candidate's zero-valued series, and its model a label value that always
+        passes (at start-up and at each reload)."""
+        for cand in candidates:
+            self.init_upstream(cand.role, cand.name)
+        self.model_label.know(c.model for c in candidates if c.model)
 
     def init_upstream(self, role: str, upstream: str) -> None:
         """Create the zero-valued series of an upstream so rates exist before traffic."""

@@ -155,8 +155,7 @@ async def _worker_main(fd: int, forked: ForkedProcess | None = None) -> int:
     def reload(config: dict[str, Any]) -> asyncio.Future[None]:
         new = Config.model_validate(config)
         prices = PriceTable(new.pricing)
-        for cand in new.candidates:
-            m.init_upstream(cand.role, cand.name)
+        m.init_candidates(new.candidates)
         pairing.reconfigure(new)
         # Written to the pairing process before any finished shadow of a new candidate.
         forwarded = pairing.process.reconfigure(config)
@@ -284,9 +283,8 @@ async def _pairing_main(fd: int) -> int:
     def reload(config: dict[str, Any]) -> Any:
         new = Config.model_validate(config)
         prices = PriceTable(new.pricing)
-        for cand in new.candidates:
-            m.init_upstream(cand.role, cand.name)
-            candidates[cand.name] = cand
+        m.init_candidates(new.candidates)
+        candidates.update((c.name, c) for c in new.candidates)
         recorder.reprice(prices)
         applying = side.apply(new, prices)
         assert side.pairing is not None

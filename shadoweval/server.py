@@ -109,8 +109,7 @@ class ProxyServer:
 
             self.tracer = Tracer.build(cfg, prices, self._tracer_provider)
         m.init_upstream("primary", cfg.primary.name)
-        for cand in cfg.candidates:
-            m.init_upstream(cand.role, cand.name)
+        m.init_candidates(cfg.candidates)
         recorder = self._recorder = Recorder(m, cfg.primary.name, prices)
         primary_pool = UpstreamPool(
             cfg.primary.url,
@@ -219,8 +218,7 @@ class ProxyServer:
         finish with the settings they were offered under."""
         prices = PriceTable(cfg.pricing)
         m = self.metrics
-        for cand in cfg.candidates:
-            m.init_upstream(cand.role, cand.name)
+        m.init_candidates(cfg.candidates)  # a new candidate's model a label value too
         waits: list[Awaitable[str | None]] = []
         if self.worker is not None:
             waits.append(self.worker.reload(cfg))

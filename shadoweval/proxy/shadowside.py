@@ -36,10 +36,8 @@ log = logging.getLogger(__name__)
 def shadow_metrics(cfg: Config) -> Metrics:
     """The metrics of a process on the shadow side (the worker, its pairing process), every
     candidate's series present from the start."""
-    known = tuple(c.model for c in cfg.candidates if c.model)
-    m = Metrics(model_label_limit=cfg.metrics.model_label_limit, known_models=known)
-    for cand in cfg.candidates:
-        m.init_upstream(cand.role, cand.name)
+    m = Metrics(model_label_limit=cfg.metrics.model_label_limit)
+    m.init_candidates(cfg.candidates)
     return m
 
 

@@ -136,3 +136,14 @@ def test_a_model_name_failing_the_shape_check_is_no_label(name: str) -> None:
     metrics = Metrics(CollectorRegistry())
     assert metrics.model_label(name) == OTHER
     assert metrics.model_label("gpt-4o") == "gpt-4o"  # and it took no place in the cap
+
+
+def test_a_reloaded_candidates_model_is_a_label_value_even_past_the_limit() -> None:
+    from shadoweval.config.proxy import Candidate
+
+    m = Metrics(model_label_limit=2)
+    assert [m.model_label(v) for v in ("seen-1", "seen-2", "late")] == ["seen-1", "seen-2", OTHER]
+    added = Candidate.model_validate({"name": "new", "url": "http://127.0.0.1:1", "model": "late"})
+    m.init_candidates([added])  # what a reload that adds the candidate does
+    assert m.model_label("late") == "late"
+    assert m.registry.get_sample_value("shadoweval_pairs_total", {"upstream": "new"}) == 0
