@@ -120,6 +120,7 @@ class CampaignStore:
     def _write_file(self, body: bytes) -> None:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # as the file sink does
             tmp.write_bytes(body)
             os.replace(tmp, self.path)
         except OSError as exc:

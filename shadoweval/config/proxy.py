@@ -678,12 +678,15 @@ class Config(Model):
         return warnings
 
     def path_problems(self) -> list[str]:
-        """Sink files that could not be written (checked at start, never created here)."""
+        """Sink and campaign-state files that could not be written (checked at start,
+        never created here)."""
         problems = []
         if isinstance(self.sink, FileSink):
             problems += _file_problem("sink.path", self.sink.path)
         elif isinstance(self.sink, KafkaSink) and self.sink.spill_path:
             problems += _file_problem("sink.spill_path", self.sink.spill_path)
+        if self.campaign_state.path is not None:
+            problems += _file_problem("campaign_state.path", self.campaign_state.path)
         return problems
 
     def probes_missing_credentials(self, *, only_enabled: bool = False) -> list[str]:

@@ -101,15 +101,30 @@ def test_a_failed_save_is_logged_once_and_leaves_no_temporary_file(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     c = Campaign(candidate(**BUDGET), clock=FakeClock())
-    store = CampaignStore(str(tmp_path / "missing-dir" / "state.json"), lambda: [c], 10)
+    blocker = tmp_path / "state"  # a file where the directory should be
+    blocker.write_text("")
+    store = CampaignStore(str(blocker / "campaigns.json"), lambda: [c], 10)
     with caplog.at_level(logging.WARNING):
         store.save()
         store.save()
     assert caplog.text.count("not saved") == 1
-    (tmp_path / "missing-dir").mkdir()
+    blocker.unlink()  # the volume is back: the next save works, directories created
     store.save()
-    assert orjson.loads((tmp_path / "missing-dir" / "state.json").read_bytes())["schema"] == SCHEMA
-    assert [p.name for p in (tmp_path / "missing-dir").iterdir()] == ["state.json"]
+    assert orjson.loads((blocker / "campaigns.json").read_bytes())["schema"] == SCHEMA
+    assert [p.name for p in blocker.iterdir()] == ["campaigns.json"]
+
+
+def test_check_config_names_an_unwritable_state_path(tmp_path: Path) -> None:
+    from shadoweval.config.proxy import parse
+
+    blocker = tmp_path / "state"
+    blocker.write_text("")
+    raw = {"primary": {"url": "http://127.0.0.1:1"}}
+    ok = parse({**raw, "campaign_state": {"path": str(tmp_path / "new" / "campaigns.json")}})
+    assert ok.path_problems() == []  # created at start
+    bad = parse({**raw, "campaign_state": {"path": str(blocker / "campaigns.json")}})
+    (problem,) = bad.path_problems()
+    assert problem.startswith("campaign_state.path:") and "not a directory" in problem
 
 
 async def test_the_final_save_is_never_overtaken_by_an_older_one(tmp_path: Path) -> None:
