@@ -649,6 +649,10 @@ def _last_wins(
 
 def _reduce_scores(con: Any, ds: Dataset, path: str, limit: int) -> bool:
     """The score file into ``ds`` (see _load_scores_duckdb)."""
+    # The JSON reader tells the planner ~42 rows, so it would build the join's hash table
+    # from every score record (with its text) and probe it with the pairs: the plain
+    # order (the pairs' ids built, the records probing) costs ~10% less of the pass.
+    con.execute("SET disabled_optimizers = 'build_side_probe_side'")
     ids = [p.pair_id for p in ds.pairs]
     con.execute(
         "CREATE TABLE pos AS SELECT unnest($ids) AS pair_id,"
