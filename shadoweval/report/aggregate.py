@@ -128,35 +128,49 @@ class _Ctx:
         pairs = self.groups[upstream]
         n = len(pairs)
         codes = self._requests
+        nan, prices = math.nan, self.prices
+        # One pass over the pairs, a row of numbers each (a pass per column cost twice as
+        # much), then a column each; booleans as 0/1.
+        rows = []
+        for p in pairs:
+            c, q = p.candidate, p.primary
+            c_cost, q_cost = side_cost(prices, c), side_cost(prices, q)
+            rows.append(
+                (
+                    p.ts,
+                    c.error_type is None,
+                    q.error_type is None,
+                    c.latency_s,
+                    q.latency_s,
+                    nan if c.ttft_s is None else c.ttft_s,
+                    nan if q.ttft_s is None else q.ttft_s,
+                    c.attempts > 1,
+                    q.attempts > 1,
+                    nan if c_cost is None else c_cost,
+                    nan if q_cost is None else q_cost,
+                )
+            )
+        table = np.array(rows, np.float64).reshape(n, 11)
 
-        def floats(values: Any) -> Floats:
-            return np.fromiter(values, np.float64, n)
+        def col(i: int) -> Floats:
+            return np.ascontiguousarray(table[:, i])
 
-        def flags(values: Any) -> NDArray[np.bool_]:
-            return np.fromiter(values, np.bool_, n)
-
-        nan = math.nan
-        costs = [
-            (side_cost(self.prices, p.candidate), side_cost(self.prices, p.primary)) for p in pairs
-        ]
         clusters = [p.cluster for p in pairs]
         got = self._cols[upstream] = _Cols(
-            ts=floats(p.ts for p in pairs),
+            ts=col(0),
             request=np.fromiter(
                 (codes.setdefault(p.request_id, len(codes)) for p in pairs), np.int64, n
             ),
-            cand_ok=flags(p.candidate.error_type is None for p in pairs),
-            prim_ok=flags(p.primary.error_type is None for p in pairs),
-            cand_latency=floats(p.candidate.latency_s for p in pairs),
-            prim_latency=floats(p.primary.latency_s for p in pairs),
-            cand_ttft=floats(
-                nan if p.candidate.ttft_s is None else p.candidate.ttft_s for p in pairs
-            ),
-            prim_ttft=floats(nan if p.primary.ttft_s is None else p.primary.ttft_s for p in pairs),
-            cand_retried=flags(p.candidate.attempts > 1 for p in pairs),
-            prim_retried=flags(p.primary.attempts > 1 for p in pairs),
-            cand_cost=floats(nan if c is None else c for c, _ in costs),
-            prim_cost=floats(nan if q is None else q for _, q in costs),
+            cand_ok=col(1) != 0,
+            prim_ok=col(2) != 0,
+            cand_latency=col(3),
+            prim_latency=col(4),
+            cand_ttft=col(5),
+            prim_ttft=col(6),
+            cand_retried=col(7) != 0,
+            prim_retried=col(8) != 0,
+            cand_cost=col(9),
+            prim_cost=col(10),
             clusters=clusters if any(c is not None for c in clusters) else None,
         )
         return got

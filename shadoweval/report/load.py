@@ -421,6 +421,10 @@ def _read_pairs(
     # pair: equal ones are kept once (a third of a report's memory with three candidates).
     primaries: dict[str, tuple[str, SideRow, str]] = {}  # with the first request_id object
     names: dict[str, str] = {}
+    # The pairs of a request are usually adjacent: the last primary side's JSON and its row.
+    # Equal JSON (orjson tells 1 from 1.0 and true, unlike ==) makes an equal row, so it
+    # is reused instead of built again (a third of reading a pair with three candidates).
+    last: tuple[bytes, SideRow] | None = None
     for path, rec in _records(ds, ds.pair_files):
         if rec.get("schema") != PAIR_SCHEMA:
             _corrupt(ds, path, "pairs file: not a shadoweval.pair.v1 record")
@@ -434,6 +438,14 @@ def _read_pairs(
             cluster = rec.get("sampling_key")
             if probe is not None and isinstance(probe.get("base_id"), str):
                 cluster = "probe:" + probe["base_id"]
+            raw = rec["primary"]
+            key = orjson.dumps(raw) if type(raw) is dict else None
+            if key is not None and last is not None and last[0] == key:
+                primary = last[1]
+            else:
+                primary = _side(raw, snippet_chars, names)
+                if key is not None:
+                    last = (key, primary)
             row = PairRow(
                 pair_id=str(rec["pair_id"]),
                 request_id=str(rec["request_id"]),
@@ -442,7 +454,7 @@ def _read_pairs(
                 route=_name(names, str(rec.get("route") or "")) or "",
                 task=_name(names, rec.get("task")),
                 prompt=snippet(prompt_text(rec.get("request")), snippet_chars),
-                primary=_side(rec["primary"], snippet_chars, names),
+                primary=primary,
                 candidate=_side(rec["candidate"], snippet_chars, names),
                 cluster=cluster if isinstance(cluster, str) and cluster else None,
                 probe=probe,
@@ -649,6 +661,10 @@ def _last_wins(
 
 def _reduce_scores(con: Any, ds: Dataset, path: str, limit: int) -> bool:
     """The score file into ``ds`` (see _load_scores_duckdb)."""
+    # The JSON reader tells the planner ~42 rows, so it would build the join's hash table
+    # from every score record (with its text) and probe it with the pairs: the plain
+    # order (the pairs' ids built, the records probing) costs ~10% less of the pass.
+    con.execute("SET disabled_optimizers = 'build_side_probe_side'")
     ids = [p.pair_id for p in ds.pairs]
     con.execute(
         "CREATE TABLE pos AS SELECT unnest($ids) AS pair_id,"

@@ -81,6 +81,23 @@ def test_a_file_with_bad_lines_is_read_by_the_python_reader(tmp_path: Path) -> N
     assert duck.skipped["line is not a JSON object"] == 1
 
 
+def test_a_primary_side_equal_as_json_is_reused_and_one_typed_otherwise_is_not(
+    tmp_path: Path,
+) -> None:
+    pairs, _ = generate(PRIMARY, OTHERS, 2, seed=1)
+    first = [p for p in pairs if p["request_id"] == pairs[0]["request_id"]]
+    assert len(first) >= 2
+    # Equal under == (True == 1) but read differently: not the same primary row.
+    usage = {**first[1]["primary"]["usage"], "input_tokens": True}
+    first[1] = {**first[1], "primary": {**first[1]["primary"], "usage": usage}}
+    first[0]["primary"]["usage"]["input_tokens"] = 1
+    ds = load([_write(tmp_path / "pairs.jsonl", [first[0], first[0] | {"pair_id": "x"}, first[1]])])
+    by_id = {p.pair_id: p for p in ds.pairs}
+    assert by_id["x"].primary is by_id[first[0]["pair_id"]].primary
+    assert by_id[first[0]["pair_id"]].primary.input_tokens == 1
+    assert by_id[first[1]["pair_id"]].primary.input_tokens is None
+
+
 @pytest.mark.parametrize("line", [b"null", b"{}", b'{"other": 1}', b'"text"'])
 def test_a_line_without_a_scores_fields_counts_as_the_python_reader_counts_it(
     tmp_path: Path, line: bytes
