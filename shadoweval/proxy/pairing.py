@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from shadoweval.config.proxy import Candidate
+from shadoweval.config.proxy import Candidate, Config
 from shadoweval.metrics import Metrics
 from shadoweval.pricing import PriceTable
 from shadoweval.protocols.openai import parse_answer
-from shadoweval.records import build_pair, fit
+from shadoweval.records import build_pair, fit, record_limit
 from shadoweval.redaction import Redactor
 from shadoweval.sinks import Sink
 from shadoweval.types import Capture, Json, Outcome, Route
@@ -54,6 +54,26 @@ class Pairing:
         self._prices = prices
         self._observe = observe
         self._max_record = max_record_bytes
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: Config,
+        sink: Sink,
+        metrics: Metrics,
+        prices: PriceTable,
+        observe: ObserveFn | None = None,
+    ) -> Pairing:
+        """The pairing of a configuration: its redaction, primary and record limit."""
+        return cls(
+            sink,
+            Redactor(cfg.redaction),
+            metrics,
+            cfg.primary.name,
+            prices,
+            observe,
+            record_limit(cfg),
+        )
 
     def record(
         self,

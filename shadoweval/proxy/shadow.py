@@ -239,8 +239,6 @@ class ShadowDispatcher:
         # Lanes a reload removed or replaced: finishing what they hold with their settings.
         self._retiring: dict[_Lane, asyncio.Task[None]] = {}
         self._observe = observe
-        self._max_record = max_record_bytes
-        self._primary_timeout_s = primary_timeout_s
         # Builds a candidate's client (a reload's new candidates); set by from_config.
         self.make_client: Callable[[Candidate], CandidateClient] | None = None
         # Only a model match needs the request body parsed in ``offer``.
@@ -356,10 +354,7 @@ class ShadowDispatcher:
             )
         self.prices = prices
         self.config_digest = cfg.digest()
-        redactor = Redactor(cfg.redaction)
-        self._pairing = Pairing(
-            sink, redactor, m, self._primary_name, prices, self._observe, record_limit(cfg)
-        )
+        self._pairing = Pairing.from_config(cfg, sink, m, prices, self._observe)
 
     def _retire(self, lane: _Lane) -> None:
         self._retiring[lane] = asyncio.get_running_loop().create_task(self._drain(lane))

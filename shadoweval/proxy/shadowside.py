@@ -22,8 +22,6 @@ from shadoweval.pricing import PriceTable
 from shadoweval.proxy.candidate import AttemptHook, CandidateClient
 from shadoweval.proxy.pairing import FinishFn, ObserveFn, Pairing
 from shadoweval.proxy.shadow import ShadowDispatcher
-from shadoweval.records import record_limit
-from shadoweval.redaction import Redactor
 from shadoweval.types import Json
 
 if TYPE_CHECKING:
@@ -132,7 +130,7 @@ class ShadowSide:
             probes = _probes(cfg, switch, metrics)
             await switch.start()
             if not dispatch:
-                pairing = _pairing(cfg, switch, metrics, prices, observe)
+                pairing = Pairing.from_config(cfg, switch, metrics, prices, observe)
         if dispatch:
             dispatcher = ShadowDispatcher.from_config(
                 cfg,
@@ -162,7 +160,7 @@ class ShadowSide:
         if self.dispatcher is not None:
             self.dispatcher.reconfigure(cfg, prices, sink if sink is not None else NoSink())
         if self.pairing is not None and sink is not None:
-            self.pairing = _pairing(cfg, sink, self.metrics, prices, self._observe)
+            self.pairing = Pairing.from_config(cfg, sink, self.metrics, prices, self._observe)
         if sink is not None and (
             cfg.probes != old.probes
             or cfg.candidates != old.candidates
@@ -224,17 +222,3 @@ def _probes(cfg: Config, sink: Sink, metrics: Metrics) -> ProbeScheduler | None:
     from shadoweval.probes.scheduler import ProbeScheduler
 
     return ProbeScheduler.from_config(cfg, sink, metrics)
-
-
-def _pairing(
-    cfg: Config, sink: Sink, metrics: Metrics, prices: PriceTable, observe: ObserveFn | None
-) -> Pairing:
-    return Pairing(
-        sink,
-        Redactor(cfg.redaction),
-        metrics,
-        cfg.primary.name,
-        prices,
-        observe,
-        record_limit(cfg),
-    )
