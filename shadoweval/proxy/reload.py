@@ -77,11 +77,6 @@ def restart_keys(old: Config, new: Config) -> list[str]:
     return changed
 
 
-def config_hash(cfg: Config) -> str:
-    """A short stable hash of the configuration as validated (env overrides included)."""
-    return cfg.digest()
-
-
 def problems(cfg: Config) -> list[str]:
     """What ``serve`` would refuse to start with beyond validation: unset credentials,
     unwritable sink files, a URL that is the proxy itself, unreadable certificates, a bad
@@ -158,7 +153,7 @@ class Reloader:
         self._sleep = sleep
         self._lock = asyncio.Lock()
         self._seen = self._snapshot()
-        self._hash = config_hash(current)
+        self._hash = current.digest()
         self._tasks: set[asyncio.Task[Outcome | None]] = set()
         self._poller: asyncio.Task[None] | None = None
         metrics.config_info.labels(self._hash).set(1)
@@ -238,7 +233,7 @@ class Reloader:
                 "\n  ".join(found),
             )
             return "invalid"
-        digest = config_hash(new)
+        digest = new.digest()
         if digest == self._hash:
             log.info("reload (%s): the configuration is unchanged", why)
             return "unchanged"
