@@ -24,7 +24,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from shadoweval.config.base import parse_duration
 from shadoweval.config.proxy import Candidate, CandidateMatch, CandidateSchedule
@@ -100,6 +100,18 @@ def window(cfg: CandidateSchedule, taken_on: float) -> tuple[float | None, float
     if cfg.duration is not None:
         end = (start if start is not None else taken_on) + parse_duration(cfg.duration)
     return start, end
+
+
+class Counters(TypedDict):
+    """A campaign's counters (:meth:`Campaign.counters`, :meth:`Campaign.restore`)."""
+
+    taken_on: float
+    requests: int
+    pairs: int
+    spend_day: int
+    spent_usd: float
+    pairs_day: int
+    pairs_today: int
 
 
 class DailySpend:
@@ -190,11 +202,8 @@ class Campaign:
         """Carry a previous configuration's counters over (a reload that changed this
         candidate's campaign settings): spend, counts and the moment a ``duration`` counts
         from stay; the new limits apply to them."""
-        self.taken_on = old.taken_on
-        self.start_ts, self.end_ts = window(self._schedule, self.taken_on)
-        self.requests, self.pairs, self._pending = old.requests, old.pairs, old._pending
-        self.spend.restore(old.spend.day, old.spend.spent_on_day)
-        self._pairs_day, self._pairs_today = old._pairs_day, old._pairs_today
+        self.restore(**old.counters())
+        self._pending = old._pending
         # The old lane drains after the reload: its begins and ends land here, so the
         # reservations copied above are given back where they are now held.
         old._successor = self
@@ -210,22 +219,27 @@ class Campaign:
         pairs_day: int,
         pairs_today: int,
     ) -> None:
-        """Counters saved by an earlier run of the process (:mod:`shadoweval.campaign_store`);
-        nothing was in flight then."""
+        """Counters as :meth:`counters` gives them: a previous configuration's
+        (:meth:`adopt`), or saved by an earlier run (:mod:`shadoweval.campaign_store`)."""
         self.taken_on = taken_on
         self.start_ts, self.end_ts = window(self._schedule, taken_on)
         self.requests, self.pairs = requests, pairs
         self.spend.restore(spend_day, spent_usd)
         self._pairs_day, self._pairs_today = pairs_day, pairs_today
 
-    @property
-    def pairs_day(self) -> int:
-        return self._pairs_day
-
-    @property
-    def pairs_on_day(self) -> int:
-        """Pairs counted on ``pairs_day`` (possibly over: it rolls when next read)."""
-        return self._pairs_today
+    def counters(self) -> Counters:
+        """What :meth:`restore` takes: the counts, the days they count (possibly over: they
+        roll when next read) and when the candidate was taken on. Not the reservations of
+        shadows in flight."""
+        return {
+            "taken_on": self.taken_on,
+            "requests": self.requests,
+            "pairs": self.pairs,
+            "spend_day": self.spend.day,
+            "spent_usd": self.spend.spent_on_day,
+            "pairs_day": self._pairs_day,
+            "pairs_today": self._pairs_today,
+        }
 
     # -- admission --------------------------------------------------------------------
 

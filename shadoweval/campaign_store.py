@@ -24,23 +24,10 @@ from typing import Any
 import orjson
 
 from shadoweval.campaign import Campaign
-from shadoweval.types import Json
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "shadoweval.campaign_state.v1"
-
-
-def snapshot(campaign: Campaign) -> Json:
-    return {
-        "taken_on": campaign.taken_on,
-        "requests": campaign.requests,
-        "pairs": campaign.pairs,
-        "spend_day": campaign.spend.day,
-        "spent_usd": campaign.spend.spent_on_day,
-        "pairs_day": campaign.pairs_day,
-        "pairs_today": campaign.pairs_on_day,
-    }
 
 
 def _restore(campaign: Campaign, saved: Any) -> bool:
@@ -105,7 +92,7 @@ class CampaignStore:
 
     def _snapshot(self) -> tuple[int, bytes]:
         self._taken += 1
-        body = {"schema": SCHEMA, "candidates": {c.name: snapshot(c) for c in self._campaigns()}}
+        body = {"schema": SCHEMA, "candidates": {c.name: c.counters() for c in self._campaigns()}}
         return self._taken, orjson.dumps(body)
 
     def _write(self, seq: int, body: bytes) -> None:
