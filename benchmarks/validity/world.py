@@ -18,7 +18,8 @@ from shadoweval.config.proxy import Pricing
 from shadoweval.config.report import DecisionRules, Report
 from shadoweval.pricing import PriceTable
 from shadoweval.report.aggregate import build_report
-from shadoweval.report.load import Dataset, PairRow, ScoreRow, SideRow
+from shadoweval.report.load import Dataset, ScoreRow
+from shadoweval.report.rows import PairRow, SideRow
 from shadoweval.score.registry import DEFAULT_INFO, SAFETY_FLAG, ScorerInfo
 
 PRICES = PriceTable(Pricing())

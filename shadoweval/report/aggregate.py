@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,12 +39,16 @@ from shadoweval.pricing import PriceTable
 from shadoweval.records import TASK_HEADER
 from shadoweval.redaction import Redactor
 from shadoweval.report.language import detect as detect_language
-from shadoweval.report.load import Dataset, PairRow, ScoreTable, SideRow, score_kinds
+from shadoweval.report.load import Dataset, ScoreTable, score_kinds
+from shadoweval.report.pairs import PairStore, PairView, Sides, as_store
 from shadoweval.report.robustness import robustness
 from shadoweval.report.verdict import decide, finalise
 from shadoweval.score.registry import QUALITY_PREFERENCE, ScorerInfo, info_of
 from shadoweval.stats import Estimate
 from shadoweval.types import Json, Usage
+
+if TYPE_CHECKING:
+    from shadoweval.report.rows import SideRow
 
 REPORT_SCHEMA = "shadoweval.report.v1"
 JUDGE_PAIRWISE = "judge_pairwise"
@@ -99,14 +103,12 @@ class _Ctx:
     prices: PriceTable
     redactor: Redactor
     ds: Dataset
-    groups: dict[str, list[PairRow]]
-    by_request: dict[str, dict[str, PairRow]]
+    store: PairStore
+    groups: dict[str, PairView]  # upstream -> its pairs
     control: str | None
-    # upstream -> its pairs' positions in the ScoreTable (computed once per upstream)
-    _positions: dict[str, NDArray[np.intp]] = field(default_factory=dict)
     _cols: dict[str, _Cols] = field(default_factory=dict)
     _values: dict[tuple[str, str, str], Floats] = field(default_factory=dict)
-    _requests: dict[str, int] = field(default_factory=dict)  # request_id -> its code
+    _index: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def kw(self) -> dict[str, Any]:
@@ -125,62 +127,46 @@ class _Ctx:
         got = self._cols.get(upstream)
         if got is not None:
             return got
-        pairs = self.groups[upstream]
-        n = len(pairs)
-        codes = self._requests
-        nan, prices = math.nan, self.prices
-        # One pass over the pairs, a row of numbers each (a pass per column cost twice as
-        # much), then a column each; booleans as 0/1.
-        rows = []
-        for p in pairs:
-            c, q = p.candidate, p.primary
-            c_cost, q_cost = side_cost(prices, c), side_cost(prices, q)
-            rows.append(
-                (
-                    p.ts,
-                    c.error_type is None,
-                    q.error_type is None,
-                    c.latency_s,
-                    q.latency_s,
-                    nan if c.ttft_s is None else c.ttft_s,
-                    nan if q.ttft_s is None else q.ttft_s,
-                    c.attempts > 1,
-                    q.attempts > 1,
-                    nan if c_cost is None else c_cost,
-                    nan if q_cost is None else q_cost,
-                )
-            )
-        table = np.array(rows, np.float64).reshape(n, 11)
-
-        def col(i: int) -> Floats:
-            return np.ascontiguousarray(table[:, i])
-
-        clusters = [p.cluster for p in pairs]
+        view = self.groups[upstream]
+        store = self.store
+        c, q = view.cand, view.prim
+        codes = store.cluster[view.at]
+        clusters: list[str | None] | None = None
+        if np.any(codes >= 0):
+            names = store.clusters
+            clusters = [names[k] if k >= 0 else None for k in codes.tolist()]
         got = self._cols[upstream] = _Cols(
-            ts=col(0),
-            request=np.fromiter(
-                (codes.setdefault(p.request_id, len(codes)) for p in pairs), np.int64, n
-            ),
-            cand_ok=col(1) != 0,
-            prim_ok=col(2) != 0,
-            cand_latency=col(3),
-            prim_latency=col(4),
-            cand_ttft=col(5),
-            prim_ttft=col(6),
-            cand_retried=col(7) != 0,
-            prim_retried=col(8) != 0,
-            cand_cost=col(9),
-            prim_cost=col(10),
-            clusters=clusters if any(c is not None for c in clusters) else None,
+            ts=store.ts[view.at],
+            request=store.request[view.at].astype(np.int64),
+            cand_ok=c.error < 0,
+            prim_ok=q.error < 0,
+            cand_latency=c.latency,
+            prim_latency=q.latency,
+            cand_ttft=c.ttft,
+            prim_ttft=q.ttft,
+            cand_retried=c.attempts > 1,
+            prim_retried=q.attempts > 1,
+            cand_cost=sides_cost(self.prices, store, c),
+            prim_cost=sides_cost(self.prices, store, q),
+            clusters=clusters,
         )
+        return got
+
+    def index(self, upstream: str) -> dict[str, int]:
+        """request_id -> the position of its pair among the upstream's."""
+        got = self._index.get(upstream)
+        if got is None:
+            ids = self.groups[upstream].request_ids()
+            got = self._index[upstream] = {r: i for i, r in enumerate(ids)}
         return got
 
     def clusters(self, upstream: str, ids: Sequence[str]) -> list[str | None] | None:
         """Cluster labels of these requests (None when none has one: independent)."""
-        if self.cols(upstream).clusters is None:
+        every = self.cols(upstream).clusters
+        if every is None:
             return None
-        pairs = self.by_request[upstream]
-        labels = [pairs[r].cluster for r in ids]
+        index = self.index(upstream)
+        labels = [every[index[r]] for r in ids]
         return labels if any(c is not None for c in labels) else None
 
     def clusters_at(self, upstream: str, at: Positions) -> list[str | None] | None:
@@ -210,20 +196,18 @@ class _Ctx:
         got = self._values.get(key)
         if got is not None:
             return got
-        pairs = self.groups[upstream]
+        view = self.groups[upstream]
         table = self.ds.scores
         if not isinstance(table, ScoreTable):
             got = np.array(
                 [
-                    math.nan if (v := self.value(p.pair_id, scorer, side)) is None else v
-                    for p in pairs
+                    math.nan if (v := self.value(pid, scorer, side)) is None else v
+                    for pid in view.pair_ids()
                 ],
                 dtype=np.float64,
             )
         else:
-            pos = self._positions.get(upstream)
-            if pos is None:
-                pos = self._positions[upstream] = table.positions([p.pair_id for p in pairs])
+            pos = self.positions(upstream)
             preference = self.info(scorer).pair == "preference"
             got = table.values_at(scorer, side, pos, JUDGE_LABELS if preference else None)
         self._values[key] = got
@@ -233,9 +217,19 @@ class _Ctx:
         """request_id -> this upstream's value of a scorer and side (None: not scored)."""
         got = self.value_array(upstream, scorer, side).tolist()
         return {
-            p.request_id: None if v != v else v  # NaN: no score
-            for p, v in zip(self.groups[upstream], got, strict=True)
+            r: None if v != v else v  # NaN: no score
+            for r, v in zip(self.groups[upstream].request_ids(), got, strict=True)
         }
+
+    def positions(self, upstream: str) -> NDArray[np.intp]:
+        """The upstream's pairs' positions in the ScoreTable: the store's own when the
+        table was made over the store's pairs (load does), else looked up by pair id."""
+        table = self.ds.scores
+        assert isinstance(table, ScoreTable)
+        view = self.groups[upstream]
+        if table.ids is self.store.pair_ids:
+            return view.at
+        return table.positions(view.pair_ids())
 
     def aligned(self, values: Floats, source: str, upstream: str) -> Floats:
         """``source``'s values (in its pairs' order) on ``upstream``'s pairs, by request."""
@@ -352,7 +346,7 @@ def _worst(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> list[Json]
     k = ctx.cfg.worst_examples
     if k == 0:
         return []
-    pairs = ctx.groups[upstream]
+    view = ctx.groups[upstream]
     x, at = series.x_all, series.x_at
     base = series.base_on[at]
     deficit = np.where(np.isnan(base), 0.0, x - base)
@@ -363,11 +357,11 @@ def _worst(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> list[Json]
         kth = np.lexsort((deficit, x))[k - 1]
         chosen = np.flatnonzero((x < x[kth]) | ((x == x[kth]) & (deficit <= deficit[kth])))
     xs, ds, ats = x.tolist(), deficit.tolist(), at.tolist()
-    order = sorted(chosen.tolist(), key=lambda i: (xs[i], ds[i], pairs[ats[i]].pair_id))[:k]
+    order = sorted(chosen.tolist(), key=lambda i: (xs[i], ds[i], view.pair_id(ats[i])))[:k]
     red = ctx.redactor.text
     out = []
-    for i in order:
-        p = pairs[ats[i]]
+    rows = ctx.store.rows([int(view.at[ats[i]]) for i in order])  # texts read for these only
+    for i, p in zip(order, rows, strict=True):
         side = "pair" if series.mode == "pair" else "candidate"
         score = ctx.ds.scores.get((p.pair_id, scorer, side))
         b = float(base[i])
@@ -389,20 +383,18 @@ def _worst(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> list[Json]
 
 
 def _judge(ctx: _Ctx, upstream: str, series: _Series, scorer: str = JUDGE_PAIRWISE) -> Json:
-    pairs = ctx.groups[upstream]
+    view = ctx.groups[upstream]
     names = ("win", "tie", "loss")
     table = ctx.ds.scores
     if isinstance(table, ScoreTable):
-        positions = ctx._positions.get(upstream)
-        if positions is None:
-            positions = ctx._positions[upstream] = table.positions([p.pair_id for p in pairs])
+        positions = ctx.positions(upstream)
         label = table.label_index(scorer, "pair", positions[series.x_at], names)
     else:
         label = np.array(
             [
                 names.index(row.label) if row and row.label in names else -1
                 for i in series.x_at.tolist()
-                for row in [table.get((pairs[i].pair_id, scorer, "pair"))]
+                for row in [table.get((view.pair_id(i), scorer, "pair"))]
             ],
             dtype=np.intp,
         )
@@ -548,8 +540,8 @@ def _agreement(ctx: _Ctx, upstream: str) -> Json | None:
         return "win" if row.value > 0.5 else "loss" if row.value < 0.5 else "tie"
 
     judge, human = [], []
-    for p in ctx.groups[upstream]:
-        j, h = label(p.pair_id, JUDGE_PAIRWISE), label(p.pair_id, HUMAN_PAIRWISE)
+    for pair_id in ctx.groups[upstream].pair_ids():
+        j, h = label(pair_id, JUDGE_PAIRWISE), label(pair_id, HUMAN_PAIRWISE)
         if j is not None and h is not None:
             judge.append(j)
             human.append(h)
@@ -626,9 +618,9 @@ def safety_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
         # A comparison flag (e.g. over_refusal: the candidate refused what the primary
         # answered) and its reverse label (the primary refused what the candidate answered)
         # are the two discordant cells of a paired test.
-        by_id = ctx.by_request[upstream]
+        index, view = ctx.index(upstream), ctx.groups[upstream]
         for r in cand:
-            row = ctx.ds.scores.get((by_id[r].pair_id, scorer, "pair"))
+            row = ctx.ds.scores.get((view.pair_id(index[r]), scorer, "pair"))
             prim[r] = float(row is not None and row.label == info.reverse_label)
     else:
         for r, v in ctx.values(upstream, scorer, "primary").items():
@@ -663,6 +655,32 @@ def safety_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
 
 
 # -- operations ---------------------------------------------------------------------------
+
+
+def sides_cost(prices: PriceTable, store: PairStore, sides: Sides) -> Floats:
+    """Each side's cost (as side_cost), NaN when not known: the record's own cost, priced
+    from the tokens only where a record has none."""
+    cost = sides.cost.copy()
+    todo = np.flatnonzero(
+        np.isnan(cost) & ~(np.isnan(sides.input_tokens) & np.isnan(sides.output_tokens))
+    )
+    for i in todo.tolist():
+        usage = Usage(
+            _whole(sides.input_tokens[i]),
+            _whole(sides.output_tokens[i]),
+            _whole(sides.cached_tokens[i]),
+        )
+        for code in (int(sides.model[i]), int(sides.upstream[i])):
+            name = store.name(code)
+            got = prices.cost(name, usage) if name is not None else None
+            if got is not None:
+                cost[i] = got
+                break
+    return cost
+
+
+def _whole(v: float) -> int | None:
+    return None if v != v else int(v)
 
 
 def side_cost(prices: PriceTable, side: SideRow) -> float | None:
@@ -702,10 +720,10 @@ def _cost_stats(ma: Any, mb: Any) -> Any:
 
 
 def operations_block(ctx: _Ctx, upstream: str) -> Json:
-    pairs = ctx.groups[upstream]
+    view = ctx.groups[upstream]
     cols = ctx.cols(upstream)
     conf, kw = ctx.cfg.confidence, ctx.kw
-    n = len(pairs)
+    n = len(view)
     c_fail = (~cols.cand_ok).astype(np.float64)
     p_fail = (~cols.prim_ok).astype(np.float64)
     n_c_fail, n_p_fail = int(c_fail.sum()), int(p_fail.sum())
@@ -718,8 +736,8 @@ def operations_block(ctx: _Ctx, upstream: str) -> Json:
         else stats.newcombe_difference(n_c_fail, n, n_p_fail, n, conf)
     )
     errors: dict[str, int] = defaultdict(int)
-    for i in np.flatnonzero(~cols.cand_ok).tolist():
-        error = pairs[i].candidate.error_type
+    for code in view.cand.error[~cols.cand_ok].tolist():
+        error = ctx.store.name(code)
         if error:
             errors[error] += 1
     ok_mask = cols.cand_ok & cols.prim_ok
@@ -729,27 +747,24 @@ def operations_block(ctx: _Ctx, upstream: str) -> Json:
     streams = ok_mask & ~np.isnan(cols.cand_ttft) & ~np.isnan(cols.prim_ttft)
     ttft_c, ttft_p = cols.cand_ttft[streams], cols.prim_ttft[streams]
 
-    def tokens(side: Callable[[PairRow], SideRow]) -> Json:
-        rows = [r for i in ok_at.tolist() if (r := side(pairs[i])).output_tokens is not None]
-        if not rows:
+    def tokens(sides: Sides) -> Json:
+        at = ok_at[~np.isnan(sides.output_tokens[ok_at])]
+        if not len(at):
             return {"input": None, "output": None, "estimated_share": None, "n": 0}
         return {
-            "input": float(np.mean([r.input_tokens or 0 for r in rows])),
-            "output": float(np.mean([r.output_tokens or 0 for r in rows])),
-            "estimated_share": sum(r.estimated for r in rows) / len(rows),
-            "n": len(rows),
+            "input": float(np.mean(np.nan_to_num(sides.input_tokens[at], nan=0.0))),
+            "output": float(np.mean(sides.output_tokens[at])),
+            "estimated_share": int(np.count_nonzero(sides.estimated[at])) / len(at),
+            "n": len(at),
         }
 
     cc_all, pc_all = cols.cand_cost[ok_mask], cols.prim_cost[ok_mask]
     priced_mask = ~np.isnan(cc_all) & ~np.isnan(pc_all)
     unpriced_models = sorted(
         {
-            side.model or side.upstream
+            ctx.store.name(int(sides.model[i])) or ctx.store.name(int(sides.upstream[i])) or ""
             for i in ok_at[~priced_mask].tolist()
-            for side, cost in (
-                (pairs[i].candidate, cols.cand_cost[i]),
-                (pairs[i].primary, cols.prim_cost[i]),
-            )
+            for sides, cost in ((view.cand, cols.cand_cost[i]), (view.prim, cols.prim_cost[i]))
             if math.isnan(cost)
         }
     )
@@ -790,8 +805,8 @@ def operations_block(ctx: _Ctx, upstream: str) -> Json:
         "ttft": _quantile_rows(ctx, ttft_c, ttft_p, TTFT_QS),
         "latency_percentiles": {"candidate": _percentiles(lat_c), "primary": _percentiles(lat_p)},
         "tokens": {
-            "candidate": tokens(lambda p: p.candidate),
-            "primary": tokens(lambda p: p.primary),
+            "candidate": tokens(view.cand),
+            "primary": tokens(view.prim),
         },
         "cost": cost,
     }
@@ -881,46 +896,57 @@ def _token_bucket(tokens: int | None) -> str:
     return f">={low}"
 
 
-def segment_of(pair: PairRow, key: str) -> str:
-    """A request's segment: every upstream's pair of one request falls in the same one."""
+def segment_labels(ctx: _Ctx, upstream: str, key: str) -> list[str]:
+    """Each of the upstream's pairs' segment: every upstream's pair of one request falls in
+    the same one."""
+    view, store = ctx.groups[upstream], ctx.store
+
+    def named(codes: NDArray[np.int32]) -> list[str]:
+        names = {c: store.name(c) or "(none)" for c in np.unique(codes).tolist()}
+        return [names[c] for c in codes.tolist()]
+
     if key == "task":
-        return pair.task or "(none)"
+        return named(store.task[view.at])
     if key == "route":
-        return pair.route or "(none)"
+        return named(store.route[view.at])
     if key == "model":
-        return pair.primary.model or "(none)"
+        return named(view.prim.model)
     if key == "input_tokens_bucket":
-        return _token_bucket(pair.primary.input_tokens)
+        return [_token_bucket(None if v != v else int(v)) for v in view.prim.input_tokens.tolist()]
     if key == "language":
-        return detect_language(pair.prompt)
+        prompts = store.prompt_of_requests(view.at)
+        seen: dict[str, str] = {}  # prompt -> its language: many requests share a prompt
+        out = []
+        for code in store.request[view.at].tolist():
+            prompt = prompts[code]
+            name = seen.get(prompt)
+            if name is None:
+                name = seen[prompt] = detect_language(prompt)
+            out.append(name)
+        return out
     if key.startswith(HEADER_PREFIX):
         name = key[len(HEADER_PREFIX) :]
         if name == TASK_HEADER:  # recorded as the pair's task
-            return pair.task or "(none)"
-        if pair.headers is None:
-            return NOT_RECORDED
-        return pair.headers.get(name) or "(none)"
+            return named(store.task[view.at])
+        headers = store.headers
+        out = []
+        for i in view.at.tolist():
+            got = headers.get(i)
+            out.append(NOT_RECORDED if got is None else got.get(name) or "(none)")
+        return out
     raise ValueError(f"unknown segment {key!r}")
 
 
-def _restricted(ctx: _Ctx, requests: set[str]) -> _Ctx:
-    """The context of these requests only; what the parent has as arrays is sliced, not
-    read from the pairs again."""
-    sub = _Ctx(ctx.cfg, ctx.prices, ctx.redactor, ctx.ds, {}, {}, ctx.control)
-    sub._requests = ctx._requests  # the same codes: arrays align across both
+def _restricted(ctx: _Ctx, requests: NDArray[np.int64]) -> _Ctx:
+    """The context of these requests (their codes) only; what the parent has as arrays is
+    sliced, not read from the pairs again."""
+    sub = _Ctx(ctx.cfg, ctx.prices, ctx.redactor, ctx.ds, ctx.store, {}, ctx.control)
     keeps: dict[str, Positions] = {}
-    codes = ctx._requests
-    for u in ctx.groups:
-        ctx.cols(u)  # every request has its code
-    member = np.zeros(len(codes) + 1, dtype=bool)
-    member[np.fromiter((codes.get(r, -1) for r in requests), np.intp, len(requests))] = True
-    member[-1] = False  # requests no upstream has
-    for u, ps in ctx.groups.items():
-        keep = keeps[u] = np.flatnonzero(member[ctx.cols(u).request])
-        sub.groups[u] = [ps[i] for i in keep.tolist()]
-        sub.by_request[u] = {p.request_id: p for p in sub.groups[u]}
-        if u in ctx._positions:
-            sub._positions[u] = ctx._positions[u][keep]
+    member = np.zeros(len(ctx.store.request_ids), dtype=bool)
+    member[requests] = True
+    for u, view in ctx.groups.items():
+        keep = keeps[u] = np.flatnonzero(member[ctx.store.request[view.at]])
+        sub.groups[u] = view.sub(keep)
         cols = ctx._cols.get(u)
         if cols is not None:
             clusters = None
@@ -936,10 +962,9 @@ def _restricted(ctx: _Ctx, requests: set[str]) -> _Ctx:
 
 
 def _segment_row(ctx: _Ctx, upstream: str, headline: str | None, name: str) -> Json:
-    pairs = ctx.groups[upstream]
     cols = ctx.cols(upstream)
-    n, conf = len(pairs), ctx.cfg.confidence
-    block = quality_block(ctx, upstream, headline) if headline and pairs else None
+    n, conf = len(ctx.groups[upstream]), ctx.cfg.confidence
+    block = quality_block(ctx, upstream, headline) if headline and n else None
     ok = cols.cand_ok & cols.prim_ok
     cc, pc = cols.cand_cost, cols.prim_cost
     # Priced: both costs known and not zero.
@@ -985,21 +1010,17 @@ def _failure_difference(ctx: _Ctx, upstream: str) -> Json | None:
     return stats.newcombe_difference(c, n, p, n, ctx.cfg.confidence).as_dict()
 
 
-def segment_names(ctx: _Ctx, upstream: str, key: str) -> dict[str, set[str]]:
-    """Segment -> its requests. Header values are the caller's text: redacted like it."""
-    members: dict[str, set[str]] = defaultdict(set)
-    seen: dict[str, str] = {}  # prompt -> language: a request's pairs share their prompt
-    for p in ctx.groups[upstream]:
-        if key == "language":
-            name = seen.get(p.prompt)
-            if name is None:
-                name = seen[p.prompt] = segment_of(p, key)
-        else:
-            name = segment_of(p, key)
-            if key.startswith(HEADER_PREFIX):
-                name = ctx.redactor.text(name)
-        members[name].add(p.request_id)
-    return members
+def segment_names(ctx: _Ctx, upstream: str, key: str) -> dict[str, NDArray[np.int64]]:
+    """Segment -> its requests' codes. Header values are the caller's text: redacted."""
+    labels = segment_labels(ctx, upstream, key)
+    if key.startswith(HEADER_PREFIX):
+        red = {name: ctx.redactor.text(name) for name in set(labels)}
+        labels = [red[name] for name in labels]
+    requests = ctx.store.request[ctx.groups[upstream].at].astype(np.int64)
+    members: dict[str, list[int]] = defaultdict(list)
+    for name, code in zip(labels, requests.tolist(), strict=True):
+        members[name].append(code)
+    return {name: np.unique(np.array(codes, np.int64)) for name, codes in members.items()}
 
 
 def segments_block(ctx: _Ctx, upstream: str, headline: str | None, keys: Sequence[str]) -> Json:
@@ -1010,13 +1031,13 @@ def segments_block(ctx: _Ctx, upstream: str, headline: str | None, keys: Sequenc
     out: Json = {}
     min_pairs, alpha = ctx.cfg.rules.min_pairs, (1 - ctx.cfg.confidence) / 2
     for key in keys:
-        merged: dict[str, set[str]] = {}
+        merged: dict[str, list[NDArray[np.int64]]] = {}
         for name, requests in sorted(segment_names(ctx, upstream, key).items()):
             target = name if len(requests) >= min_pairs else OTHER
-            merged.setdefault(target, set()).update(requests)
+            merged.setdefault(target, []).append(requests)
         rows = [
-            _segment_row(_restricted(ctx, requests), upstream, headline, name)
-            for name, requests in merged.items()
+            _segment_row(_restricted(ctx, np.concatenate(parts)), upstream, headline, name)
+            for name, parts in merged.items()
         ]
         for r in rows:
             rel = r["relative_difference"]
@@ -1070,6 +1091,11 @@ def weakest_line(segments: Json) -> str | None:
 # -- the report ---------------------------------------------------------------------------
 
 
+def _names(store: PairStore, codes: NDArray[np.int32]) -> list[str]:
+    """The distinct names of these codes, sorted, without None and empty ones."""
+    return sorted(n for c in np.unique(codes).tolist() if (n := store.name(c)))
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
@@ -1094,20 +1120,23 @@ def build_report(
     by: Sequence[str] = (),
 ) -> Json:
     by = tuple(dict.fromkeys(check_segment(key) for key in by))
-    groups: dict[str, list[PairRow]] = defaultdict(list)
-    roles: dict[str, str] = {}
+    store = as_store(ds.pairs)
     # Probes are attacks, not traffic: they make the robustness section and stay out of the
     # quality, cost, latency and failure figures unless the filters asked for them.
     wanted_sources = set((filters or {}).get("sources") or ())
-    probes = [p for p in ds.pairs if p.source == "probe"]
-    traffic = (
-        ds.pairs if "probe" in wanted_sources else [p for p in ds.pairs if p.source != "probe"]
-    )
-    for p in traffic:
-        groups[p.candidate.upstream].append(p)
-        roles.setdefault(p.candidate.upstream, p.candidate.role)
+    is_probe = store.source == store.names.code("probe")
+    probes = store.rows(np.flatnonzero(is_probe).tolist())
+    traffic = np.arange(len(store)) if "probe" in wanted_sources else np.flatnonzero(~is_probe)
+    # Each upstream's pairs, the upstreams in the order they first appear (as are the roles).
+    codes = store.cand.upstream[traffic]
+    found, first_at = np.unique(codes, return_index=True)
+    groups: dict[str, PairView] = {}
+    roles: dict[str, str] = {}
+    for code, at in sorted(zip(found.tolist(), first_at.tolist(), strict=True), key=lambda x: x[1]):
+        upstream = store.name(code) or ""
+        groups[upstream] = store.view(traffic[codes == code])
+        roles[upstream] = store.name(int(store.cand.role[traffic[at]])) or ""
     robust = robustness(probes, cfg)
-    by_request = {u: {p.request_id: p for p in ps} for u, ps in groups.items()}
     controls = sorted(u for u, r in roles.items() if r == "control")
     notes: list[str] = []
     if len(controls) > 1:
@@ -1115,7 +1144,7 @@ def build_report(
     control = controls[0] if controls else None
     if control is None and groups:
         notes.append("no control upstream: differences are not read against a noise floor")
-    ctx = _Ctx(cfg, prices, Redactor(redaction or Redaction()), ds, groups, by_request, control)
+    ctx = _Ctx(cfg, prices, Redactor(redaction or Redaction()), ds, store, groups, control)
     quality_scorers, safety_scorers = _scorers(ctx)
     wanted = [s for s in cfg.rules.quality_scorers if s in quality_scorers]
     missing = [s for s in cfg.rules.quality_scorers if s not in quality_scorers]
@@ -1130,8 +1159,8 @@ def build_report(
 
     ranked = sorted(wanted or quality_scorers, key=unreadable)
     headline: str | None = ranked[0] if ranked else None
-    first = min((p.ts for p in traffic), default=0.0)
-    last = max((p.ts for p in traffic), default=0.0)
+    first = float(store.ts[traffic].min()) if len(traffic) else 0.0
+    last = float(store.ts[traffic].max()) if len(traffic) else 0.0
     width = _bucket_width(first, last, cfg.time_buckets)
     start = first - first % width
 
@@ -1154,14 +1183,14 @@ def build_report(
                         "relative_difference": ref["relative_difference"],
                     }
         pairs = groups[upstream]
-        models = sorted({p.candidate.model for p in pairs if p.candidate.model})
+        models = _names(store, pairs.cand.model)
         row: Json = {
             "upstream": upstream,
             "role": roles[upstream],
             "models": models,
             "pairs": len(pairs),
-            "first": _iso(pairs[0].ts),
-            "last": _iso(pairs[-1].ts),
+            "first": _iso(float(store.ts[pairs.at[0]])),
+            "last": _iso(float(store.ts[pairs.at[-1]])),
             "quality": quality,
             "safety": [b for s in safety_scorers if (b := safety_block(ctx, upstream, s))],
             "operations": operations_block(ctx, upstream),
@@ -1201,7 +1230,9 @@ def build_report(
         if line is not None:
             row["verdict"]["secondary"].append(line)
     notes += gate_notes
-    primaries = sorted({p.primary.upstream for p in ds.pairs})
+    primaries = sorted(
+        {store.name(c) or "" for c in np.unique(store.prim.upstream[store.prim_of]).tolist()}
+    )
     return {
         "schema": REPORT_SCHEMA,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -1214,14 +1245,14 @@ def build_report(
         },
         "filters": filters or {},
         "window": {
-            "first": _iso(first) if ds.pairs else None,
-            "last": _iso(last) if ds.pairs else None,
+            "first": _iso(first) if len(store) else None,
+            "last": _iso(last) if len(store) else None,
             "bucket_s": width,
         },
         "settings": cfg.model_dump(mode="json"),
         "primary": {
             "upstreams": primaries,
-            "models": sorted({p.primary.model for p in ds.pairs if p.primary.model}),
+            "models": _names(store, store.prim.model[store.prim_of]),
         },
         "control": control,
         "headline_scorer": headline,

@@ -9,8 +9,8 @@ the last one read wins (a re-score replaces).
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
-import math
 import re
 import tempfile
 from collections import Counter
@@ -26,54 +26,22 @@ from numpy.typing import NDArray
 
 from shadoweval.archive.layout import Kind, is_archive, iter_parquet
 from shadoweval.records import iter_jsonl
+from shadoweval.report.pairs import PairStore, StoreBuilder
+from shadoweval.report.rows import (
+    PairRow,
+    as_float,
+    headers_of,
+    intern,
+    prompt_text,
+    side_row,
+    snippet,
+)
 from shadoweval.score.registry import ScorerInfo, info_of
 
 PAIR_SCHEMA = "shadoweval.pair.v1"
 SCORE_SCHEMA = "shadoweval.score.v1"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-@dataclass(slots=True)
-class SideRow:
-    upstream: str
-    role: str
-    model: str | None
-    error_type: str | None
-    latency_s: float
-    ttft_s: float | None
-    attempts: int
-    input_tokens: int | None
-    output_tokens: int | None
-    cached_input_tokens: int | None
-    estimated: bool
-    cost_usd: float | None
-    text: str
-
-    @property
-    def ok(self) -> bool:
-        return self.error_type is None
-
-
-@dataclass(slots=True)
-class PairRow:
-    pair_id: str
-    request_id: str
-    ts: float  # unix seconds
-    source: str
-    route: str
-    task: str | None
-    prompt: str
-    primary: SideRow
-    candidate: SideRow
-    # Requests that are not independent share a cluster: the hashed sampling key (a
-    # session or user when sampling.key names one), a probe's base probe. None = itself.
-    cluster: str | None = None
-    # Probe records only: the record's ``probe`` object (id, base_id, category, verdicts).
-    probe: dict[str, Any] | None = None
-    # Request headers the record carries (a ``headers`` object, names lowercased), for
-    # ``--by header:NAME``; None when the record has none.
-    headers: dict[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -92,8 +60,10 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
     score records cost a few bytes each instead of a dict entry, a tuple and an object."""
 
     def __init__(self, pair_ids: Sequence[str]) -> None:
-        self._ids = list(pair_ids)
-        self._pos = {p: i for i, p in enumerate(self._ids)}
+        # The list itself when given one (a PairStore's: the report then reads positions
+        # as the store's own, see aggregate._Ctx.positions).
+        self.ids = pair_ids if isinstance(pair_ids, list) else list(pair_ids)
+        self._by_id: dict[str, int] | None = None
         self._codes: dict[tuple[str, str], NDArray[np.int32]] = {}
         self._rows: list[ScoreRow] = []
         self._row_codes: dict[tuple[float | None, str | None, str], int] = {}
@@ -101,11 +71,17 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
         # Each row's value (label mapping -> array over the rows), rebuilt after a change.
         self._tables: dict[tuple[tuple[str, float], ...], NDArray[np.float64]] = {}
 
+    def _pos(self) -> dict[str, int]:
+        """pair_id -> position, made when first asked (the report reads by position)."""
+        if self._by_id is None:
+            self._by_id = {p: i for i, p in enumerate(self.ids)}
+        return self._by_id
+
     def kinds(self) -> set[tuple[str, str]]:
         return set(self._codes)
 
     def get(self, key: ScoreKey, default: Any = None) -> Any:
-        pos = self._pos.get(key[0])
+        pos = self._pos().get(key[0])
         codes = self._codes.get((key[1], key[2]))
         if pos is None or codes is None:
             return default
@@ -119,10 +95,10 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
         return row  # type: ignore[no-any-return]
 
     def __setitem__(self, key: ScoreKey, row: ScoreRow) -> None:
-        pos = self._pos[key[0]]  # only scores of pairs in the report are kept
+        pos = self._pos()[key[0]]  # only scores of pairs in the report are kept
         codes = self._codes.get((key[1], key[2]))
         if codes is None:
-            codes = self._codes[(key[1], key[2])] = np.full(len(self._ids), -1, np.int32)
+            codes = self._codes[(key[1], key[2])] = np.full(len(self.ids), -1, np.int32)
         ident = (row.value, row.label, row.explanation)
         code = self._row_codes.get(ident)
         if code is None:
@@ -134,7 +110,7 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
         codes[pos] = code
 
     def positions(self, pair_ids: Sequence[str]) -> NDArray[np.intp]:
-        return np.fromiter((self._pos[p] for p in pair_ids), np.intp, len(pair_ids))
+        return np.fromiter((self._pos()[p] for p in pair_ids), np.intp, len(pair_ids))
 
     def values_at(
         self,
@@ -192,7 +168,7 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
         pair at ``positions[i]`` (in the order the table was made with); replaces."""
         table = self._codes.get((scorer, side))
         if table is None:
-            table = self._codes[(scorer, side)] = np.full(len(self._ids), -1, np.int32)
+            table = self._codes[(scorer, side)] = np.full(len(self.ids), -1, np.int32)
         mapped = np.empty(len(rows), np.int32)
         for i, row in enumerate(rows):
             ident = (row.value, row.label, row.explanation)
@@ -207,13 +183,13 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
 
     def __delitem__(self, key: ScoreKey) -> None:
         self[key]  # KeyError when absent
-        self._codes[(key[1], key[2])][self._pos[key[0]]] = -1
+        self._codes[(key[1], key[2])][self._pos()[key[0]]] = -1
         self._len -= 1
 
     def __iter__(self) -> Iterator[ScoreKey]:
         for (scorer, side), codes in self._codes.items():
             for pos in np.flatnonzero(codes >= 0):
-                yield (self._ids[pos], scorer, side)
+                yield (self.ids[pos], scorer, side)
 
     def __len__(self) -> int:
         return self._len
@@ -228,7 +204,8 @@ def score_kinds(scores: Mapping[ScoreKey, ScoreRow]) -> set[tuple[str, str]]:
 
 @dataclass
 class Dataset:
-    pairs: list[PairRow] = field(default_factory=list)
+    # A PairStore when loaded (columns); simulations and tests may give rows.
+    pairs: Sequence[PairRow] = field(default_factory=list)
     # (pair_id, scorer, side) -> score: a dict, or a ScoreTable (engine="duckdb")
     scores: MutableMapping[ScoreKey, ScoreRow] = field(default_factory=dict)
     skipped: Counter[str] = field(default_factory=Counter)
@@ -274,123 +251,24 @@ def parse_time(value: str, now: datetime | None = None) -> float:
     return when.timestamp()
 
 
-def snippet(text: str | None, limit: int) -> str:
-    if not text:
-        return ""
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
-
-
-def prompt_text(request: Any) -> str:
-    """The caller's last user turn (chat), or the prompt / input of the other routes."""
-    if not isinstance(request, dict):
-        return ""
-    messages = request.get("messages")
-    if isinstance(messages, list):
-        for msg in reversed(messages):
-            if isinstance(msg, dict) and msg.get("role") == "user":
-                return _content_text(msg.get("content"))
-    for key in ("prompt", "input"):
-        value = request.get(key)
-        if isinstance(value, str):
-            return value
-        if isinstance(value, list):
-            return " ".join(_content_text(v) for v in value)
-    return ""
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(
-            str(c.get("text", "")) if isinstance(c, dict) else str(c) for c in content
-        ).strip()
-    if isinstance(content, dict):
-        return _content_text(content.get("content") or content.get("text"))
-    return ""
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _float(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
-
-
-def _name(names: dict[str, str], value: Any) -> str | None:
-    """One str object per distinct name (upstream, role, model, task...): a report holds
-    millions of records naming a handful of them."""
-    return names.setdefault(value, value) if isinstance(value, str) else None
-
-
-def _side(obj: Any, limit: int, names: dict[str, str]) -> SideRow:
-    # Written for speed (two per pair record): the common types are tested inline, anything
-    # else goes through _float / _int, which decide as before.
-    if not isinstance(obj, dict):
-        raise ValueError("side is not an object")
-    get = obj.get
-    raw_usage = get("usage")
-    usage: dict[str, Any] = raw_usage if type(raw_usage) is dict else {}
-    text = get("output_text")
-    if not text and get("tool_calls"):
-        text = orjson.dumps(obj["tool_calls"]).decode()
-    if not text and get("error"):
-        text = f"[error] {obj['error']}"
-    latency = get("latency_s")
-    if not (type(latency) is float and latency - latency == 0.0):
-        latency = _float(latency)
-        if latency is None:
-            raise ValueError("side has no latency_s")
-    ttft, cost = get("ttft_s"), get("cost_usd")
-    attempts = get("attempts")
-    tokens_in, tokens_out = usage.get("input_tokens"), usage.get("output_tokens")
-    cached = usage.get("cached_input_tokens")
-    model, error_type = get("model"), get("error_type")
-    return SideRow(
-        upstream=_name(names, str(obj["upstream"])) or "",
-        role=_name(names, str(obj["role"])) or "",
-        model=names.setdefault(model, model) if type(model) is str else _name(names, model),
-        error_type=None if error_type is None else _name(names, error_type),
-        latency_s=latency,
-        ttft_s=None
-        if ttft is None
-        else ttft
-        if type(ttft) is float and ttft - ttft == 0.0
-        else _float(ttft),
-        attempts=(attempts if type(attempts) is int else _int(attempts)) or 1,
-        input_tokens=tokens_in if type(tokens_in) is int else _int(tokens_in),
-        output_tokens=tokens_out if type(tokens_out) is int else _int(tokens_out),
-        cached_input_tokens=cached if type(cached) is int else _int(cached),
-        estimated=bool(usage.get("estimated")),
-        cost_usd=None
-        if cost is None
-        else cost
-        if type(cost) is float and cost - cost == 0.0
-        else _float(cost),
-        text=snippet(text if isinstance(text, str) else None, limit),
-    )
-
-
-def _headers(obj: Any) -> dict[str, str] | None:
-    if not isinstance(obj, dict):
-        return None
-    return {str(k).lower(): v for k, v in obj.items() if isinstance(v, str)}
-
-
 def _records(
     ds: Dataset, paths: list[str], kind: Kind = "pairs"
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Each file's JSON objects with its name; its unreadable lines counted as corrupt."""
+) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """Each file's JSON objects with its name and the line's byte offset (-1: not a JSONL
+    file); its unreadable lines counted as corrupt."""
     for path in paths:
         if is_archive(path):  # Parquet (shadoweval archive): the records as written
-            yield from ((path, rec) for rec in iter_parquet(path, kind))
+            yield from ((path, -1, rec) for rec in iter_parquet(path, kind))
             continue
         bad: Counter[str] = Counter()
-        for rec in iter_jsonl([path], bad):
-            yield path, rec
+        at = [0, 0]  # the current line's offset, the next line's
+
+        def read(size: int, at: list[int] = at) -> None:
+            at[0] = at[1]
+            at[1] += size
+
+        for rec in iter_jsonl([path], bad, read):
+            yield path, at[0], rec
         for reason, n in bad.items():
             ds.corrupt[path, reason] += n
         ds.skipped.update(bad)
@@ -414,18 +292,12 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _read_pairs(
-    ds: Dataset, filters: Filters, snippet_chars: int, by_id: dict[str, PairRow]
-) -> None:
-    # A request mirrored to several upstreams repeats its primary side and prompt in each
-    # pair: equal ones are kept once (a third of a report's memory with three candidates).
-    primaries: dict[str, tuple[str, SideRow, str]] = {}  # with the first request_id object
+def _read_pairs(ds: Dataset, filters: Filters, snippet_chars: int) -> PairStore:
     names: dict[str, str] = {}
-    # The pairs of a request are usually adjacent: the last primary side's JSON and its row.
-    # Equal JSON (orjson tells 1 from 1.0 and true, unlike ==) makes an equal row, so it
-    # is reused instead of built again (a third of reading a pair with three candidates).
-    last: tuple[bytes, SideRow] | None = None
-    for path, rec in _records(ds, ds.pair_files):
+    store = StoreBuilder(snippet_chars)
+    by_id: dict[str, int] = {}  # the kept row of each pair id (a re-delivery replaces)
+    files: dict[str, int] = {}
+    for path, offset, rec in _records(ds, ds.pair_files):
         if rec.get("schema") != PAIR_SCHEMA:
             _corrupt(ds, path, "pairs file: not a shadoweval.pair.v1 record")
             continue
@@ -439,46 +311,56 @@ def _read_pairs(
             if probe is not None and isinstance(probe.get("base_id"), str):
                 cluster = "probe:" + probe["base_id"]
             raw = rec["primary"]
+            # A request's pairs repeat its primary side, usually adjacent: equal JSON (orjson
+            # tells 1 from 1.0 and true, unlike ==) is the same row, kept once.
             key = orjson.dumps(raw) if type(raw) is dict else None
-            if key is not None and last is not None and last[0] == key:
-                primary = last[1]
-            else:
-                primary = _side(raw, snippet_chars, names)
-                if key is not None:
-                    last = (key, primary)
-            row = PairRow(
-                pair_id=str(rec["pair_id"]),
-                request_id=str(rec["request_id"]),
-                ts=ts,
-                source=_name(names, str(rec.get("source") or "traffic")) or "",
-                route=_name(names, str(rec.get("route") or "")) or "",
-                task=_name(names, rec.get("task")),
-                prompt=snippet(prompt_text(rec.get("request")), snippet_chars),
-                primary=primary,
-                candidate=_side(rec["candidate"], snippet_chars, names),
-                cluster=cluster if isinstance(cluster, str) and cluster else None,
-                probe=probe,
-                headers=_headers(rec.get("headers")),
+            primary, primary_row = store.primary(
+                key, functools.partial(side_row, raw, snippet_chars, names)
             )
+            candidate = side_row(rec["candidate"], snippet_chars, names)
+            pair_id, request_id = str(rec["pair_id"]), str(rec["request_id"])
+            source = intern(names, str(rec.get("source") or "traffic")) or ""
+            route = intern(names, str(rec.get("route") or "")) or ""
+            task = intern(names, rec.get("task"))
+            headers = headers_of(rec.get("headers"))
+            where: tuple[int, int] | tuple[str, str, str]
+            if offset >= 0:  # texts read again from the file for the examples shown
+                where = (files.setdefault(path, store.file(path)), offset)
+            else:
+                if primary_row is None:  # reused: its text is the pair before's
+                    primary_row = side_row(raw, snippet_chars, names)
+                where = (
+                    snippet(prompt_text(rec.get("request")), snippet_chars),
+                    primary_row.text,
+                    candidate.text,
+                )
         except (KeyError, TypeError, ValueError):
             _corrupt(ds, path, "malformed pair record")
             continue
         ds.pairs_read += 1
-        if not filters.keep(row.ts, row.source, row.task):
+        if not filters.keep(ts, source, task):
             ds.skipped["pair outside the window or filters"] += 1
             continue
-        if row.pair_id in by_id:
+        old = by_id.get(pair_id)
+        if old is not None:
             ds.skipped["duplicate pair (re-delivery)"] += 1
-        seen = primaries.get(row.request_id)
-        if seen is not None:
-            row.request_id = seen[2]
-        if seen is not None and seen[1] == row.primary:
-            row.primary = seen[1]
-            if seen[0] == row.prompt:
-                row.prompt = seen[0]
-        else:
-            primaries[row.request_id] = (row.prompt, row.primary, row.request_id)
-        by_id[row.pair_id] = row
+            store.drop(old)
+        by_id[pair_id] = store.add(
+            pair_id=pair_id,
+            request_id=request_id,
+            ts=ts,
+            source=source,
+            route=route,
+            task=task,
+            primary=primary,
+            candidate=candidate,
+            cluster=cluster if isinstance(cluster, str) and cluster else None,
+            probe=probe,
+            headers=headers,
+            where=where,
+        )
+    del by_id
+    return store.build()
 
 
 def load(
@@ -492,23 +374,25 @@ def load(
     result is the same Dataset (see _load_scores_duckdb for the one difference)."""
     filters = filters or Filters()
     ds = Dataset(pair_files=[str(p) for p in pair_paths], score_files=[str(p) for p in score_paths])
-    by_id: dict[str, PairRow] = {}
     with _no_cyclic_gc():
-        _read_pairs(ds, filters, snippet_chars, by_id)
-    ds.pairs = sorted(by_id.values(), key=lambda p: (p.ts, p.pair_id))
+        store = _read_pairs(ds, filters, snippet_chars)
+    ds.pairs = store
     if engine == "duckdb":
-        ds.scores = ScoreTable([p.pair_id for p in ds.pairs])
+        ds.scores = ScoreTable(store.pair_ids)
+    by_id: set[str] | None = None  # only the Python reader asks
     for path in ds.score_files:  # in order: a later file's re-score replaces
-        duck = engine == "duckdb" and not is_archive(path)
-        if not duck or not _load_scores_duckdb(ds, path, snippet_chars):
+        if not _duck(engine, path) or not _load_scores_duckdb(ds, path, snippet_chars):
+            by_id = set(store.pair_ids) if by_id is None else by_id
             _load_scores_python(ds, path, by_id, snippet_chars)
     return ds
 
 
-def _load_scores_python(
-    ds: Dataset, path: str, by_id: Mapping[str, PairRow], snippet_chars: int
-) -> None:
-    for _, rec in _records(ds, [path], "scores"):
+def _duck(engine: str, path: str) -> bool:
+    return engine == "duckdb" and not is_archive(path)
+
+
+def _load_scores_python(ds: Dataset, path: str, by_id: set[str], snippet_chars: int) -> None:
+    for _, _, rec in _records(ds, [path], "scores"):
         if rec.get("schema") != SCORE_SCHEMA:
             _corrupt(ds, path, "scores file: not a shadoweval.score.v1 record")
             continue
@@ -521,7 +405,7 @@ def _load_scores_python(
         if pair_id not in by_id:
             ds.skipped["score of a pair not in the report"] += 1
             continue
-        value = _float(rec.get("value"))
+        value = as_float(rec.get("value"))
         if value is not None and not 0.0 <= value <= 1.0:
             ds.skipped["score value outside [0, 1]"] += 1
             continue
@@ -665,7 +549,8 @@ def _reduce_scores(con: Any, ds: Dataset, path: str, limit: int) -> bool:
     # from every score record (with its text) and probe it with the pairs: the plain
     # order (the pairs' ids built, the records probing) costs ~10% less of the pass.
     con.execute("SET disabled_optimizers = 'build_side_probe_side'")
-    ids = [p.pair_id for p in ds.pairs]
+    pairs = ds.pairs
+    ids = pairs.pair_ids if isinstance(pairs, PairStore) else [p.pair_id for p in pairs]
     con.execute(
         "CREATE TABLE pos AS SELECT unnest($ids) AS pair_id,"
         " unnest(range(len($ids)))::INTEGER AS pos",

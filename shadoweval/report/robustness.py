@@ -22,7 +22,7 @@ from typing import Any
 
 from shadoweval.config.report import Report
 from shadoweval.probes.results import category_key
-from shadoweval.report.load import PairRow
+from shadoweval.report.rows import PairRow
 from shadoweval.stats import PairedRates, paired_rates
 from shadoweval.types import Json
 

@@ -1,0 +1,519 @@
+"""The report's pairs as columns.
+
+A day of traffic is millions of pairs; as one object per pair (and per side) it costs
+about a kilobyte each. Here each field is one array over the pairs, in the report's order
+((ts, pair_id)); names (upstreams, models, tasks, ...) are small codes into one table; a
+request's primary side, repeated in each of its pairs, is kept once per distinct side.
+Text (the prompt and both answers) is not held at all where the pairs came from a JSONL
+file: it is read again, by the record's byte offset, for the few examples the report
+shows. A :class:`PairView` is one upstream's pairs (or a segment's): positions into the
+store, and the columns the aggregation reads, gathered once.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, overload
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from shadoweval.report.rows import PairRow, SideRow, prompt_text, side_row, snippet
+
+Floats = NDArray[np.float64]
+Codes = NDArray[np.int32]
+NAN = math.nan
+
+
+class Names:
+    """One code per distinct name (-1: None)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self._codes: dict[str, int] = {}
+
+    def code(self, name: str | None) -> int:
+        if name is None:
+            return -1
+        got = self._codes.get(name)
+        if got is None:
+            got = self._codes[name] = len(self.names)
+            self.names.append(name)
+        return got
+
+    def name(self, code: int) -> str | None:
+        return None if code < 0 else self.names[code]
+
+
+@dataclass
+class Sides:
+    """A table of sides (one answer each): codes into the store's names, NaN for a number
+    not recorded."""
+
+    upstream: Codes
+    role: Codes
+    model: Codes
+    error: Codes
+    latency: Floats
+    ttft: Floats
+    attempts: NDArray[np.int64]
+    input_tokens: Floats
+    output_tokens: Floats
+    cached_tokens: Floats
+    estimated: NDArray[np.bool_]
+    cost: Floats
+
+    def take(self, at: NDArray[np.integer[Any]]) -> Sides:
+        return Sides(**{k: v[at] for k, v in vars(self).items()})
+
+
+class _SideColumns:
+    """Sides as they are read: typed arrays (8 bytes a number, not a Python object)."""
+
+    def __init__(self) -> None:
+        self.upstream, self.role, self.model, self.error = (array("i") for _ in range(4))
+        self.latency, self.ttft, self.cost = array("d"), array("d"), array("d")
+        self.tokens_in, self.tokens_out, self.cached = array("d"), array("d"), array("d")
+        self.attempts = array("q")
+        self.estimated = bytearray()
+
+    def add(self, side: SideRow, names: Names) -> int:
+        self.upstream.append(names.code(side.upstream))
+        self.role.append(names.code(side.role))
+        self.model.append(names.code(side.model))
+        self.error.append(names.code(side.error_type))
+        self.latency.append(side.latency_s)
+        self.ttft.append(NAN if side.ttft_s is None else side.ttft_s)
+        self.attempts.append(side.attempts)
+        for column, value in (
+            (self.tokens_in, side.input_tokens),
+            (self.tokens_out, side.output_tokens),
+            (self.cached, side.cached_input_tokens),
+        ):
+            column.append(NAN if value is None else float(value))
+        self.estimated.append(side.estimated)
+        self.cost.append(NAN if side.cost_usd is None else side.cost_usd)
+        return len(self.latency) - 1
+
+    def table(self) -> Sides:
+        def i32(a: array[int]) -> Codes:
+            return np.frombuffer(a, np.int32).copy() if len(a) else np.zeros(0, np.int32)
+
+        def f64(a: array[float]) -> Floats:
+            return np.frombuffer(a, np.float64).copy() if len(a) else np.zeros(0)
+
+        return Sides(
+            upstream=i32(self.upstream),
+            role=i32(self.role),
+            model=i32(self.model),
+            error=i32(self.error),
+            latency=f64(self.latency),
+            ttft=f64(self.ttft),
+            attempts=np.frombuffer(self.attempts, np.int64).copy()
+            if len(self.attempts)
+            else np.zeros(0, np.int64),
+            input_tokens=f64(self.tokens_in),
+            output_tokens=f64(self.tokens_out),
+            cached_tokens=f64(self.cached),
+            estimated=np.frombuffer(bytes(self.estimated), np.bool_).copy(),
+            cost=f64(self.cost),
+        )
+
+
+Texts = tuple[str, str, str]  # prompt, primary answer, candidate answer (snippets)
+
+
+@dataclass
+class _Source:
+    """Where a pair's texts are: a JSONL file and the record's byte offset, or kept."""
+
+    paths: list[str] = field(default_factory=list)
+    file: array[int] = field(default_factory=lambda: array("i"))  # -1: kept in ``kept``
+    offset: array[int] = field(default_factory=lambda: array("q"))  # or the index in kept
+    kept: list[Texts] = field(default_factory=list)
+
+
+class StoreBuilder:
+    """Pairs appended as they are read (see load._read_pairs); ``build`` keeps the ones
+    ``keep`` marked, in the report's order."""
+
+    def __init__(self, snippet_chars: int) -> None:
+        self.limit = snippet_chars
+        self.names = Names()
+        self.pair_ids: list[str] = []
+        self.ts = array("d")
+        self.request = array("i")
+        self.request_ids: list[str] = []
+        self._request_codes: dict[str, int] = {}
+        self.source, self.route, self.task, self.cluster = (array("i") for _ in range(4))
+        self.clusters = Names()
+        self.cand = _SideColumns()
+        self.prim = _SideColumns()
+        self.prim_of = array("i")
+        self.probes: dict[int, dict[str, Any]] = {}
+        self.headers: dict[int, dict[str, str]] = {}
+        self.src = _Source()
+        self.alive = bytearray()
+        self._last_primary: tuple[bytes, int] | None = None
+
+    def file(self, path: str) -> int:
+        self.src.paths.append(path)
+        return len(self.src.paths) - 1
+
+    def primary(self, key: bytes | None, make: Callable[[], SideRow]) -> tuple[int, SideRow | None]:
+        """The primary side's row: reused when its JSON is the pair before's (a request's
+        pairs are usually adjacent; equal JSON makes an equal row)."""
+        if key is not None and self._last_primary is not None and self._last_primary[0] == key:
+            return self._last_primary[1], None
+        side = make()
+        at = self.prim.add(side, self.names)
+        if key is not None:
+            self._last_primary = (key, at)
+        return at, side
+
+    def add(
+        self,
+        *,
+        pair_id: str,
+        request_id: str,
+        ts: float,
+        source: str,
+        route: str,
+        task: str | None,
+        primary: int,
+        candidate: SideRow,
+        cluster: str | None,
+        probe: dict[str, Any] | None,
+        headers: dict[str, str] | None,
+        where: tuple[int, int] | Texts,
+    ) -> int:
+        i = len(self.pair_ids)
+        self.pair_ids.append(pair_id)
+        self.ts.append(ts)
+        code = self._request_codes.get(request_id)
+        if code is None:
+            code = self._request_codes[request_id] = len(self.request_ids)
+            self.request_ids.append(request_id)
+        self.request.append(code)
+        self.source.append(self.names.code(source))
+        self.route.append(self.names.code(route))
+        self.task.append(self.names.code(task))
+        self.cluster.append(self.clusters.code(cluster))
+        self.prim_of.append(primary)
+        self.cand.add(candidate, self.names)
+        if probe is not None:
+            self.probes[i] = probe
+        if headers is not None:
+            self.headers[i] = headers
+        if len(where) == 2:
+            self.src.file.append(where[0])
+            self.src.offset.append(where[1])
+        else:
+            self.src.file.append(-1)
+            self.src.offset.append(len(self.src.kept))
+            self.src.kept.append(where)
+        self.alive.append(1)
+        return i
+
+    def drop(self, i: int) -> None:
+        self.alive[i] = 0
+
+    def build(self, ordered: bool = True) -> PairStore:
+        """``ordered``: in (ts, pair_id) order; else in the order they were added."""
+        alive = np.frombuffer(bytes(self.alive), np.bool_) if self.alive else np.zeros(0, bool)
+        ts = np.frombuffer(self.ts, np.float64) if len(self.ts) else np.zeros(0)
+        keep = np.flatnonzero(alive)
+        order = keep
+        if ordered:
+            order = keep[_order(ts[keep], [self.pair_ids[i] for i in keep.tolist()])]
+        at = order.astype(np.intp)
+
+        def col(a: array[int]) -> Codes:
+            full = np.frombuffer(a, np.int32) if len(a) else np.zeros(0, np.int32)
+            return full[at].astype(np.int32)
+
+        file = (
+            np.frombuffer(self.src.file, np.int32) if len(self.src.file) else np.zeros(0, np.int32)
+        )
+        offset = (
+            np.frombuffer(self.src.offset, np.int64)
+            if len(self.src.offset)
+            else np.zeros(0, np.int64)
+        )
+        positions = {int(old): new for new, old in enumerate(at.tolist())}
+        return PairStore(
+            names=self.names,
+            pair_ids=[self.pair_ids[i] for i in at.tolist()],
+            ts=ts[at].copy(),
+            request=col(self.request),
+            request_ids=self.request_ids,
+            source=col(self.source),
+            route=col(self.route),
+            task=col(self.task),
+            cluster=col(self.cluster),
+            clusters=self.clusters.names,
+            cand=self.cand.table().take(at),
+            prim=self.prim.table(),
+            prim_of=col(self.prim_of),
+            probes={positions[i]: p for i, p in self.probes.items() if i in positions},
+            headers={positions[i]: h for i, h in self.headers.items() if i in positions},
+            texts=_TextSource(
+                self.src.paths, file[at].copy(), offset[at].copy(), self.src.kept, self.limit
+            ),
+        )
+
+
+def _order(ts: Floats, ids: list[str]) -> NDArray[np.intp]:
+    """The positions in (ts, pair_id) order: numpy by time, Python only within equal times."""
+    order = np.argsort(ts, kind="stable")
+    if len(order) < 2:
+        return order
+    sorted_ts = ts[order]
+    tie = np.flatnonzero(sorted_ts[1:] == sorted_ts[:-1])
+    if not len(tie):
+        return order
+    # Runs of equal times: [start, end) in the sorted order.
+    starts = tie[np.concatenate(([True], np.diff(tie) > 1))]
+    ends = tie[np.concatenate((np.diff(tie) > 1, [True]))] + 2
+    out = order.copy()
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        run = out[a:b].tolist()
+        run.sort(key=ids.__getitem__)
+        out[a:b] = run
+    return out
+
+
+class _TextSource:
+    """Each pair's texts, read again from its file by offset (or kept in memory)."""
+
+    def __init__(
+        self,
+        paths: list[str],
+        file: Codes,
+        offset: NDArray[np.int64],
+        kept: list[Texts],
+        limit: int,
+    ) -> None:
+        self.paths, self.file, self.offset, self.kept, self.limit = paths, file, offset, kept, limit
+
+    def texts(self, positions: Sequence[int]) -> list[Texts]:
+        out: dict[int, Texts] = {}
+        by_file: dict[int, list[int]] = {}
+        for i in positions:
+            f = int(self.file[i])
+            if f < 0:
+                out[i] = self.kept[int(self.offset[i])]
+            else:
+                by_file.setdefault(f, []).append(i)
+        for f, wanted in by_file.items():
+            with open(self.paths[f], "rb") as fh:
+                for i in sorted(wanted, key=lambda j: int(self.offset[j])):
+                    fh.seek(int(self.offset[i]))
+                    out[i] = record_texts(orjson.loads(fh.readline()), self.limit)
+        return [out[i] for i in positions]
+
+
+def record_texts(rec: dict[str, Any], limit: int) -> Texts:
+    """A pair record's prompt and answers as the report shows them."""
+    names: dict[str, str] = {}
+    return (
+        snippet(prompt_text(rec.get("request")), limit),
+        side_row(rec["primary"], limit, names).text,
+        side_row(rec["candidate"], limit, names).text,
+    )
+
+
+class PairStore(Sequence[PairRow]):
+    """Every pair of a report, as columns (see the module's docstring)."""
+
+    def __init__(
+        self,
+        *,
+        names: Names,
+        pair_ids: list[str],
+        ts: Floats,
+        request: Codes,
+        request_ids: list[str],
+        source: Codes,
+        route: Codes,
+        task: Codes,
+        cluster: Codes,
+        clusters: list[str],
+        cand: Sides,
+        prim: Sides,
+        prim_of: Codes,
+        probes: dict[int, dict[str, Any]],
+        headers: dict[int, dict[str, str]],
+        texts: _TextSource,
+    ) -> None:
+        self.names = names
+        self.pair_ids = pair_ids
+        self.ts = ts
+        self.request = request
+        self.request_ids = request_ids
+        self.source, self.route, self.task = source, route, task
+        self.cluster, self.clusters = cluster, clusters
+        self.cand, self.prim, self.prim_of = cand, prim, prim_of
+        self.probes, self.headers = probes, headers
+        self._texts = texts
+        self._prompts: dict[int, str] | None = None
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[PairRow]) -> PairStore:
+        """A store of rows built in memory (simulations, tests), texts kept."""
+        b = StoreBuilder(snippet_chars=1 << 30)
+        for row in rows:
+            at, _ = b.primary(None, lambda row=row: row.primary)  # type: ignore[misc]
+            b.add(
+                pair_id=row.pair_id,
+                request_id=row.request_id,
+                ts=row.ts,
+                source=row.source,
+                route=row.route,
+                task=row.task,
+                primary=at,
+                candidate=row.candidate,
+                cluster=row.cluster,
+                probe=row.probe,
+                headers=row.headers,
+                where=(row.prompt, row.primary.text, row.candidate.text),
+            )
+        return b.build(ordered=False)
+
+    def __len__(self) -> int:
+        return len(self.pair_ids)
+
+    @overload
+    def __getitem__(self, i: int) -> PairRow: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[PairRow]: ...
+    def __getitem__(self, i: int | slice) -> PairRow | list[PairRow]:
+        if isinstance(i, slice):
+            return self.rows(range(len(self))[i])
+        return self.rows([i])[0]
+
+    def __iter__(self) -> Iterator[PairRow]:
+        step = 4096
+        for lo in range(0, len(self), step):
+            yield from self.rows(range(lo, min(lo + step, len(self))))
+
+    def name(self, code: int) -> str | None:
+        return self.names.name(code)
+
+    def texts(self, positions: Sequence[int]) -> list[Texts]:
+        return self._texts.texts(positions)
+
+    def prompt_of_requests(self, positions: NDArray[np.intp]) -> dict[int, str]:
+        """Request code -> its prompt (the first pair's), for these pairs' requests."""
+        if self._prompts is None:
+            self._prompts = {}
+        want: dict[int, int] = {}
+        for pos, code in zip(positions.tolist(), self.request[positions].tolist(), strict=True):
+            if code not in self._prompts and code not in want:
+                want[code] = pos
+        if want:
+            for code, texts in zip(want, self.texts(list(want.values())), strict=True):
+                self._prompts[code] = texts[0]
+        return self._prompts
+
+    def _side(self, sides: Sides, i: int, text: str) -> SideRow:
+        def num(v: float) -> float | None:
+            return None if v != v else float(v)
+
+        def whole(v: float) -> int | None:
+            return None if v != v else int(v)
+
+        return SideRow(
+            upstream=self.name(int(sides.upstream[i])) or "",
+            role=self.name(int(sides.role[i])) or "",
+            model=self.name(int(sides.model[i])),
+            error_type=self.name(int(sides.error[i])),
+            latency_s=float(sides.latency[i]),
+            ttft_s=num(sides.ttft[i]),
+            attempts=int(sides.attempts[i]),
+            input_tokens=whole(sides.input_tokens[i]),
+            output_tokens=whole(sides.output_tokens[i]),
+            cached_input_tokens=whole(sides.cached_tokens[i]),
+            estimated=bool(sides.estimated[i]),
+            cost_usd=num(sides.cost[i]),
+            text=text,
+        )
+
+    def rows(self, positions: Sequence[int]) -> list[PairRow]:
+        """These pairs as rows, texts included (the examples a report shows, probes)."""
+        positions = list(positions)
+        out = []
+        for i, (prompt, ptext, ctext) in zip(positions, self.texts(positions), strict=True):
+            cluster = int(self.cluster[i])
+            out.append(
+                PairRow(
+                    pair_id=self.pair_ids[i],
+                    request_id=self.request_ids[int(self.request[i])],
+                    ts=float(self.ts[i]),
+                    source=self.name(int(self.source[i])) or "",
+                    route=self.name(int(self.route[i])) or "",
+                    task=self.name(int(self.task[i])),
+                    prompt=prompt,
+                    primary=self._side(self.prim, int(self.prim_of[i]), ptext),
+                    candidate=self._side(self.cand, i, ctext),
+                    cluster=None if cluster < 0 else self.clusters[cluster],
+                    probe=self.probes.get(i),
+                    headers=self.headers.get(i),
+                )
+            )
+        return out
+
+    def view(self, at: NDArray[np.intp]) -> PairView:
+        return PairView(self, at)
+
+
+def as_store(pairs: Sequence[PairRow]) -> PairStore:
+    return pairs if isinstance(pairs, PairStore) else PairStore.from_rows(pairs)
+
+
+class PairView:
+    """Some of a store's pairs (an upstream's, a segment's), in the store's order."""
+
+    def __init__(self, store: PairStore, at: NDArray[np.intp]) -> None:
+        self.store, self.at = store, at
+        self._cand: Sides | None = None
+        self._prim: Sides | None = None
+
+    def __len__(self) -> int:
+        return len(self.at)
+
+    def __bool__(self) -> bool:
+        return len(self.at) > 0
+
+    def sub(self, keep: NDArray[np.intp]) -> PairView:
+        return PairView(self.store, self.at[keep])
+
+    @property
+    def cand(self) -> Sides:
+        if self._cand is None:
+            self._cand = self.store.cand.take(self.at)
+        return self._cand
+
+    @property
+    def prim(self) -> Sides:
+        if self._prim is None:
+            self._prim = self.store.prim.take(self.store.prim_of[self.at])
+        return self._prim
+
+    def pair_id(self, j: int) -> str:
+        return self.store.pair_ids[int(self.at[j])]
+
+    def pair_ids(self) -> list[str]:
+        ids = self.store.pair_ids
+        return [ids[i] for i in self.at.tolist()]
+
+    def request_ids(self) -> list[str]:
+        ids = self.store.request_ids
+        return [ids[c] for c in self.store.request[self.at].tolist()]
+
+    def row(self, j: int) -> PairRow:
+        return self.store.rows([int(self.at[j])])[0]
