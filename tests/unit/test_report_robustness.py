@@ -17,8 +17,8 @@ from shadoweval.config.report import Report
 from shadoweval.pricing import PriceTable
 from shadoweval.report import build_report, load
 from shadoweval.report.html import render as render_html
-from shadoweval.report.rows import PairRow, SideRow
 from shadoweval.report.robustness import ratio_text, robustness
+from shadoweval.report.rows import PairRow, SideRow
 from shadoweval.report.terminal import render as render_terminal
 from shadoweval.report.terminal import robustness_table
 from shadoweval.testing.synthetic import Upstream, generate
