@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from shadoweval.report.rows import PairRow, SideRow, prompt_text, side_row, snippet
 
 Floats = NDArray[np.float64]
-Codes = NDArray[np.int32]
+Codes = NDArray[np.signedinteger[Any]]  # int16 while the names fit, else int32
 NAN = math.nan
 
 
@@ -48,6 +48,10 @@ class Names:
     def name(self, code: int) -> str | None:
         return None if code < 0 else self.names[code]
 
+    def narrow(self, codes: NDArray[np.int32]) -> Codes:
+        """A copy of these codes in two bytes each where every name's code fits."""
+        return codes.astype(np.int16) if len(self.names) < 2**15 else codes.copy()
+
 
 @dataclass
 class Sides:
@@ -60,7 +64,7 @@ class Sides:
     error: Codes
     latency: Floats
     ttft: Floats
-    attempts: NDArray[np.int64]
+    attempts: NDArray[np.int32]
     input_tokens: Floats
     output_tokens: Floats
     cached_tokens: Floats
@@ -99,9 +103,9 @@ class _SideColumns:
         self.cost.append(NAN if side.cost_usd is None else side.cost_usd)
         return len(self.latency) - 1
 
-    def table(self) -> Sides:
+    def table(self, names: Names) -> Sides:
         def i32(a: array[int]) -> Codes:
-            return np.frombuffer(a, np.int32).copy() if len(a) else np.zeros(0, np.int32)
+            return names.narrow(np.frombuffer(a, np.int32) if len(a) else np.zeros(0, np.int32))
 
         def f64(a: array[float]) -> Floats:
             return np.frombuffer(a, np.float64).copy() if len(a) else np.zeros(0)
@@ -113,9 +117,9 @@ class _SideColumns:
             error=i32(self.error),
             latency=f64(self.latency),
             ttft=f64(self.ttft),
-            attempts=np.frombuffer(self.attempts, np.int64).copy()
+            attempts=np.frombuffer(self.attempts, np.int64).astype(np.int32)
             if len(self.attempts)
-            else np.zeros(0, np.int64),
+            else np.zeros(0, np.int32),
             input_tokens=f64(self.tokens_in),
             output_tokens=f64(self.tokens_out),
             cached_tokens=f64(self.cached),
@@ -234,7 +238,7 @@ class StoreBuilder:
 
         def col(a: array[int]) -> Codes:
             full = np.frombuffer(a, np.int32) if len(a) else np.zeros(0, np.int32)
-            return full[at].astype(np.int32)
+            return full[at]
 
         file = (
             np.frombuffer(self.src.file, np.int32) if len(self.src.file) else np.zeros(0, np.int32)
@@ -244,23 +248,29 @@ class StoreBuilder:
             if len(self.src.offset)
             else np.zeros(0, np.int64)
         )
-        positions = {int(old): new for new, old in enumerate(at.tolist())}
+        # Where each added pair went (-1: dropped), for the few fields held by position.
+        moved = np.full(len(self.alive), -1, np.int64)
+        moved[at] = np.arange(len(at))
+
+        def moved_keys(by: dict[int, Any]) -> dict[int, Any]:
+            return {int(moved[i]): v for i, v in by.items() if moved[i] >= 0}
+
         return PairStore(
             names=self.names,
             pair_ids=[self.pair_ids[i] for i in at.tolist()],
             ts=ts[at].copy(),
             request=col(self.request),
             request_ids=self.request_ids,
-            source=col(self.source),
-            route=col(self.route),
-            task=col(self.task),
+            source=self.names.narrow(col(self.source)),
+            route=self.names.narrow(col(self.route)),
+            task=self.names.narrow(col(self.task)),
             cluster=col(self.cluster),
             clusters=self.clusters.names,
-            cand=self.cand.table().take(at),
-            prim=self.prim.table(),
+            cand=self.cand.table(self.names).take(at),
+            prim=self.prim.table(self.names),
             prim_of=col(self.prim_of),
-            probes={positions[i]: p for i, p in self.probes.items() if i in positions},
-            headers={positions[i]: h for i, h in self.headers.items() if i in positions},
+            probes=moved_keys(self.probes),
+            headers=moved_keys(self.headers),
             texts=_TextSource(
                 self.src.paths, file[at].copy(), offset[at].copy(), self.src.kept, self.limit
             ),
