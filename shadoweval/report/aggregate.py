@@ -39,8 +39,8 @@ from shadoweval.pricing import PriceTable
 from shadoweval.records import TASK_HEADER
 from shadoweval.redaction import Redactor
 from shadoweval.report.language import detect as detect_language
-from shadoweval.report.load import Dataset, ScoreTable, score_kinds
-from shadoweval.report.pairs import PairStore, PairView, Sides, as_store
+from shadoweval.report.load import Dataset, ScoreRow, ScoreTable, score_kinds
+from shadoweval.report.pairs import PairStore, PairView, Sides, SidesAt, as_store
 from shadoweval.report.robustness import robustness
 from shadoweval.report.verdict import decide, finalise
 from shadoweval.score.registry import QUALITY_PREFERENCE, ScorerInfo, info_of
@@ -176,6 +176,23 @@ class _Ctx:
             return None
         labels = [every[i] for i in at.tolist()]
         return labels if any(c is not None for c in labels) else None
+
+    def score(self, upstream: str, j: int, scorer: str, side: str) -> ScoreRow | None:
+        """The score of the upstream's j-th pair (by position: no index of every pair id)."""
+        table = self.ds.scores
+        if isinstance(table, ScoreTable):
+            return table.row_at(int(self.positions(upstream)[j]), scorer, side)
+        got: ScoreRow | None = table.get((self.groups[upstream].pair_id(j), scorer, side))
+        return got
+
+    def forget(self, upstream: str) -> None:
+        """Drop what was gathered for an upstream whose figures are done."""
+        self._cols.pop(upstream, None)
+        self._index.pop(upstream, None)
+        for key in [k for k in self._values if k[0] == upstream]:
+            del self._values[key]
+        view = self.groups[upstream]
+        self.groups[upstream] = PairView(view.store, view.at)
 
     def value(self, pair_id: str, scorer: str, side: str) -> float | None:
         row = self.ds.scores.get((pair_id, scorer, side))
@@ -363,7 +380,7 @@ def _worst(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> list[Json]
     rows = ctx.store.rows([int(view.at[ats[i]]) for i in order])  # texts read for these only
     for i, p in zip(order, rows, strict=True):
         side = "pair" if series.mode == "pair" else "candidate"
-        score = ctx.ds.scores.get((p.pair_id, scorer, side))
+        score = ctx.score(upstream, ats[i], scorer, side)
         b = float(base[i])
         out.append(
             {
@@ -529,8 +546,11 @@ def reliable(x: Any, b: Any, rel: Estimate, units: int, min_pairs: int) -> bool:
 def _agreement(ctx: _Ctx, upstream: str) -> Json | None:
     """Cohen's kappa of the judge's and the reviewers' win/tie/loss on the pairs both rated."""
 
-    def label(pair_id: str, scorer: str) -> str | None:
-        row = ctx.ds.scores.get((pair_id, scorer, "pair"))
+    if (HUMAN_PAIRWISE, "pair") not in score_kinds(ctx.ds.scores):
+        return None
+
+    def label(j: int, scorer: str) -> str | None:
+        row = ctx.score(upstream, j, scorer, "pair")
         if row is None:
             return None
         if row.label in JUDGE_LABELS:
@@ -540,8 +560,8 @@ def _agreement(ctx: _Ctx, upstream: str) -> Json | None:
         return "win" if row.value > 0.5 else "loss" if row.value < 0.5 else "tie"
 
     judge, human = [], []
-    for pair_id in ctx.groups[upstream].pair_ids():
-        j, h = label(pair_id, JUDGE_PAIRWISE), label(pair_id, HUMAN_PAIRWISE)
+    for at in range(len(ctx.groups[upstream])):
+        j, h = label(at, JUDGE_PAIRWISE), label(at, HUMAN_PAIRWISE)
         if j is not None and h is not None:
             judge.append(j)
             human.append(h)
@@ -618,9 +638,9 @@ def safety_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
         # A comparison flag (e.g. over_refusal: the candidate refused what the primary
         # answered) and its reverse label (the primary refused what the candidate answered)
         # are the two discordant cells of a paired test.
-        index, view = ctx.index(upstream), ctx.groups[upstream]
+        index = ctx.index(upstream)
         for r in cand:
-            row = ctx.ds.scores.get((view.pair_id(index[r]), scorer, "pair"))
+            row = ctx.score(upstream, index[r], scorer, "pair")
             prim[r] = float(row is not None and row.label == info.reverse_label)
     else:
         for r, v in ctx.values(upstream, scorer, "primary").items():
@@ -657,7 +677,7 @@ def safety_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
 # -- operations ---------------------------------------------------------------------------
 
 
-def sides_cost(prices: PriceTable, store: PairStore, sides: Sides) -> Floats:
+def sides_cost(prices: PriceTable, store: PairStore, sides: Sides | SidesAt) -> Floats:
     """Each side's cost (as side_cost), NaN when not known: the record's own cost, priced
     from the tokens only where a record has none."""
     cost = sides.cost.copy()
@@ -747,7 +767,7 @@ def operations_block(ctx: _Ctx, upstream: str) -> Json:
     streams = ok_mask & ~np.isnan(cols.cand_ttft) & ~np.isnan(cols.prim_ttft)
     ttft_c, ttft_p = cols.cand_ttft[streams], cols.prim_ttft[streams]
 
-    def tokens(sides: Sides) -> Json:
+    def tokens(sides: Sides | SidesAt) -> Json:
         at = ok_at[~np.isnan(sides.output_tokens[ok_at])]
         if not len(at):
             return {"input": None, "output": None, "estimated_share": None, "n": 0}
@@ -1201,6 +1221,8 @@ def build_report(
         if by:
             row["segments"] = segments_block(ctx, upstream, headline, by)
         rows[upstream] = row
+        if upstream != control:  # only the control's arrays are read again
+            ctx.forget(upstream)
         tokens = row["operations"]["tokens"]
         estimated[upstream] = tokens["candidate"]["estimated_share"] or 0.0
         estimated["the primary"] = max(

@@ -109,6 +109,14 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
             self._len += 1
         codes[pos] = code
 
+    def row_at(self, pos: int, scorer: str, side: str) -> ScoreRow | None:
+        """The score of the pair at this position (the order the table was made with)."""
+        codes = self._codes.get((scorer, side))
+        if codes is None:
+            return None
+        code = int(codes[pos])
+        return self._rows[code] if code >= 0 else None
+
     def positions(self, pair_ids: Sequence[str]) -> NDArray[np.intp]:
         return np.fromiter((self._pos()[p] for p in pair_ids), np.intp, len(pair_ids))
 
@@ -122,8 +130,8 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
         """The values at these positions, NaN where there is none; ``labels``: the value of
         a score that has only a label (a pairwise judge's win/tie/loss)."""
         codes = self._codes.get((scorer, side))
-        if codes is None:
-            return np.full(len(positions), np.nan)
+        if codes is None:  # one NaN seen as many (read only): kinds not scored cost nothing
+            return np.broadcast_to(np.float64(np.nan), (len(positions),))
         key = tuple(sorted(labels.items())) if labels else ()
         table = self._tables.get(key)
         if table is None:
@@ -295,7 +303,6 @@ def _no_cyclic_gc() -> Iterator[None]:
 def _read_pairs(ds: Dataset, filters: Filters, snippet_chars: int) -> PairStore:
     names: dict[str, str] = {}
     store = StoreBuilder(snippet_chars)
-    by_id: dict[str, int] = {}  # the kept row of each pair id (a re-delivery replaces)
     files: dict[str, int] = {}
     for path, offset, rec in _records(ds, ds.pair_files):
         if rec.get("schema") != PAIR_SCHEMA:
@@ -341,11 +348,7 @@ def _read_pairs(ds: Dataset, filters: Filters, snippet_chars: int) -> PairStore:
         if not filters.keep(ts, source, task):
             ds.skipped["pair outside the window or filters"] += 1
             continue
-        old = by_id.get(pair_id)
-        if old is not None:
-            ds.skipped["duplicate pair (re-delivery)"] += 1
-            store.drop(old)
-        by_id[pair_id] = store.add(
+        store.add(
             pair_id=pair_id,
             request_id=request_id,
             ts=ts,
@@ -359,8 +362,10 @@ def _read_pairs(ds: Dataset, filters: Filters, snippet_chars: int) -> PairStore:
             headers=headers,
             where=where,
         )
-    del by_id
-    return store.build()
+    built = store.build()
+    if store.duplicates:
+        ds.skipped["duplicate pair (re-delivery)"] += store.duplicates
+    return built
 
 
 def load(
@@ -551,11 +556,14 @@ def _reduce_scores(con: Any, ds: Dataset, path: str, limit: int) -> bool:
     con.execute("SET disabled_optimizers = 'build_side_probe_side'")
     pairs = ds.pairs
     ids = pairs.pair_ids if isinstance(pairs, PairStore) else [p.pair_id for p in pairs]
-    con.execute(
-        "CREATE TABLE pos AS SELECT unnest($ids) AS pair_id,"
-        " unnest(range(len($ids)))::INTEGER AS pos",
-        {"ids": ids},
-    )
+    # The ids as a numpy array of references to the same strings: bound as a list they were
+    # one DuckDB value each, hundreds of MB at millions of pairs.
+    source = np.empty(len(ids), dtype=object)
+    source[:] = ids
+    con.register("pos_source", {"pair_id": source, "pos": np.arange(len(ids), dtype=np.int32)})
+    con.execute("CREATE TABLE pos AS SELECT pair_id, pos FROM pos_source")
+    con.unregister("pos_source")
+    del source
     params = {"path": path, "schema": SCORE_SCHEMA, "limit": limit}
     sql = _SCORES_SQL.replace("{source}", _relation(path))
     con.execute(f"CREATE TABLE scored AS {sql}", params)

@@ -75,6 +75,23 @@ class Sides:
         return Sides(**{k: v[at] for k, v in vars(self).items()})
 
 
+class SidesAt:
+    """Some rows of a table of sides, each column gathered when first read (a view's
+    figures read a few of the twelve)."""
+
+    def __init__(self, sides: Sides, at: NDArray[np.integer[Any]]) -> None:
+        self._sides, self._at = sides, at
+        self._got: dict[str, NDArray[Any]] = {}
+
+    def __getattr__(self, name: str) -> NDArray[Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        got = self._got.get(name)
+        if got is None:
+            got = self._got[name] = getattr(self._sides, name)[self._at]
+        return got
+
+
 class _SideColumns:
     """Sides as they are read: typed arrays (8 bytes a number, not a Python object)."""
 
@@ -145,8 +162,9 @@ class StoreBuilder:
     """Pairs appended as they are read (see load._read_pairs); ``build`` keeps the ones
     ``keep`` marked, in the report's order."""
 
-    def __init__(self, snippet_chars: int) -> None:
+    def __init__(self, snippet_chars: int, hash_of: Callable[[str], int] = hash) -> None:
         self.limit = snippet_chars
+        self._hash_of = hash_of
         self.names = Names()
         self.pair_ids: list[str] = []
         self.ts = array("d")
@@ -162,6 +180,8 @@ class StoreBuilder:
         self.headers: dict[int, dict[str, str]] = {}
         self.src = _Source()
         self.alive = bytearray()
+        self.duplicates = 0  # pairs replaced by a later record of the same pair_id
+        self._hashes = array("q")
         self._last_primary: tuple[bytes, int] | None = None
 
     def file(self, path: str) -> int:
@@ -197,6 +217,7 @@ class StoreBuilder:
     ) -> int:
         i = len(self.pair_ids)
         self.pair_ids.append(pair_id)
+        self._hashes.append(self._hash_of(pair_id))
         self.ts.append(ts)
         code = self._request_codes.get(request_id)
         if code is None:
@@ -223,11 +244,31 @@ class StoreBuilder:
         self.alive.append(1)
         return i
 
-    def drop(self, i: int) -> None:
-        self.alive[i] = 0
+    def _dedupe(self) -> None:
+        """Of the pairs with one pair_id the last added stays (a re-delivery replaces):
+        found among equal hashes (a dict of millions of ids cost more than the ids), and
+        the ids themselves compared there."""
+        if not self._hashes:
+            return
+        hashes = np.frombuffer(self._hashes, np.int64)
+        order = np.argsort(hashes, kind="stable")  # equal hashes: in the order added
+        same = np.flatnonzero(hashes[order][1:] == hashes[order][:-1])
+        if not len(same):
+            return
+        starts = same[np.concatenate(([True], np.diff(same) > 1))]
+        ends = same[np.concatenate((np.diff(same) > 1, [True]))] + 2
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            last: dict[str, int] = {}
+            for i in order[a:b].tolist():
+                old = last.get(self.pair_ids[i])
+                if old is not None:
+                    self.alive[old] = 0
+                    self.duplicates += 1
+                last[self.pair_ids[i]] = i
 
     def build(self, ordered: bool = True) -> PairStore:
         """``ordered``: in (ts, pair_id) order; else in the order they were added."""
+        self._dedupe()
         alive = np.frombuffer(bytes(self.alive), np.bool_) if self.alive else np.zeros(0, bool)
         ts = np.frombuffer(self.ts, np.float64) if len(self.ts) else np.zeros(0)
         keep = np.flatnonzero(alive)
@@ -490,8 +531,8 @@ class PairView:
 
     def __init__(self, store: PairStore, at: NDArray[np.intp]) -> None:
         self.store, self.at = store, at
-        self._cand: Sides | None = None
-        self._prim: Sides | None = None
+        self._cand: SidesAt | None = None
+        self._prim: SidesAt | None = None
 
     def __len__(self) -> int:
         return len(self.at)
@@ -503,15 +544,15 @@ class PairView:
         return PairView(self.store, self.at[keep])
 
     @property
-    def cand(self) -> Sides:
+    def cand(self) -> SidesAt:
         if self._cand is None:
-            self._cand = self.store.cand.take(self.at)
+            self._cand = SidesAt(self.store.cand, self.at)
         return self._cand
 
     @property
-    def prim(self) -> Sides:
+    def prim(self) -> SidesAt:
         if self._prim is None:
-            self._prim = self.store.prim.take(self.store.prim_of[self.at])
+            self._prim = SidesAt(self.store.prim, self.store.prim_of[self.at])
         return self._prim
 
     def pair_id(self, j: int) -> str:
