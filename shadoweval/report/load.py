@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from shadoweval.archive.layout import Kind, is_archive, iter_parquet
 from shadoweval.records import iter_jsonl
-from shadoweval.report.pairs import PairStore, StoreBuilder
+from shadoweval.report.pairs import PairStore, StoreBuilder, Strings
 from shadoweval.report.rows import (
     PairRow,
     as_float,
@@ -62,7 +62,7 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
     def __init__(self, pair_ids: Sequence[str]) -> None:
         # The list itself when given one (a PairStore's: the report then reads positions
         # as the store's own, see aggregate._Ctx.positions).
-        self.ids = pair_ids if isinstance(pair_ids, list) else list(pair_ids)
+        self.ids = pair_ids if isinstance(pair_ids, list | Strings) else list(pair_ids)
         self._by_id: dict[str, int] | None = None
         self._codes: dict[tuple[str, str], NDArray[np.int32]] = {}
         self._rows: list[ScoreRow] = []
@@ -197,7 +197,7 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
     def __iter__(self) -> Iterator[ScoreKey]:
         for (scorer, side), codes in self._codes.items():
             for pos in np.flatnonzero(codes >= 0):
-                yield (self.ids[pos], scorer, side)
+                yield (self.ids[int(pos)], scorer, side)
 
     def __len__(self) -> int:
         return self._len
@@ -558,8 +558,7 @@ def _reduce_scores(con: Any, ds: Dataset, path: str, limit: int) -> bool:
     ids = pairs.pair_ids if isinstance(pairs, PairStore) else [p.pair_id for p in pairs]
     # The ids as a numpy array of references to the same strings: bound as a list they were
     # one DuckDB value each, hundreds of MB at millions of pairs.
-    source = np.empty(len(ids), dtype=object)
-    source[:] = ids
+    source = np.fromiter(ids, dtype=object, count=len(ids))
     con.register("pos_source", {"pair_id": source, "pos": np.arange(len(ids), dtype=np.int32)})
     con.execute("CREATE TABLE pos AS SELECT pair_id, pos FROM pos_source")
     con.unregister("pos_source")

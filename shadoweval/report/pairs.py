@@ -29,6 +29,46 @@ Codes = NDArray[np.signedinteger[Any]]  # int16 while the names fit, else int32
 NAN = math.nan
 
 
+class Strings(Sequence[str]):
+    """Many short strings (pair ids) in one UTF-8 buffer with their ends, and the order
+    they are read in: millions of str objects cost 75 bytes each and pin the allocator's
+    pools among the parser's garbage."""
+
+    def __init__(
+        self, blob: bytes, ends: NDArray[np.int64], order: NDArray[np.intp] | None = None
+    ) -> None:
+        self._blob, self._ends = blob, ends
+        self._order = order
+
+    def __len__(self) -> int:
+        return len(self._ends) if self._order is None else len(self._order)
+
+    def _get(self, i: int) -> str:
+        start = int(self._ends[i - 1]) if i else 0
+        return self._blob[start : int(self._ends[i])].decode()
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        if i < 0:
+            i += len(self)
+        return self._get(i if self._order is None else int(self._order[i]))
+
+    def __iter__(self) -> Iterator[str]:
+        at = range(len(self._ends)) if self._order is None else self._order.tolist()
+        get = self._get
+        return (get(i) for i in at)
+
+    def ordered(self, order: NDArray[np.intp]) -> Strings:
+        """These strings in this order (positions into this one)."""
+        base = order if self._order is None else self._order[order]
+        return Strings(self._blob, self._ends, base)
+
+
 class Names:
     """One code per distinct name (-1: None)."""
 
@@ -166,7 +206,8 @@ class StoreBuilder:
         self.limit = snippet_chars
         self._hash_of = hash_of
         self.names = Names()
-        self.pair_ids: list[str] = []
+        self._id_blob = bytearray()
+        self._id_ends = array("q")
         self.ts = array("d")
         self.request = array("i")
         self.request_ids: list[str] = []
@@ -215,8 +256,9 @@ class StoreBuilder:
         headers: dict[str, str] | None,
         where: tuple[int, int] | Texts,
     ) -> int:
-        i = len(self.pair_ids)
-        self.pair_ids.append(pair_id)
+        i = len(self._id_ends)
+        self._id_blob += pair_id.encode()
+        self._id_ends.append(len(self._id_blob))
         self._hashes.append(self._hash_of(pair_id))
         self.ts.append(ts)
         code = self._request_codes.get(request_id)
@@ -244,7 +286,11 @@ class StoreBuilder:
         self.alive.append(1)
         return i
 
-    def _dedupe(self) -> None:
+    def _ids(self) -> Strings:
+        ends = np.frombuffer(self._id_ends, np.int64) if self._id_ends else np.zeros(0, np.int64)
+        return Strings(bytes(self._id_blob), ends)
+
+    def _dedupe(self, ids: Strings) -> None:
         """Of the pairs with one pair_id the last added stays (a re-delivery replaces):
         found among equal hashes (a dict of millions of ids cost more than the ids), and
         the ids themselves compared there."""
@@ -260,21 +306,24 @@ class StoreBuilder:
         for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
             last: dict[str, int] = {}
             for i in order[a:b].tolist():
-                old = last.get(self.pair_ids[i])
+                pair_id = ids[i]
+                old = last.get(pair_id)
                 if old is not None:
                     self.alive[old] = 0
                     self.duplicates += 1
-                last[self.pair_ids[i]] = i
+                last[pair_id] = i
 
     def build(self, ordered: bool = True) -> PairStore:
         """``ordered``: in (ts, pair_id) order; else in the order they were added."""
-        self._dedupe()
+        ids = self._ids()
+        self._id_blob = bytearray()
+        self._dedupe(ids)
         alive = np.frombuffer(bytes(self.alive), np.bool_) if self.alive else np.zeros(0, bool)
         ts = np.frombuffer(self.ts, np.float64) if len(self.ts) else np.zeros(0)
         keep = np.flatnonzero(alive)
         order = keep
         if ordered:
-            order = keep[_order(ts[keep], [self.pair_ids[i] for i in keep.tolist()])]
+            order = keep[_order(ts[keep], lambda j: ids[int(keep[j])])]
         at = order.astype(np.intp)
 
         def col(a: array[int]) -> Codes:
@@ -298,7 +347,7 @@ class StoreBuilder:
 
         return PairStore(
             names=self.names,
-            pair_ids=[self.pair_ids[i] for i in at.tolist()],
+            pair_ids=ids.ordered(at),
             ts=ts[at].copy(),
             request=col(self.request),
             request_ids=self.request_ids,
@@ -318,7 +367,7 @@ class StoreBuilder:
         )
 
 
-def _order(ts: Floats, ids: list[str]) -> NDArray[np.intp]:
+def _order(ts: Floats, id_of: Callable[[int], str]) -> NDArray[np.intp]:
     """The positions in (ts, pair_id) order: numpy by time, Python only within equal times."""
     order = np.argsort(ts, kind="stable")
     if len(order) < 2:
@@ -333,7 +382,7 @@ def _order(ts: Floats, ids: list[str]) -> NDArray[np.intp]:
     out = order.copy()
     for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
         run = out[a:b].tolist()
-        run.sort(key=ids.__getitem__)
+        run.sort(key=id_of)
         out[a:b] = run
     return out
 
@@ -385,7 +434,7 @@ class PairStore(Sequence[PairRow]):
         self,
         *,
         names: Names,
-        pair_ids: list[str],
+        pair_ids: Strings,
         ts: Floats,
         request: Codes,
         request_ids: list[str],

@@ -44,7 +44,7 @@ def test_the_last_record_of_a_pair_id_stays_even_when_hashes_collide(hash_of: ob
     store = b.build()
     assert b.duplicates == 2
     # (ts, pair_id) order; of the three "a" records the last added (ts 5.0, latency 4.0).
-    assert store.pair_ids == ["b", "c", "a"]
+    assert list(store.pair_ids) == ["b", "c", "a"]
     assert store.ts.tolist() == [1.0, 1.0, 5.0]
     assert store.cand.latency.tolist() == [1.0, 3.0, 4.0]
 
