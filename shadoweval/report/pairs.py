@@ -160,12 +160,19 @@ class _SideColumns:
         self.cost.append(NAN if side.cost_usd is None else side.cost_usd)
         return len(self.latency) - 1
 
-    def table(self, names: Names) -> Sides:
+    def table(self, names: Names, at: NDArray[np.intp] | None = None) -> Sides:
+        """The sides (those at ``at``) as arrays; what was read is let go column by column."""
+
+        def pick(a: NDArray[Any]) -> NDArray[Any]:
+            return a.copy() if at is None else a[at]
+
         def i32(a: array[int]) -> Codes:
-            return names.narrow(np.frombuffer(a, np.int32) if len(a) else np.zeros(0, np.int32))
+            return names.narrow(
+                pick(np.frombuffer(a, np.int32)) if len(a) else np.zeros(0, np.int32)
+            )
 
         def f64(a: array[float]) -> Floats:
-            return np.frombuffer(a, np.float64).copy() if len(a) else np.zeros(0)
+            return pick(np.frombuffer(a, np.float64)) if len(a) else np.zeros(0)
 
         return Sides(
             upstream=i32(self.upstream),
@@ -174,13 +181,13 @@ class _SideColumns:
             error=i32(self.error),
             latency=f64(self.latency),
             ttft=f64(self.ttft),
-            attempts=np.frombuffer(self.attempts, np.int64).astype(np.int32)
+            attempts=pick(np.frombuffer(self.attempts, np.int64)).astype(np.int32)
             if len(self.attempts)
             else np.zeros(0, np.int32),
             input_tokens=f64(self.tokens_in),
             output_tokens=f64(self.tokens_out),
             cached_tokens=f64(self.cached),
-            estimated=np.frombuffer(bytes(self.estimated), np.bool_).copy(),
+            estimated=pick(np.frombuffer(bytes(self.estimated), np.bool_)),
             cost=f64(self.cost),
         )
 
@@ -210,8 +217,11 @@ class StoreBuilder:
         self._id_ends = array("q")
         self.ts = array("d")
         self.request = array("i")
-        self.request_ids: list[str] = []
+        # Request ids by code (in one buffer); the dict lives only while reading.
+        self._request_blob = bytearray()
+        self._request_ends = array("q")
         self._request_codes: dict[str, int] = {}
+        self._last_request: tuple[str, int] = ("", -1)
         self.source, self.route, self.task, self.cluster = (array("i") for _ in range(4))
         self.clusters = Names()
         self.cand = _SideColumns()
@@ -261,10 +271,15 @@ class StoreBuilder:
         self._id_ends.append(len(self._id_blob))
         self._hashes.append(self._hash_of(pair_id))
         self.ts.append(ts)
-        code = self._request_codes.get(request_id)
+        # A request's pairs are usually adjacent: the last one's code, without a lookup.
+        code = self._last_request[1] if self._last_request[0] == request_id else None
         if code is None:
-            code = self._request_codes[request_id] = len(self.request_ids)
-            self.request_ids.append(request_id)
+            code = self._request_codes.get(request_id)
+        if code is None:
+            code = self._request_codes[request_id] = len(self._request_ends)
+            self._request_blob += request_id.encode()
+            self._request_ends.append(len(self._request_blob))
+        self._last_request = (request_id, code)
         self.request.append(code)
         self.source.append(self.names.code(source))
         self.route.append(self.names.code(route))
@@ -317,6 +332,13 @@ class StoreBuilder:
         """``ordered``: in (ts, pair_id) order; else in the order they were added."""
         ids = self._ids()
         self._id_blob = bytearray()
+        self._request_codes = {}
+        request_ids = Strings(
+            bytes(self._request_blob),
+            np.frombuffer(self._request_ends, np.int64).copy()
+            if self._request_ends
+            else np.zeros(0, np.int64),
+        )
         self._dedupe(ids)
         alive = np.frombuffer(bytes(self.alive), np.bool_) if self.alive else np.zeros(0, bool)
         ts = np.frombuffer(self.ts, np.float64) if len(self.ts) else np.zeros(0)
@@ -350,13 +372,13 @@ class StoreBuilder:
             pair_ids=ids.ordered(at),
             ts=ts[at].copy(),
             request=col(self.request),
-            request_ids=self.request_ids,
+            request_ids=request_ids,
             source=self.names.narrow(col(self.source)),
             route=self.names.narrow(col(self.route)),
             task=self.names.narrow(col(self.task)),
             cluster=col(self.cluster),
             clusters=self.clusters.names,
-            cand=self.cand.table(self.names).take(at),
+            cand=self.cand.table(self.names, at),
             prim=self.prim.table(self.names),
             prim_of=col(self.prim_of),
             probes=moved_keys(self.probes),
@@ -437,7 +459,7 @@ class PairStore(Sequence[PairRow]):
         pair_ids: Strings,
         ts: Floats,
         request: Codes,
-        request_ids: list[str],
+        request_ids: Strings,
         source: Codes,
         route: Codes,
         task: Codes,
