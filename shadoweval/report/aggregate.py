@@ -83,7 +83,7 @@ class _Cols:
     """One upstream's pairs as arrays, in the group's order (NaN: not recorded)."""
 
     ts: Floats
-    request: NDArray[np.int64]  # the request's code, the same in every upstream
+    request: NDArray[np.int32]  # the request's code, the same in every upstream
     cand_ok: NDArray[np.bool_]
     prim_ok: NDArray[np.bool_]
     cand_latency: Floats
@@ -137,7 +137,7 @@ class _Ctx:
             clusters = [names[k] if k >= 0 else None for k in codes.tolist()]
         got = self._cols[upstream] = _Cols(
             ts=store.ts[view.at],
-            request=store.request[view.at].astype(np.int64),
+            request=store.request[view.at],
             cand_ok=c.error < 0,
             prim_ok=q.error < 0,
             cand_latency=c.latency,
@@ -680,11 +680,13 @@ def safety_block(ctx: _Ctx, upstream: str, scorer: str) -> Json | None:
 def sides_cost(prices: PriceTable, store: PairStore, sides: Sides | SidesAt) -> Floats:
     """Each side's cost (as side_cost), NaN when not known: the record's own cost, priced
     from the tokens only where a record has none."""
-    cost = sides.cost.copy()
-    todo = np.flatnonzero(
-        np.isnan(cost) & ~(np.isnan(sides.input_tokens) & np.isnan(sides.output_tokens))
-    )
-    for i in todo.tolist():
+    cost: Floats = sides.cost
+    unknown = np.flatnonzero(np.isnan(cost))
+    if not len(unknown):
+        return cost
+    cost = cost.copy()
+    tokens = ~(np.isnan(sides.input_tokens[unknown]) & np.isnan(sides.output_tokens[unknown]))
+    for i in unknown[tokens].tolist():
         usage = Usage(
             _whole(sides.input_tokens[i]),
             _whole(sides.output_tokens[i]),
@@ -1221,8 +1223,11 @@ def build_report(
         if by:
             row["segments"] = segments_block(ctx, upstream, headline, by)
         rows[upstream] = row
-        if upstream != control:  # only the control's arrays are read again
-            ctx.forget(upstream)
+        # What was gathered is let go (the control's too: a candidate gathers again the
+        # little of it that it reads), so one upstream's arrays are held at a time.
+        ctx.forget(upstream)
+        if control is not None:
+            ctx.forget(control)
         tokens = row["operations"]["tokens"]
         estimated[upstream] = tokens["candidate"]["estimated_share"] or 0.0
         estimated["the primary"] = max(

@@ -166,6 +166,16 @@ class _SideColumns:
         def pick(a: NDArray[Any]) -> NDArray[Any]:
             return a.copy() if at is None else a[at]
 
+        def let_go(name: str) -> Any:
+            """The column read, and an empty one left in its place (held once, not twice)."""
+            column = getattr(self, name)
+            setattr(
+                self,
+                name,
+                type(column)() if isinstance(column, bytearray) else array(column.typecode),
+            )
+            return column
+
         def i32(a: array[int]) -> Codes:
             return names.narrow(
                 pick(np.frombuffer(a, np.int32)) if len(a) else np.zeros(0, np.int32)
@@ -174,21 +184,22 @@ class _SideColumns:
         def f64(a: array[float]) -> Floats:
             return pick(np.frombuffer(a, np.float64)) if len(a) else np.zeros(0)
 
+        attempts = let_go("attempts")
         return Sides(
-            upstream=i32(self.upstream),
-            role=i32(self.role),
-            model=i32(self.model),
-            error=i32(self.error),
-            latency=f64(self.latency),
-            ttft=f64(self.ttft),
-            attempts=pick(np.frombuffer(self.attempts, np.int64)).astype(np.int32)
-            if len(self.attempts)
+            upstream=i32(let_go("upstream")),
+            role=i32(let_go("role")),
+            model=i32(let_go("model")),
+            error=i32(let_go("error")),
+            latency=f64(let_go("latency")),
+            ttft=f64(let_go("ttft")),
+            attempts=pick(np.frombuffer(attempts, np.int64)).astype(np.int32)
+            if len(attempts)
             else np.zeros(0, np.int32),
-            input_tokens=f64(self.tokens_in),
-            output_tokens=f64(self.tokens_out),
-            cached_tokens=f64(self.cached),
-            estimated=pick(np.frombuffer(bytes(self.estimated), np.bool_)),
-            cost=f64(self.cost),
+            input_tokens=f64(let_go("tokens_in")),
+            output_tokens=f64(let_go("tokens_out")),
+            cached_tokens=f64(let_go("cached")),
+            estimated=pick(np.frombuffer(bytes(let_go("estimated")), np.bool_)),
+            cost=f64(let_go("cost")),
         )
 
 
@@ -348,7 +359,10 @@ class StoreBuilder:
             order = keep[_order(ts[keep], lambda j: ids[int(keep[j])])]
         at = order.astype(np.intp)
 
-        def col(a: array[int]) -> Codes:
+        def col(name: str) -> Codes:
+            """A column in the report's order; the one read is let go (held once)."""
+            a = getattr(self, name)
+            setattr(self, name, array("i"))
             full = np.frombuffer(a, np.int32) if len(a) else np.zeros(0, np.int32)
             return full[at]
 
@@ -371,16 +385,16 @@ class StoreBuilder:
             names=self.names,
             pair_ids=ids.ordered(at),
             ts=ts[at].copy(),
-            request=col(self.request),
+            request=col("request"),
             request_ids=request_ids,
-            source=self.names.narrow(col(self.source)),
-            route=self.names.narrow(col(self.route)),
-            task=self.names.narrow(col(self.task)),
-            cluster=col(self.cluster),
+            source=self.names.narrow(col("source")),
+            route=self.names.narrow(col("route")),
+            task=self.names.narrow(col("task")),
+            cluster=col("cluster"),
             clusters=self.clusters.names,
             cand=self.cand.table(self.names, at),
             prim=self.prim.table(self.names),
-            prim_of=col(self.prim_of),
+            prim_of=col("prim_of"),
             probes=moved_keys(self.probes),
             headers=moved_keys(self.headers),
             texts=_TextSource(
