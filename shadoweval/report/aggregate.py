@@ -39,7 +39,7 @@ from shadoweval.pricing import PriceTable
 from shadoweval.records import TASK_HEADER
 from shadoweval.redaction import Redactor
 from shadoweval.report.language import detect as detect_language
-from shadoweval.report.load import Dataset, ScoreRow, ScoreTable, score_kinds
+from shadoweval.report.load import Dataset, ScoreRow, ScoreTable, score_kinds, trim_heap
 from shadoweval.report.pairs import PairStore, PairView, Sides, SidesAt, as_store
 from shadoweval.report.robustness import robustness
 from shadoweval.report.verdict import decide, finalise
@@ -1228,6 +1228,7 @@ def build_report(
         ctx.forget(upstream)
         if control is not None:
             ctx.forget(control)
+        trim_heap()
         tokens = row["operations"]["tokens"]
         estimated[upstream] = tokens["candidate"]["estimated_share"] or 0.0
         estimated["the primary"] = max(

@@ -32,9 +32,9 @@ from shadoweval.report.rows import (
     PairRow,
     as_float,
     headers_of,
-    intern,
     prompt_text,
-    side_row,
+    side_text,
+    side_values,
     snippet,
 )
 from shadoweval.score.registry import ScorerInfo, info_of
@@ -302,7 +302,6 @@ def _no_cyclic_gc() -> Iterator[None]:
 
 
 def _read_pairs(ds: Dataset, filters: Filters, snippet_chars: int) -> PairStore:
-    names: dict[str, str] = {}
     store = StoreBuilder(snippet_chars)
     files: dict[str, int] = {}
     for path, offset, rec in _records(ds, ds.pair_files):
@@ -322,25 +321,26 @@ def _read_pairs(ds: Dataset, filters: Filters, snippet_chars: int) -> PairStore:
             # A request's pairs repeat its primary side, usually adjacent: equal JSON (orjson
             # tells 1 from 1.0 and true, unlike ==) is the same row, kept once.
             key = orjson.dumps(raw) if type(raw) is dict else None
-            primary, primary_row = store.primary(
-                key, functools.partial(side_row, raw, snippet_chars, names)
-            )
-            candidate = side_row(rec["candidate"], snippet_chars, names)
+            primary = store.primary(key, functools.partial(side_values, raw))
+            cand = rec["candidate"]
+            candidate = side_values(cand)
             pair_id, request_id = str(rec["pair_id"]), str(rec["request_id"])
-            source = intern(names, str(rec.get("source") or "traffic")) or ""
-            route = intern(names, str(rec.get("route") or "")) or ""
-            task = intern(names, rec.get("task"))
+            source = str(rec.get("source") or "traffic")
+            route = str(rec.get("route") or "")
+            task = rec.get("task")
+            task = task if type(task) is str else None
             headers = headers_of(rec.get("headers"))
             where: tuple[int, int] | tuple[str, str, str]
             if offset >= 0:  # texts read again from the file for the examples shown
-                where = (files.setdefault(path, store.file(path)), offset)
+                where = (
+                    files[path] if path in files else files.setdefault(path, store.file(path)),
+                    offset,
+                )
             else:
-                if primary_row is None:  # reused: its text is the pair before's
-                    primary_row = side_row(raw, snippet_chars, names)
                 where = (
                     snippet(prompt_text(rec.get("request")), snippet_chars),
-                    primary_row.text,
-                    candidate.text,
+                    side_text(raw, snippet_chars),
+                    side_text(cand, snippet_chars),
                 )
         except (KeyError, TypeError, ValueError):
             _corrupt(ds, path, "malformed pair record")
@@ -382,7 +382,7 @@ def load(
     ds = Dataset(pair_files=[str(p) for p in pair_paths], score_files=[str(p) for p in score_paths])
     with _no_cyclic_gc():
         store = _read_pairs(ds, filters, snippet_chars)
-    _trim()
+    trim_heap()
     ds.pairs = store
     if engine == "duckdb":
         ds.scores = ScoreTable(store.pair_ids)
@@ -391,11 +391,11 @@ def load(
         if not _duck(engine, path) or not _load_scores_duckdb(ds, path, snippet_chars):
             by_id = set(store.pair_ids) if by_id is None else by_id
             _load_scores_python(ds, path, by_id, snippet_chars)
-    _trim()
+    trim_heap()
     return ds
 
 
-def _trim() -> None:
+def trim_heap() -> None:
     """Hand the heap that reading freed back to the system: glibc keeps freed blocks of
     up to 32 MB (the arrays grown while reading) in the process, where DuckDB's own
     allocator cannot use them (~300 MB at 3M pairs)."""

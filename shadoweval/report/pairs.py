@@ -12,6 +12,7 @@ store, and the columns the aggregation reads, gathered once.
 
 from __future__ import annotations
 
+import functools
 import math
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +23,14 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from shadoweval.report.rows import PairRow, SideRow, prompt_text, side_row, snippet
+from shadoweval.report.rows import (
+    PairRow,
+    SideRow,
+    SideValues,
+    prompt_text,
+    side_text,
+    snippet,
+)
 
 Floats = NDArray[np.float64]
 Codes = NDArray[np.signedinteger[Any]]  # int16 while the names fit, else int32
@@ -142,22 +150,21 @@ class _SideColumns:
         self.attempts = array("q")
         self.estimated = bytearray()
 
-    def add(self, side: SideRow, names: Names) -> int:
-        self.upstream.append(names.code(side.upstream))
-        self.role.append(names.code(side.role))
-        self.model.append(names.code(side.model))
-        self.error.append(names.code(side.error_type))
-        self.latency.append(side.latency_s)
-        self.ttft.append(NAN if side.ttft_s is None else side.ttft_s)
-        self.attempts.append(side.attempts)
-        for column, value in (
-            (self.tokens_in, side.input_tokens),
-            (self.tokens_out, side.output_tokens),
-            (self.cached, side.cached_input_tokens),
-        ):
-            column.append(NAN if value is None else float(value))
-        self.estimated.append(side.estimated)
-        self.cost.append(NAN if side.cost_usd is None else side.cost_usd)
+    def add(self, side: SideValues, names: Names) -> int:
+        upstream, role, model, error, latency, ttft, attempts, t_in, t_out, cached, est, cost = side
+        code = names.code
+        self.upstream.append(code(upstream))
+        self.role.append(code(role))
+        self.model.append(code(model))
+        self.error.append(code(error))
+        self.latency.append(latency)
+        self.ttft.append(NAN if ttft is None else ttft)
+        self.attempts.append(attempts)
+        self.tokens_in.append(NAN if t_in is None else float(t_in))
+        self.tokens_out.append(NAN if t_out is None else float(t_out))
+        self.cached.append(NAN if cached is None else float(cached))
+        self.estimated.append(est)
+        self.cost.append(NAN if cost is None else cost)
         return len(self.latency) - 1
 
     def table(self, names: Names, at: NDArray[np.intp] | None = None) -> Sides:
@@ -250,16 +257,15 @@ class StoreBuilder:
         self.src.paths.append(path)
         return len(self.src.paths) - 1
 
-    def primary(self, key: bytes | None, make: Callable[[], SideRow]) -> tuple[int, SideRow | None]:
+    def primary(self, key: bytes | None, make: Callable[[], SideValues]) -> int:
         """The primary side's row: reused when its JSON is the pair before's (a request's
         pairs are usually adjacent; equal JSON makes an equal row)."""
         if key is not None and self._last_primary is not None and self._last_primary[0] == key:
-            return self._last_primary[1], None
-        side = make()
-        at = self.prim.add(side, self.names)
+            return self._last_primary[1]
+        at = self.prim.add(make(), self.names)
         if key is not None:
             self._last_primary = (key, at)
-        return at, side
+        return at
 
     def add(
         self,
@@ -271,7 +277,7 @@ class StoreBuilder:
         route: str,
         task: str | None,
         primary: int,
-        candidate: SideRow,
+        candidate: SideValues,
         cluster: str | None,
         probe: dict[str, Any] | None,
         headers: dict[str, str] | None,
@@ -455,11 +461,10 @@ class _TextSource:
 
 def record_texts(rec: dict[str, Any], limit: int) -> Texts:
     """A pair record's prompt and answers as the report shows them."""
-    names: dict[str, str] = {}
     return (
         snippet(prompt_text(rec.get("request")), limit),
-        side_row(rec["primary"], limit, names).text,
-        side_row(rec["candidate"], limit, names).text,
+        side_text(rec["primary"], limit),
+        side_text(rec["candidate"], limit),
     )
 
 
@@ -503,7 +508,7 @@ class PairStore(Sequence[PairRow]):
         """A store of rows built in memory (simulations, tests), texts kept."""
         b = StoreBuilder(snippet_chars=1 << 30)
         for row in rows:
-            at, _ = b.primary(None, lambda row=row: row.primary)  # type: ignore[misc]
+            at = b.primary(None, functools.partial(values_of, row.primary))
             b.add(
                 pair_id=row.pair_id,
                 request_id=row.request_id,
@@ -512,7 +517,7 @@ class PairStore(Sequence[PairRow]):
                 route=row.route,
                 task=row.task,
                 primary=at,
-                candidate=row.candidate,
+                candidate=values_of(row.candidate),
                 cluster=row.cluster,
                 probe=row.probe,
                 headers=row.headers,
@@ -605,6 +610,23 @@ class PairStore(Sequence[PairRow]):
 
     def view(self, at: NDArray[np.intp]) -> PairView:
         return PairView(self, at)
+
+
+def values_of(side: SideRow) -> SideValues:
+    return (
+        side.upstream,
+        side.role,
+        side.model,
+        side.error_type,
+        side.latency_s,
+        side.ttft_s,
+        side.attempts,
+        side.input_tokens,
+        side.output_tokens,
+        side.cached_input_tokens,
+        side.estimated,
+        side.cost_usd,
+    )
 
 
 def as_store(pairs: Sequence[PairRow]) -> PairStore:

@@ -97,25 +97,31 @@ def as_float(value: Any) -> float | None:
     return None
 
 
-def intern(names: dict[str, str], value: Any) -> str | None:
-    """One str object per distinct name (upstream, role, model, task...): a report holds
-    millions of records naming a handful of them."""
-    return names.setdefault(value, value) if isinstance(value, str) else None
+SideValues = tuple[
+    str,
+    str,
+    str | None,
+    str | None,
+    float,
+    float | None,
+    int,
+    int | None,
+    int | None,
+    int | None,
+    bool,
+    float | None,
+]  # SideRow's fields but the text, in its order
 
 
-def side_row(obj: Any, limit: int, names: dict[str, str]) -> SideRow:
-    # Written for speed (two per pair record): the common types are tested inline, anything
-    # else goes through as_float / as_int, which decide as before.
+def side_values(obj: Any) -> SideValues:
+    """A side's numbers and names, checked as the report reads them (ValueError, KeyError:
+    not a side). Written for speed (two per pair record): the common types are tested
+    inline, anything else goes through as_float / as_int, which decide as before."""
     if not isinstance(obj, dict):
         raise ValueError("side is not an object")
     get = obj.get
     raw_usage = get("usage")
     usage: dict[str, Any] = raw_usage if type(raw_usage) is dict else {}
-    text = get("output_text")
-    if not text and get("tool_calls"):
-        text = orjson.dumps(obj["tool_calls"]).decode()
-    if not text and get("error"):
-        text = f"[error] {obj['error']}"
     latency = get("latency_s")
     if not (type(latency) is float and latency - latency == 0.0):
         latency = as_float(latency)
@@ -126,29 +132,40 @@ def side_row(obj: Any, limit: int, names: dict[str, str]) -> SideRow:
     tokens_in, tokens_out = usage.get("input_tokens"), usage.get("output_tokens")
     cached = usage.get("cached_input_tokens")
     model, error_type = get("model"), get("error_type")
-    return SideRow(
-        upstream=intern(names, str(obj["upstream"])) or "",
-        role=intern(names, str(obj["role"])) or "",
-        model=names.setdefault(model, model) if type(model) is str else intern(names, model),
-        error_type=None if error_type is None else intern(names, error_type),
-        latency_s=latency,
-        ttft_s=None
+    return (
+        str(obj["upstream"]),
+        str(obj["role"]),
+        model if type(model) is str else None,
+        error_type if type(error_type) is str else None,
+        latency,
+        None
         if ttft is None
         else ttft
         if type(ttft) is float and ttft - ttft == 0.0
         else as_float(ttft),
-        attempts=(attempts if type(attempts) is int else as_int(attempts)) or 1,
-        input_tokens=tokens_in if type(tokens_in) is int else as_int(tokens_in),
-        output_tokens=tokens_out if type(tokens_out) is int else as_int(tokens_out),
-        cached_input_tokens=cached if type(cached) is int else as_int(cached),
-        estimated=bool(usage.get("estimated")),
-        cost_usd=None
+        (attempts if type(attempts) is int else as_int(attempts)) or 1,
+        tokens_in if type(tokens_in) is int else as_int(tokens_in),
+        tokens_out if type(tokens_out) is int else as_int(tokens_out),
+        cached if type(cached) is int else as_int(cached),
+        bool(usage.get("estimated")),
+        None
         if cost is None
         else cost
         if type(cost) is float and cost - cost == 0.0
         else as_float(cost),
-        text=snippet(text if isinstance(text, str) else None, limit),
     )
+
+
+def side_text(obj: dict[str, Any], limit: int) -> str:
+    """What the report shows of a side's answer: its text, else its tool calls, else its
+    error."""
+    get = obj.get
+    text = get("output_text")
+    if not text and get("tool_calls"):
+        text = orjson.dumps(obj["tool_calls"]).decode()
+    if not text and get("error"):
+        text = f"[error] {obj['error']}"
+    return snippet(text if isinstance(text, str) else None, limit)
 
 
 def headers_of(obj: Any) -> dict[str, str] | None:

@@ -9,23 +9,21 @@ import pytest
 
 from shadoweval.report import load
 from shadoweval.report.pairs import PairStore, StoreBuilder
-from shadoweval.report.rows import SideRow
+from shadoweval.report.rows import SideValues
 from shadoweval.testing.synthetic import Upstream, generate
 
 PRIMARY = Upstream("prod", role="primary", model="prod-model")
 OTHERS = [Upstream("prod-again", role="control", model="prod-model"), Upstream("cand")]
 
 
-def side(upstream: str, latency: float) -> SideRow:
-    return SideRow(
-        upstream, "candidate", None, None, latency, None, 1, None, None, None, False, None, ""
-    )
+def side(upstream: str, latency: float) -> SideValues:
+    return (upstream, "candidate", None, None, latency, None, 1, None, None, None, False, None)
 
 
 @pytest.mark.parametrize("hash_of", [hash, lambda _: 0], ids=["hash", "every-hash-equal"])
 def test_the_last_record_of_a_pair_id_stays_even_when_hashes_collide(hash_of: object) -> None:
     b = StoreBuilder(160, hash_of=hash_of)  # type: ignore[arg-type]
-    primary, _ = b.primary(None, lambda: side("prod", 0.1))
+    primary = b.primary(None, lambda: side("prod", 0.1))
     for i, (pid, ts) in enumerate([("a", 3.0), ("b", 1.0), ("a", 2.0), ("c", 1.0), ("a", 5.0)]):
         b.add(
             pair_id=pid,
