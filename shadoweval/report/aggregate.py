@@ -152,6 +152,14 @@ class _Ctx:
         )
         return got
 
+    def requests(self, upstream: str) -> NDArray[np.int32]:
+        """The request codes of the upstream's pairs (without gathering all its arrays:
+        a candidate reads only these, and values, of the control)."""
+        got = self._cols.get(upstream)
+        if got is not None:
+            return got.request
+        return self.store.request[self.groups[upstream].at]
+
     def index(self, upstream: str) -> dict[str, int]:
         """request_id -> the position of its pair among the upstream's."""
         got = self._index.get(upstream)
@@ -250,7 +258,7 @@ class _Ctx:
 
     def aligned(self, values: Floats, source: str, upstream: str) -> Floats:
         """``source``'s values (in its pairs' order) on ``upstream``'s pairs, by request."""
-        src, dst = self.cols(source).request, self.cols(upstream).request
+        src, dst = self.requests(source), self.requests(upstream)
         size = max(int(src.max(initial=-1)), int(dst.max(initial=-1))) + 1
         by_request = np.full(size, np.nan)
         by_request[src] = values
