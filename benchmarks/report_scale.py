@@ -8,14 +8,17 @@ each report then runs in a child process of its own, so its peak RSS is its alon
     python benchmarks/report_scale.py            # 30k and 300k pairs
     python benchmarks/report_scale.py --full     # and 3M pairs (~15 GB of JSONL)
     python benchmarks/report_scale.py --label baseline --sizes 30000
+    python benchmarks/report_scale.py --stages --sizes 3000000   # where the time goes
 
-Results are merged by label into benchmarks/results/report_scale.{json,md}.
+``--stages`` also records each stage's CPU, the RSS after it and the peak so far (reading
+the pairs, the score pass, building the figures), written beside the row. Results are merged by label into benchmarks/results/report_scale.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import os
 import subprocess
 import sys
@@ -86,10 +89,47 @@ def write_inputs(pairs: int, directory: Path) -> tuple[Path, Path]:
     return pair_path, score_path
 
 
-def child(pair_path: str, score_path: str, by: list[str], out: str) -> None:
+def _memory_mb() -> tuple[float, float]:
+    """(RSS now, peak RSS) of this process in MB, from /proc (Linux)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return tuple(int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM"))  # type: ignore[return-value]
+
+
+def _time_stages(stages: list[dict[str, Any]]) -> None:
+    """Wraps the report's three stages so each appends its CPU and memory to ``stages``."""
+    # The modules themselves (the package's ``load`` attribute is the function).
+    loader = importlib.import_module("shadoweval.report.load")
+    command = importlib.import_module("shadoweval.report.command")
+
+    def timed(name: str, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                rss, peak = _memory_mb()
+                cpu = time.process_time() - start
+                stages.append(
+                    {"stage": name, "cpu_s": round(cpu, 2), "rss_mb": rss, "peak_mb": peak}
+                )
+
+        return wrapper
+
+    for module, name, stage in (
+        (loader, "_read_pairs", "read pairs"),
+        (loader, "_load_scores_duckdb", "score pass"),
+        (command, "build_report", "build figures"),
+    ):
+        setattr(module, name, timed(stage, getattr(module, name)))
+
+
+def child(pair_path: str, score_path: str, by: list[str], out: str, stages: bool) -> None:
     """One report, the real command's code path; writes its own figures to ``out``."""
     from shadoweval.report import command
 
+    timings: list[dict[str, Any]] = []
+    if stages:
+        _time_stages(timings)
     start = time.process_time()
     kwargs: dict[str, Any] = {"pairs": [pair_path], "scores": [score_path]}
     if by:
@@ -101,15 +141,23 @@ def child(pair_path: str, score_path: str, by: list[str], out: str) -> None:
     cpu = time.process_time() - start
     Path(out).write_bytes(
         orjson.dumps(
-            {"cpu_s": cpu, "pairs": report["inputs"]["pair_records"], "gate": report["gate"]}
+            {
+                "cpu_s": cpu,
+                "pairs": report["inputs"]["pair_records"],
+                "gate": report["gate"],
+                **({"stages": timings} if stages else {}),
+            }
         )
     )
 
 
-def measure(pair_path: Path, score_path: Path, by: list[str], tmp: Path) -> dict[str, Any]:
+def measure(
+    pair_path: Path, score_path: Path, by: list[str], tmp: Path, stages: bool
+) -> dict[str, Any]:
     out = tmp / "child.json"
     out.unlink(missing_ok=True)
     argv = [sys.executable, __file__, "--child", str(pair_path), str(score_path), str(out)]
+    argv += ["--stages"] if stages else []
     for name in by:
         argv += ["--by", name]
     proc = subprocess.Popen(argv)
@@ -145,7 +193,9 @@ def write_results(rows: list[dict[str, Any]]) -> None:
         "values as arrays in the aggregation, DuckDB at a 96 MB base; `join`: the score pass's",
         "join builds its hash table from the pairs' ids (not from the score records), and a",
         "pair's primary side is reused from the pair before when its JSON is the same, and an",
-        "upstream's arrays are read in one pass (docs/report.md, At scale, with repeated runs).",
+        "upstream's arrays are read in one pass; `columns`: the pairs held as numpy columns",
+        "(report/pairs.py's PairStore), no per-pair objects, texts re-read by byte offset",
+        "(docs/report.md, At scale, with repeated runs).",
         "",
         "| label | --by | pairs | input MB | CPU s | peak RSS MB | measured |",
         "|---|---|---|---|---|---|---|",
@@ -155,6 +205,20 @@ def write_results(rows: list[dict[str, Any]]) -> None:
             f"| {r['label']} | {r['by'] or '-'} | {r['pairs']:,} | {r['input_mb']:,.0f} | "
             f"{r['cpu_s']:.1f} | {r['peak_rss_mb']:,.0f} | {r['measured']} |"
         )
+    for r in merged:
+        if r.get("stages"):
+            lines += [
+                "",
+                f"Stages of `{r['label']}` at {r['pairs']:,} pairs (--by {r['by'] or '-'}): CPU,",
+                "RSS after the stage, peak RSS so far.",
+                "",
+                "| stage | CPU s | RSS after MB | peak MB |",
+                "|---|---|---|---|",
+            ]
+            lines += [
+                f"| {st['stage']} | {st['cpu_s']:.1f} | {st['rss_mb']:,.0f} | {st['peak_mb']:,.0f} |"
+                for st in r["stages"]
+            ]
     (RESULTS / "report_scale.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -166,19 +230,28 @@ def main() -> None:
     ap.add_argument("--also-by", action="append", default=[], help="segmented runs: task, ...")
     ap.add_argument("--label", default="current", help="row label in the results")
     ap.add_argument("--data", default=str(Path(__file__).parent / ".report_scale"))
+    ap.add_argument("--stages", action="store_true", help="record each stage's CPU and RSS")
     ap.add_argument("--child", nargs=3, metavar=("PAIRS", "SCORES", "OUT"))
+    ap.add_argument("--generate", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.generate:
+        write_inputs(args.generate, Path(args.data))
+        return
     if args.child:
         pairs, scores, out = args.child
-        child(pairs, scores, args.by, out)
+        child(pairs, scores, args.by, out, args.stages)
         return
     sizes = args.sizes or ([30_000, 300_000] + ([3_000_000] if args.full else []))
     data = Path(args.data)
     rows = []
     for by in [[], *([b] for b in args.also_by)]:
         for size in sizes:
+            # Generated in a process of its own: a report child forked from a parent that
+            # had grown while generating would count the parent's pages in its peak RSS.
+            gen = [sys.executable, __file__, "--generate", str(size), "--data", str(data)]
+            subprocess.run(gen, check=True)
             pair_path, score_path = write_inputs(size, data)
-            figures = measure(pair_path, score_path, by, data)
+            figures = measure(pair_path, score_path, by, data, args.stages)
             if figures.get("unsupported"):
                 print(f"--by {','.join(by)}: not supported by this code", file=sys.stderr)
                 break
@@ -190,6 +263,7 @@ def main() -> None:
                 "cpu_s": round(figures["cpu_s"], 2),
                 "peak_rss_mb": figures["peak_rss_mb"],
                 "measured": datetime.now(UTC).date().isoformat(),
+                **({"stages": figures["stages"]} if args.stages else {}),
             }
             print(orjson.dumps(row).decode(), flush=True)
             rows.append(row)

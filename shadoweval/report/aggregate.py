@@ -22,6 +22,7 @@ Probe records (``source: probe``) are left out of the traffic figures unless ask
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -381,21 +382,26 @@ def _worst(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> list[Json]
     if len(x) > k:
         kth = np.lexsort((deficit, x))[k - 1]
         chosen = np.flatnonzero((x < x[kth]) | ((x == x[kth]) & (deficit <= deficit[kth])))
-    xs, ds, ats = x.tolist(), deficit.tolist(), at.tolist()
-    order = sorted(chosen.tolist(), key=lambda i: (xs[i], ds[i], view.pair_id(ats[i])))[:k]
+    # Keys made one at a time and k kept (nsmallest is sorted()[:k]): the ties can be
+    # a large part of a million pairs, and a key tuple each was the report's peak memory.
+    xs, ds, ats = x[chosen], deficit[chosen], at[chosen]
+    picked = heapq.nsmallest(
+        k, range(len(chosen)), key=lambda j: (float(xs[j]), float(ds[j]), view.pair_id(ats[j]))
+    )
+    order = [int(chosen[j]) for j in picked]
     red = ctx.redactor.text
     out = []
-    rows = ctx.store.rows([int(view.at[ats[i]]) for i in order])  # texts read for these only
+    rows = ctx.store.rows([int(view.at[at[i]]) for i in order])  # texts read for these only
     for i, p in zip(order, rows, strict=True):
         side = "pair" if series.mode == "pair" else "candidate"
-        score = ctx.score(upstream, ats[i], scorer, side)
+        score = ctx.score(upstream, int(at[i]), scorer, side)
         b = float(base[i])
         out.append(
             {
                 "pair_id": p.pair_id,
                 "request_id": p.request_id,
                 "ts": _iso(p.ts),
-                "value": xs[i],
+                "value": float(x[i]),
                 "baseline_value": None if math.isnan(b) else b,
                 "label": score.label if score else None,
                 "explanation": red(score.explanation) if score else "",
