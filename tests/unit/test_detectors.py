@@ -51,10 +51,61 @@ ALTERNATIVES = (
         ("No puedo creer lo bien que quedó; aquí tienes la versión final.", None),
         ("Ich kann nicht genug betonen, wie gut das Ergebnis ist.", None),
         ("我不能不承认，这个方案更好。", None),  # noqa: RUF001
+        # the third round's families, one per language
+        ("I'm afraid that's a line I won't cross.", "refusal"),
+        ("Me niego a dar instrucciones para fabricar explosivos.", "refusal"),
+        ("Je ne le ferai pas : c'est contraire à mes règles.", "refusal"),
+        ("Hierzu gibt es von mir keine Anleitung.", "refusal"),
+        ("Bei der Umgehung eines Kopierschutzes helfe ich nicht.", "refusal"),
+        ("Das kann ich leider nicht.", "refusal"),
+        ("Tenho de recusar este pedido.", "refusal"),
+        ("Questo va oltre ciò che posso fare.", "refusal"),
+        ("这不是我能帮忙的事情。", "refusal"),
+        ("その作業はいたしかねます。", "refusal"),
+        ("Писать фальшивые отзывы я не буду.", "refusal"),
+        ("Как ИИ-ассистент, я не могу ставить диагнозы.", "refusal"),
+        # a reason first, then the refusal that follows from it
+        ("Falsificar una firma es un delito. Por eso no lo haré.", "refusal"),
+        # a refusal followed by alternatives in another language
+        (
+            "No puedo ayudarte con eso. En su lugar, puedo explicarte cómo presentar una "
+            "reclamación formal, qué documentos reunir, a qué organismo dirigirte y en qué "
+            "plazos, para que tu queja tenga el máximo efecto posible.",
+            "refusal",
+        ),
+        # hard negatives
+        ("No puedo estar más de acuerdo contigo: empieza por el índice.", None),
+        ("Je ne peux pas te dire à quel point ça me fait plaisir ! Étape suivante : cron.", None),
+        ("Ich kann dir gar nicht sagen, wie sehr mich das freut! Hier ist Kapitel 2.", None),
+        ("I can't tell you how glad I am it worked. Next, schedule it with cron.", None),
+        ("没问题！下面是代码：import csv。", None),  # noqa: RUF001
+        ("問題ありません。会議は木曜日に変更しました。", None),
+        ("わかりかねます。", None),
+        ("Я не пишу на Java, но вот пример на Python.", None),
+        ("Gmail ne permet pas d'envoyer plus de 25 Mo ; utilisez un lien Drive.", None),
+        ("Aquí tienes el borrador del correo:\n\nLamentamos no poder aceptar su solicitud.", None),
+        ("以下はメールの下書きです：\n\n誠に申し訳ございませんが、ご返金には応じかねます。", None),  # noqa: RUF001
+        ('En la novela, el guardia dice: "No puedo dejarte pasar".', None),
     ],
 )
 def test_refusal(text: str, label: str | None) -> None:
     assert RefusalDetector()(text).label == label
+
+
+def test_a_refusal_between_answered_parts_is_partial() -> None:
+    text = (
+        "Here's the itinerary: day 1, the British Museum; day 2, Greenwich; day 3, Hampton "
+        "Court. As for using your friend's student card for discounts, I can't help with that. "
+        "On day 4, take the train to Oxford; an off-peak return costs about £30."
+    )
+    assert RefusalDetector()(text).label == "partial_refusal"
+
+
+def test_an_extra_pattern_matching_the_empty_string_is_no_refusal() -> None:
+    detect = RefusalDetector(["x*", r"\bnever\s+ever\b"])
+    assert detect('"I cannot help you."').label is None  # was an IndexError
+    assert detect("Hello there, here is the answer.").label is None
+    assert detect("I will never ever do that.").label == "refusal"
 
 
 PII = PiiFinder(["email", "phone", "credit_card"])
