@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -98,6 +98,9 @@ class _Cols:
     clusters: list[str | None] | None  # None: no pair of the upstream is clustered
 
 
+_VALUES_KEPT = 4
+
+
 @dataclass
 class _Ctx:
     cfg: Report
@@ -108,8 +111,11 @@ class _Ctx:
     groups: dict[str, PairView]  # upstream -> its pairs
     control: str | None
     _cols: dict[str, _Cols] = field(default_factory=dict)
-    _values: dict[tuple[str, str, str], Floats] = field(default_factory=dict)
+    # The last few value arrays read (a figure reads a scorer's two or three sides, again
+    # and again): keeping every scorer's of an upstream held ~100 MB at a million pairs.
+    _values: OrderedDict[tuple[str, str, str], Floats] = field(default_factory=OrderedDict)
     _index: dict[str, dict[str, int]] = field(default_factory=dict)
+    _clusters: dict[str, list[str | None] | None] = field(default_factory=dict)
 
     @property
     def kw(self) -> dict[str, Any]:
@@ -131,11 +137,6 @@ class _Ctx:
         view = self.groups[upstream]
         store = self.store
         c, q = view.cand, view.prim
-        codes = store.cluster[view.at]
-        clusters: list[str | None] | None = None
-        if np.any(codes >= 0):
-            names = store.clusters
-            clusters = [names[k] if k >= 0 else None for k in codes.tolist()]
         got = self._cols[upstream] = _Cols(
             ts=store.ts[view.at],
             request=store.request[view.at],
@@ -149,9 +150,24 @@ class _Ctx:
             prim_retried=q.attempts > 1,
             cand_cost=sides_cost(self.prices, store, c),
             prim_cost=sides_cost(self.prices, store, q),
-            clusters=clusters,
+            clusters=self.cluster_labels(upstream),
         )
         return got
+
+    def cluster_labels(self, upstream: str) -> list[str | None] | None:
+        """Each of the upstream's pairs' cluster label (None: no pair has one). Apart from
+        cols(): the quality figures need only these, and gathering every side's column
+        for them held ~200 MB more at a million pairs while the scores were resampled."""
+        if upstream in self._clusters:
+            return self._clusters[upstream]
+        store = self.store
+        codes = store.cluster[self.groups[upstream].at]
+        labels: list[str | None] | None = None
+        if np.any(codes >= 0):
+            names = store.clusters
+            labels = [names[k] if k >= 0 else None for k in codes.tolist()]
+        self._clusters[upstream] = labels
+        return labels
 
     def requests(self, upstream: str) -> NDArray[np.int32]:
         """The request codes of the upstream's pairs (without gathering all its arrays:
@@ -171,7 +187,7 @@ class _Ctx:
 
     def clusters(self, upstream: str, ids: Sequence[str]) -> list[str | None] | None:
         """Cluster labels of these requests (None when none has one: independent)."""
-        every = self.cols(upstream).clusters
+        every = self.cluster_labels(upstream)
         if every is None:
             return None
         index = self.index(upstream)
@@ -180,7 +196,7 @@ class _Ctx:
 
     def clusters_at(self, upstream: str, at: Positions) -> list[str | None] | None:
         """Cluster labels of the upstream's pairs at these positions (None: independent)."""
-        every = self.cols(upstream).clusters
+        every = self.cluster_labels(upstream)
         if every is None:
             return None
         labels = [every[i] for i in at.tolist()]
@@ -198,6 +214,7 @@ class _Ctx:
         """Drop what was gathered for an upstream whose figures are done."""
         self._cols.pop(upstream, None)
         self._index.pop(upstream, None)
+        self._clusters.pop(upstream, None)
         for key in [k for k in self._values if k[0] == upstream]:
             del self._values[key]
         view = self.groups[upstream]
@@ -221,6 +238,7 @@ class _Ctx:
         key = (upstream, scorer, side)
         got = self._values.get(key)
         if got is not None:
+            self._values.move_to_end(key)
             return got
         view = self.groups[upstream]
         table = self.ds.scores
@@ -237,6 +255,8 @@ class _Ctx:
             preference = self.info(scorer).pair == "preference"
             got = table.values_at(scorer, side, pos, JUDGE_LABELS if preference else None)
         self._values[key] = got
+        if len(self._values) > _VALUES_KEPT:
+            self._values.popitem(last=False)
         return got
 
     def values(self, upstream: str, scorer: str, side: str) -> dict[str, float | None]:
@@ -386,7 +406,7 @@ def _worst(ctx: _Ctx, upstream: str, scorer: str, series: _Series) -> list[Json]
     # a large part of a million pairs, and a key tuple each was the report's peak memory.
     xs, ds, ats = x[chosen], deficit[chosen], at[chosen]
     picked = heapq.nsmallest(
-        k, range(len(chosen)), key=lambda j: (float(xs[j]), float(ds[j]), view.pair_id(ats[j]))
+        k, range(len(chosen)), key=lambda j: (float(xs[j]), float(ds[j]), view.pair_id(int(ats[j])))
     )
     order = [int(chosen[j]) for j in picked]
     red = ctx.redactor.text

@@ -65,7 +65,9 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
         # as the store's own, see aggregate._Ctx.positions).
         self.ids = pair_ids if isinstance(pair_ids, list | Strings) else list(pair_ids)
         self._by_id: dict[str, int] | None = None
-        self._codes: dict[tuple[str, str], NDArray[np.int32]] = {}
+        # Two bytes a score while the distinct rows fit (nine kinds of 3M pairs: 54 MB
+        # instead of 108), widened to four when one more would not.
+        self._codes: dict[tuple[str, str], NDArray[np.signedinteger[Any]]] = {}
         self._rows: list[ScoreRow] = []
         self._row_codes: dict[tuple[float | None, str | None, str], int] = {}
         self._len = 0
@@ -97,15 +99,13 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
 
     def __setitem__(self, key: ScoreKey, row: ScoreRow) -> None:
         pos = self._pos()[key[0]]  # only scores of pairs in the report are kept
-        codes = self._codes.get((key[1], key[2]))
-        if codes is None:
-            codes = self._codes[(key[1], key[2])] = np.full(len(self.ids), -1, np.int32)
         ident = (row.value, row.label, row.explanation)
         code = self._row_codes.get(ident)
         if code is None:
             code = self._row_codes[ident] = len(self._rows)
             self._rows.append(row)
             self._tables.clear()
+        codes = self._kind(key[1], key[2], code)
         if codes[pos] < 0:
             self._len += 1
         codes[pos] = code
@@ -137,7 +137,8 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
         table = self._tables.get(key)
         if table is None:
             table = self._tables[key] = self._value_table(labels)
-        return table[codes[positions]]
+        got: NDArray[np.float64] = table[codes[positions]]
+        return got
 
     def label_index(
         self, scorer: str, side: str, positions: NDArray[np.intp], labels: Sequence[str]
@@ -151,7 +152,8 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
             [index.get(r.label, -1) if r.label is not None else -1 for r in self._rows] + [-1],
             dtype=np.intp,
         )
-        return by_row[codes[positions]]
+        index_of: NDArray[np.intp] = by_row[codes[positions]]
+        return index_of
 
     def _value_table(self, labels: Mapping[str, float] | None) -> NDArray[np.float64]:
         return np.array(
@@ -175,9 +177,6 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
     ) -> None:
         """Many scores of one (scorer, side) at once: ``rows[codes[i]]`` is the score of the
         pair at ``positions[i]`` (in the order the table was made with); replaces."""
-        table = self._codes.get((scorer, side))
-        if table is None:
-            table = self._codes[(scorer, side)] = np.full(len(self.ids), -1, np.int32)
         mapped = np.empty(len(rows), np.int32)
         for i, row in enumerate(rows):
             ident = (row.value, row.label, row.explanation)
@@ -187,8 +186,19 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
                 self._rows.append(row)
                 self._tables.clear()
             mapped[i] = code
+        table = self._kind(scorer, side, int(mapped.max(initial=-1)))
         self._len += int(np.count_nonzero(table[positions] < 0))
         table[positions] = mapped[codes]
+
+    def _kind(self, scorer: str, side: str, code: int) -> NDArray[np.signedinteger[Any]]:
+        """The codes of a (scorer, side), made or widened so that ``code`` fits."""
+        codes = self._codes.get((scorer, side))
+        if codes is None:
+            codes = np.full(len(self.ids), -1, np.int16)
+        if code > np.iinfo(codes.dtype).max:
+            codes = codes.astype(np.int32)
+        self._codes[(scorer, side)] = codes
+        return codes
 
     def __delitem__(self, key: ScoreKey) -> None:
         self[key]  # KeyError when absent
@@ -443,7 +453,7 @@ def _load_scores_python(ds: Dataset, path: str, by_id: set[str], snippet_chars: 
 # small: past it the scores table spills to the database file (at 300k pairs 96 MB cost
 # no more CPU than 256 MB and 150 MB less peak RSS).
 _DUCKDB_MEMORY_MB = 96
-_DUCKDB_BYTES_PER_PAIR = 160
+_DUCKDB_BYTES_PER_PAIR = 100
 
 
 def _duckdb_memory(pairs: int) -> str:

@@ -281,6 +281,20 @@ def test_score_table_is_a_mapping_of_the_scores() -> None:
         table[("p3", "exact", "candidate")] = row
 
 
+def test_score_table_codes_widen_past_two_bytes() -> None:
+    """Codes start in two bytes; the 32,768th distinct score widens them, losing none."""
+    n = 40_000
+    table = ScoreTable([f"p{i}" for i in range(n)])
+    rows = [ScoreRow(i / n, None, f"e{i}") for i in range(n)]
+    table.assign("a", "pair", np.arange(n, dtype=np.int32), np.arange(n, dtype=np.int32), rows)
+    for i in range(n):  # one at a time, as the Python reader stores them
+        table[(f"p{i}", "b", "pair")] = ScoreRow(i / n, None, f"other{i}")
+    for scorer in ("a", "b"):
+        values = table.values_at(scorer, "pair", np.arange(n))
+        assert np.array_equal(values, np.arange(n) / n)
+    assert table[("p39999", "b", "pair")].explanation == "other39999" and len(table) == 2 * n
+
+
 @pytest.mark.parametrize("n", [40, 5000])
 def test_windowed_quantile_bootstrap_agrees_with_the_index_bootstrap(n: int) -> None:
     rng = np.random.default_rng(7)
