@@ -129,16 +129,14 @@ def test_a_line_without_a_scores_fields_counts_as_the_python_reader_counts_it(
         {"explanation": None},
         {"label": 1},
         {"label": "w\u00efn"},
-        {"scorer": "exa\"ct"},
+        {"scorer": 'exa"ct'},
         {"side": None},
         {"schema": "shadoweval.score.v1 "},
         {"scorer_info": None},
     ],
     ids=repr,
 )
-def test_every_field_type_reads_as_the_python_reader_reads_it(
-    tmp_path: Path, change: Json
-) -> None:
+def test_every_field_type_reads_as_the_python_reader_reads_it(tmp_path: Path, change: Json) -> None:
     """The DuckDB reader types fields from their JSON text: each odd type and escape here
     gives what the Python reader gives."""
     p, s, _, scores = _inputs(tmp_path, n=20)
