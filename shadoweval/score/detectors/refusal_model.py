@@ -26,6 +26,12 @@ GATE = (
     "rather", "prefer", "line", "guideline", "allowed", "permit", "ne ", "n'", "impossible",
     "désolé", "nicht", "kein", "leider", "lo siento", "não", "non ", "purtroppo", "dispiace",
     "не ", "нет", "отказ", "不", "无法", "拒", "恕", "ません", "かね", "控え", "断",
+    # terse, scope and policy refusals: "Ni hablar.", "I only answer ...", "against policy"
+    "ni ", "nein", "jamais", "question", "nunca", "nem ", "mai ", "neanche", "没", "免", "無理",
+    "ни ", "нельзя", "only ", "solo ", "sólo ", "seulement", "uniquement", "nur ", "apenas",
+    "soltanto", "只", "のみ", "только", "polic", "polít", "richtlin", "regel", "regole",
+    "правил", "规定", "规则", "ポリシー", "scope", "ámbito", "domaine", "bereich", "escopo",
+    "ambito", "范围", "範囲", "компетенц",
 )  # fmt: skip
 
 
