@@ -11,7 +11,8 @@ each report then runs in a child process of its own, so its peak RSS is its alon
     python benchmarks/report_scale.py --stages --sizes 3000000   # where the time goes
 
 ``--stages`` also records each stage's CPU, the RSS after it and the peak so far (reading
-the pairs, the score pass, building the figures), written beside the row. Results are merged by label into benchmarks/results/report_scale.{json,md}.
+the pairs, the score pass, building the figures), written beside the row. Results are
+merged by label into benchmarks/results/report_scale.{json,md}.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ def write_inputs(pairs: int, directory: Path) -> tuple[Path, Path]:
 def _memory_mb() -> tuple[float, float]:
     """(RSS now, peak RSS) of this process in MB, from /proc (Linux)."""
     fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
-    return tuple(int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM"))  # type: ignore[return-value]
+    rss, peak = (int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM"))
+    return rss, peak
 
 
 def _time_stages(stages: list[dict[str, Any]]) -> None:

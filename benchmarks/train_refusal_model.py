@@ -124,7 +124,8 @@ def main() -> int:
     print(
         f"{kind}: threshold {threshold:.3f}; out of fold on dev, alone it finds "
         f"{sum(pos)} of {len(pos)} gated refusals, flagging "
-        f"{sum(v >= threshold for v in neg)} of {len(neg)} gated negatives, and adds {gained} of the {missed} refusals the "
+        f"{sum(v >= threshold for v in neg)} of {len(neg)} gated negatives, and adds "
+        f"{gained} of the {missed} refusals the "
         "patterns miss"
     )
     return 0

@@ -55,6 +55,9 @@ class ScoreRow:
 ScoreKey = tuple[str, str, str]  # (pair_id, scorer, side)
 
 
+_INT16_MAX = int(np.iinfo(np.int16).max)
+
+
 class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
     """Scores by (pair_id, scorer, side), held as one code array per (scorer, side) over
     the pairs, and one ScoreRow per distinct (value, label, explanation): millions of
@@ -194,10 +197,9 @@ class ScoreTable(MutableMapping[ScoreKey, ScoreRow]):
         """The codes of a (scorer, side), made or widened so that ``code`` fits."""
         codes = self._codes.get((scorer, side))
         if codes is None:
-            codes = np.full(len(self.ids), -1, np.int16)
-        if code > np.iinfo(codes.dtype).max:
-            codes = codes.astype(np.int32)
-        self._codes[(scorer, side)] = codes
+            codes = self._codes[(scorer, side)] = np.full(len(self.ids), -1, np.int16)
+        if code > _INT16_MAX and codes.dtype == np.int16:
+            codes = self._codes[(scorer, side)] = codes.astype(np.int32)
         return codes
 
     def __delitem__(self, key: ScoreKey) -> None:

@@ -481,17 +481,18 @@ _DRAFT = re.compile(
     re.I,
 )
 # What follows a refusal that is still the refusal: alternatives, pointers, support.
-_ALTERNATIVES = re.compile(
-    r"^(?:\W*)(?:instead\b|alternatively\b|however,?\s+i(?:'d|\s+would|\s+can|\s+could)\b|"
+# What follows a refusal that offers alternatives, pointers or support.
+_OFFERS = (
+    r"(?:instead\b|alternatively\b|however,?\s+i(?:'d|\s+would|\s+can|\s+could)\b|"
     r"but\s+i(?:'d|\s+would|\s+can|\s+could)\s+(?:be\s+happy|gladly|help|offer|suggest)|"
     r"i\s+(?:can|could)\s+(?:help|offer|suggest|instead|give\s+feedback)|"
     r"i(?:\s+can|\s+could|'d\s+be\s+glad\s+to|'m\s+happy\s+to)\s+(?:also\s+|gladly\s+)?"
     r"(?:walk|show|point|explain|guide|share|talk|draft|write|look|go\s+over|put\s+together)\b|"
     r"i'?m\s+here\b|what\s+i\s+can\s+do\b|if\s+you\b|"
     r"(?:i'?d|i\s+would)\s+be\s+(?:happy|glad)\s+to\b|here\s+are\s+some\s+(?:legal|other|safer|"
-    r"alternative|legitimate|ways|resources|options)|if\s+you(?:'re|\s+are|\s+feel|\s+think|"
-    r"\s+want|\s+need)|please\s+(?:reach|contact|consult|talk|call|seek)|you\s+(?:could|might|"
-    r"can|may)\s+(?:try|consider|contact|reach|talk|ask)|consider\b|is\s+there\s+anything"
+    r"alternative|legitimate|ways|resources|options)|please\s+(?:reach|contact|consult|talk|call|"
+    r"seek)|you\s+(?:could|might|can|may)\s+(?:try|consider|contact|reach|talk|ask)|consider\b|"
+    r"is\s+there\s+anything"
     # es, fr, de, pt, it, ru, zh, ja: "en su lugar", "en revanche", "stattdessen", "em vez disso",
     # "invece", "вместо этого", "不过我可以", "代わりに", and the pointers to a hotline or a person
     r"|en\s+su\s+lugar|en\s+cambio|sin\s+embargo,?\s+(?:puedo|podr|te|le)|lo\s+que\s+s[íi]\s+puedo|"
@@ -509,14 +510,13 @@ _ALTERNATIVES = re.compile(
     r"|вместо\s+этого|зато|но\s+(?:я\s+)?могу|могу\s+(?:предложить|помочь|подсказать|посоветовать)|"
     r"если\s+(?:вы|ты)\b|рекомендую|советую|обратитесь"
     r"|不过|但(?:是)?我可以|我可以|如果你|如果您|建议你|建议您|你可以|您可以"
-    r"|代わりに|その代わり|もし|ご希望|ほかに|他に)",
-    re.I,
+    r"|代わりに|その代わり|もし|ご希望|ほかに|他に)"
 )
-# A refusal that comes after its reasons: "... That's why I won't do it." "Por eso no lo haré."
+_ALTERNATIVES = re.compile(rf"^\W*{_OFFERS}", re.I)  # a sentence that opens with one
 # The same offers anywhere in a sentence ("If you believe ..., I can walk you through ..."):
 # read only after a prose preamble, where what follows a refusal is support, not content.
-_OFFER_ANYWHERE = re.compile(_ALTERNATIVES.pattern.replace("^(?:\\W*)", "\\b", 1), re.I)
-
+_OFFER_ANYWHERE = re.compile(rf"\b{_OFFERS}", re.I)
+# A refusal that comes after its reasons: "... That's why I won't do it." "Por eso no lo haré."
 _CONSEQUENCE = re.compile(
     r"^\W*(?:that(?:'s|\s+is)\s+why|so\b|therefore|for\s+that\s+reason|por\s+(?:eso|ello|lo\s+tanto)|"
     r"c'est\s+pourquoi|donc|pour\s+cette\s+raison|deshalb|daher|darum|aus\s+diesem\s+grund|por\s+isso|"
@@ -568,9 +568,9 @@ _OFFER_SENTENCES = 2
 # After a prose preamble, a few sentences of prose are support (a hotline, a next step),
 # not the answer: a partial refusal's content is longer or has the shape of content.
 _SUPPORT_SENTENCES = 3
+_SUPPORT_CHARS = 500
 # A preamble is a few sentences; a refusal after many is the end of an answer.
 _PREAMBLE_SENTENCES = 4
-_SUPPORT_CHARS = 500
 # The shape of requested content in the text before a refusal: list items, numbered steps,
 # headings, code, a colon opening a block or a run ("Here's the plan: day 1, ...").
 _CONTENT_SHAPE = re.compile(r"^\s*(?:[-*\u2022]\s|\d+[.)]\s|#+\s)|```|[:\uff1a]\s*\S|:\s*\n", re.M)
@@ -690,7 +690,7 @@ class RefusalDetector:
         if (
             not offers
             and not prose_then_refusal
-            and _width(own[:before]) > _CONTENT_BEFORE
+            and _width(preamble) > _CONTENT_BEFORE
             and _width(after) > _CONTENT_AFTER
             and not _CONSEQUENCE.search(first)
         ):
