@@ -95,7 +95,6 @@ class _Cols:
     prim_retried: NDArray[np.bool_]
     cand_cost: Floats
     prim_cost: Floats
-    clusters: list[str | None] | None  # None: no pair of the upstream is clustered
 
 
 _VALUES_KEPT = 4
@@ -150,7 +149,6 @@ class _Ctx:
             prim_retried=q.attempts > 1,
             cand_cost=sides_cost(self.prices, store, c),
             prim_cost=sides_cost(self.prices, store, q),
-            clusters=self.cluster_labels(upstream),
         )
         return got
 
@@ -783,7 +781,7 @@ def operations_block(ctx: _Ctx, upstream: str) -> Json:
     c_fail = (~cols.cand_ok).astype(np.float64)
     p_fail = (~cols.prim_ok).astype(np.float64)
     n_c_fail, n_p_fail = int(c_fail.sum()), int(p_fail.sum())
-    fail_clusters = cols.clusters
+    fail_clusters = ctx.cluster_labels(upstream)
     # Failures are rare events: a score interval, unless requests are clustered (then the
     # cluster bootstrap, which independence-based intervals cannot replace).
     failure_difference = (
@@ -1004,14 +1002,8 @@ def _restricted(ctx: _Ctx, requests: NDArray[np.int64]) -> _Ctx:
         keep = keeps[u] = np.flatnonzero(member[ctx.store.request[view.at]])
         sub.groups[u] = view.sub(keep)
         cols = ctx._cols.get(u)
-        if cols is not None:
-            clusters = None
-            if cols.clusters is not None:
-                clusters = [cols.clusters[i] for i in keep.tolist()]
-                if all(c is None for c in clusters):
-                    clusters = None
-            arrays = {f.name: getattr(cols, f.name) for f in fields(_Cols) if f.name != "clusters"}
-            sub._cols[u] = _Cols(**{k: v[keep] for k, v in arrays.items()}, clusters=clusters)
+        if cols is not None:  # the cluster labels are read again from the store (cheap)
+            sub._cols[u] = _Cols(**{f.name: getattr(cols, f.name)[keep] for f in fields(_Cols)})
     for (u, scorer, side), values in ctx._values.items():
         sub._values[(u, scorer, side)] = values[keeps[u]]
     return sub
